@@ -1,0 +1,171 @@
+"""Settings: precedence of .env files and the environment, parsing, masking."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from tui.services.settings import (
+    SECRET_VARIABLES,
+    VARIABLES,
+    Paths,
+    Secret,
+    SettingsError,
+    load_settings,
+    mask,
+    parse_bool,
+    read_env,
+)
+
+KEY = "k" * 32 + "SECRETKEY01"
+AWS_SECRET = "aws/SECRET+value0123456789"
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Paths]:
+    paths = Paths(
+        data=tmp_path / "data",
+        cache=tmp_path / "cache",
+        state=tmp_path / "state",
+        config=tmp_path / "config",
+    )
+    paths.config.mkdir()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return cwd, paths
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_environment_beats_cwd_env_beats_config_env(dirs, monkeypatch) -> None:
+    cwd, paths = dirs
+    (paths.config / ".env").write_text(
+        "WANDB_PROJECT=from-config\nWANDB_ENTITY=config-entity\nEVALWB_REGISTRY_DIR=/cfg\n"
+    )
+    (cwd / ".env").write_text("WANDB_PROJECT=from-cwd\nWANDB_ENTITY=cwd-entity\n")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+
+    settings = load_settings(env=read_env(cwd, paths.config), paths=paths)
+
+    assert settings.wandb_project == "from-env"
+    assert settings.wandb_entity == "cwd-entity"
+    assert settings.registry_dir == Path("/cfg")
+
+
+def test_defaults_come_from_platformdirs_paths(dirs) -> None:
+    _, paths = dirs
+    settings = load_settings(env={}, paths=paths)
+    assert settings.registry_dir == paths.data / "registry"
+    assert settings.artifact_dir == paths.cache / "artifacts"
+    assert settings.runs_dir == paths.data / "wandb"
+    assert settings.wandb_cache_skip is True
+    assert settings.wandb_artifact_wait_timeout_sec == 3600
+    assert not settings.uses_wandb
+
+
+def test_explicit_paths_and_endpoint_fallback(dirs) -> None:
+    _, paths = dirs
+    settings = load_settings(
+        env={
+            "WANDB_ARTIFACT_DIR": "/tmp/art",
+            "WANDB_DIR": "/tmp/runs",
+            "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        },
+        paths=paths,
+    )
+    assert settings.artifact_dir == Path("/tmp/art")
+    assert settings.runs_dir == Path("/tmp/runs")
+    assert settings.aws_endpoint_url == "http://127.0.0.1:9000"
+    both = load_settings(
+        env={"AWS_S3_ENDPOINT_URL": "http://a", "AWS_ENDPOINT_URL": "http://b"}, paths=paths
+    )
+    assert both.aws_endpoint_url == "http://b"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        (" NO ", False),
+    ],
+)
+def test_booleans(raw: str, expected: bool, dirs) -> None:
+    _, paths = dirs
+    assert load_settings(env={"WANDB_CACHE_SKIP": raw}, paths=paths).wandb_cache_skip is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y", "on", "truee"])
+def test_bad_boolean_names_the_variable(raw: str, dirs) -> None:
+    _, paths = dirs
+    with pytest.raises(SettingsError, match="WANDB_CACHE_SKIP") as err:
+        load_settings(env={"WANDB_CACHE_SKIP": raw}, paths=paths)
+    assert "true/false/1/0/yes/no" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("raw", ["soon", "-5", "nan"])
+def test_bad_wait_timeout_names_the_variable(raw: str, dirs) -> None:
+    _, paths = dirs
+    with pytest.raises(SettingsError, match="WANDB_ARTIFACT_WAIT_TIMEOUT_SEC"):
+        load_settings(env={"WANDB_ARTIFACT_WAIT_TIMEOUT_SEC": raw}, paths=paths)
+
+
+def test_a_secret_in_a_boolean_error_is_not_echoed() -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_bool("WANDB_API_KEY", KEY)
+    assert KEY not in str(err.value)
+
+
+def test_secrets_never_show(dirs) -> None:
+    cwd, paths = dirs
+    (cwd / ".env").write_text(f"WANDB_API_KEY={KEY}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n")
+    settings = load_settings(env=read_env(cwd, paths.config), paths=paths)
+
+    assert settings.uses_wandb
+    assert settings.wandb_api_key is not None and settings.wandb_api_key.reveal() == KEY
+    assert settings.aws_secret_access_key is not None
+    for text in (repr(settings), str(settings), f"{settings}", f"{settings.wandb_api_key}"):
+        assert KEY not in text
+        assert AWS_SECRET not in text
+    assert "****" in repr(settings)
+    with pytest.raises(TypeError) as err:
+        pickle.dumps(settings.wandb_api_key)
+    assert KEY not in str(err.value)
+
+    message = mask(f"request failed for key {KEY} and {AWS_SECRET}", settings)
+    assert KEY not in message and AWS_SECRET not in message
+    assert message.count("****") == 2
+
+
+def test_secret_equality_does_not_leak() -> None:
+    assert Secret("a") == Secret("a")
+    assert Secret("a") != Secret("b")
+    assert "a" not in repr(Secret("a")).replace("Secret", "")
+
+
+def test_env_example_lists_every_variable() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    names = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in example.splitlines()
+        if "=" in line and not line.startswith("# ")
+    }
+    assert set(VARIABLES) <= names
+    assert set(VARIABLES) >= SECRET_VARIABLES
+    for name in VARIABLES:  # every variable carries a one-line comment above it
+        lines = example.splitlines()
+        index = next(i for i, line in enumerate(lines) if line.lstrip("#").startswith(name + "="))
+        assert lines[index - 1].startswith("# "), name
