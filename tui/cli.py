@@ -7,12 +7,18 @@ exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tui.services.settings import Settings, load_settings, mask
+
+if TYPE_CHECKING:
+    from tui.services.registry import Registry
+    from tui.services.registry.local import LocalRegistry
 
 EXIT_USAGE = 2
 
@@ -25,8 +31,15 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="evalwb-tui",
         description="Terminal app for the W&B side of LLM evaluation with eval-framework.",
     )
@@ -51,11 +64,24 @@ def subcommand(add: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def run_tui(settings: Settings, demo: bool) -> int:
+    registry = None
+    if demo:
+        registry = _seeded_demo(settings)
     from tui.app import EvalWBApp
 
-    app = EvalWBApp(settings=settings, demo=demo)
+    app = EvalWBApp(settings=settings, registry=registry)
     app.run()
     return app.return_code or 0
+
+
+def _seeded_demo(settings: Settings) -> LocalRegistry:
+    from tui.services.demo import default_demo_root, seed_demo
+    from tui.services.registry.local import LocalRegistry
+
+    root = default_demo_root(settings)
+    print(f"evalwb-tui: demo registry in {root}", file=sys.stderr)
+    seed_demo(root)
+    return LocalRegistry(root)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +102,180 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = mask(text, settings)
         print(f"evalwb-tui: {text}", file=sys.stderr)
         return EXIT_USAGE
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def human_size(size: int) -> str:
+    """Bytes as a short human-readable size (binary units)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _record(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _registry(settings: Settings) -> Registry:
+    from tui.services.registry import open_registry
+
+    return open_registry(settings)
+
+
+@subcommand
+def _add_registry(sub: Any) -> None:
+    parser = sub.add_parser("registry", help="list, show, add and alias registry versions")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    ls = verbs.add_parser("ls", help="list collections, or the versions of one")
+    ls.add_argument("collection", nargs="?", help="list this collection's versions")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=_registry_ls)
+
+    show = verbs.add_parser("show", help="show one version: aliases, metadata, files, lineage")
+    show.add_argument("ref", help="[entity/project/]name[:alias]")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_registry_show)
+
+    add = verbs.add_parser("add", help="register a checkpoint folder or URI as a new version")
+    add.add_argument("collection")
+    add.add_argument("source", metavar="PATH_OR_URI", help="a folder, file:// or s3:// prefix")
+    add.add_argument("--alias", action="append", default=[], help="alias (repeatable)")
+    add.add_argument("--metadata", default=None, help="metadata as a JSON object")
+    add.add_argument("--description", default="", help="description text")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(handler=_registry_add)
+
+    alias = verbs.add_parser("alias", help="move an alias to the version REF names")
+    alias.add_argument("ref")
+    alias.add_argument("alias")
+    alias.set_defaults(handler=_registry_alias)
+
+    demo = sub.add_parser("demo", help="demo data")
+    demo_verbs = demo.add_subparsers(dest="verb", metavar="VERB", required=True)
+    seed = demo_verbs.add_parser("seed", help="seed the demo registry without opening the app")
+    seed.set_defaults(handler=_demo_seed)
+
+
+def _registry_ls(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    if args.collection:
+        versions = registry.list_versions(args.collection)
+        if args.json:
+            _print_json([_record(v) for v in versions])
+            return 0
+        for v in versions:
+            aliases = ", ".join(v.aliases)
+            print(f"{v.collection}:{v.version:<5} {human_size(v.size):>10}  {aliases}")
+        return 0
+    collections = registry.list_collections()
+    if args.json:
+        _print_json([_record(c) for c in collections])
+        return 0
+    for c in collections:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(c.aliases.items()))
+        print(f"{c.name:<32} {c.version_count:>4} versions  {aliases}")
+    return 0
+
+
+def _registry_show(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.refs import parse_ref
+
+    ref = parse_ref(args.ref)
+    registry = _registry(settings)
+    version = registry.resolve(ref)
+    files = registry.files(version.ref())
+    lineage = registry.lineage(version.ref())
+    if args.json:
+        record = _record(version) | {
+            "files": [_record(f) for f in files],
+            "lineage": _record(lineage),
+        }
+        _print_json(record)
+        return 0
+    print(f"{version.collection}:{version.version}  ({version.type})")
+    print(f"  aliases:     {', '.join(version.aliases) or '-'}")
+    print(f"  tags:        {', '.join(version.tags) or '-'}")
+    print(f"  created:     {version.created_at}")
+    print(f"  size:        {human_size(version.size)} in {version.file_count} files")
+    print(f"  digest:      {version.digest}")
+    if version.description:
+        print(f"  description: {version.description}")
+    if version.metadata:
+        print("  metadata:")
+        for line in json.dumps(version.metadata, indent=2, sort_keys=True).splitlines()[1:-1]:
+            print(f"  {line}")
+    print("  files:")
+    for f in files:
+        where = f"  -> {f.ref}" if f.ref else ""
+        print(f"    {human_size(f.size):>10}  {f.path}{where}")
+    if lineage.produced_by:
+        run = lineage.produced_by
+        print(f"  produced by: {run.name or run.id} ({run.job_type or 'run'})")
+    for run in lineage.used_by:
+        print(f"  used by:     {run.name or run.id} ({run.job_type or 'run'})")
+    return 0
+
+
+def _local_registry(settings: Settings) -> LocalRegistry:
+    from tui.services.registry.local import LocalRegistry
+
+    if settings.uses_wandb:
+        raise CliError(
+            "registry add writes to the local registry; with WANDB_API_KEY set, register "
+            "checkpoints by logging them with a W&B run"
+        )
+    return LocalRegistry(settings.registry_dir)
+
+
+def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
+    metadata = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as err:
+            raise CliError(
+                f"--metadata is not valid JSON: {err.msg} at column {err.colno}"
+            ) from None
+        if not isinstance(metadata, dict):
+            raise CliError("--metadata must be a JSON object, like '{\"step\": 1000}'")
+    source: Any = args.source if "://" in args.source else Path(args.source)
+    version = _local_registry(settings).add_version(
+        args.collection,
+        source,
+        aliases=tuple(args.alias),
+        metadata=metadata,
+        description=args.description,
+        settings=settings,
+    )
+    if args.json:
+        _print_json(_record(version))
+    else:
+        aliases = ", ".join(version.aliases)
+        print(f"{version.collection}:{version.version}  {aliases}")
+    return 0
+
+
+def _registry_alias(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.refs import parse_ref
+
+    version = _registry(settings).set_alias(parse_ref(args.ref), args.alias)
+    print(f"{version.collection}:{version.version}  {', '.join(version.aliases)}")
+    return 0
+
+
+def _demo_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.demo import default_demo_root, seed_demo
+
+    root = default_demo_root(settings)
+    seed_demo(root)
+    print(root)
+    return 0
 
 
 if __name__ == "__main__":
