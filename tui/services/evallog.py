@@ -1,0 +1,795 @@
+"""Logging eval-framework results to W&B: one run and one results artifact per folder.
+
+A results folder becomes a W&B run grouped by checkpoint (`<name>:<version>`), with the
+run metadata as config, every aggregated metric in history and summary (under
+`<task>/<key>` and, like eval-framework itself, flat), a `results` table, and a results
+artifact named and aliased exactly as eval-framework 0.15.4 names it, so both tools agree
+on which results are identical.
+
+With a key and a reachable server the run goes online; otherwise it is written offline
+under `settings.runs_dir` and listed as pending until `sync_pending` uploads it with
+`wandb sync` and applies its lineage. An index in the state dir remembers what was logged,
+so the same results are not logged twice unless forced.
+
+`wandb` is imported inside functions only: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from tui.services.refs import ArtifactRef, parse_ref
+from tui.services.results import EvalRun, metric_rows
+
+if TYPE_CHECKING:
+    from tui.services.settings import Settings
+
+DEFAULT_PROJECT = "evalwb"
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+ARTIFACT_TYPE = "eval"
+# W&B's artifact name limit (wandb.sdk.artifacts._validators.NAME_MAXLEN), which
+# eval-framework cuts its names to.
+NAME_MAXLEN = 128
+# eval-framework hashes these files, in this order, for the `H-` content alias.
+ALIAS_FILES = ("aggregated_results.json", "output.jsonl", "results.jsonl")
+REACH_TIMEOUT_SEC = 3.0
+SYNC_TIMEOUT_SEC = 1800.0
+INDEX_FILE = "evallog.sqlite"
+LINEAGE_FILE = "evalwb-lineage.json"
+TABLE_COLUMNS = ("task", "language", "fewshot", "samples", "metric", "subject", "value")
+MAX_TAG = 64
+
+
+class EvalLogError(Exception):
+    """Logging or syncing failed; the message is one line saying what to fix."""
+
+
+@dataclass(frozen=True)
+class LogProgress:
+    """One step of logging a run: `stage` plus a count (bytes for uploads, else steps)."""
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    detail: str = ""
+
+
+ProgressFn = Callable[[LogProgress], None]
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What logging one results folder produced, as remembered in the index."""
+
+    run_id: str
+    group: str
+    run_dir: str
+    wandb_file: str
+    artifact_name: str
+    artifact_alias: str
+    mode: str
+    pending_sync: bool
+    skipped_duplicate: bool = False
+    project: str = DEFAULT_PROJECT
+    entity: str | None = None
+    name: str = ""
+    results_path: str = ""
+    model_artifact: str | None = None
+    lineage_pending: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The record `evalwb-tui log --json` prints."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """The outcome of syncing one pending offline run."""
+
+    run_id: str
+    run_dir: str
+    ok: bool
+    lineage_applied: bool = False
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record `evalwb-tui sync --json` prints."""
+        return asdict(self)
+
+
+# --- eval-framework's artifact naming ------------------------------------------------
+
+
+def artifact_name(
+    llm_name: str,
+    task_name: str,
+    num_fewshot: int | None,
+    num_samples: int | None,
+    max_tokens: int | None,
+    config_hash: str,
+) -> str:
+    """The results artifact name eval-framework 0.15.4 gives these results.
+
+    `<llm_name>__<task>__<params>_<hash5>`, with `/` in the llm name replaced and the
+    llm name cut so the whole name fits W&B's 128-character limit.
+    """
+    params = "".join(
+        f"{prefix}{value}"
+        for prefix, value in (("fs", num_fewshot), ("s", num_samples), ("t", max_tokens))
+        if value is not None
+    )
+    tail = f"__{task_name}__{params}_{config_hash}"
+    return llm_name.replace("/", "_")[: NAME_MAXLEN - len(tail)] + tail
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def content_alias(folder: Path) -> str:
+    """The `H-` alias eval-framework gives identical results: a hash of the result files."""
+    digests = "".join(
+        _file_sha256(folder / name) for name in ALIAS_FILES if (folder / name).exists()
+    )
+    return "H-" + hashlib.sha256(digests.encode("utf-8")).hexdigest()[:10]
+
+
+def run_artifact_name(run: EvalRun) -> str:
+    """`artifact_name` for a results folder that has been read."""
+    return artifact_name(
+        run.llm_name,
+        run.task_name,
+        run.num_fewshot,
+        run.num_samples,
+        run.max_tokens,
+        run.config_hash,
+    )
+
+
+# --- what the run shows ----------------------------------------------------------------
+
+_SECRET_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "pwd", "credential", "credentials", "apikey"}
+)
+_SECRET_PAIRS = (("api", "key"), ("private", "key"), ("access", "key"), ("auth", "key"))
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def looks_secret(name: str, value: Any) -> bool:
+    """True for a field named like a credential that holds one.
+
+    Booleans and numbers are kept: `per_token: true` is a setting, not a token.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return False
+    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    return any(pair == tuple(words[i : i + 2]) for i in range(len(words)) for pair in _SECRET_PAIRS)
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A copy of `value` with every secret-looking field removed, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: scrub_secrets(v) for k, v in value.items() if not looks_secret(str(k), v)}
+    if isinstance(value, list | tuple):
+        return [scrub_secrets(v) for v in value]
+    return value
+
+
+def run_name(run: EvalRun) -> str:
+    """A readable run name: `ARC fs3 s100` (parts left out when unknown)."""
+    parts = [run.task_name]
+    for prefix, value in (("fs", run.num_fewshot), ("s", run.num_samples), ("t", run.max_tokens)):
+        if value is not None:
+            parts.append(f"{prefix}{value}")
+    return " ".join(parts)
+
+
+def run_tags(run: EvalRun) -> list[str]:
+    """Tags to filter runs by: task, language and `fs<N>`."""
+    tags = [run.task_name]
+    if run.language:
+        tags.append(str(run.language))
+    if run.num_fewshot is not None:
+        tags.append(f"fs{run.num_fewshot}")
+    return [t[:MAX_TAG] for t in tags]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Which checkpoint a run belongs to, from the pick, the flags or the metadata."""
+
+    name: str
+    version: str | None
+    alias: str | None
+    model_artifact: str | None
+
+    @property
+    def group(self) -> str:
+        """`<name>:<version>`, or the llm name alone as eval-framework groups."""
+        return f"{self.name}:{self.version}" if self.version else self.name
+
+
+def grouping(
+    run: EvalRun, checkpoint: ArtifactRef | None, checkpoint_alias: str | None
+) -> Grouping:
+    """The checkpoint grouping: from `checkpoint` when given, else the llm name."""
+    if checkpoint is None:
+        return Grouping(run.llm_name, None, checkpoint_alias, None)
+    alias = checkpoint_alias
+    if alias is None and checkpoint.version_index is None:
+        alias = checkpoint.alias
+    return Grouping(checkpoint.name, checkpoint.alias, alias, str(checkpoint))
+
+
+def hf_link(run: EvalRun, hf_upload_url: str | None) -> str | None:
+    """The Hugging Face link to the full results: given, or from the metadata's repo."""
+    if hf_upload_url:
+        return hf_upload_url
+    repo = run.metadata.get("hf_upload_repo")
+    if not repo:
+        return None
+    folder = run.metadata.get("hf_upload_dir")
+    revision = run.metadata.get("hf_revision") or "main"
+    tail = f"/tree/{revision}/{folder}" if folder else ""
+    return f"https://huggingface.co/datasets/{repo}{tail}"
+
+
+def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, Any]:
+    """The run metadata without secrets, plus the grouping keys at the top level."""
+    config = scrub_secrets(dict(run.metadata))
+    config.update(
+        checkpoint_name=group.name,
+        checkpoint_version=group.version,
+        checkpoint_alias=group.alias,
+        # eval-framework's own value wins; a null is filled from task_metadata.
+        language=run.metadata.get("language") or run.language,
+        task_name=run.task_name,
+        num_fewshot=run.num_fewshot,
+        num_samples=run.num_samples,
+        eval_framework_version=run.eval_framework_version,
+        hf_upload_url=hf_url,
+        model_artifact=group.model_artifact,
+    )
+    return config
+
+
+def metrics_payload(run: EvalRun) -> dict[str, Any]:
+    """Aggregated metrics under `<task>/<key>` and flat, as eval-framework logs them."""
+    sectioned = {f"{run.task_name}/{key}": value for key, value in run.aggregated.items()}
+    return {**run.aggregated, **sectioned}
+
+
+def table_rows(run: EvalRun) -> Iterator[list[Any]]:
+    """Rows of the `results` table: one per metric and subject."""
+    for row in metric_rows(run):
+        yield [
+            run.task_name,
+            run.language,
+            run.num_fewshot,
+            run.num_samples,
+            row.metric,
+            row.subject,
+            row.value,
+        ]
+
+
+def artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, Any]:
+    """Metadata on the results artifact, enough to find it without opening it."""
+    return {
+        "task_name": run.task_name,
+        "num_fewshot": run.num_fewshot,
+        "num_samples": run.num_samples,
+        "max_tokens": run.max_tokens,
+        "llm_name": run.llm_name,
+        "language": run.language,
+        "eval_framework_version": run.eval_framework_version,
+        "checkpoint": group.group,
+        "model_artifact": group.model_artifact,
+        "content_alias": alias,
+    }
+
+
+# --- online or offline ---------------------------------------------------------------
+
+
+def server_reachable(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> bool:
+    """True when a TCP connection to the W&B server opens within `timeout` seconds."""
+    parsed = urlparse(base_url)
+    if not parsed.hostname:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def choose_mode(settings: Settings, offline: bool | None) -> str:
+    """`online` with a key and a reachable server, else `offline`.
+
+    `offline=True` forces offline; `offline=False` demands online and says why not.
+    """
+    if offline:
+        return "offline"
+    base_url = settings.wandb_base_url or DEFAULT_BASE_URL
+    if settings.wandb_api_key is None:
+        if offline is False:
+            raise EvalLogError("online logging needs WANDB_API_KEY; set it or log offline")
+        return "offline"
+    if not server_reachable(base_url):
+        if offline is False:
+            raise EvalLogError(f"W&B server {base_url} (WANDB_BASE_URL) is not reachable")
+        return "offline"
+    return "online"
+
+
+def _sdk_settings(settings: Settings, mode: str) -> Any:
+    import wandb
+
+    extra: dict[str, Any] = {}
+    if mode == "online":
+        extra["api_key"] = settings.wandb_api_key.reveal() if settings.wandb_api_key else None
+        extra["base_url"] = settings.wandb_base_url or DEFAULT_BASE_URL
+        extra["init_timeout"] = 60
+    # Nothing may reach the terminal: the SDK and wandb-core share its descriptors with
+    # the TUI. Machine stats and metadata are off too: they are noise for an eval run and
+    # the command line they record could hold a secret.
+    return wandb.Settings(
+        mode=mode,
+        silent=True,
+        quiet=True,
+        console="off",
+        show_info=False,
+        show_warnings=False,
+        show_errors=False,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        x_save_requirements=False,
+        save_code=False,
+        disable_code=True,
+        disable_git=True,
+        disable_job_creation=True,
+        **extra,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_sdk_env(settings: Settings) -> Iterator[None]:
+    """Environment for the SDK while a run is open: silent, and S3 set up from .env too."""
+    wanted = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+    # The SDK's S3 handler reads AWS_S3_ENDPOINT_URL and boto3's own variables; settings
+    # may have come from a .env file the SDK never reads.
+    if settings.aws_endpoint_url:
+        wanted["AWS_S3_ENDPOINT_URL"] = settings.aws_endpoint_url
+        wanted["AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        wanted["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
+        wanted["AWS_SECRET_ACCESS_KEY"] = settings.aws_secret_access_key.reveal()
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- the index of logged runs --------------------------------------------------------
+
+
+class LogIndex:
+    """SQLite index in the state dir of every run logged, for dedupe and pending sync."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS logged_runs ("
+            " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, created REAL NOT NULL,"
+            " pending_sync INTEGER NOT NULL, lineage_pending INTEGER NOT NULL,"
+            " record TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS logged_runs_key ON logged_runs (dedupe_key, created)"
+        )
+        self._db.commit()
+
+    @classmethod
+    def open(cls, settings: Settings) -> LogIndex:
+        """The index of this user's state dir."""
+        return cls(settings.paths.state / INDEX_FILE)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def find(self, key: str) -> LoggedRun | None:
+        """The latest run logged under `key`, if any."""
+        row = self._db.execute(
+            "SELECT record FROM logged_runs WHERE dedupe_key = ? ORDER BY created DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        return _record(row[0]) if row else None
+
+    def add(self, key: str, logged: LoggedRun) -> None:
+        """Remember a logged run."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO logged_runs VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    logged.run_id,
+                    key,
+                    time.time(),
+                    int(logged.pending_sync),
+                    int(logged.lineage_pending),
+                    json.dumps(logged.to_json()),
+                ),
+            )
+
+    def pending(self) -> list[LoggedRun]:
+        """Runs still waiting for `wandb sync` or for their lineage, oldest first."""
+        rows = self._db.execute(
+            "SELECT record FROM logged_runs WHERE pending_sync = 1 OR lineage_pending = 1"
+            " ORDER BY created"
+        ).fetchall()
+        return [_record(r[0]) for r in rows]
+
+    def mark(self, run_id: str, *, pending_sync: bool, lineage_pending: bool) -> None:
+        """Record the outcome of a sync."""
+        row = self._db.execute(
+            "SELECT record FROM logged_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            return
+        record = json.loads(row[0])
+        record.update(pending_sync=pending_sync, lineage_pending=lineage_pending)
+        with self._db:
+            self._db.execute(
+                "UPDATE logged_runs SET pending_sync = ?, lineage_pending = ?, record = ?"
+                " WHERE run_id = ?",
+                (int(pending_sync), int(lineage_pending), json.dumps(record), run_id),
+            )
+
+
+def _record(text: str) -> LoggedRun:
+    data = json.loads(text)
+    known = {f.name for f in fields(LoggedRun)}
+    return LoggedRun(**{k: v for k, v in data.items() if k in known})
+
+
+def dedupe_key(entity: str | None, project: str, group: str, alias: str) -> str:
+    """Same results (content alias) for the same checkpoint group in the same project."""
+    return json.dumps([entity or "", project, group, alias])
+
+
+def pending_runs(settings: Settings) -> list[LoggedRun]:
+    """Offline runs not yet synced, or synced without their lineage applied."""
+    index = LogIndex.open(settings)
+    try:
+        return index.pending()
+    finally:
+        index.close()
+
+
+# --- logging -----------------------------------------------------------------------
+
+
+def _emit(progress: ProgressFn | None, stage: str, done: int = 0, total: int = 0) -> None:
+    if progress is not None:
+        progress(LogProgress(stage, done, total))
+
+
+def upload_to_s3(
+    files: Mapping[str, Path],
+    s3_prefix: str,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+) -> dict[str, str]:
+    """Upload result files under `s3_prefix` with boto3; returns name -> `s3://` URL."""
+    import boto3
+
+    parsed = urlparse(s3_prefix)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise EvalLogError(f"S3 prefix {s3_prefix!r} must look like s3://bucket/prefix")
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    secret = settings.aws_secret_access_key
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.aws_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=secret.reveal() if secret else None,
+    )
+    total = sum(p.stat().st_size for p in files.values())
+    sent = 0
+
+    def count(n: int) -> None:
+        nonlocal sent
+        sent += n
+        _emit(progress, "upload", sent, total)
+
+    urls = {}
+    for name, path in sorted(files.items()):
+        key = f"{prefix}/{name}" if prefix else name
+        try:
+            client.upload_file(str(path), bucket, key, Callback=count)
+        except Exception as exc:
+            raise EvalLogError(f"upload of {path} to s3://{bucket}/{key} failed: {exc}") from None
+        urls[name] = f"s3://{bucket}/{key}"
+    return urls
+
+
+def _build_artifact(
+    run: EvalRun,
+    name: str,
+    metadata: dict[str, Any],
+    s3_urls: Mapping[str, str] | None,
+) -> Any:
+    import wandb
+
+    artifact = wandb.Artifact(name=name, type=ARTIFACT_TYPE, metadata=metadata)
+    for file_name, path in sorted(run.files.items()):
+        if s3_urls is not None:
+            artifact.add_reference(s3_urls[file_name], name=file_name, checksum=True)
+        else:
+            artifact.add_file(str(path), name=file_name)
+    return artifact
+
+
+def _write_lineage(run_dir: Path, logged: LoggedRun) -> None:
+    sidecar = {
+        "run_id": logged.run_id,
+        "entity": logged.entity,
+        "project": logged.project,
+        "model_artifact": logged.model_artifact,
+    }
+    tmp = run_dir / (LINEAGE_FILE + ".tmp")
+    tmp.write_text(json.dumps(sidecar, indent=2))
+    tmp.replace(run_dir / LINEAGE_FILE)
+
+
+def _init_run(settings: Settings, mode: str, **init: Any) -> Any:
+    import wandb
+
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(dir=str(settings.runs_dir), settings=_sdk_settings(settings, mode), **init)
+
+
+def _open_run(settings: Settings, mode: str, **init: Any) -> tuple[Any, str]:
+    """Start the run online, or offline when the server fails us, so results are kept."""
+    if mode == "online":
+        try:
+            return _init_run(settings, "online", **init), "online"
+        except Exception:
+            mode = "offline"
+    return _init_run(settings, mode, **init), mode
+
+
+def _use_model(wb_run: Any, ref: str, entity: str | None) -> bool:
+    try:
+        wb_run.use_artifact(parse_ref(ref).qualified(entity))
+    except Exception:
+        return False
+    return True
+
+
+def log_run(
+    run: EvalRun,
+    *,
+    settings: Settings,
+    project: str,
+    entity: str | None = None,
+    checkpoint: ArtifactRef | None = None,
+    checkpoint_alias: str | None = None,
+    offline: bool | None = None,
+    force: bool = False,
+    hf_upload_url: str | None = None,
+    s3_prefix: str | None = None,
+    progress: ProgressFn | None = None,
+) -> LoggedRun:
+    """Log one results folder as a W&B run with its results artifact.
+
+    Returns the earlier run, marked `skipped_duplicate`, when the same results were
+    already logged for the same checkpoint group and project, unless `force`.
+    """
+    import wandb
+
+    group = grouping(run, checkpoint, checkpoint_alias)
+    name = run_artifact_name(run)
+    alias = content_alias(run.path)
+    key = dedupe_key(entity, project, group.group, alias)
+    index = LogIndex.open(settings)
+    try:
+        earlier = index.find(key)
+        if earlier is not None and not force:
+            return _replace(earlier, skipped_duplicate=True)
+        mode = choose_mode(settings, offline)
+        hf_url = hf_link(run, hf_upload_url)
+        s3_urls = None
+        if s3_prefix:
+            prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
+            s3_urls = upload_to_s3(run.files, prefix, settings, progress)
+        _emit(progress, "init", 0, 4)
+        with _quiet_sdk_env(settings):
+            wb_run, mode = _open_run(
+                settings,
+                mode,
+                project=project,
+                entity=entity,
+                group=group.group,
+                job_type=run.task_name,
+                name=run_name(run),
+                tags=run_tags(run),
+                notes=f"Full results: {hf_url}" if hf_url else None,
+                config=run_config(run, group, hf_url),
+                reinit="create_new",
+            )
+            try:
+                _emit(progress, "log", 1, 4)
+                table = wandb.Table(columns=list(TABLE_COLUMNS), data=list(table_rows(run)))
+                wb_run.log({**metrics_payload(run), "results": table})
+                _emit(progress, "artifact", 2, 4)
+                artifact = _build_artifact(run, name, artifact_metadata(run, group, alias), s3_urls)
+                wb_run.log_artifact(artifact, aliases=[alias])
+                lineage_done = group.model_artifact is None or (
+                    mode == "online" and _use_model(wb_run, group.model_artifact, entity)
+                )
+            finally:
+                _emit(progress, "finish", 3, 4)
+                wb_run.finish()
+        run_dir = Path(wb_run.settings.sync_dir)
+        logged = LoggedRun(
+            run_id=wb_run.id,
+            group=group.group,
+            run_dir=str(run_dir),
+            wandb_file=str(wb_run.settings.sync_file),
+            artifact_name=name,
+            artifact_alias=alias,
+            mode=mode,
+            pending_sync=mode == "offline",
+            project=project,
+            entity=entity,
+            name=run_name(run),
+            results_path=str(run.path),
+            model_artifact=group.model_artifact,
+            lineage_pending=not lineage_done,
+        )
+        if logged.lineage_pending:
+            _write_lineage(run_dir, logged)
+        index.add(key, logged)
+        _emit(progress, "done", 4, 4)
+        return logged
+    finally:
+        index.close()
+
+
+def _replace(logged: LoggedRun, **changes: Any) -> LoggedRun:
+    return LoggedRun(**{**asdict(logged), **changes})
+
+
+# --- sync ----------------------------------------------------------------------------
+
+
+def _wandb_command() -> list[str]:
+    """The venv's `wandb` entry point, or `python -m wandb` beside this interpreter."""
+    exe = Path(sys.executable).with_name("wandb")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "wandb"]
+
+
+def _sync_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(WANDB_SILENT="true", WANDB_CONSOLE="off")
+    if settings.wandb_api_key is not None:
+        env["WANDB_API_KEY"] = settings.wandb_api_key.reveal()
+    if settings.wandb_base_url:
+        env["WANDB_BASE_URL"] = settings.wandb_base_url
+    return env
+
+
+def _one_line(text: str, settings: Settings) -> str:
+    from tui.services.settings import mask
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return mask(lines[-1] if lines else "", settings)[:300]
+
+
+def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
+    """`wandb sync` one run folder; None when it worked, else the reason."""
+    argv = [*_wandb_command(), "sync", "--no-include-synced", "--project", logged.project]
+    if logged.entity:
+        argv += ["--entity", logged.entity]
+    argv.append(logged.run_dir)
+    try:
+        done = subprocess.run(
+            argv,
+            env=_sync_env(settings),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SYNC_TIMEOUT_SEC,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"wandb sync took longer than {SYNC_TIMEOUT_SEC:.0f} s"
+    synced = Path(logged.wandb_file + ".synced").exists()
+    if done.returncode == 0 and synced:
+        return None
+    return _one_line(done.stderr or done.stdout, settings) or f"exit {done.returncode}"
+
+
+def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
+    """Mark the synced run as a user of its model version; None when done."""
+    import wandb
+
+    sidecar = Path(logged.run_dir) / LINEAGE_FILE
+    ref = logged.model_artifact
+    if sidecar.exists():
+        ref = json.loads(sidecar.read_text()).get("model_artifact") or ref
+    if not ref:
+        return None
+    try:
+        api = wandb.Api(
+            api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
+            overrides={"base_url": settings.wandb_base_url or DEFAULT_BASE_URL},
+        )
+        entity = logged.entity or api.default_entity
+        wb_run = api.run(f"{entity}/{logged.project}/{logged.run_id}")
+        wb_run.use_artifact(api.artifact(parse_ref(ref).qualified(entity)))
+    except Exception as exc:
+        return _one_line(f"lineage to {ref} not applied: {exc}", settings)
+    return None
+
+
+def sync_pending(settings: Settings) -> list[SyncResult]:
+    """Upload every pending offline run with `wandb sync`, then apply its lineage."""
+    pending = pending_runs(settings)
+    if not pending:
+        return []
+    if settings.wandb_api_key is None:
+        raise EvalLogError(
+            f"{len(pending)} offline run(s) wait for sync; WANDB_API_KEY is needed to sync"
+        )
+    index = LogIndex.open(settings)
+    results = []
+    try:
+        with _quiet_sdk_env(settings):
+            for logged in pending:
+                results.append(_sync_one(logged, settings, index))
+    finally:
+        index.close()
+    return results
+
+
+def _sync_one(logged: LoggedRun, settings: Settings, index: LogIndex) -> SyncResult:
+    if logged.pending_sync:
+        if not Path(logged.run_dir).is_dir():
+            return SyncResult(logged.run_id, logged.run_dir, False, False, "run folder is gone")
+        failure = _run_sync(logged, settings)
+        if failure is not None:
+            return SyncResult(logged.run_id, logged.run_dir, False, False, failure)
+    problem = _apply_lineage(logged, settings) if logged.lineage_pending else None
+    index.mark(logged.run_id, pending_sync=False, lineage_pending=problem is not None)
+    return SyncResult(logged.run_id, logged.run_dir, True, problem is None, problem or "synced")
