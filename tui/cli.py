@@ -278,5 +278,98 @@ def _demo_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- log and sync -----------------------------------------------------------------------
+
+
+@subcommand
+def _add_log(sub: Any) -> None:
+    log = sub.add_parser(
+        "log", help="log eval-framework results to W&B (offline, pending sync, without a key)"
+    )
+    log.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="a run folder or a tree")
+    log.add_argument("--checkpoint", metavar="REF", help="model version, e.g. team/models/m:v3")
+    log.add_argument("--project", help="W&B project (default: WANDB_PROJECT or evalwb)")
+    log.add_argument("--entity", help="W&B entity (default: WANDB_ENTITY)")
+    log.add_argument("--offline", action="store_true", help="log offline even with a key")
+    log.add_argument("--force", action="store_true", help="log results already logged again")
+    log.add_argument("--s3-prefix", metavar="URI", help="upload result files to s3://bucket/prefix")
+    log.add_argument("--json", action="store_true", help="print one JSON record per run")
+    log.set_defaults(handler=_log)
+
+    sync = sub.add_parser("sync", help="upload offline runs with wandb sync, then their lineage")
+    sync.add_argument("--json", action="store_true", help="print one JSON record per run")
+    sync.set_defaults(handler=_sync)
+
+
+def _checkpoint(text: str | None, settings: Settings) -> tuple[Any, str | None]:
+    """The checkpoint reference at its version, and the alias it was named by."""
+    from tui.services.evallog import DEFAULT_BASE_URL, server_reachable
+    from tui.services.refs import parse_ref
+
+    if text is None:
+        return None, None
+    ref = parse_ref(text)
+    if ref.version_index is not None:
+        return ref, None
+    # Group by version (`m:v3`), not by a moving alias; resolving is best effort.
+    if settings.uses_wandb and not server_reachable(settings.wandb_base_url or DEFAULT_BASE_URL):
+        return ref, ref.alias
+    try:
+        version = _registry(settings).resolve(ref)
+    except Exception:
+        return ref, ref.alias
+    return ref.with_alias(version.version), ref.alias
+
+
+def _log(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.evallog import DEFAULT_PROJECT, log_run
+    from tui.services.results import find_runs, read_run
+
+    folders = list(dict.fromkeys(p for root in args.results for p in find_runs(Path(root))))
+    if not folders:
+        raise CliError(f"no eval-framework results folder under {' '.join(args.results)}")
+    runs = [read_run(folder) for folder in folders]  # every folder is checked before any log
+    checkpoint, alias = _checkpoint(args.checkpoint, settings)
+    for run in runs:
+        logged = log_run(
+            run,
+            settings=settings,
+            project=args.project or settings.wandb_project or DEFAULT_PROJECT,
+            entity=args.entity or settings.wandb_entity,
+            checkpoint=checkpoint,
+            checkpoint_alias=alias,
+            offline=True if args.offline else None,
+            force=args.force,
+            s3_prefix=args.s3_prefix,
+        )
+        if args.json:
+            print(json.dumps(logged.to_json(), sort_keys=True), flush=True)
+        elif logged.skipped_duplicate:
+            print(f"skipped {logged.name}: logged before as run {logged.run_id} (--force: again)")
+        else:
+            state = "offline, pending sync" if logged.pending_sync else logged.mode
+            print(
+                f"logged  {logged.name}: run {logged.run_id} ({state}) group {logged.group} "
+                f"artifact {logged.artifact_name}:{logged.artifact_alias}",
+                flush=True,
+            )
+    return 0
+
+
+def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.evallog import sync_pending
+
+    results = sync_pending(settings)
+    for result in results:
+        if args.json:
+            print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+        else:
+            state = "synced" if result.ok else "failed"
+            print(f"{state} run {result.run_id}: {result.message}", flush=True)
+    if not results and not args.json:
+        print("no offline runs wait for sync")
+    return 0 if all(r.ok for r in results) else 1
+
+
 if __name__ == "__main__":
     sys.exit(main())
