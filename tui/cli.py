@@ -371,5 +371,81 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+# --- transfers --------------------------------------------------------------------------
+
+
+@subcommand
+def _add_transfers(sub: Any) -> None:
+    transfers = sub.add_parser("transfers", help="list the transfer queue; cancel or retry jobs")
+    transfers.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    transfers.add_argument("--all", action="store_true", help="include done and cancelled jobs")
+    transfers.set_defaults(handler=_transfers_list)
+    verbs = transfers.add_subparsers(dest="verb", metavar="VERB")
+    cancel = verbs.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("id", type=int, help="job id, as listed")
+    cancel.set_defaults(handler=_transfers_cancel)
+    retry = verbs.add_parser("retry", help="queue a failed or cancelled job again")
+    retry.add_argument("id", type=int, help="job id, as listed")
+    retry.set_defaults(handler=_transfers_retry)
+
+
+def human_duration(seconds: float | None) -> str:
+    """Seconds as 42s, 3m05s or 2h07m; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _job_line(job: Any) -> str:
+    state = "cancelling" if job.cancel_requested and job.state == "running" else job.state
+    percent = "-" if job.fraction is None else f"{job.fraction:.0%}"
+    total = "?" if job.bytes_total is None else human_size(job.bytes_total)
+    size = f"{human_size(job.bytes_done)}/{total}"
+    rate = f"{human_size(round(job.rate))}/s" if job.state == "running" else "-"
+    tries = f"{job.attempts}/{job.max_attempts}"
+    return (
+        f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "
+        f"{human_duration(job.eta):<7} {tries:<5} {job.title}"
+    )
+
+
+def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.transfers import ACTIVE_STATES, open_queue
+
+    jobs = open_queue(settings).list(None if args.all else ACTIVE_STATES)
+    if args.json:
+        _print_json([job.to_dict() for job in jobs])
+        return 0
+    print(
+        f"{'ID':<5} {'KIND':<8} {'STATE':<12} {'DONE':>4}  {'BYTES':<21} {'RATE':<12} "
+        f"{'ETA':<7} {'TRIES':<5} TITLE"
+    )
+    for job in jobs:
+        print(_job_line(job))
+    return 0
+
+
+def _transfers_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.transfers import open_queue
+
+    job = open_queue(settings).cancel(args.id)
+    told = "cancelling (the runner stops it)" if job.state == "running" else job.state
+    print(f"job {job.id} {told}: {job.title}")
+    return 0
+
+
+def _transfers_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.transfers import open_queue
+
+    job = open_queue(settings).retry(args.id)
+    print(f"job {job.id} {job.state}: {job.title}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
