@@ -1,0 +1,821 @@
+"""The artifact download cache: `download(ref)` → a verified local folder.
+
+Layout under the root (`WANDB_ARTIFACT_DIR`, else the user cache dir):
+
+- `<entity or local>/<project>/<name>/<version>/` — complete versions only. Each holds
+  `.evalwb-complete.json`: the version and every file's size, mtime and digest.
+- `.partial/<same path>/` — a download in progress, on the same filesystem so that
+  one `rename` publishes it. Its `.evalwb-journal.jsonl` lists the files already
+  verified, so a rerun after a crash fetches only the rest.
+- `.locks/<same path>.lock` — `flock`ed by the process downloading that version.
+- `.aliases/<ref>.json` — which version an alias last resolved to, and when, for the
+  offline fallback.
+
+Digests are checked once, when a file arrives: md5 for stored files and `file://`
+references, size and ETag for `s3://` references (a multipart ETag `<hex>-N` is no
+content md5, so only the size and the ETag the server returns can be compared). A hit
+then compares size and mtime with the marker, so it costs a few `stat` calls however
+large the checkpoint is; `verify=True` re-hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import quote, unquote, urlparse
+
+from tui.services import s3
+from tui.services.refs import ArtifactRef, parse_ref
+from tui.services.registry.protocol import FileEntry, NotFoundError, RegistryError, Version
+
+if TYPE_CHECKING:
+    from tui.services.registry.protocol import Registry
+    from tui.services.settings import Settings
+
+MARKER = ".evalwb-complete.json"
+JOURNAL = ".evalwb-journal.jsonl"
+PARTIAL_DIR = ".partial"
+LOCKS_DIR = ".locks"
+ALIASES_DIR = ".aliases"
+RESERVED = frozenset({MARKER, JOURNAL})
+COPY_CHUNK = 8 * 1024 * 1024
+DEFAULT_POLL_SECONDS = 10.0
+LOCK_POLL_SECONDS = 0.05
+LOCAL_ENTITY = "local"
+
+
+class DownloadError(RegistryError):
+    """A download cannot be done; the message says why and what to fix, in one line."""
+
+
+class DownloadCancelled(DownloadError):
+    """The caller cancelled the download; what was verified so far is kept."""
+
+
+class UnsafePathError(DownloadError):
+    """A manifest path is absolute or climbs out of the version folder."""
+
+
+class CheckpointError(DownloadError):
+    """The version folder does not hold exactly one `config.json`."""
+
+
+@runtime_checkable
+class EntryDownloader(Protocol):
+    """A backend that serves the bytes of its stored files (the W&B backend).
+
+    `download_entry` writes the bytes of `entry` of version `ref` to `dest`, calling
+    `progress(n)` with every `n` bytes written. The cache verifies the md5 afterwards.
+    """
+
+    def download_entry(
+        self, ref: ArtifactRef, entry: FileEntry, dest: Path, progress: Callable[[int], None]
+    ) -> None: ...
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A backend whose stored files are already on this machine (the local registry)."""
+
+    def object_path(self, entry: FileEntry) -> Path: ...
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """One progress event. `phase` is resolving, waiting, locked, downloading or done."""
+
+    phase: str
+    message: str = ""
+    path: str = ""
+    done: int = 0
+    total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    seconds_left: float | None = None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What `download` returns. `path` is the checkpoint folder (or the version folder)."""
+
+    path: Path
+    folder: Path
+    version: Version
+    digest: str
+    bytes: int
+    files: int
+    cache_hit: bool
+    seconds: float
+    offline_warning: str | None = None
+    local_twin: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields a script wants, as JSON-ready values."""
+        return {
+            "path": str(self.path),
+            "folder": str(self.folder),
+            "ref": str(self.version.ref()),
+            "version": self.version.version,
+            "digest": self.digest,
+            "bytes": self.bytes,
+            "files": self.files,
+            "cache_hit": self.cache_hit,
+            "seconds": round(self.seconds, 4),
+            "offline_warning": self.offline_warning,
+            "local_twin": self.local_twin,
+        }
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+def cache_root(settings: Settings) -> Path:
+    """The download root: `WANDB_ARTIFACT_DIR` if set, else the user cache dir."""
+    return settings.artifact_dir
+
+
+def version_folder(root: Path, version: Version) -> Path:
+    """`<root>/<entity or local>/<project>/<name>/<version>` for `version`."""
+    return root / _relative(version)
+
+
+def _relative(version: Version) -> Path:
+    return Path(
+        version.entity or LOCAL_ENTITY, version.project, version.collection, version.version
+    )
+
+
+def download(
+    ref: ArtifactRef | str,
+    *,
+    registry: Registry,
+    settings: Settings,
+    root: Path | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    verify: bool = False,
+    checkpoint: bool = True,
+    poll_interval: float = DEFAULT_POLL_SECONDS,
+    clock: ModuleType | Any = time,
+) -> DownloadResult:
+    """Bring the version `ref` names into the cache and return its folder.
+
+    Prefers a `-local` twin whose `file://` files are all present (no copy); waits up to
+    `WANDB_ARTIFACT_WAIT_TIMEOUT_SEC` for the real artifact when the twin's files are
+    missing. With `checkpoint`, `path` is the single folder holding `config.json`
+    (CheckpointError when there is none or several); else the version folder.
+    Falls back to the cached version, with `offline_warning`, when the registry cannot
+    be reached and the alias was resolved before.
+    """
+    started = clock.monotonic()
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    root = Path(root) if root is not None else cache_root(settings)
+    job = _Job(ref, registry, settings, root, _Reporter(progress), cancel, clock, started)
+    job.report.emit("resolving", f"resolving {ref}")
+    try:
+        if not ref.is_local_twin:
+            twin = _prefer_local_twin(job, checkpoint, poll_interval)
+            if twin is not None:
+                return twin
+        version = registry.resolve(ref)
+        entries = registry.files(version.ref())
+    except NotFoundError:
+        raise
+    except (RegistryError, OSError) as exc:
+        if isinstance(exc, DownloadError):
+            raise
+        return _offline(job, exc, checkpoint)
+    result = _fetch_version(job, version, entries, verify=verify)
+    _record_alias(root, ref, version)
+    return _finish(job, result, entries, checkpoint)
+
+
+@dataclass
+class _Job:
+    ref: ArtifactRef
+    registry: Registry
+    settings: Settings
+    root: Path
+    report: _Reporter
+    cancel: threading.Event | None
+    clock: Any
+    started: float
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DownloadCancelled(f"download of {self.ref} cancelled")
+
+    def elapsed(self) -> float:
+        return self.clock.monotonic() - self.started
+
+
+class _Reporter:
+    """Counts bytes from any thread and forwards events to the caller's callback."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.lock = threading.Lock()
+        self.done = 0
+        self.total = 0
+        self.files_done = 0
+        self.files_total = 0
+
+    def start(self, total: int, files_total: int, files_done: int) -> None:
+        with self.lock:
+            self.total, self.files_total, self.files_done = total, files_total, files_done
+
+    def emit(self, phase: str, message: str = "", path: str = "", **extra: Any) -> None:
+        if self.callback is None:
+            return
+        with self.lock:
+            event = DownloadProgress(
+                phase=phase,
+                message=message,
+                path=path,
+                done=self.done,
+                total=self.total,
+                files_done=self.files_done,
+                files_total=self.files_total,
+                **extra,
+            )
+        self.callback(event)
+
+    def add_bytes(self, path: str, n: int) -> None:
+        with self.lock:
+            self.done += n
+        self.emit("downloading", path=path)
+
+    def file_done(self, path: str) -> None:
+        with self.lock:
+            self.files_done += 1
+        self.emit("downloading", f"verified {path}", path=path)
+
+
+# -- -local twins -------------------------------------------------------------------
+
+
+def _prefer_local_twin(job: _Job, checkpoint: bool, poll_interval: float) -> DownloadResult | None:
+    """The twin's folder when its files are all there; else wait for the real one."""
+    twin_ref = job.ref.local_twin()
+    try:
+        twin = job.registry.resolve(twin_ref)
+    except NotFoundError:
+        return None
+    entries = job.registry.files(twin.ref())
+    missing = [e for e in entries if not _local_ref_present(e)]
+    if not missing:
+        folder = _twin_folder(twin_ref, entries)
+        result = DownloadResult(
+            path=folder,
+            folder=folder,
+            version=twin,
+            digest=twin.digest,
+            bytes=0,
+            files=len(entries),
+            cache_hit=True,
+            seconds=0.0,
+            local_twin=True,
+        )
+        return _finish(job, result, entries, checkpoint)
+    _wait_for_real(job, twin_ref, missing, poll_interval)
+    return None
+
+
+def _local_path(entry: FileEntry) -> Path | None:
+    if entry.ref is None or not entry.ref.startswith("file://"):
+        return None
+    return Path(unquote(urlparse(entry.ref).path))
+
+
+def _local_ref_present(entry: FileEntry) -> bool:
+    path = _local_path(entry)
+    try:
+        return path is not None and path.stat().st_size == entry.size
+    except OSError:
+        return False
+
+
+def _twin_folder(twin_ref: ArtifactRef, entries: Sequence[FileEntry]) -> Path:
+    """The one folder the twin's files were registered from."""
+    bases = set()
+    for entry in entries:
+        local = _local_path(entry)
+        assert local is not None  # checked by _local_ref_present
+        tail = PurePosixPath(entry.path).parts
+        if local.parts[-len(tail) :] != tail:
+            raise DownloadError(
+                f"{twin_ref}: {entry.path} refers to {local}, which does not end in that path"
+            )
+        bases.add(Path(*local.parts[: -len(tail)]))
+    if len(bases) != 1:
+        shown = ", ".join(sorted(str(b) for b in bases)[:3])
+        raise DownloadError(f"{twin_ref} refers to files in several folders ({shown})")
+    return bases.pop()
+
+
+def _wait_for_real(
+    job: _Job, twin_ref: ArtifactRef, missing: Sequence[FileEntry], poll_interval: float
+) -> None:
+    """Poll for the real artifact until it exists or the wait timeout passes."""
+    timeout = job.settings.wandb_artifact_wait_timeout_sec
+    deadline = job.clock.monotonic() + timeout
+    example = _local_path(missing[0]) or missing[0].path
+    while True:
+        try:
+            job.registry.resolve(job.ref)
+            return
+        except NotFoundError:
+            pass
+        left = deadline - job.clock.monotonic()
+        if left <= 0:
+            raise DownloadError(
+                f"{job.ref} did not appear within {timeout:g} s "
+                f"(WANDB_ARTIFACT_WAIT_TIMEOUT_SEC), and its twin {twin_ref} misses "
+                f"{len(missing)} file(s), e.g. {example}"
+            )
+        job.report.emit(
+            "waiting",
+            f"waiting for {job.ref}: {twin_ref} misses {len(missing)} file(s), e.g. "
+            f"{example}; {left:.0f} s left",
+            seconds_left=left,
+        )
+        job.check_cancel()
+        job.clock.sleep(max(0.0, min(poll_interval, left)))
+        job.check_cancel()
+
+
+# -- the version folder -------------------------------------------------------------
+
+
+def check_paths(ref: ArtifactRef | str, entries: Iterable[FileEntry]) -> None:
+    """UnsafePathError for a manifest path that is absolute, climbs out or is reserved."""
+    for entry in entries:
+        path = PurePosixPath(entry.path)
+        why = None
+        if not entry.path or entry.path.startswith(("/", "\\")) or path.is_absolute():
+            why = "is absolute"
+        elif ".." in path.parts or ".." in entry.path.split("\\"):
+            why = "climbs out of the version folder with '..'"
+        elif ":" in path.parts[0] or "\0" in entry.path:
+            why = "is not a plain relative path"
+        elif path.name in RESERVED or path.parts[0] in (PARTIAL_DIR, LOCKS_DIR):
+            why = "uses a name the cache reserves"
+        if why:
+            raise UnsafePathError(
+                f"refusing to download {ref}: its manifest path {entry.path!r} {why}"
+            )
+
+
+def _fetch_version(
+    job: _Job, version: Version, entries: Sequence[FileEntry], *, verify: bool
+) -> DownloadResult:
+    check_paths(job.ref, entries)
+    final = version_folder(job.root, version)
+    hit = _hit(job, final, version, entries)
+    if hit is not None and not verify:
+        return hit
+    with _locked(job, _relative(version)):
+        # Another process may have finished it while this one waited for the lock.
+        hit = _hit(job, final, version, entries)
+        if hit is not None and (not verify or _rehash_ok(job, final, version, entries)):
+            return hit
+        partial = job.root / PARTIAL_DIR / _relative(version)
+        _adopt_stale(final, partial, entries)
+        transferred = _fill(job, partial, version, entries)
+        _publish(partial, final, version, entries)
+    return DownloadResult(
+        path=final,
+        folder=final,
+        version=version,
+        digest=version.digest,
+        bytes=transferred,
+        files=len(entries),
+        cache_hit=False,
+        seconds=job.elapsed(),
+    )
+
+
+def _hit(
+    job: _Job, final: Path, version: Version, entries: Sequence[FileEntry]
+) -> DownloadResult | None:
+    """A result when the marker matches every file's size and mtime; no byte is read."""
+    marker = read_marker(final)
+    if marker is None or not _marker_matches(marker, final, version, entries):
+        return None
+    return DownloadResult(
+        path=final,
+        folder=final,
+        version=version,
+        digest=version.digest,
+        bytes=0,
+        files=len(entries),
+        cache_hit=True,
+        seconds=job.elapsed(),
+    )
+
+
+def _rehash_ok(job: _Job, final: Path, version: Version, entries: Sequence[FileEntry]) -> bool:
+    """Re-hash a complete folder; on damage unpublish it, keeping the good files."""
+    job.report.emit("verifying", f"re-hashing {len(entries)} file(s) of {version.version}")
+    bad = {e.path for e in entries if not _content_ok(final / e.path, e)}
+    if not bad:
+        return True
+    _remove_marker(final, keep={e.path for e in entries} - bad)
+    return False
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The completion marker of a version folder, or None if absent or unreadable."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
+
+
+def _marker_matches(
+    marker: dict[str, Any], folder: Path, version: Version, entries: Sequence[FileEntry]
+) -> bool:
+    files = marker["files"]
+    if marker.get("version") != version.version or len(files) != len(entries):
+        return False
+    for entry in entries:
+        recorded = files.get(entry.path)
+        if not recorded or recorded.get("digest") != entry.digest:
+            return False
+        if not _stat_matches(folder / entry.path, recorded):
+            return False
+    return True
+
+
+def _stat_matches(path: Path, recorded: dict[str, Any]) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_size == recorded.get("size") and st.st_mtime_ns == recorded.get("mtime_ns")
+
+
+def _file_record(path: Path, entry: FileEntry) -> dict[str, Any]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": entry.digest}
+
+
+def _remove_marker(final: Path, keep: set[str]) -> None:
+    """Turn a published folder's marker into a journal of the files still good."""
+    marker = read_marker(final) or {"files": {}}
+    with (final / JOURNAL).open("w") as fh:
+        for path, record in marker["files"].items():
+            if path in keep:
+                fh.write(json.dumps({"path": path, **record}) + "\n")
+    (final / MARKER).unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(job: _Job, relative: Path) -> Iterator[None]:
+    """Hold an exclusive flock for one version; report while another process has it."""
+    lock_path = job.root / LOCKS_DIR / relative.with_name(relative.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    job.report.emit("locked", f"another process is downloading {relative}")
+                    told = True
+                job.check_cancel()
+                time.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _adopt_stale(final: Path, partial: Path, entries: Sequence[FileEntry]) -> None:
+    """Move a published but damaged folder back to partial, keeping its good files."""
+    if not final.exists():
+        return
+    marker = read_marker(final)
+    if marker is not None:
+        good = {
+            e.path
+            for e in entries
+            if (r := marker["files"].get(e.path))
+            and r.get("digest") == e.digest
+            and _stat_matches(final / e.path, r)
+        }
+        _remove_marker(final, keep=good)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(final, partial)
+
+
+def _read_journal(partial: Path) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        lines = (partial / JOURNAL).read_text().splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            record = json.loads(line)
+            records[record["path"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash: that file is fetched again
+    return records
+
+
+def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntry]) -> int:
+    """Fetch every entry not yet verified into `partial`; the bytes transferred."""
+    partial.mkdir(parents=True, exist_ok=True)
+    journal = _read_journal(partial)
+    todo = [
+        e
+        for e in entries
+        if not (
+            (r := journal.get(e.path))
+            and r.get("digest") == e.digest
+            and _stat_matches(partial / e.path, r)
+        )
+    ]
+    total = sum(e.size for e in todo)
+    job.report.start(total, len(entries), len(entries) - len(todo))
+    job.report.emit(
+        "downloading", f"{version.collection}:{version.version}: {len(todo)} file(s) to fetch"
+    )
+    with (partial / JOURNAL).open("a") as log:
+
+        def verified(entry: FileEntry) -> None:
+            record = {"path": entry.path, **_file_record(partial / entry.path, entry)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            job.report.file_done(entry.path)
+
+        remote = [e for e in todo if e.ref is not None and e.ref.startswith(s3.SCHEME)]
+        if remote:
+            _fetch_s3(job, partial, remote, verified)
+        for entry in todo:
+            if entry not in remote:
+                job.check_cancel()
+                _fetch_one(job, version, entry, partial / entry.path)
+                verified(entry)
+    return total
+
+
+def _fetch_s3(
+    job: _Job, partial: Path, entries: Sequence[FileEntry], verified: Callable[[FileEntry], None]
+) -> None:
+    """All s3:// entries at once through one pool of ranged GETs."""
+    try:
+        client = s3.make_client(job.settings)
+        jobs = [
+            s3.ObjectJob(e.ref or "", partial / e.path, e.size, e.digest, tag=e) for e in entries
+        ]
+        s3.download_objects(
+            jobs,
+            client,
+            on_bytes=lambda j, n: job.report.add_bytes(j.tag.path, n),
+            on_done=lambda j: verified(j.tag),
+            cancel=job.cancel,
+        )
+    except s3.S3Cancelled:
+        job.check_cancel()
+        raise
+    except s3.S3Error as exc:
+        raise DownloadError(f"{job.ref}: {exc}") from None
+
+
+def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> None:
+    """Fetch one stored file or file:// reference to `dest` and check its md5."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if entry.ref is None:
+        if isinstance(job.registry, ObjectStore):
+            digest = _copy(job, job.registry.object_path(entry), dest, entry)
+        elif isinstance(job.registry, EntryDownloader):
+            job.registry.download_entry(
+                version.ref(), entry, dest, lambda n: job.report.add_bytes(entry.path, n)
+            )
+            digest = md5_b64_of(dest)
+        else:
+            raise DownloadError(
+                f"{job.ref}: this registry backend cannot fetch stored files ({entry.path})"
+            )
+    elif entry.ref.startswith("file://"):
+        source = _local_path(entry)
+        assert source is not None
+        if not source.is_file():
+            raise DownloadError(f"{job.ref}: {entry.path} refers to {source}, which is missing")
+        digest = _copy(job, source, dest, entry)
+    else:
+        scheme = entry.ref.partition("://")[0]
+        raise DownloadError(
+            f"{job.ref}: {entry.path} is a {scheme}:// reference; only file:// and s3:// "
+            "references can be downloaded"
+        )
+    if digest != entry.digest:
+        dest.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{job.ref}: {entry.path} has md5 {digest}, not {entry.digest} as the manifest "
+            "says; its source changed or is damaged"
+        )
+
+
+def _copy(job: _Job, source: Path, dest: Path, entry: FileEntry) -> str:
+    """Copy while hashing, so the bytes are read once; the base64 md5."""
+    hasher = hashlib.md5()
+    with source.open("rb") as src, dest.open("wb") as out:
+        while chunk := src.read(COPY_CHUNK):
+            job.check_cancel()
+            hasher.update(chunk)
+            out.write(chunk)
+            job.report.add_bytes(entry.path, len(chunk))
+    return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+def md5_b64_of(path: Path) -> str:
+    """The base64 md5 of a file, W&B's manifest digest for stored files."""
+    hasher = hashlib.md5()
+    with path.open("rb") as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            hasher.update(chunk)
+    return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+def _content_ok(path: Path, entry: FileEntry) -> bool:
+    """Re-hash one file: md5 where the digest is one, else size (multipart ETags)."""
+    try:
+        if path.stat().st_size != entry.size:
+            return False
+        if entry.ref is not None and entry.ref.startswith(s3.SCHEME):
+            if s3.is_multipart_etag(entry.digest):
+                return True  # no content hash to compare with
+            hasher = hashlib.md5()
+            with path.open("rb") as fh:
+                while chunk := fh.read(COPY_CHUNK):
+                    hasher.update(chunk)
+            return hasher.hexdigest() == entry.digest.strip('"')
+        return md5_b64_of(path) == entry.digest
+    except OSError:
+        return False
+
+
+def _publish(partial: Path, final: Path, version: Version, entries: Sequence[FileEntry]) -> None:
+    """Drop strays, write the marker, and rename the folder into place in one step."""
+    wanted = {e.path for e in entries}
+    for dirpath, _, names in os.walk(partial):
+        for name in names:
+            rel = Path(dirpath, name).relative_to(partial).as_posix()
+            if rel not in wanted and rel != JOURNAL:
+                os.unlink(Path(dirpath, name))
+    marker = {
+        "version": version.version,
+        "ref": str(version.ref()),
+        "digest": version.digest,
+        "completed_at": _now(),
+        "record": asdict(version),
+        "files": {e.path: _file_record(partial / e.path, e) for e in entries},
+    }
+    _write_atomic(partial / MARKER, json.dumps(marker, indent=1, default=str))
+    (partial / JOURNAL).unlink(missing_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(partial, final)
+    _fsync_dir(final.parent)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- checkpoint root, aliases and the offline fallback ---------------------------------
+
+
+def checkpoint_root(folder: Path, paths: Iterable[str]) -> Path:
+    """The single folder holding `config.json`; CheckpointError for none or several."""
+    configs = sorted(p for p in paths if PurePosixPath(p).name == "config.json")
+    if not configs:
+        raise CheckpointError(f"{folder} holds no config.json, so it is no Hugging Face checkpoint")
+    if len(configs) > 1:
+        shown = ", ".join(configs[:3])
+        raise CheckpointError(
+            f"{folder} holds {len(configs)} config.json files ({shown}); "
+            "cannot tell which folder is the checkpoint"
+        )
+    return folder.joinpath(*PurePosixPath(configs[0]).parent.parts)
+
+
+def _finish(
+    job: _Job, result: DownloadResult, entries: Sequence[FileEntry], checkpoint: bool
+) -> DownloadResult:
+    path = (
+        checkpoint_root(result.folder, (e.path for e in entries)) if checkpoint else result.folder
+    )
+    done = DownloadResult(**{**_fields(result), "path": path, "seconds": job.elapsed()})
+    job.report.emit("done", f"{done.version.collection}:{done.version.version} at {path}")
+    return done
+
+
+def _fields(result: DownloadResult) -> dict[str, Any]:
+    return {name: getattr(result, name) for name in result.__dataclass_fields__}
+
+
+def _alias_file(root: Path, ref: ArtifactRef) -> Path:
+    return root / ALIASES_DIR / (quote(str(ref), safe="") + ".json")
+
+
+def _record_alias(root: Path, ref: ArtifactRef, version: Version) -> None:
+    """Remember where `ref` pointed, for the offline fallback."""
+    path = _alias_file(root, ref)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"folder": _relative(version).as_posix(), "resolved_at": _now()}
+    _write_atomic(path, json.dumps(record))
+
+
+def _offline(job: _Job, exc: BaseException, checkpoint: bool) -> DownloadResult:
+    """The cached version `ref` last resolved to, with a warning; else re-raise."""
+    why = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        record = json.loads(_alias_file(job.root, job.ref).read_text())
+        folder = job.root / record["folder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DownloadError(
+            f"cannot reach the registry for {job.ref} ({why}), and it was never downloaded here"
+        ) from None
+    marker = read_marker(folder)
+    files = marker["files"] if marker else {}
+    if marker is None or not all(_stat_matches(folder / p, r) for p, r in files.items()):
+        raise DownloadError(
+            f"cannot reach the registry for {job.ref} ({why}), and its cached copy "
+            f"{folder} is incomplete"
+        )
+    fields = marker["record"]
+    version = Version(
+        **{**fields, "aliases": tuple(fields["aliases"]), "tags": tuple(fields["tags"])}
+    )
+    warning = f"offline, alias last resolved at {record['resolved_at']}: {why}"
+    job.report.emit("resolving", warning)
+    result = DownloadResult(
+        path=folder,
+        folder=folder,
+        version=version,
+        digest=version.digest,
+        bytes=0,
+        files=len(files),
+        cache_hit=True,
+        seconds=0.0,
+        offline_warning=warning,
+    )
+    entries = [FileEntry(path=p, size=r["size"], digest=r["digest"]) for p, r in files.items()]
+    return _finish(job, result, entries, checkpoint)
+
+
+__all__ = [
+    "CheckpointError",
+    "DownloadCancelled",
+    "DownloadError",
+    "DownloadProgress",
+    "DownloadResult",
+    "EntryDownloader",
+    "ObjectStore",
+    "UnsafePathError",
+    "cache_root",
+    "check_paths",
+    "checkpoint_root",
+    "download",
+    "md5_b64_of",
+    "read_marker",
+    "version_folder",
+]
