@@ -371,6 +371,65 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+# --- download ---------------------------------------------------------------------------
+
+
+@subcommand
+def _add_download(sub: Any) -> None:
+    download = sub.add_parser(
+        "download", help="download a version into the cache; print its checkpoint folder"
+    )
+    download.add_argument("ref", help="[entity/project/]name[:alias], e.g. my-model:production")
+    download.add_argument("--root", type=Path, help="cache root (default: WANDB_ARTIFACT_DIR)")
+    download.add_argument("--verify", action="store_true", help="re-hash a cached version")
+    download.add_argument("--json", action="store_true", help="print the result as JSON")
+    download.set_defaults(handler=_download)
+
+
+def _download(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.cache import download
+
+    result = download(
+        args.ref,
+        registry=_registry(settings),
+        settings=settings,
+        root=args.root,
+        verify=args.verify,
+        progress=_progress_printer() if sys.stderr.isatty() else None,
+    )
+    if result.offline_warning:
+        print(f"evalwb-tui: {mask(result.offline_warning, settings)}", file=sys.stderr)
+    if args.json:
+        _print_json(result.as_json())
+    else:
+        print(result.path)
+    return 0
+
+
+def _progress_printer() -> Callable[[Any], None]:
+    """A one-line progress display on stderr, redrawn at most ten times a second."""
+    import time
+
+    last = [0.0]
+
+    def show(event: Any) -> None:
+        now = time.monotonic()
+        if event.phase == "downloading" and now - last[0] < 0.1:
+            return
+        last[0] = now
+        if event.phase == "downloading" and event.total:
+            text = (
+                f"{human_size(event.done)} / {human_size(event.total)} "
+                f"({event.files_done}/{event.files_total} files) {event.path}"
+            )
+        else:
+            text = event.message
+        end = "\n" if event.phase == "done" else ""
+        print(f"\r\033[K{text[:200]}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
 # --- transfers --------------------------------------------------------------------------
 
 
