@@ -449,10 +449,12 @@ def test_recover_tells_live_owners_from_dead_and_reused_pids(queue: TransferQueu
     queue.claim_next()  # this pid, but as if an earlier process had held it
     conn = sqlite3.connect(queue.path, isolation_level=None)
     conn.execute("UPDATE jobs SET owner_start = '1' WHERE id = ?", (reused.id,))
-    queue.claim_next(gone.pid)
-    queue.cancel(doomed.id)
+    queue.claim_next()
+    queue.cancel(doomed.id)  # asked while its runner lived; then the runner dies
+    conn.execute("UPDATE jobs SET owner_pid = ? WHERE id = ?", (gone.pid, doomed.id))
     queue.claim_next(gone.pid)
 
+    assert [queue.get(j.id).stalled for j in (alive, dead, reused)] == [False, True, True]
     assert sorted(queue.recover()) == [dead.id, reused.id, doomed.id, exhausted.id]
     states = {job.id: job.state for job in queue.list()}
     assert states == {
@@ -464,6 +466,20 @@ def test_recover_tells_live_owners_from_dead_and_reused_pids(queue: TransferQueu
     }
     assert queue.get(exhausted.id).last_error == "the runner died on every attempt"
     assert queue.recover() == []
+
+
+def test_cancel_of_a_stalled_job_takes_effect_at_once(queue: TransferQueue) -> None:
+    job = queue.enqueue("download", "orphan", {})
+    queue.claim_next(999_999_999)  # no such process
+    assert queue.cancel(job.id).state == CANCELLED
+    assert queue.recover() == []
+
+
+def test_runner_claims_only_kinds_it_has_handlers_for(queue: TransferQueue) -> None:
+    job = queue.enqueue("sync", "offline runs", {})
+    assert Runner(queue, {}).run_once() is None
+    assert Runner(queue, {"download": copy_handler}).run_until_idle(timeout=1) == 0
+    assert queue.get(job.id).state == QUEUED
 
 
 def test_a_superseded_runner_cannot_overwrite_the_new_owner(queue: TransferQueue) -> None:
@@ -511,6 +527,21 @@ def test_cli_lists_cancels_and_retries(tmp_path: Path, capsys) -> None:
     assert main(["transfers", "cancel", "77"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "77" in err and "Traceback" not in err
+
+
+def test_cli_shows_stalled_and_backing_off_jobs(tmp_path: Path, capsys) -> None:
+    from tui.cli import main
+
+    queue = cli_queue(tmp_path)
+    stalled = queue.enqueue("download", "orphan", {})
+    waiting = queue.enqueue("upload", "flaky", {})
+    queue.claim_next(999_999_999)
+    queue.claim_next()
+    queue.fail(waiting.id, "reset", retryable=True, retry_after=90)
+    assert main(["transfers"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines[0].split()[:3] == [str(stalled.id), "download", "stalled"]
+    assert lines[1].split()[:4] == [str(waiting.id), "upload", "retry", "1m30s"]
 
 
 def test_cli_table_in_a_real_process(tmp_path: Path) -> None:

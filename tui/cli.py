@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -460,12 +461,24 @@ def human_duration(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def _job_state(job: Any) -> str:
+    if job.state == "running" and job.stalled:
+        return "stalled"  # its runner died; the next worker resumes it
+    if job.state == "running" and job.cancel_requested:
+        return "cancelling"
+    wait = job.next_attempt_at - time.time()
+    if job.state == "queued" and wait > 0.5:
+        return f"retry {human_duration(wait)}"
+    return job.state
+
+
 def _job_line(job: Any) -> str:
-    state = "cancelling" if job.cancel_requested and job.state == "running" else job.state
+    state = _job_state(job)
     percent = "-" if job.fraction is None else f"{job.fraction:.0%}"
     total = "?" if job.bytes_total is None else human_size(job.bytes_total)
     size = f"{human_size(job.bytes_done)}/{total}"
-    rate = f"{human_size(round(job.rate))}/s" if job.state == "running" else "-"
+    moving = job.state == "running" and not job.stalled
+    rate = f"{human_size(round(job.rate))}/s" if moving else "-"
     tries = f"{job.attempts}/{job.max_attempts}"
     return (
         f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "

@@ -189,6 +189,8 @@ class Job:
     owner_pid: int | None = None
     owner_host: str | None = None
     claim_token: str | None = None
+    # Running, but its runner is gone: `recover` will queue it again.
+    stalled: bool = False
     files: list[FileProgress] = field(default_factory=list)
 
     @property
@@ -473,16 +475,23 @@ class TransferQueue:
 
     def get(self, job_id: int) -> Job:
         """The job with its per-file progress; `JobNotFoundError` when there is none."""
-        job = _job_from_row(self._row(self._conn(), job_id))
+        job = self._load(self._row(self._conn(), job_id))
         job.files = self._files(job_id)
         return job
 
+    def _load(self, row: sqlite3.Row) -> Job:
+        job = _job_from_row(row)
+        job.stalled = job.state == RUNNING and self._orphaned(row, time.time())
+        return job
+
     def cancel(self, job_id: int) -> Job:
-        """Cancel a queued job now, or ask the runner of a running one to stop."""
+        """Cancel a queued job (or one whose runner died) now, or ask the runner of a
+        running one to stop."""
         now = time.time()
         with self._write() as tx:
-            state = self._row(tx, job_id)["state"]
-            if state == QUEUED:
+            row = self._row(tx, job_id)
+            state = row["state"]
+            if state == QUEUED or (state == RUNNING and self._orphaned(row, now)):
                 tx.execute(
                     "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, eta = NULL,"
                     " rate = 0 WHERE id = ?",
@@ -537,6 +546,8 @@ class TransferQueue:
         running for `owner_pid` (default: this process); None when nothing is due."""
         pid = os.getpid() if owner_pid is None else owner_pid
         kinds = tuple(kinds) if kinds is not None else KINDS
+        if not kinds:
+            return None
         now = time.time()
         marks = ", ".join("?" for _ in kinds)
         token = uuid.uuid4().hex
@@ -760,6 +771,8 @@ class TransferQueue:
     def next_due_in(self, *, kinds: Iterable[str] | None = None) -> float | None:
         """Seconds until the next queued job is due (0 if one is due); None if none queued."""
         kinds = tuple(kinds) if kinds is not None else KINDS
+        if not kinds:
+            return None
         marks = ", ".join("?" for _ in kinds)
         row = (
             self._conn()
@@ -779,7 +792,7 @@ class TransferQueue:
         if states is not None:
             args = tuple(states)
             query += f" WHERE state IN ({', '.join('?' for _ in args)})"
-        jobs = [_job_from_row(r) for r in self._conn().execute(query + " ORDER BY id", args)]
+        jobs = [self._load(r) for r in self._conn().execute(query + " ORDER BY id", args)]
         if with_files:
             for job in jobs:
                 job.files = self._files(job.id)
