@@ -1,0 +1,1019 @@
+"""A W&B API emulator: a real HTTP server that the real `wandb.Api` talks to.
+
+It serves the content of a `LocalRegistry` as the model registry of one organization:
+the registry project `wandb-registry-model` of the org entity holds one registry
+collection per local collection. GraphQL requests are executed against a small graph
+of resolvers (field selection, aliases, fragments, `@include`/`@skip`, arguments), so
+every response carries exactly the fields the query asked for. Before a response is
+sent, its `data` is validated against the SDK's own generated pydantic result model
+for the operation; a validation error, a field the graph lacks or an operation the
+emulator does not know answers 500 and is appended to `errors`, so a test that
+checks `errors` fails loudly.
+
+Files are served by the emulator itself: `GET /files/<collection>/<version>/<path>`
+streams the bytes of the local registry's object store, and
+`GET /manifests/<collection>/<version>.json` serves the W&B manifest.
+
+Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--seed DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    parse,
+)
+from graphql.language import FragmentDefinitionNode
+from graphql.utilities import value_from_ast_untyped
+
+from tui.services.refs import ArtifactRef
+from tui.services.registry.protocol import (
+    Collection,
+    FileEntry,
+    NotFoundError,
+    Registry,
+    RunInfo,
+    Version,
+)
+
+MODEL_REGISTRY = "wandb-registry-model"
+EPOCH = "2026-01-01T00:00:00Z"
+CHUNK = 1 << 20
+
+# Server features the SDK asks for; only those the emulated operations need are on.
+FEATURES = (
+    "ARTIFACT_TAGS",
+    "ARTIFACT_REGISTRY_SEARCH",
+    "ARTIFACT_COLLECTION_MEMBERSHIP_FILES",
+    "ARTIFACT_COLLECTIONS_FILTERING_SORTING",
+    "TOTAL_COUNT_IN_FILE_CONNECTION",
+    "ARTIFACT_DIGEST_ALGORITHM",
+    "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
+)
+
+# GraphQL interfaces, for fragments whose type condition is an interface.
+INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
+
+# Operation name -> the SDK's generated result model ("module:Class"). `Viewer` is
+# sent by wandb-core (Go) and has no Python model; GetDefaultEntity covers its fields
+# the SDK reads. `Run` is a hand-written query in `wandb.apis.public.runs` without a
+# model: the executor's check that every selected field exists is all it gets.
+ARTIFACTS = "wandb.sdk.artifacts._generated"
+APIS = "wandb.apis._generated"
+MODELS: dict[str, str | None] = {
+    "Viewer": f"{APIS}:GetDefaultEntity",
+    "GetDefaultEntity": f"{APIS}:GetDefaultEntity",
+    "ServerFeaturesQuery": "wandb.sdk.internal._generated:ServerFeaturesQuery",
+    "IsProjectReadOnly": f"{APIS}:IsProjectReadOnly",
+    "Run": None,
+    **{
+        name: f"{ARTIFACTS}:{name}"
+        for name in (
+            "FetchOrgInfoFromEntity",
+            "FetchAdvancedRegistryFeatures",
+            "FetchRegistries",
+            "FetchRegistry",
+            "RegistryCollections",
+            "RegistryVersions",
+            "ProjectArtifactCollections",
+            "ArtifactTypeArtifactCollections",
+            "ProjectArtifactCollection",
+            "ProjectArtifacts",
+            "ArtifactCollectionAliases",
+            "ArtifactMembershipByName",
+            "ArtifactByID",
+            "FetchArtifactManifest",
+            "GetArtifactMembershipFileUrls",
+            "ArtifactMembershipFiles",
+            "ArtifactCreatedBy",
+            "ArtifactUsedBy",
+            "AddAliases",
+            "DeleteAliases",
+            "UpdateArtifact",
+        )
+    },
+}
+
+_OPERATION = re.compile(r"\b(query|mutation)\s+([A-Za-z_]\w*)")
+
+
+class GraphQLFailure(Exception):
+    """The emulator could not answer a request; recorded in `errors`, answered 500."""
+
+
+def gid(kind: str, *parts: object) -> str:
+    """A W&B-style opaque id: base64 of `Kind:part:part`."""
+    return base64.b64encode(":".join([kind, *map(str, parts)]).encode()).decode()
+
+
+def ungid(value: str) -> list[str]:
+    """The parts of an id made by `gid`, kind first."""
+    try:
+        return base64.b64decode(value.encode()).decode().split(":")
+    except ValueError:
+        raise GraphQLFailure(f"malformed id {value!r}") from None
+
+
+def operation_name(body: Mapping[str, Any]) -> str:
+    """The operation name; the SDK often sends an empty operationName, so read the query."""
+    if name := body.get("operationName"):
+        return str(name)
+    match = _OPERATION.search(body.get("query") or "")
+    return match.group(2) if match else ""
+
+
+def result_model(name: str) -> Any:
+    """The generated pydantic class validating the `data` of operation `name`, or None."""
+    target = MODELS.get(name)
+    if target is None:
+        return None
+    module, _, cls = target.partition(":")
+    return getattr(__import__(module, fromlist=[cls]), cls)
+
+
+# --- Filters (the MongoDB-style JSON the SDK sends) ----------------------------------
+
+
+def matches(filt: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
+    """True when `fields` satisfies filter `filt`; list-valued fields match any element."""
+    for key, cond in (filt or {}).items():
+        if key == "$and":
+            ok = all(matches(sub, fields) for sub in cond)
+        elif key == "$or":
+            ok = any(matches(sub, fields) for sub in cond)
+        elif key.startswith("$"):
+            raise GraphQLFailure(f"unsupported filter operator {key!r}")
+        else:
+            ok = _field_matches(fields.get(key), cond, key)
+        if not ok:
+            return False
+    return True
+
+
+def _field_matches(value: Any, cond: Any, key: str) -> bool:
+    values = value if isinstance(value, list | tuple) else [value]
+    if not isinstance(cond, Mapping):
+        return cond in values
+    for op, arg in cond.items():
+        if op == "$eq":
+            ok = arg in values
+        elif op == "$ne":
+            ok = arg not in values
+        elif op == "$in":
+            ok = any(v in arg for v in values)
+        elif op == "$nin":
+            ok = not any(v in arg for v in values)
+        elif op == "$regex":
+            ok = any(isinstance(v, str) and re.search(arg, v) for v in values)
+        elif op == "$exists":
+            ok = (value is not None) == bool(arg)
+        else:
+            raise GraphQLFailure(f"unsupported filter operator {op!r} on {key!r}")
+        if not ok:
+            return False
+    return True
+
+
+def _json_arg(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str) and raw else raw
+
+
+# --- Paging ---------------------------------------------------------------------------
+
+
+def connection(
+    items: list[Any],
+    args: Mapping[str, Any],
+    node: Callable[[Any], Any],
+    *,
+    edge: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A relay connection over `items`, honouring the `first`/`after` arguments."""
+    start = int(ungid(args["after"])[1]) if args.get("after") else 0
+    first = args.get("first")
+    stop = len(items) if first is None else min(len(items), start + int(first))
+    page = items[start:stop]
+    edges = [
+        {
+            "__typename": "Edge",
+            "cursor": gid("cursor", start + i + 1),
+            "node": node(item),
+            **(edge(item) if edge else {}),
+        }
+        for i, item in enumerate(page)
+    ]
+    return {
+        "__typename": "Connection",
+        "totalCount": len(items),
+        "pageInfo": {
+            "__typename": "PageInfo",
+            "endCursor": gid("cursor", stop) if page else args.get("after"),
+            "hasNextPage": stop < len(items),
+        },
+        "edges": edges,
+    }
+
+
+# --- Executing a query against a graph of plain values and resolvers ------------------
+
+
+class Executor:
+    """Evaluates one GraphQL operation against a graph of dicts and callables.
+
+    A dict is an object (its `__typename` decides type conditions), a callable is a
+    field resolver called with the field's arguments, anything else is a scalar.
+    """
+
+    def __init__(self, query: str, variables: Mapping[str, Any] | None) -> None:
+        document = parse(query)
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if len(ops) != 1:
+            raise GraphQLFailure(f"expected one operation, got {len(ops)}")
+        self.operation = ops[0]
+        self.variables = dict(variables or {})
+        for definition in self.operation.variable_definitions or ():
+            name = definition.variable.name.value
+            if name not in self.variables and definition.default_value is not None:
+                self.variables[name] = value_from_ast_untyped(definition.default_value)
+
+    def run(self, root: Mapping[str, Any]) -> dict[str, Any]:
+        """The `data` of the response."""
+        return self._select(root, [self.operation.selection_set], "Query")
+
+    def _included(self, node: Any) -> bool:
+        for directive in node.directives or ():
+            args = {a.name.value: a.value for a in directive.arguments or ()}
+            value = bool(value_from_ast_untyped(args["if"], self.variables)) if args else True
+            if directive.name.value == "include" and not value:
+                return False
+            if directive.name.value == "skip" and value:
+                return False
+        return True
+
+    @staticmethod
+    def _applies(condition: Any, typename: str | None) -> bool:
+        if condition is None or typename is None:
+            return True
+        name = condition.name.value
+        return name == typename or typename in INTERFACES.get(name, ())
+
+    def _collect(
+        self, sets: Iterable[SelectionSetNode], typename: str | None
+    ) -> dict[str, list[FieldNode]]:
+        fields: dict[str, list[FieldNode]] = {}
+        for selection_set in sets:
+            for sel in selection_set.selections:
+                if not self._included(sel):
+                    continue
+                if isinstance(sel, FieldNode):
+                    key = (sel.alias or sel.name).value
+                    fields.setdefault(key, []).append(sel)
+                    continue
+                if isinstance(sel, FragmentSpreadNode):
+                    frag = self.fragments[sel.name.value]
+                    cond, inner = frag.type_condition, frag.selection_set
+                elif isinstance(sel, InlineFragmentNode):
+                    cond, inner = sel.type_condition, sel.selection_set
+                else:  # pragma: no cover - graphql-core has no other selection kind
+                    continue
+                if self._applies(cond, typename):
+                    for key, nodes in self._collect([inner], typename).items():
+                        fields.setdefault(key, []).extend(nodes)
+        return fields
+
+    def _select(self, value: Any, sets: list[SelectionSetNode], typename: str) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [self._select(v, sets, typename) for v in value]
+        if not isinstance(value, Mapping):
+            raise GraphQLFailure(f"{typename}: expected an object, got {type(value).__name__}")
+        own_type = value.get("__typename", typename)
+        out: dict[str, Any] = {}
+        for key, nodes in self._collect(sets, value.get("__typename")).items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                out[key] = own_type
+                continue
+            if name not in value:
+                raise GraphQLFailure(f"the emulator has no field {own_type}.{name}")
+            raw = value[name]
+            if callable(raw):
+                args = {
+                    a.name.value: value_from_ast_untyped(a.value, self.variables)
+                    for a in nodes[0].arguments or ()
+                }
+                raw = raw(args)
+            subsets = [n.selection_set for n in nodes if n.selection_set]
+            out[key] = self._select(raw, subsets, f"{own_type}.{name}") if subsets else raw
+        return out
+
+
+# --- The W&B view of a local registry -------------------------------------------------
+
+
+class RegistryGraph:
+    """Builds the GraphQL object graph of one organization from a `Registry`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        base_url: Callable[[], str],
+        entity: str,
+        organization: str,
+        username: str,
+    ) -> None:
+        self.registry = registry
+        self.base_url = base_url
+        self.entity = entity
+        self.organization = organization
+        self.username = username
+        self.lock = threading.RLock()
+
+    # Plain nodes.
+
+    def entity_node(self) -> dict[str, Any]:
+        org = {"__typename": "Organization", "name": self.organization}
+        return {"__typename": "Entity", "name": self.entity, "organization": org}
+
+    def project(self, name: str) -> dict[str, Any]:
+        return {
+            "__typename": "Project",
+            "id": gid("Project", name),
+            "internalId": gid("ProjectInternalId", name),
+            "name": name,
+            "entity": self.entity_node(),
+            "description": "",
+            "createdAt": EPOCH,
+            "updatedAt": EPOCH,
+            "access": "PRIVATE",
+            "readOnly": False,
+            "allowAllArtifactTypesInRegistry": False,
+            "artifactTypes": {"edges": [{"node": {"__typename": "ArtifactType", "name": "model"}}]},
+            "artifactCollectionMembership": lambda a: self.membership_by_name(name, a["name"]),
+            "artifactCollection": lambda a: self.collection_by_name(name, a["name"]),
+            "artifactType": lambda a: self.artifact_type(name, a["name"]),
+            "artifactCollections": lambda a: self.project_collections(name, a),
+            "run": lambda a: self.run(name, a["name"]),
+        }
+
+    @staticmethod
+    def tag(name: str) -> dict[str, Any]:
+        return {"__typename": "Tag", "id": gid("Tag", name), "name": name}
+
+    def collection(self, c: Collection, project: str = MODEL_REGISTRY) -> dict[str, Any]:
+        return {
+            "__typename": "ArtifactPortfolio",
+            "id": gid("ArtifactCollection", project, c.name),
+            "name": c.name,
+            "description": c.description or None,
+            "createdAt": c.created_at or EPOCH,
+            "updatedAt": c.created_at or EPOCH,
+            "project": self.project(project),
+            "defaultArtifactType": {"__typename": "ArtifactType", "name": c.type},
+            "tags": {"edges": [{"node": self.tag(t)} for t in c.tags]},
+            "artifactMembership": lambda a: self.membership(c.name, a["aliasName"]),
+            "aliases": lambda a: connection(
+                sorted(c.aliases), a, lambda alias: self.alias(alias, c.name)
+            ),
+            "artifacts": lambda a: self.artifacts(c.name, a),
+        }
+
+    def alias(self, alias: str, collection: str) -> dict[str, Any]:
+        return {
+            "__typename": "ArtifactAlias",
+            "id": gid("ArtifactAlias", collection, alias),
+            "alias": alias,
+            "artifactCollection": {
+                "__typename": "ArtifactPortfolio",
+                "name": collection,
+                "project": self.project(MODEL_REGISTRY),
+            },
+        }
+
+    def artifact(self, v: Version) -> dict[str, Any]:
+        return {
+            "__typename": "Artifact",
+            "id": gid("Artifact", v.collection, v.version),
+            "artifactSequence": {
+                "__typename": "ArtifactSequence",
+                "name": v.collection,
+                "project": self.project(MODEL_REGISTRY),
+            },
+            "versionIndex": v.index,
+            "artifactType": {"__typename": "ArtifactType", "name": v.type},
+            "description": v.description or None,
+            "metadata": json.dumps(dict(v.metadata)),
+            "ttlDurationSeconds": -2,
+            "ttlIsInherited": True,
+            "tags": [self.tag(t) for t in v.tags],
+            "historyStep": None,
+            "state": "COMMITTED",
+            "size": v.size,
+            "digest": v.digest,
+            "digestAlgorithm": "MANIFEST_MD5",
+            "commitHash": None,
+            "fileCount": v.file_count,
+            "createdAt": v.created_at or EPOCH,
+            "updatedAt": v.created_at or EPOCH,
+            "aliases": [self.alias(a, v.collection) for a in v.aliases],
+            "currentManifest": {
+                "file": {
+                    "directUrl": f"{self.base_url()}/manifests/{_q(v.collection)}/{v.version}.json"
+                }
+            },
+            "createdBy": lambda _a: self.created_by(v),
+            "usedBy": lambda _a: {
+                "edges": [{"node": self.run_info(r)} for r in self.lineage(v).used_by]
+            },
+        }
+
+    def membership(self, collection: str, alias: str) -> dict[str, Any] | None:
+        try:
+            v = self.registry.resolve(ArtifactRef(name=collection, alias=alias))
+        except NotFoundError:
+            return None
+        return self.membership_of(v)
+
+    def membership_of(self, v: Version) -> dict[str, Any]:
+        c = self.registry.get_collection(v.collection)
+        return {
+            "__typename": "ArtifactCollectionMembership",
+            "id": gid("ArtifactCollectionMembership", v.collection, v.version),
+            "versionIndex": v.index,
+            "createdAt": v.created_at or EPOCH,
+            "aliases": [self.alias(a, v.collection) for a in v.aliases],
+            "artifactCollection": self.collection(c),
+            "artifact": self.artifact(v),
+            "files": lambda a: self.files(v, a),
+        }
+
+    def file(self, v: Version, entry: FileEntry) -> dict[str, Any]:
+        url = f"{self.base_url()}/files/{_q(v.collection)}/{v.version}/{_q(entry.path)}"
+        return {
+            "__typename": "File",
+            "id": gid("File", v.collection, v.version, entry.path),
+            "name": entry.path,
+            "displayName": entry.path,
+            "url": url,
+            "directUrl": url,
+            "sizeBytes": entry.size,
+            "storagePath": None,
+            "mimetype": None,
+            "updatedAt": v.created_at or EPOCH,
+            "digest": entry.digest,
+            "md5": entry.digest,
+        }
+
+    def run_info(self, run: RunInfo) -> dict[str, Any]:
+        project = run.project or "runs"
+        return {
+            "__typename": "Run",
+            "id": gid("Run", project, run.id),
+            "name": run.id,
+            "displayName": run.name or run.id,
+            "project": self.project(project),
+            "projectId": 1,
+            "tags": [],
+            "sweepName": None,
+            "state": run.state or "finished",
+            "group": run.group or None,
+            "jobType": run.job_type or None,
+            "commit": None,
+            "readOnly": False,
+            "createdAt": EPOCH,
+            "heartbeatAt": EPOCH,
+            "description": None,
+            "notes": None,
+            "historyLineCount": 0,
+            "user": {"__typename": "User", "name": self.username, "username": self.username},
+        }
+
+    # Resolvers behind arguments.
+
+    def lineage(self, v: Version) -> Any:
+        return self.registry.lineage(v.ref())
+
+    def created_by(self, v: Version) -> dict[str, Any] | None:
+        run = self.lineage(v).produced_by
+        return self.run_info(run) if run else None
+
+    def run(self, project: str, name: str) -> dict[str, Any] | None:
+        for c in self.registry.list_collections(type=""):
+            for v in self.all_versions(c.name):
+                lineage = self.lineage(v)
+                for run in (lineage.produced_by, *lineage.used_by):
+                    if run and run.id == name and (run.project or "runs") == project:
+                        return self.run_info(run)
+        return None
+
+    def all_versions(self, collection: str) -> list[Version]:
+        return self.registry.list_versions(collection)
+
+    def get_collection(self, name: str) -> Collection | None:
+        try:
+            return self.registry.get_collection(name)
+        except NotFoundError:
+            return None
+
+    def membership_by_name(self, project: str, name: str) -> dict[str, Any] | None:
+        collection, _, alias = name.partition(":")
+        if project != MODEL_REGISTRY or not self.get_collection(collection):
+            return None
+        return self.membership(collection, alias or "latest")
+
+    def collection_by_name(self, project: str, name: str) -> dict[str, Any] | None:
+        c = self.get_collection(name) if project == MODEL_REGISTRY else None
+        return self.collection(c) if c else None
+
+    def artifact_type(self, project: str, name: str) -> dict[str, Any] | None:
+        if project != MODEL_REGISTRY:
+            return None
+        return {
+            "__typename": "ArtifactType",
+            "id": gid("ArtifactType", project, name),
+            "name": name,
+            "description": None,
+            "createdAt": EPOCH,
+            "artifactCollection": lambda a: self._typed_collection(name, a["name"]),
+            "artifactCollections": lambda a: self.project_collections(project, a, type_name=name),
+        }
+
+    def _typed_collection(self, type_name: str, name: str) -> dict[str, Any] | None:
+        c = self.get_collection(name)
+        return self.collection(c) if c and c.type == type_name else None
+
+    def collections(self) -> list[Collection]:
+        return sorted(self.registry.list_collections(type=""), key=lambda c: c.name)
+
+    def project_collections(
+        self, project: str, args: Mapping[str, Any], *, type_name: str | None = None
+    ) -> dict[str, Any]:
+        found = self.collections() if project == MODEL_REGISTRY else []
+        found = [c for c in found if type_name in (None, c.type)]
+        filt = _json_arg(args.get("filters"))
+        found = [c for c in found if matches(filt, self.collection_fields(c))]
+        return connection(found, args, self.collection)
+
+    @staticmethod
+    def collection_fields(c: Collection) -> dict[str, Any]:
+        return {"name": c.name, "tag": list(c.tags), "description": c.description, "type": c.type}
+
+    @staticmethod
+    def version_fields(v: Version) -> dict[str, Any]:
+        return {
+            "alias": list(v.aliases),
+            "tag": list(v.tags),
+            "version": v.version,
+            "state": "COMMITTED",
+            "id": gid("Artifact", v.collection, v.version),
+        }
+
+    def artifacts(self, collection: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        versions = self.ordered(self.all_versions(collection), args.get("order"))
+        filt = _json_arg(args.get("filters"))
+        versions = [v for v in versions if matches(filt, self.version_fields(v))]
+        return connection(versions, args, self.artifact, edge=lambda v: {"version": v.version})
+
+    @staticmethod
+    def ordered(versions: list[Version], order: str | None) -> list[Version]:
+        """Newest first unless `order` says otherwise (W&B's default for versions)."""
+        if not order:
+            return sorted(versions, key=lambda v: v.index, reverse=True)
+        field = order.lstrip("+-")
+        if field not in ("createdAt", "created_at", "versionIndex"):
+            raise GraphQLFailure(f"unsupported order {order!r}")
+        return sorted(versions, key=lambda v: v.index, reverse=order.startswith("-"))
+
+    def registries(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        filt = _json_arg(args.get("filters"))
+        found = [MODEL_REGISTRY] if matches(filt, {"name": MODEL_REGISTRY}) else []
+        return connection(found, args, self.project)
+
+    def registry_collections(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        if not matches(_json_arg(args.get("projectFilters")), {"name": MODEL_REGISTRY}):
+            return connection([], args, self.collection)
+        filt = _json_arg(args.get("filters"))
+        found = [c for c in self.collections() if matches(filt, self.collection_fields(c))]
+        return connection(found, args, self.collection)
+
+    def registry_versions(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        found: list[Version] = []
+        if matches(_json_arg(args.get("projectFilters")), {"name": MODEL_REGISTRY}):
+            cfilt = _json_arg(args.get("collectionFilters"))
+            vfilt = _json_arg(args.get("filters"))
+            for c in self.collections():
+                if matches(cfilt, self.collection_fields(c)):
+                    found += [
+                        v
+                        for v in self.ordered(self.all_versions(c.name), None)
+                        if matches(vfilt, self.version_fields(v))
+                    ]
+        return connection(found, args, self.membership_of)
+
+    def files(self, v: Version, args: Mapping[str, Any]) -> dict[str, Any]:
+        entries = [e for e in self.registry.files(v.ref()) if not e.ref]
+        if names := args.get("names"):
+            entries = [e for e in entries if e.path in names]
+        return connection(entries, args, lambda e: self.file(v, e))
+
+    def version_by_id(self, artifact_id: str) -> Version:
+        kind, collection, version = (ungid(artifact_id) + ["", "", ""])[:3]
+        if kind != "Artifact":
+            raise GraphQLFailure(f"not an artifact id: {artifact_id!r}")
+        return self.registry.resolve(ArtifactRef(name=collection, alias=version))
+
+    def artifact_by_id(self, artifact_id: str) -> dict[str, Any] | None:
+        try:
+            return self.artifact(self.version_by_id(artifact_id))
+        except NotFoundError:
+            return None
+
+    def org_entity(self) -> dict[str, Any]:
+        return {
+            "__typename": "Entity",
+            "name": self.entity,
+            "projects": self.registries,
+            "artifactCollections": self.registry_collections,
+            "artifactMemberships": self.registry_versions,
+        }
+
+    def organization_node(self, name: str) -> dict[str, Any] | None:
+        if name not in (self.organization, self.entity):
+            return None
+        return {
+            "__typename": "Organization",
+            "name": self.organization,
+            "orgEntity": self.org_entity(),
+            "advancedRegistryFeatures": {"advancedSearch": False},
+        }
+
+    # Mutations.
+
+    def add_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        v = self.version_by_id(data["artifactID"])
+        for alias in data.get("aliases") or ():
+            self.registry.set_alias(v.ref(), alias["alias"])
+        return {"success": True}
+
+    def delete_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        v = self.version_by_id(data["artifactID"])
+        for alias in data.get("aliases") or ():
+            self.registry.remove_alias(v.ref(), alias["alias"])
+        return {"success": True}
+
+    def update_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        v = self.version_by_id(data["artifactID"])
+        tags = set(v.tags)
+        tags |= {t["tagName"] for t in data.get("tagsToAdd") or ()}
+        tags -= {t["tagName"] for t in data.get("tagsToDelete") or ()}
+        metadata = data.get("metadata")
+        updated = self.registry.update_version(
+            v.ref(),
+            description=data.get("description"),
+            metadata=json.loads(metadata) if metadata is not None else None,
+            tags=sorted(tags) if tags != set(v.tags) else None,
+        )
+        return {"artifact": self.artifact(updated)}
+
+    def root(self) -> dict[str, Any]:
+        """The Query and Mutation root fields."""
+        viewer = {
+            "__typename": "User",
+            "id": gid("User", self.username),
+            "entity": self.entity,
+            "username": self.username,
+            "email": f"{self.username}@example.invalid",
+            "flags": "{}",
+            "teams": {"edges": [{"node": {"__typename": "Entity", "name": self.entity}}]},
+        }
+        features = [{"name": f, "isEnabled": True} for f in FEATURES]
+        return {
+            "viewer": viewer,
+            "serverInfo": {"__typename": "ServerInfo", "features": features},
+            "entity": lambda a: self.entity_by_name(a.get("name")),
+            "organization": lambda a: self.organization_node(a["name"]),
+            "project": lambda a: self.project_by_name(a.get("entityName"), a["name"]),
+            "artifact": lambda a: self.artifact_by_id(a["id"]),
+            "artifactCollection": lambda a: self._collection_by_id(a["id"]),
+            "addAliases": self.add_aliases,
+            "deleteAliases": self.delete_aliases,
+            "updateArtifact": self.update_artifact,
+        }
+
+    def entity_by_name(self, name: str | None) -> dict[str, Any] | None:
+        if name not in (self.entity, self.username):
+            return None
+        org = {
+            "__typename": "Organization",
+            "name": self.organization,
+            "orgEntity": {"__typename": "Entity", "name": self.entity},
+        }
+        return {
+            "__typename": "Entity",
+            "name": name,
+            "organization": org,
+            "user": None,
+            "project": lambda a: self.project_by_name(name, a["name"]),
+        }
+
+    def project_by_name(self, entity: str | None, name: str) -> dict[str, Any] | None:
+        if entity not in (None, self.entity):
+            return None
+        if name == MODEL_REGISTRY or self._run_project(name):
+            return self.project(name)
+        return None
+
+    def _run_project(self, name: str) -> bool:
+        return name == "runs" or any(
+            (r.project or "runs") == name
+            for c in self.collections()
+            for v in self.all_versions(c.name)
+            for r in _runs_of(self.lineage(v))
+        )
+
+    def _collection_by_id(self, collection_id: str) -> dict[str, Any] | None:
+        parts = ungid(collection_id)
+        if len(parts) != 3 or parts[0] != "ArtifactCollection":
+            raise GraphQLFailure(f"not a collection id: {collection_id!r}")
+        c = self.get_collection(parts[2])
+        return self.collection(c) if c else None
+
+    # Files.
+
+    def manifest(self, collection: str, version: str) -> dict[str, Any]:
+        entries = self.registry.files(ArtifactRef(name=collection, alias=version))
+        contents = {}
+        for e in entries:
+            item: dict[str, Any] = {"digest": e.digest, "size": e.size}
+            if e.ref:
+                item["ref"] = e.ref
+            if e.extra:
+                item["extra"] = dict(e.extra)
+            contents[e.path] = item
+        return {
+            "version": 1,
+            "storagePolicy": "wandb-storage-policy-v1",
+            "storagePolicyConfig": {"storageLayout": "V2"},
+            "contents": contents,
+        }
+
+    def object_file(self, collection: str, version: str, path: str) -> Path:
+        for e in self.registry.files(ArtifactRef(name=collection, alias=version)):
+            if e.path == path and not e.ref:
+                return Path(self.registry.object_path(e))  # type: ignore[attr-defined]
+        raise NotFoundError(f"{collection}:{version} has no stored file {path!r}")
+
+
+def _runs_of(lineage: Any) -> Iterator[RunInfo]:
+    if lineage.produced_by:
+        yield lineage.produced_by
+    yield from lineage.used_by
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="/")
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.startswith("/sdk/otel/"):
+            self._send(200, b"", "application/x-protobuf")
+            return
+        if self.path.rstrip("/") != "/graphql":
+            self.server.emulator.record_error(f"POST to unknown path {self.path}")
+            self._send(404, b"{}")
+            return
+        status, payload = self.server.emulator.answer(raw)
+        self._send(status, json.dumps(payload).encode())
+
+    def do_GET(self) -> None:
+        emulator = self.server.emulator
+        try:
+            if m := re.fullmatch(r"/manifests/(.+)/(v\d+)\.json", self.path):
+                body = emulator.manifest_bytes(unquote(m.group(1)), m.group(2))
+                self._send(200, body)
+                return
+            if m := re.fullmatch(r"/files/([^/]+)/(v\d+)/(.+)", self.path):
+                emulator.record("GET /files")
+                path = emulator.graph.object_file(
+                    unquote(m.group(1)), m.group(2), unquote(m.group(3))
+                )
+                self._stream(path)
+                return
+        except NotFoundError as exc:
+            self._send(404, json.dumps({"error": str(exc)}).encode())
+            return
+        emulator.record_error(f"GET of unknown path {self.path}")
+        self._send(404, b"{}")
+
+    def _stream(self, path: Path) -> None:
+        size = path.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with path.open("rb") as fh:
+            shutil.copyfileobj(fh, self.wfile, CHUNK)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    emulator: WandbEmulator
+
+
+class WandbEmulator:
+    """The emulator: start it, point `WANDB_BASE_URL` at `base_url`, check `errors`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        entity: str = "team",
+        organization: str = "team-org",
+        username: str = "tester",
+        port: int = 0,
+        max_seconds: float = 300.0,
+    ) -> None:
+        self.errors: list[str] = []
+        self.operations: list[str] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.max_seconds = max_seconds
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.emulator = self
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self.graph = RegistryGraph(
+            registry,
+            base_url=lambda: self.base_url,
+            entity=entity,
+            organization=organization,
+            username=username,
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def record(self, operation: str, variables: Mapping[str, Any] | None = None) -> None:
+        """Note a request (operation name and variables) for tests to inspect."""
+        self.operations.append(operation)
+        self.requests.append((operation, dict(variables or {})))
+
+    def record_error(self, message: str) -> None:
+        """Note a failure that should fail the test."""
+        self.errors.append(message)
+
+    def answer(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Execute one GraphQL request; (status, JSON body)."""
+        try:
+            body = json.loads(raw)
+            name = operation_name(body)
+        except (ValueError, AttributeError) as exc:
+            self.record_error(f"unreadable GraphQL request: {exc}")
+            return 400, {"errors": [{"message": "unreadable request"}]}
+        self.record(name, body.get("variables"))
+        if name not in MODELS:
+            self.record_error(f"unknown operation {name!r}")
+            return 500, {"errors": [{"message": f"the emulator does not know {name!r}"}]}
+        try:
+            with self.graph.lock:
+                data = Executor(body.get("query") or "", body.get("variables")).run(
+                    self.graph.root()
+                )
+            if (model := result_model(name)) is not None:
+                model.model_validate(data)
+        except Exception as exc:  # every failure must reach the test, whatever its kind
+            message = f"{name}: {type(exc).__name__}: {exc}"
+            self.record_error(message)
+            return 500, {"errors": [{"message": message}]}
+        return 200, {"data": data}
+
+    def manifest_bytes(self, collection: str, version: str) -> bytes:
+        """The W&B manifest JSON of a version, checked with the SDK's manifest parser."""
+        from wandb.sdk.artifacts.artifact_manifests.artifact_manifest_v1 import (
+            ArtifactManifestV1,
+        )
+
+        self.record("GET /manifests")
+        with self.graph.lock:
+            manifest = self.graph.manifest(collection, version)
+        try:
+            ArtifactManifestV1.from_manifest_json(manifest)
+        except Exception as exc:
+            self.record_error(f"manifest of {collection}:{version}: {exc}")
+            raise
+        return json.dumps(manifest).encode()
+
+    def start(self) -> WandbEmulator:
+        """Serve in a background thread; stop by itself after `max_seconds`."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.max_seconds, self._server.shutdown)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._timer:
+            self._timer.cancel()
+        if self._thread:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> WandbEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def running(registry: Registry, **kwargs: Any) -> Iterator[WandbEmulator]:
+    """A started emulator over `registry`, stopped on exit."""
+    emulator = WandbEmulator(registry, **kwargs)
+    with emulator:
+        yield emulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a registry (seeded with the demo content unless --registry is given)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.wandb_emulator")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--registry", type=Path, help="an existing local registry folder")
+    parser.add_argument("--entity", default="team")
+    args = parser.parse_args(argv)
+
+    from tui.services.registry.local import LocalRegistry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.registry
+        if root is None:
+            from tui.services.demo import seed_demo
+
+            root = Path(tmp) / "registry"
+            seed_demo(root)
+        emulator = WandbEmulator(
+            LocalRegistry(root), entity=args.entity, port=args.port, max_seconds=args.max_seconds
+        )
+        with emulator:
+            print(emulator.base_url, flush=True)
+            deadline = time.monotonic() + args.max_seconds
+            try:
+                while time.monotonic() < deadline and emulator._thread.is_alive():  # type: ignore[union-attr]
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
