@@ -641,7 +641,7 @@ class RegistryGraph:
         return connection(entries, args, lambda e: self.file(v, e))
 
     def version_by_id(self, artifact_id: str) -> Version:
-        kind, collection, version = (ungid(artifact_id) + ["", "", ""])[:3]
+        kind, collection, version = [*ungid(artifact_id), "", "", ""][:3]
         if kind != "Artifact":
             raise GraphQLFailure(f"not an artifact id: {artifact_id!r}")
         return self.registry.resolve(ArtifactRef(name=collection, alias=version))
