@@ -113,7 +113,7 @@ MODELS: tuple[ModelPlan, ...] = (
         steps_per_version=1500,
         data_mix={"ultrachat": 0.45, "openhermes": 0.3, "code_alpaca": 0.15, "gsm8k_train": 0.1},
         versions=5,
-        aliases={"production": 2, "best": 3, "candidate": 4},
+        aliases={"stable": 1, "production": 2, "best": 3, "candidate": 4},
         start_day=0,
         tokens=_LLAMA3_TOKENS,
     ),

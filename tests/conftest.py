@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated environment and a seeded demo registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tui.services.demo import DemoInfo, seed_demo
+from tui.services.settings import VARIABLES
+
+# Folders the app or the SDKs could write to when left pointing at the real user.
+_HOME_VARIABLES = ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME, XDG_*, WANDB_DIR and EVALWB_REGISTRY_DIR into tmp_path and unset every
+    other variable the app reads, so a test sees none of the real user's settings."""
+    home = tmp_path / "home"
+    for name in _HOME_VARIABLES:
+        folder = home if name == "HOME" else home / name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(folder))
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(tmp_path / "registry"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_seed(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
+    """The demo seeded once per session; treat it as read-only (copy it to change it)."""
+    return seed_demo(tmp_path_factory.mktemp("demo-seed"))
+
+
+@pytest.fixture
+def demo_registry_dir(demo_seed: DemoInfo, tmp_path: Path) -> Path:
+    """A private copy of the seeded demo registry that a test may change.
+
+    The `-local` twin's file:// entries still point at the session seed's checkpoints.
+    """
+    target = tmp_path / "demo-registry"
+    shutil.copytree(demo_seed.root, target, ignore=shutil.ignore_patterns("checkpoints"))
+    return target
