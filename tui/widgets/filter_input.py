@@ -1,0 +1,76 @@
+"""A filter box: hidden until opened, debounced while typing, closed by Escape."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Input
+
+# Long enough to skip the intermediate states of a word typed quickly, short enough to
+# feel immediate.
+DEBOUNCE_SECONDS = 0.15
+
+
+class FilterInput(Input):
+    """Posts `FilterChanged` once typing pauses and `FilterClosed` on Escape or Enter."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_and_close", "Clear filter", id="filter.close"),
+        Binding("enter", "keep_and_close", "Keep filter", show=False, id="filter.keep"),
+    ]
+
+    class FilterChanged(Message):
+        """The filter text settled on `value`."""
+
+        def __init__(self, value: str) -> None:
+            super().__init__()
+            self.value = value
+
+    class FilterClosed(Message):
+        """The box was closed; focus should go back to what it filters."""
+
+    def __init__(self, *, placeholder: str = "filter", id: str | None = None) -> None:
+        super().__init__(placeholder=placeholder, id=id, select_on_focus=False)
+        self._timer: Timer | None = None
+        self.display = False
+
+    def open(self) -> None:
+        """Show the box and focus it, keeping any filter already typed."""
+        self.display = True
+        self.focus()
+
+    def close(self, *, clear: bool) -> None:
+        """Hide the box; with `clear`, drop the filter at once."""
+        if clear:
+            self._cancel_timer()
+            if self.value:
+                self.value = ""
+            self.post_message(self.FilterChanged(""))
+        self.display = False
+        self.post_message(self.FilterClosed())
+
+    def action_clear_and_close(self) -> None:
+        self.close(clear=True)
+
+    def action_keep_and_close(self) -> None:
+        self._settle()
+        self.close(clear=False)
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._cancel_timer()
+        self._timer = self.set_timer(DEBOUNCE_SECONDS, self._settle)
+
+    def _settle(self) -> None:
+        self._cancel_timer()
+        self.post_message(self.FilterChanged(self.value))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None

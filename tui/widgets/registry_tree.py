@@ -1,0 +1,223 @@
+"""A lazy tree of registry collections and their versions.
+
+Versions are fetched only when a collection is expanded, in a thread worker, with a
+"loading…" child shown meanwhile — the pattern of Textual's `DirectoryTree`. Results
+come back as messages, so no registry call ever runs on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from tui.services.registry.protocol import Collection, Registry, Version
+from tui.widgets.format import one_line
+
+# Versions fetched per request; a "more…" node fetches the next page.
+PAGE_SIZE = 100
+
+LOADING = "loading…"
+
+
+@dataclass(frozen=True)
+class MoreVersions:
+    """Data of the node that loads the next page of a collection's versions."""
+
+    collection: str
+    offset: int
+
+
+NodeData = Collection | Version | MoreVersions | None
+
+
+def collection_matches(collection: Collection, query: str) -> bool:
+    """True when `query` occurs in the name, an alias or a tag (case-insensitive)."""
+    needle = query.strip().lower()
+    if not needle:
+        return True
+    words = (collection.name, *collection.aliases, *collection.tags)
+    return any(needle in word.lower() for word in words)
+
+
+def key_aliases(collection: Collection) -> list[str]:
+    """The collection's aliases worth showing in a one-line label (`latest` is implied)."""
+    return [alias for alias in collection.aliases if alias != "latest"]
+
+
+def collection_label(collection: Collection) -> Text:
+    """`name (4) production, best`."""
+    label = Text(collection.name, style="bold")
+    label.append(f" ({collection.version_count})", style="dim")
+    aliases = key_aliases(collection)
+    if aliases:
+        label.append(" " + ", ".join(aliases), style="italic")
+    return label
+
+
+def version_label(version: Version) -> Text:
+    """`v3  production, best`."""
+    label = Text(version.version)
+    if version.aliases:
+        label.append("  " + ", ".join(version.aliases), style="italic")
+    return label
+
+
+def _note(text: str) -> Text:
+    return Text(text, style="dim italic")
+
+
+class RegistryTree(Tree[NodeData]):
+    """Collections → versions, filtered by name, alias or tag, loaded lazily."""
+
+    class VersionsLoaded(Message):
+        """A page of a collection's versions arrived from a worker."""
+
+        def __init__(self, collection: str, offset: int, versions: list[Version]) -> None:
+            super().__init__()
+            self.collection = collection
+            self.offset = offset
+            self.versions = versions
+
+    class LoadFailed(Message):
+        """Loading a collection's versions failed; `error` is one line."""
+
+        def __init__(self, collection: str, error: str) -> None:
+            super().__init__()
+            self.collection = collection
+            self.error = error
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("registry", id=id)
+        self.show_root = False
+        self.guide_depth = 2
+        self.registry: Registry | None = None
+        self._collections: list[Collection] = []
+        self._versions: dict[str, list[Version]] = {}
+        self._complete: set[str] = set()
+        self._loading: set[str] = set()
+        self._open_names: set[str] = set()
+        self._collection_nodes: dict[str, TreeNode[NodeData]] = {}
+        self._query = ""
+
+    @property
+    def query_text(self) -> str:
+        """The filter in force."""
+        return self._query
+
+    @property
+    def shown_collections(self) -> list[str]:
+        """Names of the collections the filter lets through, in tree order."""
+        return list(self._collection_nodes)
+
+    def show_note(self, text: str) -> None:
+        """Replace the tree's content with one dim line (loading, empty, unavailable)."""
+        self.clear()
+        self._collection_nodes = {}
+        self.root.add_leaf(_note(text))
+
+    def set_collections(self, collections: list[Collection]) -> None:
+        """Show `collections`, dropping any versions loaded before."""
+        self._collections = list(collections)
+        self._versions.clear()
+        self._complete.clear()
+        self._rebuild()
+
+    def apply_filter(self, query: str) -> None:
+        """Show only collections matching `query` (name, alias or tag)."""
+        query = query.strip()
+        if query != self._query:
+            self._query = query
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        shown = [c for c in self._collections if collection_matches(c, self._query)]
+        self.clear()
+        self._collection_nodes = {}
+        if not self._collections:
+            self.root.add_leaf(_note("no collections yet: add one with `evalwb-tui registry add`"))
+        elif not shown:
+            self.root.add_leaf(_note(f"no collection matches {self._query!r}"))
+        for collection in shown:
+            node = self.root.add(collection_label(collection), data=collection)
+            self._collection_nodes[collection.name] = node
+            if collection.name in self._versions:
+                self._fill(node, collection.name)
+            if collection.name in self._open_names:
+                node.expand()
+        self.cursor_line = 0
+
+    def _fill(self, node: TreeNode[NodeData], name: str) -> None:
+        node.remove_children()
+        versions = self._versions[name]
+        if not versions:
+            node.add_leaf(_note("no versions"))
+        for version in versions:
+            node.add_leaf(version_label(version), data=version)
+        if name not in self._complete:
+            node.add_leaf(_note("more…"), data=MoreVersions(name, len(versions)))
+
+    def _start_load(self, name: str, offset: int) -> None:
+        if self.registry is None or name in self._loading:
+            return
+        self._loading.add(name)
+        self._load_versions(self.registry, name, offset)
+
+    @work(thread=True, group="versions", exit_on_error=False)
+    def _load_versions(self, registry: Registry, name: str, offset: int) -> None:
+        try:
+            versions = registry.list_versions(name, offset=offset, limit=PAGE_SIZE)
+        except Exception as exc:  # any failure becomes a notification; the tree stays usable
+            self.post_message(self.LoadFailed(name, one_line(exc)))
+            return
+        self.post_message(self.VersionsLoaded(name, offset, versions))
+
+    def _on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeData]) -> None:
+        data = event.node.data
+        if not isinstance(data, Collection):
+            return
+        self._open_names.add(data.name)
+        if data.name not in self._versions and data.name not in self._loading:
+            event.node.remove_children()
+            event.node.add_leaf(_note(LOADING))
+            self._start_load(data.name, 0)
+
+    def _on_tree_node_collapsed(self, event: Tree.NodeCollapsed[NodeData]) -> None:
+        if isinstance(event.node.data, Collection):
+            self._open_names.discard(event.node.data.name)
+
+    def _on_tree_node_selected(self, event: Tree.NodeSelected[NodeData]) -> None:
+        data = event.node.data
+        if isinstance(data, MoreVersions) and data.collection not in self._loading:
+            event.node.set_label(_note(LOADING))
+            self._start_load(data.collection, data.offset)
+
+    @on(VersionsLoaded)
+    def _versions_loaded(self, event: VersionsLoaded) -> None:
+        event.stop()
+        self._loading.discard(event.collection)
+        known = self._versions.get(event.collection, [])[: event.offset]
+        self._versions[event.collection] = known + event.versions
+        if len(event.versions) < PAGE_SIZE:
+            self._complete.add(event.collection)
+        node = self._collection_nodes.get(event.collection)
+        if node is not None:
+            self._fill(node, event.collection)
+
+    @on(LoadFailed)
+    def _load_failed(self, event: LoadFailed) -> None:
+        event.stop()
+        self._loading.discard(event.collection)
+        node = self._collection_nodes.get(event.collection)
+        if node is not None:
+            if event.collection in self._versions:
+                self._fill(node, event.collection)
+            else:
+                # Collapsed and empty again, so expanding retries the load.
+                node.remove_children()
+                node.collapse()
+        self.notify(f"{event.collection}: {event.error}", severity="error", markup=False)
