@@ -159,7 +159,9 @@ def claim_when_due(queue: TransferQueue) -> Job:
     return claimed[-1]
 
 
-def test_retryable_failure_backs_off_then_fails_after_max_attempts(queue: TransferQueue) -> None:
+def test_retryable_failure_backs_off_then_fails_after_max_attempts(tmp_path: Path) -> None:
+    backoff = Backoff(base=0.3, cap=1.0)  # long enough to see "not due yet" on a busy machine
+    queue = TransferQueue(tmp_path / "q.sqlite", backoff=backoff)
     job = queue.enqueue("upload", "results", {}, max_attempts=3)
     for attempt in (1, 2, 3):
         assert claim_when_due(queue).attempts == attempt
@@ -171,7 +173,7 @@ def test_retryable_failure_backs_off_then_fails_after_max_attempts(queue: Transf
             break
         assert after.state == QUEUED
         # Jittered exponential backoff: between half and all of base * 2**(n-1).
-        full = min(FAST.cap, FAST.base * 2 ** (attempt - 1))
+        full = min(backoff.cap, backoff.base * 2 ** (attempt - 1))
         assert before + full / 2 - 0.01 <= after.next_attempt_at <= time.time() + full
         assert queue.claim_next() is None  # not due yet
     assert (after.state, after.attempts, after.finished_at is not None) == (FAILED, 3, True)
@@ -259,6 +261,19 @@ def test_pending_sync_then_finish(queue: TransferQueue) -> None:
     assert (waiting.state, waiting.result) == (PENDING_SYNC, {"run_dir": "/runs/offline-run-1"})
     assert queue.finish(job.id, {"run_dir": "/runs/offline-run-1", "synced": True})
     assert queue.get(job.id).state == DONE
+
+
+def test_a_stopped_runner_gives_its_job_back(queue: TransferQueue) -> None:
+    def interrupted(job: Job, progress: Progress) -> dict[str, Any]:
+        progress.update(bytes_done=3, bytes_total=9)
+        raise KeyboardInterrupt
+
+    job = queue.enqueue("download", "x", {})
+    with pytest.raises(KeyboardInterrupt):
+        Runner(queue, {"download": interrupted}).run_once()
+    back = queue.get(job.id)
+    assert (back.state, back.bytes_done, back.last_error) == (QUEUED, 3, None)
+    assert queue.claim_next() is not None
 
 
 def test_cancel_queued_job(queue: TransferQueue) -> None:

@@ -29,6 +29,9 @@ Handler contract (the `Runner` calls ``handler(job, progress) -> dict``):
 - It returns a JSON-serialisable dict (the job's result), or `PendingSync(result)` when
   the work is durably stored locally but still waits for `evalwb-tui sync`.
 - Payloads are stored on disk in plain text: they must never hold secrets.
+
+Whoever starts runners (the worker) calls `TransferQueue.recover` first, so that jobs
+whose runner died are queued again and resume.
 """
 
 from __future__ import annotations
@@ -703,6 +706,12 @@ class TransferQueue:
             job_id, CANCELLED, from_states=(RUNNING,), claim=claim, finished_at=time.time()
         )
 
+    def release(self, job_id: int, *, claim: str | None = None) -> bool:
+        """Give a running job back to the queue at once, e.g. when its runner is stopped."""
+        return self._end(
+            job_id, QUEUED, from_states=(RUNNING,), claim=claim, next_attempt_at=time.time()
+        )
+
     def fail(
         self,
         job_id: int,
@@ -961,6 +970,10 @@ class Runner:
                 return
             self.queue.fail(job.id, exc, retryable=False, claim=claim)
             return
+        except BaseException:
+            # Stopped from outside (Ctrl-C, SystemExit): the job resumes on the next run.
+            self.queue.release(job.id, claim=claim)
+            raise
         if self.queue.is_cancelled(job.id):
             self.queue.mark_cancelled(job.id, claim=claim)
         elif isinstance(outcome, PendingSync):
