@@ -1,0 +1,385 @@
+"""The download cache against the real local registry: stored files and file:// refs.
+
+S3 references have their own file (test_s3.py); this one covers layout, hits that read
+no byte, repair, resumption after SIGKILL, two processes at once, path traversal,
+checkpoint roots, `-local` twins and the offline fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.services import cache
+from tui.services.cache import (
+    CheckpointError,
+    DownloadCancelled,
+    DownloadError,
+    UnsafePathError,
+    download,
+)
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import Paths, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_checkpoint(folder: Path, shards: int = 3, shard_bytes: int = 300_000) -> Path:
+    """A small HF-style checkpoint: config.json, tokenizer, shards of random bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
+    for i in range(shards):
+        (folder / f"model-{i:05d}.safetensors").write_bytes(os.urandom(shard_bytes))
+    return folder
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
+        "EVALWB_REGISTRY_DIR": str(tmp_path / "registry"),
+        "WANDB_ARTIFACT_DIR": str(tmp_path / "cache"),
+    }
+    env.update(extra)
+    return env
+
+
+def settings_for(tmp_path: Path, **extra: str) -> Settings:
+    paths = Paths(*(tmp_path / "dirs" / n for n in ("data", "cache", "state", "config")))
+    return load_settings(env_for(tmp_path, **extra), paths=paths)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> LocalRegistry:
+    return LocalRegistry(settings.registry_dir)
+
+
+def digests_match(folder: Path, registry: LocalRegistry, ref: str) -> bool:
+    return all(cache.md5_b64_of(folder / e.path) == e.digest for e in registry.files(ref))
+
+
+def test_download_stored_files_lands_verified_in_readable_layout(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src" / "model")
+    registry.add_version("llama-mini", tmp_path / "src", aliases=["production"])
+    events: list[cache.DownloadProgress] = []
+
+    result = download(
+        "llama-mini:production", registry=registry, settings=settings, progress=events.append
+    )
+
+    folder = tmp_path / "cache" / "local" / "local" / "llama-mini" / "v0"
+    assert result.folder == folder
+    assert result.path == folder / "model"
+    assert (result.path / "config.json").is_file()
+    assert not result.cache_hit
+    assert result.bytes == registry.resolve("llama-mini:v0").size
+    assert result.files == 5
+    assert digests_match(folder, registry, "llama-mini:v0")
+    assert cache.read_marker(folder)["version"] == "v0"
+    assert not (tmp_path / "cache" / ".partial" / "local" / "local" / "llama-mini" / "v0").exists()
+    assert events[-1].phase == "done"
+    assert events[-1].done == result.bytes and events[-1].files_done == 5
+    assert {e.path for e in events if e.phase == "downloading" and e.path} >= {
+        "model/config.json",
+        "model/model-00000.safetensors",
+    }
+
+
+def test_hit_reads_no_byte_and_verify_rehashes(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src")
+    first = download("m", registry=registry, settings=settings)
+    shard = first.folder / "model-00001.safetensors"
+    # Same size and mtime, different bytes: only a re-hash can tell.
+    st = shard.stat()
+    shard.write_bytes(b"\0" * st.st_size)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    hit = download("m", registry=registry, settings=settings)
+    assert hit.cache_hit and hit.bytes == 0 and hit.path == first.path
+    assert shard.read_bytes() == b"\0" * st.st_size  # not re-read, not refetched
+
+    repaired = download("m", registry=registry, settings=settings, verify=True)
+    assert not repaired.cache_hit
+    assert repaired.bytes == st.st_size  # only the damaged file came again
+    assert digests_match(repaired.folder, registry, "m:v0")
+    again = download("m", registry=registry, settings=settings, verify=True)
+    assert again.cache_hit and again.bytes == 0
+
+
+def test_changed_size_is_no_hit_and_only_that_file_is_fetched(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src")
+    first = download("m", registry=registry, settings=settings)
+    (first.folder / "tokenizer.json").write_text("{}")
+
+    second = download("m", registry=registry, settings=settings)
+
+    assert not second.cache_hit
+    assert second.bytes == len(json.dumps({"version": "1.0"}))
+    assert digests_match(second.folder, registry, "m:v0")
+
+
+def test_file_refs_are_copied_and_a_changed_source_is_refused(tmp_path, settings, registry):
+    source = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m", f"file://{source}")
+    result = download("m", registry=registry, settings=settings)
+    assert result.path == result.folder and digests_match(result.folder, registry, "m:v0")
+
+    registry.add_version("m", f"file://{source}")  # v1, then its source changes
+    (source / "model-00002.safetensors").write_bytes(os.urandom(300_000))
+    with pytest.raises(DownloadError, match=r"model-00002.safetensors has md5 .* changed"):
+        download("m:v1", registry=registry, settings=settings)
+    assert not (tmp_path / "cache" / "local" / "local" / "m" / "v1").exists()
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../escaped.bin", "/etc/evil", "a/../../b", ".evalwb-complete.json"]
+)
+def test_unsafe_manifest_paths_are_refused(tmp_path, settings, registry, bad):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src")
+    # A manifest as a hostile server could send it: rewrite one path in the real index.
+    with sqlite3.connect(registry.index_path) as conn:
+        conn.execute("UPDATE files SET path = ? WHERE path = 'tokenizer.json'", (bad,))
+
+    with pytest.raises(UnsafePathError, match="refusing to download") as info:
+        download("m", registry=registry, settings=settings)
+    assert repr(bad)[1:-1] in str(info.value)
+    assert not (tmp_path / "escaped.bin").exists()
+    assert not (tmp_path / "cache" / "local" / "local" / "m").exists()
+
+
+def test_checkpoint_root_must_be_a_single_config_json(tmp_path, settings, registry):
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "weights.bin").write_bytes(b"x")
+    registry.add_version("none", tmp_path / "none")
+    with pytest.raises(CheckpointError, match=r"holds no config\.json"):
+        download("none", registry=registry, settings=settings)
+    plain = download("none", registry=registry, settings=settings, checkpoint=False)
+    assert plain.path == plain.folder and plain.cache_hit  # the bytes were kept
+
+    make_checkpoint(tmp_path / "two" / "a", shards=1)
+    make_checkpoint(tmp_path / "two" / "b", shards=1)
+    registry.add_version("two", tmp_path / "two")
+    with pytest.raises(CheckpointError, match=r"2 config.json files \(a/config.json, b/config"):
+        download("two", registry=registry, settings=settings)
+
+
+def test_cancel_keeps_verified_files_for_the_next_run(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src", shards=4)
+    registry.add_version("m", tmp_path / "src")
+    cancel = threading.Event()
+
+    def stop_after_two(event: cache.DownloadProgress) -> None:
+        if event.files_done >= 2:
+            cancel.set()
+
+    with pytest.raises(DownloadCancelled):
+        download("m", registry=registry, settings=settings, progress=stop_after_two, cancel=cancel)
+    assert not (tmp_path / "cache" / "local" / "local" / "m" / "v0").exists()
+
+    result = download("m", registry=registry, settings=settings)
+    total = registry.resolve("m").size
+    assert 0 < result.bytes < total
+    assert digests_match(result.folder, registry, "m:v0")
+
+
+def run_download_process(tmp_path: Path, ref: str, sleep: float) -> subprocess.Popen[str]:
+    """`download` in a real subprocess, slowed by sleeping in its progress callback."""
+    code = f"""
+import json, sys, time
+from tui.services.cache import download
+from tui.services.registry import open_registry
+from tui.services.settings import load_settings
+settings = load_settings()
+phases = []
+def slow(event):
+    phases.append(event.phase)
+    if event.phase == "downloading":
+        print("files_done", event.files_done, flush=True)
+        time.sleep({sleep})
+result = download({ref!r}, registry=open_registry(settings), settings=settings, progress=slow)
+print("RESULT", json.dumps({{**result.as_json(), "phases": phases}}), flush=True)
+"""
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**env_for(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigkill_midway_leaves_nothing_complete_and_rerun_finishes(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src", shards=6)
+    registry.add_version("m", tmp_path / "src")
+    proc = run_download_process(tmp_path, "m:latest", sleep=0.2)
+    deadline = time.monotonic() + 20
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("files_done") and int(line.split()[1]) >= 3:
+            break
+        assert time.monotonic() < deadline, "the download never got going"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    folder = tmp_path / "cache" / "local" / "local" / "m" / "v0"
+    assert not folder.exists()
+    assert not list((tmp_path / "cache").rglob(cache.MARKER))
+
+    result = download("m", registry=registry, settings=settings)
+    assert 0 < result.bytes < registry.resolve("m").size  # verified files were kept
+    assert digests_match(result.folder, registry, "m:v0")
+
+
+def test_two_processes_one_downloads_the_other_waits(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src", shards=4)
+    registry.add_version("m", tmp_path / "src")
+    procs = [run_download_process(tmp_path, "m:latest", sleep=0.25) for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+        results.append(json.loads(line[len("RESULT ") :]))
+
+    by_hit = sorted(results, key=lambda r: r["cache_hit"])
+    assert [r["cache_hit"] for r in by_hit] == [False, True]
+    assert by_hit[0]["bytes"] == registry.resolve("m").size and by_hit[1]["bytes"] == 0
+    assert by_hit[0]["path"] == by_hit[1]["path"]
+    assert "locked" in by_hit[1]["phases"]  # it waited on the lock, not on luck
+    assert digests_match(Path(by_hit[0]["folder"]), registry, "m:v0")
+
+
+def test_local_twin_with_all_files_is_used_in_place(tmp_path, settings, registry):
+    shared = make_checkpoint(tmp_path / "shared" / "run-7" / "checkpoint")
+    registry.add_version("m-local", f"file://{shared.parent}", aliases=["production"])
+    make_checkpoint(tmp_path / "other")
+    registry.add_version("m", tmp_path / "other", aliases=["production"])
+
+    result = download("m:production", registry=registry, settings=settings)
+
+    assert result.local_twin and result.cache_hit and result.bytes == 0
+    assert result.path == shared
+    assert result.version.collection == "m-local"
+    assert not (tmp_path / "cache" / "local").exists()  # nothing copied
+
+
+def test_no_twin_means_the_real_artifact(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src", aliases=["production"])
+    result = download("m:production", registry=registry, settings=settings)
+    assert not result.local_twin and result.version.collection == "m"
+
+
+def test_twin_with_missing_files_waits_for_the_real_artifact(tmp_path, registry):
+    settings = settings_for(tmp_path, WANDB_ARTIFACT_WAIT_TIMEOUT_SEC="20")
+    shared = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m-local", f"file://{shared}", aliases=["production"])
+    (shared / "model-00001.safetensors").unlink()
+    make_checkpoint(tmp_path / "src")
+    events: list[cache.DownloadProgress] = []
+
+    def publish_later() -> None:
+        time.sleep(0.4)
+        registry.add_version("m", tmp_path / "src", aliases=["production"])
+
+    writer = threading.Thread(target=publish_later)
+    writer.start()
+    try:
+        result = download(
+            "m:production",
+            registry=registry,
+            settings=settings,
+            progress=events.append,
+            poll_interval=0.05,
+        )
+    finally:
+        writer.join()
+
+    assert result.version.collection == "m" and not result.local_twin
+    waits = [e for e in events if e.phase == "waiting"]
+    assert len(waits) >= 3
+    assert "model-00001.safetensors" in waits[0].message and "s left" in waits[0].message
+    assert waits[0].seconds_left > waits[-1].seconds_left
+
+
+def test_twin_with_missing_files_times_out_with_a_clear_error(tmp_path, registry):
+    settings = settings_for(tmp_path, WANDB_ARTIFACT_WAIT_TIMEOUT_SEC="0.3")
+    shared = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m-local", f"file://{shared}")
+    (shared / "config.json").unlink()
+    started = time.monotonic()
+    with pytest.raises(
+        DownloadError,
+        match=r"m:latest did not appear within 0.3 s "
+        r"\(WANDB_ARTIFACT_WAIT_TIMEOUT_SEC\).*config.json",
+    ):
+        download("m", registry=registry, settings=settings, poll_interval=0.05)
+    assert time.monotonic() - started < 3
+
+
+def test_offline_fallback_returns_the_cached_version_with_a_warning(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src", aliases=["production"])
+    first = download("m:production", registry=registry, settings=settings)
+    # The registry becomes unreadable: its index is no database any more.
+    registry.index_path.write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(str(registry.index_path) + suffix).unlink(missing_ok=True)
+
+    result = download("m:production", registry=registry, settings=settings)
+    assert result.cache_hit and result.path == first.path and result.bytes == 0
+    assert result.offline_warning.startswith("offline, alias last resolved at 20")
+    assert result.version.version == "v0"
+
+    with pytest.raises(DownloadError, match="never downloaded here"):
+        download("m:other", registry=registry, settings=settings)
+
+
+def test_cli_download_prints_the_folder_and_json(tmp_path, registry):
+    make_checkpoint(tmp_path / "src" / "hf")
+    registry.add_version("m", tmp_path / "src", aliases=["production"])
+    env = {**env_for(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tui.cli", "download", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    plain = cli("m:production")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == str(tmp_path / "cache/local/local/m/v0/hf")
+    as_json = json.loads(cli("m:production", "--json", "--verify").stdout)
+    assert as_json["cache_hit"] is True and as_json["bytes"] == 0
+    assert as_json["version"] == "v0" and as_json["files"] == 5
+    other_root = json.loads(cli("m:production", "--json", "--root", str(tmp_path / "r2")).stdout)
+    assert other_root["path"].startswith(str(tmp_path / "r2")) and not other_root["cache_hit"]
+    missing = cli("m:nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "no alias 'nope'" in missing.stderr
