@@ -264,39 +264,38 @@ def one_line_error(error: BaseException | str, secrets: Iterable[str] = ()) -> s
 # --- process identity ----------------------------------------------------------------
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux), to tell a reused pid from its owner."""
+HOST = socket.gethostname()
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3 onwards of /proc/<pid>/stat (Linux); None where there is no such file."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # Field 2 (the command) may hold spaces and parentheses; fields resume after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+    return stat[stat.rfind(")") + 2 :].split()
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].startswith("Z")
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux), to tell a reused pid from its owner."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def process_alive(pid: int, start: str | None) -> bool:
     """True while the process `pid` that started at `start` still runs on this host."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else: the pid was reused
     except OSError:
+        # ESRCH: gone. EPERM: another user's process, so not a runner of this user's queue.
         return False
-    if _is_zombie(pid):
-        return False
-    current = process_start(pid)
-    return start is None or current is None or current == start
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True  # no /proc: the pid check is all there is
+    if fields[0] == "Z":
+        return False  # killed, not yet reaped
+    return start is None or len(fields) <= 19 or fields[19] == start
 
 
 # --- the queue -----------------------------------------------------------------------
@@ -482,9 +481,9 @@ class TransferQueue:
         job.files = self._files(job_id)
         return job
 
-    def _load(self, row: sqlite3.Row) -> Job:
+    def _load(self, row: sqlite3.Row, memo: dict[Any, bool] | None = None) -> Job:
         job = _job_from_row(row)
-        job.stalled = job.state == RUNNING and self._orphaned(row, time.time())
+        job.stalled = job.state == RUNNING and self._orphaned(row, time.time(), memo)
         return job
 
     def cancel(self, job_id: int) -> Job:
@@ -575,7 +574,7 @@ class TransferQueue:
                     now,
                     pid,
                     process_start(pid),
-                    socket.gethostname(),
+                    HOST,
                     token,
                     row["id"],
                 ),
@@ -744,10 +743,16 @@ class TransferQueue:
             finished_at=time.time(),
         )
 
-    def _orphaned(self, row: sqlite3.Row, now: float) -> bool:
-        if row["owner_host"] == socket.gethostname() and row["owner_pid"] is not None:
-            return not process_alive(row["owner_pid"], row["owner_start"])
-        return (row["heartbeat_at"] or 0) < now - self.stale_after
+    def _orphaned(self, row: sqlite3.Row, now: float, memo: dict[Any, bool] | None = None) -> bool:
+        """True when the running job's owner is dead; `memo` caches owners across rows."""
+        if row["owner_host"] != HOST or row["owner_pid"] is None:
+            return (row["heartbeat_at"] or 0) < now - self.stale_after
+        owner = (row["owner_pid"], row["owner_start"])
+        if memo is None:
+            return not process_alive(*owner)
+        if owner not in memo:
+            memo[owner] = not process_alive(*owner)
+        return memo[owner]
 
     def recover(self) -> list[int]:
         """Put jobs whose runner died back in the queue so they resume; return their ids.
@@ -801,7 +806,9 @@ class TransferQueue:
         if states is not None:
             args = tuple(states)
             query += f" WHERE state IN ({', '.join('?' for _ in args)})"
-        jobs = [self._load(r) for r in self._conn().execute(query + " ORDER BY id", args)]
+        memo: dict[Any, bool] = {}
+        rows = self._conn().execute(query + " ORDER BY id", args)
+        jobs = [self._load(row, memo) for row in rows]
         if with_files:
             for job in jobs:
                 job.files = self._files(job.id)
