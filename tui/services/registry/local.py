@@ -462,8 +462,9 @@ class LocalRegistry:
             version_id = self._version_id(conn, _as_ref(ref))
             if produced_by is not None:
                 conn.execute(
-                    "DELETE FROM lineage WHERE version_id = ? AND role = 'produced_by'",
-                    (version_id,),
+                    "DELETE FROM lineage WHERE version_id = ? AND role = 'produced_by' "
+                    "AND run_id != ?",
+                    (version_id, getattr(produced_by, "id", None)),
                 )
                 _add_run(conn, version_id, "produced_by", produced_by)
             for run in used_by:
