@@ -355,17 +355,19 @@ class RegistryGraph:
 
     # Plain nodes.
 
-    def entity_node(self) -> dict[str, Any]:
+    def entity_node(self, name: str | None = None) -> dict[str, Any]:
         org = {"__typename": "Organization", "name": self.organization}
-        return {"__typename": "Entity", "name": self.entity, "organization": org}
+        return {"__typename": "Entity", "name": name or self.entity, "organization": org}
 
-    def project(self, name: str) -> dict[str, Any]:
+    def project(self, name: str, entity: str | None = None) -> dict[str, Any]:
+        """A project of the org entity, or of `entity` (where lineage runs live)."""
+        entity = entity or self.entity
         return {
             "__typename": "Project",
-            "id": gid("Project", name),
-            "internalId": gid("ProjectInternalId", name),
+            "id": gid("Project", entity, name),
+            "internalId": gid("ProjectInternalId", entity, name),
             "name": name,
-            "entity": self.entity_node(),
+            "entity": self.entity_node(entity),
             "description": "",
             "createdAt": EPOCH,
             "updatedAt": EPOCH,
@@ -377,7 +379,7 @@ class RegistryGraph:
             "artifactCollection": lambda a: self.collection_by_name(name, a["name"]),
             "artifactType": lambda a: self.artifact_type(name, a["name"]),
             "artifactCollections": lambda a: self.project_collections(name, a),
-            "run": lambda a: self.run(name, a["name"]),
+            "run": lambda a: self.run(entity, name, a["name"]),
         }
 
     @staticmethod
@@ -495,7 +497,7 @@ class RegistryGraph:
             "id": gid("Run", project, run.id),
             "name": run.id,
             "displayName": run.name or run.id,
-            "project": self.project(project),
+            "project": self.project(project, run.entity),
             "projectId": 1,
             "tags": [],
             "sweepName": None,
@@ -521,13 +523,19 @@ class RegistryGraph:
         run = self.lineage(v).produced_by
         return self.run_info(run) if run else None
 
-    def run(self, project: str, name: str) -> dict[str, Any] | None:
-        for c in self.registry.list_collections(type=""):
+    def all_runs(self) -> Iterator[RunInfo]:
+        """Every run the lineage of any version names."""
+        for c in self.collections():
             for v in self.all_versions(c.name):
-                lineage = self.lineage(v)
-                for run in (lineage.produced_by, *lineage.used_by):
-                    if run and run.id == name and (run.project or "runs") == project:
-                        return self.run_info(run)
+                yield from _runs_of(self.lineage(v))
+
+    def _run_place(self, run: RunInfo) -> tuple[str, str]:
+        return run.entity or self.entity, run.project or "runs"
+
+    def run(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        for run in self.all_runs():
+            if run.id == name and self._run_place(run) == (entity, project):
+                return self.run_info(run)
         return None
 
     def all_versions(self, collection: str) -> list[Version]:
@@ -728,7 +736,9 @@ class RegistryGraph:
         }
 
     def entity_by_name(self, name: str | None) -> dict[str, Any] | None:
-        if name not in (self.entity, self.username):
+        if name not in (self.entity, self.username) and not any(
+            self._run_place(run)[0] == name for run in self.all_runs()
+        ):
             return None
         org = {
             "__typename": "Organization",
@@ -744,19 +754,12 @@ class RegistryGraph:
         }
 
     def project_by_name(self, entity: str | None, name: str) -> dict[str, Any] | None:
-        if entity not in (None, self.entity):
-            return None
-        if name == MODEL_REGISTRY or self._run_project(name):
+        entity = entity or self.entity
+        if name == MODEL_REGISTRY and entity == self.entity:
             return self.project(name)
+        if any(self._run_place(run) == (entity, name) for run in self.all_runs()):
+            return self.project(name, entity)
         return None
-
-    def _run_project(self, name: str) -> bool:
-        return name == "runs" or any(
-            (r.project or "runs") == name
-            for c in self.collections()
-            for v in self.all_versions(c.name)
-            for r in _runs_of(self.lineage(v))
-        )
 
     def _collection_by_id(self, collection_id: str) -> dict[str, Any] | None:
         parts = ungid(collection_id)

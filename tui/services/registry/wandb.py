@@ -1,0 +1,381 @@
+"""The W&B registry backend: the `Registry` protocol through `wandb.Api`.
+
+`wandb` is imported only when the first call needs it (it costs about half a second).
+Its GraphQL goes through the `wandb-core` subprocess, which inherits the terminal; the
+first `wandb.Api()` (which starts that subprocess) therefore runs with stdout and
+stderr pointed at /dev/null so nothing the subprocess ever prints reaches a Textual
+screen, and the SDK's own console output is silenced with `WANDB_SILENT`.
+
+References without an entity are handed to the SDK without one, so it resolves the
+default entity (and, for `wandb-registry-*` projects, the organization) itself. A bare
+name means the model registry `wandb-registry-model`.
+
+Listing versions pages through the SDK's lazy paginators (`per_page` sized to the
+request), so a collection with thousands of versions is never read whole.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from tui.services.refs import DEFAULT_ALIAS, MODEL_REGISTRY, ArtifactRef, RefError, parse_ref
+from tui.services.registry.protocol import (
+    Collection,
+    FileEntry,
+    Lineage,
+    NotFoundError,
+    RegistryError,
+    RunInfo,
+    Version,
+)
+from tui.services.settings import mask
+
+if TYPE_CHECKING:
+    from tui.services.settings import Settings
+
+API_TIMEOUT_SECONDS = 30
+# Newest versions read per collection when listing collections; aliases on older
+# versions are found through the collection's alias list.
+ALIAS_SCAN = 50
+MAX_PAGE = 100
+_NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such")
+
+
+def _is_version_alias(alias: str) -> bool:
+    return alias[:1] == "v" and alias[1:].isdigit()
+
+
+def _as_ref(ref: ArtifactRef | str) -> ArtifactRef:
+    try:
+        return parse_ref(ref) if isinstance(ref, str) else ref
+    except RefError as exc:
+        raise RegistryError(f"bad reference: {exc}") from None
+
+
+def _path(ref: ArtifactRef) -> str:
+    """`[entity/]project/name`, the model registry for a bare name."""
+    head = f"{ref.entity}/" if ref.entity else ""
+    return f"{head}{ref.registry_project}/{ref.name}"
+
+
+@contextmanager
+def _quiet_terminal() -> Iterator[None]:
+    """Point fds 1 and 2 at /dev/null while a child process is started, so the child
+    inherits /dev/null instead of the terminal; the parent's own fds are restored."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def _run_info(run: Any) -> RunInfo:
+    return RunInfo(
+        id=str(run.id),
+        name=run.name or "",
+        project=run.project or "",
+        entity=run.entity,
+        job_type=run.job_type or "",
+        group=run.group or "",
+        url=run.url or "",
+        state=run.state or "",
+    )
+
+
+def _version(art: Any) -> Version:
+    """A `Version` from an SDK `Artifact` (the aliases without the vN ones)."""
+    return Version(
+        collection=art.name.split(":")[0],
+        version=art.version,
+        project=art.project,
+        entity=art.entity,
+        type=art.type,
+        aliases=tuple(sorted(a for a in art.aliases if not _is_version_alias(a))),
+        tags=tuple(art.tags),
+        description=art.description or "",
+        metadata=dict(art.metadata or {}),
+        created_at=art.created_at or "",
+        size=int(art.size or 0),
+        file_count=int(art.file_count or 0),
+        digest=art.digest or "",
+    )
+
+
+class WandbRegistry:
+    """A registry on a W&B server, implementing the `Registry` protocol."""
+
+    def __init__(self, settings: Settings, *, timeout: int = API_TIMEOUT_SECONDS) -> None:
+        if settings.wandb_api_key is None:
+            raise RegistryError("WANDB_API_KEY is not set; the W&B registry needs it")
+        self.settings = settings
+        self.timeout = timeout
+        self._api: Any = None
+        self._lock = threading.Lock()
+        # Collection name -> artifact type, learnt from listings; W&B wants the type
+        # to list a collection's versions.
+        self._types: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"WandbRegistry({self.settings.wandb_base_url or 'default server'!r})"
+
+    # -- the SDK -------------------------------------------------------------------
+
+    @property
+    def api(self) -> Any:
+        """The `wandb.Api`, created on first use with the terminal kept clean."""
+        with self._lock:
+            if self._api is None:
+                self._api = self._connect()
+            return self._api
+
+    def _connect(self) -> Any:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        with self._errors("connecting to W&B"):
+            import wandb
+
+            overrides: dict[str, Any] = {}
+            if self.settings.wandb_base_url:
+                overrides["base_url"] = self.settings.wandb_base_url
+            if self.settings.wandb_entity:
+                overrides["entity"] = self.settings.wandb_entity
+            assert self.settings.wandb_api_key is not None
+            with _quiet_terminal():
+                return wandb.Api(
+                    overrides=overrides,
+                    timeout=self.timeout,
+                    api_key=self.settings.wandb_api_key.reveal(),
+                )
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn SDK exceptions into one masked line: NotFoundError or RegistryError."""
+        try:
+            yield
+        except RegistryError:
+            raise
+        except Exception as exc:  # the SDK raises many kinds; each becomes one line
+            lines = str(exc).strip().splitlines()
+            detail = mask(lines[0] if lines else type(exc).__name__, self.settings)[:300]
+            message = f"{what}: {detail}"
+            if any(word in detail.lower() for word in _NOT_FOUND_WORDS):
+                raise NotFoundError(message) from None
+            raise RegistryError(message) from None
+
+    def _artifact(self, ref: ArtifactRef) -> Any:
+        with self._errors(f"W&B artifact {ref}"):
+            return self.api.artifact(f"{_path(ref)}:{ref.alias}")
+
+    # -- collections ---------------------------------------------------------------
+
+    def list_collections(
+        self, query: str = "", *, tags: Sequence[str] = (), type: str = "model"
+    ) -> list[Collection]:
+        """Registry collections (and those of WANDB_PROJECT) of `type` ("" for every
+        type) whose name, an alias or a tag contains `query`, having all of `tags`."""
+        found = [self._collection(c) for c in self._sdk_collections() if type in ("", c.type)]
+        needle = query.strip().lower()
+        return [
+            c
+            for c in found
+            if set(tags) <= set(c.tags)
+            and (
+                not needle or any(needle in text.lower() for text in (c.name, *c.aliases, *c.tags))
+            )
+        ]
+
+    def _sdk_collections(self) -> Iterator[Any]:
+        with self._errors("listing W&B registry collections"):
+            yield from self.api.registries().collections()
+        if project := self.settings.wandb_project:
+            try:
+                with self._errors(f"listing the collections of project {project}"):
+                    yield from self.api.artifact_collections(project, "model")
+            except NotFoundError:
+                return
+
+    def get_collection(self, name: str) -> Collection:
+        """One collection by name (`name`, `project/name` or `entity/project/name`)."""
+        ref = _as_ref(name)
+        type_name = self._types.get(ref.name, "model")
+        with self._errors(f"W&B collection {_path(ref)}"):
+            sdk = self.api.artifact_collection(type_name, _path(ref))
+        return self._collection(sdk)
+
+    def _collection(self, sdk: Any) -> Collection:
+        """A `Collection` with its version count and alias -> version map."""
+        self._types[sdk.name] = sdk.type
+        path = f"{sdk.entity}/{sdk.project}/{sdk.name}"
+        with self._errors(f"reading W&B collection {path}"):
+            versions = self.api.artifacts(sdk.type, path, per_page=ALIAS_SCAN)
+            aliases: dict[str, str] = {}
+            for art in islice(versions, ALIAS_SCAN):
+                for alias in art.aliases:
+                    if not _is_version_alias(alias):
+                        aliases.setdefault(alias, art.version)
+            count = len(versions)
+            # Only aliases on versions older than the scanned page need looking up.
+            for alias in sdk.aliases if count > ALIAS_SCAN else ():
+                if alias not in aliases and not _is_version_alias(alias):
+                    aliases[alias] = self.api.artifact(f"{path}:{alias}").version
+        return Collection(
+            name=sdk.name,
+            type=sdk.type,
+            project=sdk.project,
+            entity=sdk.entity,
+            description=sdk.description or "",
+            tags=tuple(sdk.tags),
+            version_count=count,
+            aliases=dict(sorted(aliases.items())),
+            created_at=sdk.created_at or "",
+        )
+
+    # -- versions ------------------------------------------------------------------
+
+    def list_versions(
+        self,
+        collection: str,
+        *,
+        alias: str | None = None,
+        tag: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Version]:
+        """Versions newest first, optionally only those with `alias` or `tag`, paged."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise RegistryError("offset and limit must not be negative")
+        ref = _as_ref(collection)
+        if alias is not None:
+            # An alias names at most one version, so resolve it instead of scanning.
+            try:
+                found = [self.resolve(ref.with_alias(alias))]
+            except NotFoundError:
+                found = []
+            found = [v for v in found if tag is None or tag in v.tags]
+            return found[offset : None if limit is None else offset + limit]
+        if limit == 0:
+            return []
+        per_page = min(MAX_PAGE, offset + limit) if limit is not None else MAX_PAGE
+        type_name = self._types.get(ref.name, "model")
+        try:
+            with self._errors(f"listing versions of W&B collection {_path(ref)}"):
+                arts = self.api.artifacts(
+                    type_name, _path(ref), per_page=per_page, tags=[tag] if tag else None
+                )
+                stop = None if limit is None else offset + limit
+                return [_version(a) for a in islice(arts, offset, stop)]
+        except RegistryError:
+            # The SDK says only "unable to parse" for a missing collection: ask plainly.
+            self.get_collection(collection)
+            raise
+
+    def resolve(self, ref: ArtifactRef | str) -> Version:
+        """The version a reference names (alias or vN); NotFoundError if none."""
+        return _version(self._artifact(_as_ref(ref)))
+
+    def files(self, ref: ArtifactRef | str) -> list[FileEntry]:
+        """The manifest of a version, sorted by path."""
+        ref = _as_ref(ref)
+        art = self._artifact(ref)
+        with self._errors(f"reading the manifest of {ref}"):
+            entries = list(art.manifest.entries.values())
+        return sorted(
+            (
+                FileEntry(
+                    path=str(e.path),
+                    size=int(e.size or 0),
+                    digest=str(e.digest),
+                    ref=str(e.ref) if e.ref is not None else None,
+                    extra=dict(e.extra or {}),
+                )
+                for e in entries
+            ),
+            key=lambda f: f.path,
+        )
+
+    def lineage(self, ref: ArtifactRef | str) -> Lineage:
+        """The run that produced a version and the runs that used it."""
+        ref = _as_ref(ref)
+        art = self._artifact(ref)
+        with self._errors(f"reading the lineage of {ref}"):
+            producer = art.logged_by()
+            users = art.used_by()
+            return Lineage(
+                produced_by=_run_info(producer) if producer else None,
+                used_by=tuple(_run_info(r) for r in users),
+            )
+
+    # -- edits ---------------------------------------------------------------------
+
+    def set_alias(self, ref: ArtifactRef | str, alias: str) -> Version:
+        """Move `alias` to the version `ref` names (W&B takes it from any other version)."""
+        ref = _as_ref(ref)
+        _check_alias(alias)
+        art = self._artifact(ref)
+        if alias not in art.aliases:
+            with self._errors(f"setting alias {alias!r} on {ref}"):
+                art.aliases.append(alias)
+                art.save()
+        return self.resolve(ref.with_alias(art.version))
+
+    def remove_alias(self, ref: ArtifactRef | str, alias: str) -> Version:
+        """Take `alias` off the version `ref` names; NotFoundError if it does not hold it."""
+        ref = _as_ref(ref)
+        if alias == DEFAULT_ALIAS:
+            raise RegistryError(f"'{DEFAULT_ALIAS}' always names the newest version; keep it")
+        art = self._artifact(ref)
+        if alias not in art.aliases:
+            raise NotFoundError(f"{ref.name}:{art.version} has no alias {alias!r}")
+        with self._errors(f"removing alias {alias!r} from {ref}"):
+            art.aliases.remove(alias)
+            art.save()
+        return self.resolve(ref.with_alias(art.version))
+
+    def update_version(
+        self,
+        ref: ArtifactRef | str,
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Version:
+        """Replace the description, metadata or tags of a version (None keeps them)."""
+        ref = _as_ref(ref)
+        art = self._artifact(ref)
+        with self._errors(f"updating {ref}"):
+            if description is not None:
+                art.description = description
+            if metadata is not None:
+                art.metadata = dict(metadata)
+            if tags is not None:
+                art.tags = list(dict.fromkeys(str(t).strip() for t in tags))
+            art.save()
+        return self.resolve(ref.with_alias(art.version))
+
+
+def _check_alias(alias: str) -> None:
+    if alias == DEFAULT_ALIAS:
+        raise RegistryError(f"'{DEFAULT_ALIAS}' always names the newest version; it cannot be set")
+    if _is_version_alias(alias):
+        raise RegistryError(f"{alias!r} is a version number, not an alias")
+    try:
+        ArtifactRef(name="x", alias=alias)
+    except RefError as exc:
+        raise RegistryError(f"bad alias: {exc}") from None
+
+
+__all__ = ["MODEL_REGISTRY", "WandbRegistry"]
