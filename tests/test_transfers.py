@@ -354,6 +354,14 @@ def test_damaged_database_names_the_file(tmp_path: Path) -> None:
         TransferQueue(path)
 
 
+def test_queue_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "transfers.sqlite"
+    TransferQueue(path).close()
+    sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version = 99")
+    with pytest.raises(TransferQueueError, match="newer evalwb-tui"):
+        TransferQueue(path)
+
+
 # --- processes ---------------------------------------------------------------------------
 
 

@@ -408,6 +408,14 @@ class TransferQueue:
     def _init_schema(self) -> None:
         conn = self._conn()
         try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise TransferQueueError(
+                    f"transfer queue {self.path} was written by a newer evalwb-tui "
+                    f"(schema {version}); upgrade evalwb-tui or move the file away"
+                )
+            if version == SCHEMA_VERSION:
+                return  # watchers open without taking the write lock
             conn.execute("PRAGMA journal_mode = WAL")
             with self._write() as tx:
                 for statement in _SCHEMA.split(";"):
