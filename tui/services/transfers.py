@@ -402,7 +402,7 @@ class TransferQueue:
     def _error(self, exc: BaseException) -> TransferQueueError:
         return TransferQueueError(
             f"transfer queue {self.path} cannot be used ({exc}); "
-            "fix its permissions or move it away to start an empty queue"
+            "check its permissions, or move it away to start an empty queue"
         )
 
     def _init_schema(self) -> None:
