@@ -1,0 +1,157 @@
+"""The headless registry commands, on the real local registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tui.cli import main
+from tui.services.registry.local import LocalRegistry
+
+
+@pytest.fixture
+def registry_dir(isolated_env: Path, demo_registry_dir: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    return demo_registry_dir
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ls_lists_collections_with_aliases(registry_dir, capsys) -> None:
+    code, out, _ = run(capsys, "registry", "ls")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert {"llama-3-8b-sft", "mistral-7b-dpo", "my-model", "my-model-local"} <= set(names)
+    assert "production=v" in out
+
+    code, out, _ = run(capsys, "registry", "ls", "--json")
+    records = {c["name"]: c for c in json.loads(out)}
+    assert records["my-model"]["version_count"] >= 4
+    assert "production" in records["my-model"]["aliases"]
+
+
+def test_ls_collection_lists_versions_newest_first(registry_dir, capsys) -> None:
+    code, out, _ = run(capsys, "registry", "ls", "my-model", "--json")
+    assert code == 0
+    versions = [v["version"] for v in json.loads(out)]
+    assert versions == sorted(versions, key=lambda v: -int(v[1:]))
+    assert versions[-1] == "v0"
+
+
+def test_show_by_alias(registry_dir, capsys) -> None:
+    expected = LocalRegistry(registry_dir).resolve("my-model:production")
+    code, out, _ = run(capsys, "registry", "show", "my-model:production", "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert record["version"] == expected.version
+    assert "production" in record["aliases"]
+    assert record["metadata"] == json.loads(json.dumps(dict(expected.metadata)))
+    assert any(f["path"].endswith("config.json") for f in record["files"])
+    assert record["lineage"]["produced_by"] is not None
+
+    code, out, _ = run(capsys, "registry", "show", "my-model:production")
+    assert f"my-model:{expected.version}" in out
+    assert "production" in out and "files:" in out
+
+
+def test_add_folder_then_move_alias(registry_dir, tmp_path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+
+    code, out, _ = run(
+        capsys,
+        "registry",
+        "add",
+        "fresh-model",
+        str(folder),
+        "--alias",
+        "candidate",
+        "--metadata",
+        '{"training_step": 100}',
+        "--description",
+        "first",
+        "--json",
+    )
+    assert code == 0
+    record = json.loads(out)
+    assert record["version"] == "v0"
+    assert set(record["aliases"]) == {"candidate", "latest"}
+    assert record["metadata"] == {"training_step": 100}
+
+    run(capsys, "registry", "add", "fresh-model", folder.as_uri())
+    code, out, _ = run(capsys, "registry", "alias", "fresh-model:v1", "candidate")
+    assert code == 0
+    registry = LocalRegistry(registry_dir)
+    assert registry.resolve("fresh-model:candidate").version == "v1"
+    assert "candidate" not in registry.resolve("fresh-model:v0").aliases
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["registry", "show", "bad::ref"], "more than one ':'"),
+        (["registry", "show", "no-such-model:latest"], "no-such-model"),
+        (["registry", "show", "my-model:no-such-alias"], "no-such-alias"),
+        (["registry", "add", "m", "/does/not/exist"], "/does/not/exist"),
+        (["registry", "add", "m", ".", "--metadata", "{oops"], "--metadata is not valid JSON"),
+        (["registry", "add", "m", ".", "--metadata", "[1]"], "must be a JSON object"),
+        (["registry", "add", "m", "ftp://host/x"], "ftp"),
+        (["registry", "frobnicate"], "invalid choice"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(registry_dir, capsys, argv, says) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as done:  # argparse's own usage errors leave through exit()
+        code = done.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert says in err
+    assert "Traceback" not in err
+
+
+def test_damaged_registry_is_one_line(isolated_env, tmp_path, monkeypatch, capsys) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "registry.sqlite").write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(broken))
+    code, out, err = run(capsys, "registry", "ls")
+    assert code == 2 and out == ""
+    assert "registry.sqlite" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_seed_prints_its_folder_and_is_idempotent(isolated_env, tmp_path, capsys) -> None:
+    code, out, _ = run(capsys, "demo", "seed")
+    assert code == 0
+    root = Path(out.strip())
+    assert root == tmp_path / "registry"
+    before = sorted(p.name for p in (root / "objects").rglob("*"))
+    code, out, _ = run(capsys, "demo", "seed")
+    assert code == 0 and Path(out.strip()) == root
+    assert sorted(p.name for p in (root / "objects").rglob("*")) == before
+    assert len(LocalRegistry(root).list_collections()) >= 3
+
+
+def test_entry_point_bad_ref_exits_2_with_one_line(isolated_env) -> None:
+    exe = shutil.which("evalwb-tui") or str(Path(sys.executable).with_name("evalwb-tui"))
+    done = subprocess.run(
+        [exe, "registry", "show", "bad::ref"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("evalwb-tui: ")
