@@ -304,6 +304,15 @@ def test_cancel_running_job_tells_the_handler(queue: TransferQueue, tmp_path: Pa
     assert 0 < cancelled.bytes_done < src.stat().st_size
 
 
+def test_a_failure_after_a_cancel_request_ends_cancelled(queue: TransferQueue) -> None:
+    job = queue.enqueue("upload", "x", {})
+    queue.claim_next()
+    queue.cancel(job.id)
+    assert queue.fail(job.id, TimeoutError("read timed out"), retryable=True)
+    ended = queue.get(job.id)
+    assert (ended.state, ended.last_error) == (CANCELLED, "TimeoutError: read timed out")
+
+
 def test_retry_requeues_failed_and_cancelled_jobs(queue: TransferQueue) -> None:
     job = queue.enqueue("upload", "x", {}, max_attempts=1)
     queue.claim_next()

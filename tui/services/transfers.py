@@ -661,6 +661,31 @@ class TransferQueue:
             )
         return cursor.rowcount == 1
 
+    def _transition(
+        self,
+        job_id: int,
+        *,
+        from_states: tuple[str, ...],
+        claim: str | None,
+        decide: Callable[[sqlite3.Row], dict[str, Any]],
+    ) -> bool:
+        """Move the job in one transaction to the columns `decide` picks from its row;
+        False when it is not in `from_states` (or no longer under `claim`)."""
+        guard, guard_args = self._guard(claim)
+        marks = ", ".join("?" for _ in from_states)
+        with self._write() as tx:
+            row = tx.execute(
+                f"SELECT * FROM jobs WHERE id = ? AND state IN ({marks}){guard}",
+                (job_id, *from_states, *guard_args),
+            ).fetchone()
+            if row is None:
+                self._row(tx, job_id)  # JobNotFoundError when there is no such job
+                return False
+            columns = {"updated_at": time.time(), "rate": 0.0, "eta": None, **decide(row)}
+            sets = ", ".join(f"{name} = ?" for name in columns)
+            tx.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*columns.values(), job_id))
+        return True
+
     def _end(
         self,
         job_id: int,
@@ -670,18 +695,12 @@ class TransferQueue:
         claim: str | None,
         **columns: Any,
     ) -> bool:
-        now = time.time()
-        columns = {"state": state, "updated_at": now, "rate": 0.0, "eta": None, **columns}
-        guard, guard_args = self._guard(claim)
-        sets = ", ".join(f"{name} = ?" for name in columns)
-        marks = ", ".join("?" for _ in from_states)
-        with self._write() as tx:
-            self._row(tx, job_id)
-            cursor = tx.execute(
-                f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks}){guard}",
-                (*columns.values(), job_id, *from_states, *guard_args),
-            )
-        return cursor.rowcount == 1
+        return self._transition(
+            job_id,
+            from_states=from_states,
+            claim=claim,
+            decide=lambda row: {"state": state, **columns},
+        )
 
     def finish(self, job_id: int, result: Mapping[str, Any], *, claim: str | None = None) -> bool:
         """Mark a running (or pending-sync) job done with its result."""
@@ -731,25 +750,17 @@ class TransferQueue:
         """Record a failed attempt: back to queued after a backoff while attempts are
         left and the error is retryable, otherwise failed. The error is stored masked."""
         message = self.mask(error)
-        row = self._row(self._conn(), job_id)
-        if retryable and row["attempts"] < row["max_attempts"]:
-            delay = max(self.backoff.delay(row["attempts"]), retry_after or 0.0)
-            return self._end(
-                job_id,
-                QUEUED,
-                from_states=(RUNNING,),
-                claim=claim,
-                last_error=message,
-                next_attempt_at=time.time() + delay,
-            )
-        return self._end(
-            job_id,
-            FAILED,
-            from_states=(RUNNING,),
-            claim=claim,
-            last_error=message,
-            finished_at=time.time(),
-        )
+
+        def decide(row: sqlite3.Row) -> dict[str, Any]:
+            now = time.time()
+            if row["cancel_requested"]:
+                return {"state": CANCELLED, "last_error": message, "finished_at": now}
+            if retryable and row["attempts"] < row["max_attempts"]:
+                delay = max(self.backoff.delay(row["attempts"]), retry_after or 0.0)
+                return {"state": QUEUED, "last_error": message, "next_attempt_at": now + delay}
+            return {"state": FAILED, "last_error": message, "finished_at": now}
+
+        return self._transition(job_id, from_states=(RUNNING,), claim=claim, decide=decide)
 
     def _orphaned(self, row: sqlite3.Row, now: float, memo: dict[Any, bool] | None = None) -> bool:
         """True when the running job's owner is dead; `memo` caches owners across rows."""
