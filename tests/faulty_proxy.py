@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 
 
@@ -82,14 +81,16 @@ class FaultyProxy:
                     dst.sendall(data[: max(0, limit - sent)])
                     with self._lock:
                         self.cut_count += 1
-                    # RST rather than FIN: what a dropped link looks like to the client.
-                    dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     break
                 dst.sendall(data)
                 sent += len(data)
         except OSError:
             pass
         finally:
+            # shutdown() wakes the other direction's thread blocked in recv(); a bare
+            # close() would leave the socket open until that recv returned.
             for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()

@@ -1,0 +1,269 @@
+"""S3 references against moto's real server on 127.0.0.1, directly and through a faulty proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.faulty_proxy import FaultyProxy
+from tui.services import cache, s3
+from tui.services.cache import DownloadError, download
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import Paths, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+KEY_ID = "test-key-id"
+SECRET = "s3cr3t-never-shown-0123456789"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3 also reads the process environment and ~/.aws: keep both out of the tests.
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def env_for(tmp_path: Path, endpoint: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "EVALWB_REGISTRY_DIR": str(tmp_path / "registry"),
+        "WANDB_ARTIFACT_DIR": str(tmp_path / "cache"),
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    env.update(extra)
+    return {k: v for k, v in env.items() if v}
+
+
+def settings_for(tmp_path: Path, endpoint: str | None, **extra: str) -> Settings:
+    paths = Paths(*(tmp_path / "dirs" / n for n in ("data", "cache", "state", "config")))
+    return load_settings(env_for(tmp_path, endpoint, **extra), paths=paths)
+
+
+def put_checkpoint(moto_url: str, sizes: dict[str, int]) -> tuple[str, dict[str, bytes]]:
+    """A fresh bucket holding `ckpt/<name>` objects of random bytes; (prefix URI, bytes)."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    data = {"config.json": json.dumps({"model_type": "llama"}).encode()}
+    data.update({name: os.urandom(size) for name, size in sizes.items()})
+    for name, body in data.items():
+        client.put_object(Bucket=bucket, Key=f"ckpt/{name}", Body=body)
+    return f"s3://{bucket}/ckpt", data
+
+
+def same_bytes(folder: Path, data: dict[str, bytes]) -> bool:
+    return all((folder / name).read_bytes() == body for name, body in data.items())
+
+
+@pytest.fixture
+def settings(tmp_path: Path, moto_url: str) -> Settings:
+    return settings_for(tmp_path, moto_url)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> LocalRegistry:
+    return LocalRegistry(settings.registry_dir)
+
+
+def test_s3_references_download_in_ranged_parts_and_hit_after(settings, registry, moto_url):
+    # 20 MiB spans two parts; the rest are single parts.
+    uri, data = put_checkpoint(moto_url, {"a.safetensors": 20 * MiB, "b.safetensors": 3 * MiB})
+    registry.add_version("m", uri, aliases=["production"], settings=settings)
+    events: list[cache.DownloadProgress] = []
+
+    result = download("m:production", registry=registry, settings=settings, progress=events.append)
+
+    assert not result.cache_hit and result.bytes == sum(map(len, data.values()))
+    assert same_bytes(result.path, data)
+    moving = [e.done for e in events if e.phase == "downloading"]
+    assert moving == sorted(moving) and moving[-1] == result.bytes
+    assert len(moving) > 20  # per MiB, not per file
+    hit = download("m:production", registry=registry, settings=settings)
+    assert hit.cache_hit and hit.bytes == 0
+
+
+def test_multipart_etags_are_checked_by_size_and_etag(settings, registry, moto_url):
+    uri, data = put_checkpoint(moto_url, {"small.bin": 1000})
+    bucket = uri[len("s3://") :].split("/")[0]
+    client = s3.make_client(settings)
+    parts = [os.urandom(5 * MiB), os.urandom(MiB + 7)]
+    upload = client.create_multipart_upload(Bucket=bucket, Key="ckpt/big.bin")
+    done = [
+        {
+            "PartNumber": i,
+            "ETag": client.upload_part(
+                Bucket=bucket,
+                Key="ckpt/big.bin",
+                PartNumber=i,
+                UploadId=upload["UploadId"],
+                Body=body,
+            )["ETag"],
+        }
+        for i, body in enumerate(parts, start=1)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="ckpt/big.bin",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": done},
+    )
+    data["big.bin"] = b"".join(parts)
+    registry.add_version("m", uri, settings=settings)
+    etags = {e.path: e.digest for e in registry.files("m")}
+    assert etags["big.bin"].endswith("-2") and "-" not in etags["small.bin"]
+
+    result = download("m", registry=registry, settings=settings)
+    assert same_bytes(result.path, data)
+    assert download("m", registry=registry, settings=settings, verify=True).cache_hit
+
+    # A single-part ETag is the content md5, so a re-hash catches damage of equal size.
+    small = result.path / "small.bin"
+    st = small.stat()
+    small.write_bytes(b"\0" * 1000)
+    os.utime(small, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert hashlib.md5(small.read_bytes()).hexdigest() != etags["small.bin"]
+    repaired = download("m", registry=registry, settings=settings, verify=True)
+    assert not repaired.cache_hit and repaired.bytes == 1000
+    assert same_bytes(repaired.path, data)
+
+
+def test_object_replaced_after_registration_is_refused(settings, registry, moto_url):
+    uri, _ = put_checkpoint(moto_url, {"w.bin": 2 * MiB})
+    registry.add_version("m", uri, settings=settings)
+    bucket = uri[len("s3://") :].split("/")[0]
+    s3.make_client(settings).put_object(Bucket=bucket, Key="ckpt/w.bin", Body=os.urandom(2 * MiB))
+
+    with pytest.raises(DownloadError, match=r"ckpt/w.bin changed since it was registered"):
+        download("m", registry=registry, settings=settings)
+    assert not list((settings.artifact_dir).rglob(cache.MARKER))
+
+
+def test_missing_aws_variable_is_named_only_when_s3_is_needed(
+    tmp_path, settings, registry, moto_url
+):
+    uri, _ = put_checkpoint(moto_url, {"w.bin": 1000})
+    registry.add_version("s3-model", uri, settings=settings)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    registry.add_version("stored-model", tmp_path / "src")
+
+    no_secret = settings_for(tmp_path, moto_url, AWS_SECRET_ACCESS_KEY="")
+    with pytest.raises(DownloadError, match="AWS_SECRET_ACCESS_KEY is not set"):
+        download("s3-model", registry=registry, settings=no_secret)
+    nothing = settings_for(tmp_path, None, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    with pytest.raises(DownloadError, match="AWS_ACCESS_KEY_ID is not set"):
+        download("s3-model", registry=registry, settings=nothing)
+    assert download("stored-model", registry=registry, settings=nothing).files == 1
+
+
+def test_sdk_endpoint_variable_is_honoured(tmp_path, registry, moto_url):
+    settings = settings_for(tmp_path, None, AWS_S3_ENDPOINT_URL=moto_url)
+    uri, data = put_checkpoint(moto_url, {"w.bin": 1000})
+    registry.add_version("m", uri, settings=settings)
+    assert same_bytes(download("m", registry=registry, settings=settings).path, data)
+
+
+def test_connections_cut_midway_are_resumed_and_verified(tmp_path, settings, registry, moto_url):
+    uri, data = put_checkpoint(moto_url, {"a.bin": 20 * MiB, "b.bin": 6 * MiB})
+    registry.add_version("m", uri, settings=settings)
+    host, port = moto_url.rsplit("/", 1)[1].split(":")
+    with FaultyProxy((host, int(port)), after_bytes=700_000, cuts=4) as proxy:
+        through = settings_for(tmp_path, proxy.url)
+        result = download("m", registry=registry, settings=through)
+    assert proxy.cut_count >= 2  # the small config.json response is never cut
+    assert result.bytes == sum(map(len, data.values()))
+    assert same_bytes(result.path, data)
+
+
+def test_sigkill_midway_then_rerun_completes(tmp_path, settings, registry, moto_url):
+    sizes = {f"shard-{i}.bin": 2 * MiB + i for i in range(4)}
+    uri, data = put_checkpoint(moto_url, sizes)
+    registry.add_version("m", uri, settings=settings)
+    code = """
+import time
+from tui.services.cache import download
+from tui.services.registry import open_registry
+from tui.services.settings import load_settings
+settings = load_settings()
+def slow(event):
+    if event.phase == "downloading":
+        print("files_done", event.files_done, flush=True)
+        time.sleep(0.15)
+download("m", registry=open_registry(settings), settings=settings, progress=slow)
+print("finished", flush=True)
+"""
+    env = {**env_for(tmp_path, moto_url), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 20
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        assert not line.startswith("finished"), "the download ended before it was killed"
+        if line.startswith("files_done") and int(line.split()[1]) >= 2:
+            break
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not list(settings.artifact_dir.rglob(cache.MARKER))
+
+    result = download("m", registry=registry, settings=settings)
+    assert 0 < result.bytes < sum(map(len, data.values()))
+    assert same_bytes(result.path, data)
+
+
+def test_failures_never_show_the_secret(tmp_path, settings, registry, moto_url):
+    uri, _ = put_checkpoint(moto_url, {"w.bin": 1000})
+    registry.add_version("m", uri, settings=settings)
+    bucket = uri[len("s3://") :].split("/")[0]
+    s3.make_client(settings).delete_object(Bucket=bucket, Key="ckpt/w.bin")
+    env = {**env_for(tmp_path, moto_url), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "download", "m"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "w.bin: no such object" in run.stderr and run.stderr.count("\n") == 1
+    assert SECRET not in run.stderr + run.stdout
