@@ -224,6 +224,19 @@ def test_handler_bug_fails_at_once_with_a_masked_one_line_error(
     assert all(SECRET.encode() not in f.read_bytes() for f in files if f.exists())
 
 
+def test_a_result_that_is_not_a_json_object_fails_the_job(queue: TransferQueue) -> None:
+    handlers = {
+        "download": lambda job, progress: ["not", "a", "dict"],
+        "upload": lambda job, progress: {"when": object()},
+    }
+    first = queue.enqueue("download", "list", {})
+    second = queue.enqueue("upload", "object", {})
+    assert Runner(queue, handlers).run_until_idle(timeout=5) == 2
+    assert queue.get(first.id).last_error == "bad result: the download handler returned list"
+    assert queue.get(second.id).state == FAILED
+    assert queue.get(second.id).last_error.startswith("bad result: Object of type object")
+
+
 def test_retryable_error_carries_a_minimum_delay(queue: TransferQueue) -> None:
     def busy(job: Job, progress: Progress) -> dict[str, Any]:
         raise RetryableError("429 too many requests", retry_after=30)

@@ -917,18 +917,24 @@ class Progress:
         last_beat = time.monotonic()
         period = max(self.interval, 0.05)
         while not self._stop.wait(period):
-            with self._lock:
-                stale = (self._pending or self._files) and (
-                    time.monotonic() - self._last_write >= self.interval
-                )
-            if stale:
-                self.flush()
-            self._cancelled = self.queue.is_cancelled(self.job.id)
-            if time.monotonic() - max(last_beat, self._last_write) >= self.heartbeat_every:
-                last_beat = time.monotonic()
-                self._lost = self._lost or not self.queue.heartbeat(
-                    self.job.id, claim=self.job.claim_token
-                )
+            try:
+                self._tick_once()
+                if time.monotonic() - max(last_beat, self._last_write) >= self.heartbeat_every:
+                    last_beat = time.monotonic()
+                    self._lost = self._lost or not self.queue.heartbeat(
+                        self.job.id, claim=self.job.claim_token
+                    )
+            except sqlite3.Error:
+                continue  # a busy database: try again on the next tick
+
+    def _tick_once(self) -> None:
+        with self._lock:
+            stale = (self._pending or self._files) and (
+                time.monotonic() - self._last_write >= self.interval
+            )
+        if stale:
+            self.flush()
+        self._cancelled = self.queue.is_cancelled(self.job.id)
 
     def __enter__(self) -> Progress:
         self._ticker = threading.Thread(target=self._tick, name=f"progress-{self.job.id}")
@@ -983,29 +989,36 @@ class Runner:
         try:
             with progress:
                 outcome = handler(job, progress)
-        except RETRYABLE_ERRORS as exc:
+        except Exception as exc:  # any handler failure ends its job, never the runner
             if self.queue.is_cancelled(job.id):
                 self.queue.mark_cancelled(job.id, claim=claim)
                 return
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            self.queue.fail(job.id, exc, retryable=True, retry_after=retry_after, claim=claim)
-            return
-        except Exception as exc:  # any handler bug fails its job, never the runner
-            if self.queue.is_cancelled(job.id):
-                self.queue.mark_cancelled(job.id, claim=claim)
-                return
-            self.queue.fail(job.id, exc, retryable=False, claim=claim)
+            retryable = isinstance(exc, RETRYABLE_ERRORS)
+            self.queue.fail(job.id, exc, retryable=retryable, retry_after=retry_after, claim=claim)
             return
         except BaseException:
             # Stopped from outside (Ctrl-C, SystemExit): the job resumes on the next run.
             self.queue.release(job.id, claim=claim)
             raise
+        self._conclude(job, outcome)
+
+    def _conclude(self, job: Job, outcome: Any) -> None:
+        claim = job.claim_token
         if self.queue.is_cancelled(job.id):
             self.queue.mark_cancelled(job.id, claim=claim)
-        elif isinstance(outcome, PendingSync):
-            self.queue.mark_pending_sync(job.id, outcome.result, claim=claim)
-        else:
-            self.queue.finish(job.id, outcome or {}, claim=claim)
+            return
+        pending = isinstance(outcome, PendingSync)
+        result = outcome.result if pending else ({} if outcome is None else outcome)
+        try:
+            if not isinstance(result, Mapping):
+                raise TypeError(f"the {job.kind} handler returned {type(result).__name__}")
+            if pending:
+                self.queue.mark_pending_sync(job.id, result, claim=claim)
+            else:
+                self.queue.finish(job.id, result, claim=claim)
+        except (TypeError, ValueError) as exc:  # a result that is not a JSON object
+            self.queue.fail(job.id, f"bad result: {exc}", retryable=False, claim=claim)
 
     def run_until_idle(self, timeout: float) -> int:
         """Run jobs until none is queued (waiting out backoffs) or `timeout` seconds
