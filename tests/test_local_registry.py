@@ -465,3 +465,13 @@ def test_default_demo_root(tmp_path: Path) -> None:
     assert default_demo_root(Settings(paths=paths)) == tmp_path / "data" / "demo"
     chosen = Settings(paths=paths, evalwb_registry_dir=tmp_path / "chosen")
     assert default_demo_root(chosen) == tmp_path / "chosen"
+
+
+def test_default_demo_root_follows_the_environment(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(cwd=isolated_env)
+    assert default_demo_root(settings) == isolated_env / "registry"
+    monkeypatch.delenv("EVALWB_REGISTRY_DIR")
+    root = default_demo_root(load_settings(cwd=isolated_env))
+    assert root.name == "demo" and root.is_relative_to(isolated_env / "home")

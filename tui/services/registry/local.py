@@ -174,7 +174,6 @@ class LocalRegistry:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.index_path, timeout=BUSY_SECONDS, isolation_level=None)
-        conn.row_factory = None
         return conn
 
     def _db_error(self, exc: sqlite3.Error) -> RegistryError:
