@@ -369,6 +369,20 @@ def test_queue_persists_across_reopen(tmp_path: Path) -> None:
     assert [j.id for j in second.list(states=[QUEUED])] == [b.id]
 
 
+def test_watchers_see_other_processes_changes_through_data_version(tmp_path: Path) -> None:
+    path = tmp_path / "transfers.sqlite"
+    watcher, worker = TransferQueue(path), TransferQueue(path)
+    seen = watcher.data_version()
+    assert watcher.data_version() == seen  # nothing changed
+    job = worker.enqueue("download", "x", {})
+    assert watcher.data_version() != seen
+    seen = watcher.data_version()
+    worker.claim_next()
+    worker.report(job.id, bytes_done=1)
+    assert watcher.data_version() != seen
+    assert watcher.get(job.id).bytes_done == 1
+
+
 def test_damaged_database_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "transfers.sqlite"
     path.write_bytes(b"this is not a database at all" * 100)

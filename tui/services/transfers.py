@@ -801,6 +801,13 @@ class TransferQueue:
                 recovered.append(row["id"])
         return recovered
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the queue.
+
+        Watchers poll it (a cheap read) and list the jobs again only when it changed.
+        """
+        return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
     def next_due_in(self, *, kinds: Iterable[str] | None = None) -> float | None:
         """Seconds until the next queued job is due (0 if one is due); None if none queued."""
         kinds = tuple(kinds) if kinds is not None else KINDS
