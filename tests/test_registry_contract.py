@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from tests.wandb_emulator import wandb_service  # noqa: F401 - a fixture
 from tui.services.refs import ArtifactRef
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import (
@@ -38,14 +39,23 @@ CHECKPOINT_FILES = {
     "trainer_state.json",
 }
 
-BACKENDS = ["local"]
+BACKENDS = ["local", "wandb"]
 
 
 @pytest.fixture(params=BACKENDS)
 def registry(request: pytest.FixtureRequest, demo_registry_dir: Path) -> Registry:
-    """A fresh registry holding the demo content, one per backend."""
+    """A fresh registry holding the demo content, one per backend.
+
+    "wandb" is the W&B backend reading the same content through the W&B API emulator
+    (`tests/wandb_emulator.py`); any response the emulator could not validate fails
+    the test.
+    """
     if request.param == "local":
         return LocalRegistry(demo_registry_dir)
+    if request.param == "wandb":
+        service = request.getfixturevalue("wandb_service")
+        request.addfinalizer(service.check)
+        return service.serve(LocalRegistry(demo_registry_dir))
     raise AssertionError(f"unknown backend {request.param}")
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import pytest
 from graphql import (
     FieldNode,
     FragmentSpreadNode,
@@ -698,15 +699,16 @@ class RegistryGraph:
     def update_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
-        tags = set(v.tags)
-        tags |= {t["tagName"] for t in data.get("tagsToAdd") or ()}
-        tags -= {t["tagName"] for t in data.get("tagsToDelete") or ()}
+        removed = {t["tagName"] for t in data.get("tagsToDelete") or ()}
+        added = [t["tagName"] for t in data.get("tagsToAdd") or ()]
+        tags = [t for t in v.tags if t not in removed]
+        tags += [t for t in added if t not in tags]
         metadata = data.get("metadata")
         updated = self.registry.update_version(
             v.ref(),
             description=data.get("description"),
             metadata=json.loads(metadata) if metadata is not None else None,
-            tags=sorted(tags) if tags != set(v.tags) else None,
+            tags=tags if tags != list(v.tags) else None,
         )
         return {"artifact": self.artifact(updated)}
 
@@ -903,6 +905,16 @@ class WandbEmulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def use(self, registry: Registry) -> None:
+        """Serve `registry` from now on (tests swap in a fresh copy per test)."""
+        with self.graph.lock:
+            self.graph.registry = registry
+
+    def take_errors(self) -> list[str]:
+        """The recorded errors, clearing them."""
+        errors, self.errors = self.errors, []
+        return errors
+
     def record(self, operation: str, variables: Mapping[str, Any] | None = None) -> None:
         """Note a request (operation name and variables) for tests to inspect."""
         self.operations.append(operation)
@@ -984,6 +996,63 @@ def running(registry: Registry, **kwargs: Any) -> Iterator[WandbEmulator]:
     emulator = WandbEmulator(registry, **kwargs)
     with emulator:
         yield emulator
+
+
+# --- pytest: one emulator and one W&B backend per session -----------------------------
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key
+
+
+class WandbService:
+    """A running emulator and a `WandbRegistry` connected to it.
+
+    Starting `wandb-core` is the slow part of `wandb.Api()`, so one backend (and one
+    `wandb.Api`) serves the whole session while tests swap the emulated content.
+    """
+
+    def __init__(self, emulator: WandbEmulator, settings: Any) -> None:
+        from tui.services.registry.wandb import WandbRegistry
+
+        self.emulator = emulator
+        self.settings = settings
+        self.backend = WandbRegistry(settings)
+
+    def serve(self, registry: Registry) -> Any:
+        """Serve `registry` through the emulator; the backend that reads it."""
+        self.emulator.use(registry)
+        self.emulator.take_errors()
+        return self.backend
+
+    def check(self) -> None:
+        """Fail when the emulator recorded an error since the last `serve` or `check`."""
+        errors = self.emulator.take_errors()
+        assert not errors, "W&B emulator errors:\n" + "\n".join(errors)
+
+
+@pytest.fixture(scope="session")
+def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbService]:
+    """The session's emulator (empty until a test calls `serve`) and W&B backend.
+
+    The SDK's folders point into a temporary directory for the whole session.
+    """
+    from tui.services.registry.local import LocalRegistry
+    from tui.services.settings import Paths, load_settings
+
+    root = tmp_path_factory.mktemp("wandb-service")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+            folder = root / name.lower()
+            folder.mkdir()
+            mp.setenv(name, str(folder))
+        for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
+            mp.delenv(name, raising=False)
+        mp.setenv("WANDB_SILENT", "true")
+        with WandbEmulator(LocalRegistry(root / "empty-registry"), max_seconds=900) as emulator:
+            paths = Paths(*(root / "app" / part for part in ("data", "cache", "state", "config")))
+            settings = load_settings(
+                {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url}, paths=paths
+            )
+            yield WandbService(emulator, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

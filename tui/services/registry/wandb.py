@@ -187,15 +187,17 @@ class WandbRegistry:
     ) -> list[Collection]:
         """Registry collections (and those of WANDB_PROJECT) of `type` ("" for every
         type) whose name, an alias or a tag contains `query`, having all of `tags`."""
-        found = [self._collection(c) for c in self._sdk_collections() if type in ("", c.type)]
+        # Type and tags are known from the listing; only survivors pay for details.
+        found = [
+            self._collection(c)
+            for c in self._sdk_collections()
+            if type in ("", c.type) and set(tags) <= set(c.tags)
+        ]
         needle = query.strip().lower()
         return [
             c
             for c in found
-            if set(tags) <= set(c.tags)
-            and (
-                not needle or any(needle in text.lower() for text in (c.name, *c.aliases, *c.tags))
-            )
+            if not needle or any(needle in text.lower() for text in (c.name, *c.aliases, *c.tags))
         ]
 
     def _sdk_collections(self) -> Iterator[Any]:
