@@ -90,7 +90,8 @@ def test_add_from_file_uri_references_without_copying(
     entries = registry.files("m-local:v0")
     assert [e.path for e in entries] == sorted(CHECKPOINT)
     for entry in entries:
-        assert entry.ref == f"file://{source / entry.path}"
+        assert entry.ref == (source / entry.path).as_uri()
+        assert "%20" in entry.ref
         assert entry.digest == b64md5(CHECKPOINT[entry.path])
         with pytest.raises(RegistryError, match="is a reference"):
             registry.object_path(entry)
@@ -415,6 +416,33 @@ def test_seed_demo_is_idempotent_and_resumes(tmp_path: Path) -> None:
     (root / MARKER_NAME).unlink()
     assert seed_demo(root).seeded
     assert index_rows(root) == rows
+
+
+SEEDER = """
+import sys
+from pathlib import Path
+from tui.services.demo import seed_demo
+seed_demo(Path(sys.argv[1]))
+"""
+
+
+def test_two_processes_seeding_at_once_seed_once(tmp_path: Path, demo_seed) -> None:
+    root = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    seeders = [
+        subprocess.Popen(
+            [sys.executable, "-c", SEEDER, str(root)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    for seeder in seeders:
+        _, err = seeder.communicate(timeout=60)
+        assert seeder.returncode == 0, err
+    expected = LocalRegistry(demo_seed.registry_dir).list_collections(type="")
+    found = LocalRegistry(root).list_collections(type="")
+    assert [(c.name, c.version_count, c.aliases) for c in found] == [
+        (c.name, c.version_count, c.aliases) for c in expected
+    ]
 
 
 def test_seed_demo_covers_what_the_demo_promises(demo_seed) -> None:

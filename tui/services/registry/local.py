@@ -675,7 +675,8 @@ def _gather_file_uri(uri: str) -> list[_Gathered]:
             size, hex_digest = path.stat().st_size, file_md5_hex(path)
         except OSError as exc:
             raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
-        ref = f"file://{path.as_posix()}"
+        # Percent-encoded, so that readers can take it apart with urlparse + unquote.
+        ref = path.as_uri()
         entries.append((FileEntry(path=rel, size=size, digest=md5_b64(hex_digest), ref=ref), None))
     return entries
 
@@ -689,11 +690,13 @@ def _gather_s3(uri: str, settings: Settings | None) -> list[_Gathered]:
         listing = s3.list_prefix(uri, s3.make_client(settings or load_settings()))
     except s3.S3Error as exc:
         raise RegistryError(str(exc)) from None
-    exact = [obj for obj in listing if obj[0] == key]
     folder = key.rstrip("/") + "/" if key else ""
     inside = [obj for obj in listing if obj[0].startswith(folder) and not obj[0].endswith("/")]
+    exact = [obj for obj in listing if obj[0] == key]
     if exact and not inside:
-        inside, folder = exact, key.rpartition("/")[0] + "/" if "/" in key else ""
+        # The URI names one object: its entry is named after the object alone.
+        inside = exact
+        folder = key[: key.rfind("/") + 1]
     if not inside:
         raise RegistryError(f"{uri} holds no objects; check the bucket and prefix")
     return [
