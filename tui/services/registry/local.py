@@ -22,7 +22,6 @@ removed by hand. Aliases of the form `vN` are version numbers, never aliases.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -35,7 +34,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 from tui.services.refs import DEFAULT_ALIAS, ArtifactRef, RefError, parse_ref
 from tui.services.registry.protocol import (
@@ -47,6 +45,14 @@ from tui.services.registry.protocol import (
     RunInfo,
     Version,
 )
+from tui.services.registry.sources import (
+    CHUNK,
+    b64_to_hex,
+    file_md5_hex,
+    gather,
+    manifest_digest,
+    md5_b64,
+)
 
 if TYPE_CHECKING:
     from tui.services.settings import Settings
@@ -56,8 +62,6 @@ OBJECTS_NAME = "objects"
 SCHEMA_VERSION = 1
 BUSY_SECONDS = 30.0
 LOCAL_PROJECT = "local"
-CHUNK = 1 << 20
-MANIFEST_HEADER = b"wandb-artifact-manifest-v1\n"
 _VERSION_NAME = re.compile(r"v(\d+)")
 
 # One statement each: executescript() would commit the surrounding transaction.
@@ -126,37 +130,6 @@ _COLLECTION_SELECT = """
 def now_iso() -> str:
     """The current time as ISO 8601 UTC, to the second."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def md5_b64(hex_digest: str) -> str:
-    """A hex md5 in W&B's manifest form: base64 of the raw digest."""
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
-
-
-def b64_to_hex(digest: str) -> str:
-    """The hex form of a base64 md5 digest."""
-    return base64.b64decode(digest, validate=True).hex()
-
-
-def file_md5_hex(path: Path) -> str:
-    """The hex md5 of a file's bytes, read in chunks."""
-    hasher = hashlib.md5()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def manifest_digest(entries: Sequence[FileEntry]) -> str:
-    """The digest of a manifest, computed the way W&B computes an artifact's digest."""
-    hasher = hashlib.md5(MANIFEST_HEADER)
-    for entry in sorted(entries, key=lambda e: e.path):
-        hasher.update(f"{entry.path}:{entry.digest}\n".encode())
-    return hasher.hexdigest()
-
-
-# A gathered manifest entry, with the local file to copy in when it is stored.
-_Gathered = tuple[FileEntry, Path | None]
 
 
 class LocalRegistry:
@@ -406,7 +379,7 @@ class LocalRegistry:
         wanted = _aliases(aliases)
         metadata_text = _json_object("metadata", metadata)
         tag_list = _tags(tags)
-        gathered = _gather(source, settings)
+        gathered = gather(source, settings)
         entries = [self._store(entry, local) for entry, local in gathered]
         size = sum(e.size for e in entries)
         digest = manifest_digest(entries)
@@ -602,116 +575,6 @@ class LocalRegistry:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-# -- sources -------------------------------------------------------------------------
-
-
-def _gather(
-    source: Path | str | Sequence[Path | str], settings: Settings | None
-) -> list[_Gathered]:
-    """Manifest entries for `source`, checked for clashing paths."""
-    sources = [source] if isinstance(source, str | Path) else list(source)
-    if not sources:
-        raise RegistryError("no source given; name a folder, a file:// or an s3:// URI")
-    gathered: list[_Gathered] = []
-    for item in sources:
-        gathered.extend(_gather_one(item, settings))
-    seen: set[str] = set()
-    for entry, _ in gathered:
-        if entry.path in seen:
-            raise RegistryError(
-                f"two sources both give the file {entry.path!r}; register them separately"
-            )
-        seen.add(entry.path)
-    return gathered
-
-
-def _gather_one(item: Path | str, settings: Settings | None) -> list[_Gathered]:
-    if isinstance(item, Path) or "://" not in item:
-        return _gather_folder(Path(item).expanduser())
-    scheme = item.partition("://")[0].lower()
-    if scheme == "file":
-        return _gather_file_uri(item)
-    if scheme == "s3":
-        return _gather_s3(item, settings)
-    raise RegistryError(
-        f"cannot register {item!r}: use a folder path, a file:// URI or an s3://bucket/prefix URI"
-    )
-
-
-def _walk(root: Path) -> list[tuple[str, Path]]:
-    """(posix path relative to `root`, file) for every file under a folder or a file."""
-    if root.is_file():
-        return [(root.name, root)]
-    if not root.is_dir():
-        raise RegistryError(
-            f"{root} does not exist; give a checkpoint folder, a file:// or an s3:// URI"
-        )
-    found = [
-        (Path(dirpath, name).relative_to(root).as_posix(), Path(dirpath, name))
-        for dirpath, _, names in os.walk(root)
-        for name in names
-    ]
-    if not found:
-        raise RegistryError(f"{root} holds no files; there is nothing to register")
-    return sorted(found)
-
-
-def _gather_folder(root: Path) -> list[_Gathered]:
-    return [(FileEntry(path=rel, size=0, digest=""), local) for rel, local in _walk(root)]
-
-
-def _gather_file_uri(uri: str) -> list[_Gathered]:
-    parsed = urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise RegistryError(f"{uri!r} names host {parsed.netloc!r}; write file:///absolute/path")
-    local = Path(unquote(parsed.path))
-    if not local.is_absolute():
-        raise RegistryError(f"{uri!r} needs an absolute path; write file:///absolute/path")
-    entries: list[_Gathered] = []
-    for rel, path in _walk(local):
-        try:
-            size, hex_digest = path.stat().st_size, file_md5_hex(path)
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
-        # Percent-encoded, so that readers can take it apart with urlparse + unquote.
-        ref = path.as_uri()
-        entries.append((FileEntry(path=rel, size=size, digest=md5_b64(hex_digest), ref=ref), None))
-    return entries
-
-
-def _gather_s3(uri: str, settings: Settings | None) -> list[_Gathered]:
-    from tui.services import s3
-    from tui.services.settings import load_settings
-
-    try:
-        bucket, key = s3.split_uri(uri)
-        listing = s3.list_prefix(uri, s3.make_client(settings or load_settings()))
-    except s3.S3Error as exc:
-        raise RegistryError(str(exc)) from None
-    folder = key.rstrip("/") + "/" if key else ""
-    inside = [obj for obj in listing if obj[0].startswith(folder) and not obj[0].endswith("/")]
-    exact = [obj for obj in listing if obj[0] == key]
-    if exact and not inside:
-        # The URI names one object: its entry is named after the object alone.
-        inside = exact
-        folder = key[: key.rfind("/") + 1]
-    if not inside:
-        raise RegistryError(f"{uri} holds no objects; check the bucket and prefix")
-    return [
-        (
-            FileEntry(
-                path=k[len(folder) :],
-                size=size,
-                digest=etag,
-                ref=f"s3://{bucket}/{k}",
-                extra={"etag": etag},
-            ),
-            None,
-        )
-        for k, size, etag in inside
-    ]
 
 
 # -- rows and values ----------------------------------------------------------------
