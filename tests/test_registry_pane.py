@@ -108,8 +108,8 @@ async def test_collections_appear_with_counts_and_aliases(app: EvalWBApp) -> Non
         widget = await collections_shown(pilot)
         assert widget.shown_collections == ["llama-small", "mistral-tiny", "qwen-mini"]
         labels = [str(node.label) for node in widget.root.children]
-        assert labels[0] == "llama-small (3) candidate, production"
-        assert labels[1] == "mistral-tiny (2) best, production"
+        assert labels[0] == "llama-small (3) production, candidate"
+        assert labels[1] == "mistral-tiny (2) production, best"
         assert app.sub_title.startswith("local registry ")
         assert app.focused is widget
 
@@ -139,7 +139,7 @@ async def test_keyboard_reaches_a_versions_aliases_metadata_files_and_lineage(
         await pilot.press("down", "down")
         assert isinstance(widget.cursor_node.data, Version)
         assert widget.cursor_node.data.version == "v1"
-        await wait_for(pilot, lambda: "r-eval-7" in detail_text(app), "files and lineage")
+        await wait_for(pilot, lambda: "eval-mmlu" in detail_text(app), "files and lineage")
         text = detail_text(app)
         assert "llama-small:v1" in text
         assert "production" in text
@@ -172,6 +172,9 @@ async def test_filter_by_alias_and_tag_then_escape_restores(app: EvalWBApp) -> N
         await pilot.press("ctrl+u", *"BEST")
         await wait_for(pilot, lambda: widget.query_text == "BEST", "the filter")
         assert widget.shown_collections == ["mistral-tiny"]
+        # The highlighted llama-small was filtered away: the detail follows the cursor.
+        assert widget.cursor_node is widget.root.children[0]
+        await wait_for(pilot, lambda: detail_text(app).startswith("mistral-tiny"), "the detail")
 
         # Tags match too, case-insensitively.
         await pilot.press("ctrl+u", *"experimental")
@@ -211,6 +214,15 @@ async def test_expanded_collections_survive_filtering(app: EvalWBApp) -> None:
         first = widget.root.children[0]
         assert first.is_expanded
         assert [str(c.label) for c in first.children][-1] == "v0"
+
+        # The cursor stays on the version it was on while the list narrows.
+        await pilot.press("down", "down")
+        assert widget.cursor_node.data.version == "v1"
+        await pilot.press("slash", *"prod", "enter")
+        assert widget.shown_collections == ["llama-small", "mistral-tiny"]
+        assert widget.cursor_node.data.version == "v1"
+        await pilot.pause()
+        assert detail_text(app).startswith("llama-small:v1")
 
 
 @pytest.mark.parametrize("key", ["q", "ctrl+q"])

@@ -154,6 +154,8 @@ class RegistryPane(Vertical):
             self.show_unavailable(event.error)
             return
         self.tree.set_collections(event.collections)
+        if not event.collections:
+            self.detail.show_note("the registry is empty")
 
     @on(FilesLoaded)
     def _files_loaded(self, event: FilesLoaded) -> None:
@@ -200,6 +202,8 @@ class RegistryPane(Vertical):
     @on(FilterInput.FilterChanged)
     def _filter_changed(self, event: FilterInput.FilterChanged) -> None:
         self.tree.apply_filter(event.value)
+        if not self.tree.shown_collections:
+            self.detail.show_note("nothing to show")
 
     @on(FilterInput.FilterClosed)
     def _filter_closed(self) -> None:

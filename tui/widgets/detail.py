@@ -64,12 +64,11 @@ def render_metadata(metadata: dict | object) -> RenderableType:
 
 
 def _run_line(run: RunInfo) -> Text:
+    """`name · job type · state`; the group is left out, it repeats the model's name."""
     line = Text(run.name or run.id)
-    if run.name and run.name != run.id:
-        line.append(f" ({run.id})", style="dim")
-    for part in (run.job_type, run.group, run.state):
+    for part in (run.job_type, run.state):
         if part:
-            line.append(f" · {part}")
+            line.append(f" · {part}", style="dim")
     return line
 
 

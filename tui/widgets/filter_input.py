@@ -34,7 +34,7 @@ class FilterInput(Input):
         """The box was closed; focus should go back to what it filters."""
 
     def __init__(self, *, placeholder: str = "filter", id: str | None = None) -> None:
-        super().__init__(placeholder=placeholder, id=id, select_on_focus=False)
+        super().__init__(placeholder=placeholder, id=id, select_on_focus=False, compact=True)
         self._timer: Timer | None = None
         self.display = False
 

@@ -44,9 +44,15 @@ def collection_matches(collection: Collection, query: str) -> bool:
     return any(needle in word.lower() for word in words)
 
 
+# Shown first in a collection's label, which a narrow tree cuts short.
+KEY_ALIASES = ("production", "candidate", "best")
+
+
 def key_aliases(collection: Collection) -> list[str]:
-    """The collection's aliases worth showing in a one-line label (`latest` is implied)."""
-    return [alias for alias in collection.aliases if alias != "latest"]
+    """The collection's aliases for a one-line label: the usual ones first, `latest` left out
+    (every collection has it)."""
+    rest = sorted(a for a in collection.aliases if a not in KEY_ALIASES and a != "latest")
+    return [a for a in KEY_ALIASES if a in collection.aliases] + rest
 
 
 def collection_label(collection: Collection) -> Text:
@@ -136,6 +142,7 @@ class RegistryTree(Tree[NodeData]):
 
     def _rebuild(self) -> None:
         shown = [c for c in self._collections if collection_matches(c, self._query)]
+        before = self.cursor_node.data if self.cursor_node is not None else None
         self.clear()
         self._collection_nodes = {}
         if not self._collections:
@@ -149,7 +156,26 @@ class RegistryTree(Tree[NodeData]):
                 self._fill(node, collection.name)
             if collection.name in self._open_names:
                 node.expand()
-        self.cursor_line = 0
+        target = self._find(before) or next(iter(self._collection_nodes.values()), None)
+        if target is not None:
+            self.get_node_at_line(0)  # lays the new lines out, so `target` knows its line
+            self.move_cursor(target)
+            # The cursor may keep its line number, and then Tree sends no highlight.
+            if target.data is not before:
+                self.post_message(self.NodeHighlighted(target))
+
+    def _find(self, data: NodeData) -> TreeNode[NodeData] | None:
+        """The node now showing the collection or version `data`, if shown."""
+        if not isinstance(data, Collection | Version):
+            return None
+        name = data.name if isinstance(data, Collection) else data.collection
+        node = self._collection_nodes.get(name)
+        if node is None or isinstance(data, Collection):
+            return node
+        for child in node.children:
+            if isinstance(child.data, Version) and child.data.version == data.version:
+                return child
+        return node
 
     def _fill(self, node: TreeNode[NodeData], name: str) -> None:
         node.remove_children()
