@@ -35,6 +35,8 @@ VARIABLES: dict[str, str] = {
     "AWS_ENDPOINT_URL": "S3-compatible endpoint URL (MinIO, Ceph, ...)",
     "AWS_S3_ENDPOINT_URL": "S3 endpoint URL as the wandb SDK names it; AWS_ENDPOINT_URL wins",
     "EVALWB_REGISTRY_DIR": "folder of the embedded local registry (default: under the data dir)",
+    "EVALWB_WORKER_IDLE_SEC": "seconds the detached transfer worker waits idle before it exits "
+    "(default 300)",
 }
 
 SECRET_VARIABLES = frozenset({"WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY"})
