@@ -345,15 +345,13 @@ class LocalRegistry:
         _check_name("collection type", type)
         tag_list = _tags(tags)
         with self._writing() as conn:
-            exists = conn.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone()
-            if exists and not exist_ok:
+            created = conn.execute(
+                "INSERT OR IGNORE INTO collections (name, type, description, tags, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, type, description, json.dumps(tag_list), created_at or now_iso()),
+            ).rowcount
+            if not created and not exist_ok:
                 raise RegistryError(f"collection {name!r} already exists in {self.root}")
-            if not exists:
-                conn.execute(
-                    "INSERT INTO collections (name, type, description, tags, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (name, type, description, json.dumps(tag_list), created_at or now_iso()),
-                )
         return self.get_collection(name)
 
     def add_version(
@@ -374,6 +372,7 @@ class LocalRegistry:
         (referenced with size and md5), an `s3://bucket/prefix` URI (referenced with size
         and ETag; S3 credentials come from `settings`), or a list of such sources.
         `latest` moves to the new version, and so does every alias in `aliases`.
+        `created_at` (ISO UTC) overrides the time stamp, for replaying a history.
         """
         _check_name("collection name", collection)
         wanted = _aliases(aliases)
@@ -381,8 +380,6 @@ class LocalRegistry:
         tag_list = _tags(tags)
         gathered = gather(source, settings)
         entries = [self._store(entry, local) for entry, local in gathered]
-        size = sum(e.size for e in entries)
-        digest = manifest_digest(entries)
         stamp = created_at or now_iso()
         with self._writing() as conn:
             conn.execute(
@@ -390,32 +387,14 @@ class LocalRegistry:
                 (collection, stamp),
             )
             collection_id = self._collection_id(conn, collection)
-            (index,) = conn.execute(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE collection_id = ?",
-                (collection_id,),
-            ).fetchone()
-            version_id = conn.execute(
-                "INSERT INTO versions (collection_id, idx, description, metadata, tags, "
-                "created_at, size, file_count, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    collection_id,
-                    index,
-                    description,
-                    metadata_text,
-                    json.dumps(tag_list),
-                    stamp,
-                    size,
-                    len(entries),
-                    digest,
-                ),
-            ).lastrowid
-            conn.executemany(
-                "INSERT INTO files (version_id, path, size, digest, ref, extra) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (version_id, e.path, e.size, e.digest, e.ref, json.dumps(dict(e.extra)))
-                    for e in entries
-                ],
+            version_id = _insert_version(
+                conn,
+                collection_id,
+                entries,
+                description=description,
+                metadata=metadata_text,
+                tags=json.dumps(tag_list),
+                created_at=stamp,
             )
             for alias in (DEFAULT_ALIAS, *wanted):
                 _move_alias(conn, collection_id, alias, version_id)
@@ -635,6 +614,45 @@ def _json_object(what: str, value: Mapping[str, Any] | None) -> str:
         return json.dumps(dict(value), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def _insert_version(
+    conn: sqlite3.Connection,
+    collection_id: int,
+    entries: Sequence[FileEntry],
+    *,
+    description: str,
+    metadata: str,
+    tags: str,
+    created_at: str,
+) -> int:
+    """Insert the next version and its manifest; its row id. Runs inside BEGIN IMMEDIATE,
+    which is what keeps the numbering free of gaps and duplicates across processes."""
+    (index,) = conn.execute(
+        "SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE collection_id = ?",
+        (collection_id,),
+    ).fetchone()
+    size = sum(e.size for e in entries)
+    version_id = conn.execute(
+        "INSERT INTO versions (collection_id, idx, description, metadata, tags, "
+        "created_at, size, file_count, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            collection_id,
+            index,
+            description,
+            metadata,
+            tags,
+            created_at,
+            size,
+            len(entries),
+            manifest_digest(entries),
+        ),
+    ).lastrowid
+    conn.executemany(
+        "INSERT INTO files (version_id, path, size, digest, ref, extra) VALUES (?, ?, ?, ?, ?, ?)",
+        [(version_id, e.path, e.size, e.digest, e.ref, json.dumps(dict(e.extra))) for e in entries],
+    )
+    return version_id
 
 
 def _move_alias(conn: sqlite3.Connection, collection_id: int, alias: str, version_id: int) -> None:
