@@ -21,10 +21,12 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -542,8 +544,23 @@ def upload_to_s3(
     return urls
 
 
+def artifact_files(run: EvalRun, scratch: Path) -> dict[str, Path]:
+    """The result files to upload, with `metadata.json` scrubbed of secrets when it has any.
+
+    The scrubbed copy is written into `scratch`; the `H-` alias does not cover
+    metadata.json, so it is unchanged.
+    """
+    files = dict(run.files)
+    clean = scrub_secrets(run.metadata)
+    if "metadata.json" in files and clean != run.metadata:
+        copy = scratch / "metadata.json"
+        copy.write_text(json.dumps(clean, indent=2, sort_keys=True, allow_nan=True))
+        files["metadata.json"] = copy
+    return files
+
+
 def _build_artifact(
-    run: EvalRun,
+    files: Mapping[str, Path],
     name: str,
     metadata: dict[str, Any],
     s3_urls: Mapping[str, str] | None,
@@ -551,7 +568,7 @@ def _build_artifact(
     import wandb
 
     artifact = wandb.Artifact(name=name, type=ARTIFACT_TYPE, metadata=metadata)
-    for file_name, path in sorted(run.files.items()):
+    for file_name, path in sorted(files.items()):
         if s3_urls is not None:
             artifact.add_reference(s3_urls[file_name], name=file_name, checksum=True)
         else:
@@ -615,8 +632,6 @@ def log_run(
     Returns the earlier run, marked `skipped_duplicate`, when the same results were
     already logged for the same checkpoint group and project, unless `force`.
     """
-    import wandb
-
     group = grouping(run, checkpoint, checkpoint_alias)
     name = run_artifact_name(run)
     alias = content_alias(run.path)
@@ -627,63 +642,104 @@ def log_run(
         if earlier is not None and not force:
             return _replace(earlier, skipped_duplicate=True)
         mode = choose_mode(settings, offline)
-        hf_url = hf_link(run, hf_upload_url)
-        s3_urls = None
-        if s3_prefix:
-            prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
-            s3_urls = upload_to_s3(run.files, prefix, settings, progress)
-        _emit(progress, "init", 0, 4)
-        with _quiet_sdk_env(settings):
-            wb_run, mode = _open_run(
-                settings,
-                mode,
-                project=project,
-                entity=entity,
-                group=group.group,
-                job_type=run.task_name,
-                name=run_name(run),
-                tags=run_tags(run),
-                notes=f"Full results: {hf_url}" if hf_url else None,
-                config=run_config(run, group, hf_url),
-                reinit="create_new",
+        with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
+            files = artifact_files(run, Path(scratch))
+            s3_urls = None
+            if s3_prefix:
+                prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
+                s3_urls = upload_to_s3(files, prefix, settings, progress)
+            plan = _Plan(
+                run,
+                project,
+                entity,
+                group,
+                hf_link(run, hf_upload_url),
+                name,
+                alias,
+                files,
+                s3_urls,
             )
-            try:
-                _emit(progress, "log", 1, 4)
-                table = wandb.Table(columns=list(TABLE_COLUMNS), data=list(table_rows(run)))
-                wb_run.log({**metrics_payload(run), "results": table})
-                _emit(progress, "artifact", 2, 4)
-                artifact = _build_artifact(run, name, artifact_metadata(run, group, alias), s3_urls)
-                wb_run.log_artifact(artifact, aliases=[alias])
-                lineage_done = group.model_artifact is None or (
-                    mode == "online" and _use_model(wb_run, group.model_artifact, entity)
-                )
-            finally:
-                _emit(progress, "finish", 3, 4)
-                wb_run.finish()
-        run_dir = Path(wb_run.settings.sync_dir)
-        logged = LoggedRun(
-            run_id=wb_run.id,
-            group=group.group,
-            run_dir=str(run_dir),
-            wandb_file=str(wb_run.settings.sync_file),
-            artifact_name=name,
-            artifact_alias=alias,
-            mode=mode,
-            pending_sync=mode == "offline",
-            project=project,
-            entity=entity,
-            name=run_name(run),
-            results_path=str(run.path),
-            model_artifact=group.model_artifact,
-            lineage_pending=not lineage_done,
-        )
-        if logged.lineage_pending:
-            _write_lineage(run_dir, logged)
+            logged = _log_to_wandb(plan, settings, mode, progress)
         index.add(key, logged)
         _emit(progress, "done", 4, 4)
         return logged
     finally:
         index.close()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything one W&B run will hold, decided before the run starts."""
+
+    run: EvalRun
+    project: str
+    entity: str | None
+    group: Grouping
+    hf_url: str | None
+    artifact_name: str
+    alias: str
+    files: Mapping[str, Path]
+    s3_urls: Mapping[str, str] | None
+
+
+def _log_to_wandb(
+    plan: _Plan, settings: Settings, mode: str, progress: ProgressFn | None
+) -> LoggedRun:
+    """One W&B run: config, metrics, table, results artifact and (online) lineage."""
+    import wandb
+
+    run, group = plan.run, plan.group
+    _emit(progress, "init", 0, 4)
+    with _quiet_sdk_env(settings):
+        wb_run, mode = _open_run(
+            settings,
+            mode,
+            project=plan.project,
+            entity=plan.entity,
+            group=group.group,
+            job_type=run.task_name,
+            name=run_name(run),
+            tags=run_tags(run),
+            notes=f"Full results: {plan.hf_url}" if plan.hf_url else None,
+            config=run_config(run, group, plan.hf_url),
+            reinit="create_new",
+        )
+        try:
+            _emit(progress, "log", 1, 4)
+            table = wandb.Table(columns=list(TABLE_COLUMNS), data=list(table_rows(run)))
+            # One step: NaN survives here as "NaN" in history and summary alike, whereas
+            # a separate summary update would write it as null.
+            wb_run.log({**metrics_payload(run), "results": table})
+            _emit(progress, "artifact", 2, 4)
+            metadata = artifact_metadata(run, group, plan.alias)
+            artifact = _build_artifact(plan.files, plan.artifact_name, metadata, plan.s3_urls)
+            wb_run.log_artifact(artifact, aliases=[plan.alias])
+            lineage_done = group.model_artifact is None or (
+                mode == "online" and _use_model(wb_run, group.model_artifact, plan.entity)
+            )
+        finally:
+            _emit(progress, "finish", 3, 4)
+            wb_run.finish()
+    run_dir = Path(wb_run.settings.sync_dir)
+    logged = LoggedRun(
+        run_id=wb_run.id,
+        group=group.group,
+        run_dir=str(run_dir),
+        wandb_file=str(wb_run.settings.sync_file),
+        artifact_name=plan.artifact_name,
+        artifact_alias=plan.alias,
+        mode=mode,
+        pending_sync=mode == "offline",
+        project=plan.project,
+        entity=plan.entity,
+        name=run_name(run),
+        results_path=str(run.path),
+        model_artifact=group.model_artifact,
+        lineage_pending=not lineage_done,
+    )
+    if logged.lineage_pending:
+        _write_lineage(run_dir, logged)
+    return logged
 
 
 def _replace(logged: LoggedRun, **changes: Any) -> LoggedRun:
@@ -722,22 +778,26 @@ def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
     if logged.entity:
         argv += ["--entity", logged.entity]
     argv.append(logged.run_dir)
+    # Its own session, so a timeout ends wandb-core with it.
+    proc = subprocess.Popen(
+        argv,
+        env=_sync_env(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            argv,
-            env=_sync_env(settings),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=SYNC_TIMEOUT_SEC,
-            check=False,
-        )
+        out, err = proc.communicate(timeout=SYNC_TIMEOUT_SEC)
     except subprocess.TimeoutExpired:
-        return f"wandb sync took longer than {SYNC_TIMEOUT_SEC:.0f} s"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"wandb sync took longer than {SYNC_TIMEOUT_SEC:.0f} s; the run stays pending"
     synced = Path(logged.wandb_file + ".synced").exists()
-    if done.returncode == 0 and synced:
+    if proc.returncode == 0 and synced:
         return None
-    return _one_line(done.stderr or done.stdout, settings) or f"exit {done.returncode}"
+    return _one_line(err or out, settings) or f"wandb sync exited with {proc.returncode}"
 
 
 def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
@@ -772,6 +832,13 @@ def sync_pending(settings: Settings) -> list[SyncResult]:
         raise EvalLogError(
             f"{len(pending)} offline run(s) wait for sync; WANDB_API_KEY is needed to sync"
         )
+    base_url = settings.wandb_base_url or DEFAULT_BASE_URL
+    if not server_reachable(base_url):
+        # `wandb sync` would retry for many minutes; say so at once instead.
+        return [
+            SyncResult(p.run_id, p.run_dir, False, False, f"W&B server {base_url} is not reachable")
+            for p in pending
+        ]
     index = LogIndex.open(settings)
     results = []
     try:

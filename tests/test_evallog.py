@@ -1,0 +1,515 @@
+"""W&B run logging of eval results, with the real SDK offline.
+
+Every run is read back with W&B's own reader, `wandb leet inspect --json`, and compared
+with the real eval-framework output folders and with what eval-framework 0.15.4 itself
+logged for the ARC folders (`peer-records/`). Test data provenance: see the fixtures
+README under `shared/fixtures/eval-framework/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tui.services import evallog
+from tui.services.evallog import (
+    TABLE_COLUMNS,
+    content_alias,
+    log_run,
+    looks_secret,
+    pending_runs,
+    run_artifact_name,
+    sync_pending,
+    table_rows,
+)
+from tui.services.refs import parse_ref
+from tui.services.results import metric_rows, read_run
+from tui.services.settings import Paths, load_settings
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eval-framework"
+DEV = FIXTURES / "dev"
+V3 = DEV / "HFLLM_checkpoint_org_proj_my-model_v3"
+V4 = DEV / "HFLLM_checkpoint_org_proj_my-model_v4"
+ARC_V3 = V3 / "v0.15.4_ARC" / "fewshot_3__samples_10_31c6f"
+ARC_V4 = V4 / "v0.15.4_ARC" / "fewshot_3__samples_10_f9cfb"
+GSM_V3 = V3 / "v0.15.4_GSM8K_OLMES" / "fewshot_8__samples_10_2d540"
+WINO_V3 = V3 / "v0.15.4_WINOGRANDECloze" / "fewshot_0__samples_10_5205b"
+COPA = DEV / "suite_run" / "HFLLM_checkpoint_org_proj_my-model_v3"
+COPA = COPA / "v0.15.4_COPA_OLMES" / "fewshot_0__samples_5_fbc70"
+
+
+def _expected() -> dict[str, dict[str, str]]:
+    """expected-artifacts.json; the file starts with a warning line eval-framework printed."""
+    path = FIXTURES / "expected-artifacts.json"
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    return json.loads(text[text.index("{") :])
+
+
+EXPECTED = _expected()
+BIN = Path(sys.executable).parent
+FAKE_WANDB_KEY = "local-" + "f4ke" * 10
+FAKE_AWS_SECRET = "fakeAwsSecretValue0123456789"
+PRIVATE_KEYS = ("sk-fake-api-key-000111", "hf_faketoken222333", "hunter2-fake-pass")
+# History bookkeeping that differs between any two runs.
+VOLATILE = {"_runtime", "_step", "_timestamp", "_wandb.runtime"}
+
+pytestmark = pytest.mark.skipif(not DEV.is_dir(), reason="eval-framework fixtures not present")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def env_for(root: Path, **extra: str) -> dict[str, str]:
+    """A process environment whose every user folder is under `root`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "AWS_"))}
+    env.update(
+        HOME=str(root / "home"),
+        XDG_DATA_HOME=str(root / "data"),
+        XDG_STATE_HOME=str(root / "state"),
+        XDG_CONFIG_HOME=str(root / "config"),
+        XDG_CACHE_HOME=str(root / "cache"),
+        WANDB_DIR=str(root / "wandb-dir"),
+        WANDB_DATA_DIR=str(root / "wandb-data"),
+        WANDB_CACHE_DIR=str(root / "wandb-cache"),
+        WANDB_CONFIG_DIR=str(root / "wandb-config"),
+    )
+    env.update(extra)
+    return env
+
+
+def use_env(mp: pytest.MonkeyPatch, root: Path, **extra: str):
+    """Point this process at `root` and return Settings read from that environment."""
+    env = env_for(root, **extra)
+    for name in list(os.environ):
+        if name.startswith(("WANDB_", "AWS_")):
+            mp.delenv(name)
+    for name, value in env.items():
+        mp.setenv(name, value)
+    paths = Paths(
+        data=root / "data" / "evalwb-tui",
+        cache=root / "cache" / "evalwb-tui",
+        state=root / "state" / "evalwb-tui",
+        config=root / "config" / "evalwb-tui",
+    )
+    return load_settings(env, paths=paths)
+
+
+def inspect(wandb_file: str | Path) -> list[dict[str, Any]]:
+    """The records of a .wandb file as W&B's own reader prints them."""
+    done = subprocess.run(
+        [str(BIN / "wandb"), "leet", "inspect", "--json", str(wandb_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def view(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run record, merged history and summary, and eval artifacts of a record list."""
+    run = next(r["run"] for r in records if r["type"] == "run")
+    history: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for r in records:
+        if r["type"] == "history":
+            history.update(r["history"]["item"])
+        elif r["type"] == "summary":
+            summary.update(r["summary"]["update"])
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+    return {
+        "run": run,
+        "config": {k: v for k, v in run["config"]["update"].items() if k != "_wandb"},
+        "history": history,
+        "summary": summary,
+        "eval": [a for a in artifacts if a["type"] == "eval"],
+        "tables": [a for a in artifacts if a["type"] == "run_table"],
+    }
+
+
+def as_recorded(value: Any) -> Any:
+    """A value as W&B records it: NaN becomes "NaN", whole floats become ints."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if value.is_integer():
+            return int(value)
+    return value
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def md5_b64(path: Path) -> str:
+    return base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
+
+
+def copy_run(src: Path, dst_root: Path) -> Path:
+    """A writable copy keeping the folder's name (the name carries the config hash)."""
+    dst = dst_root / src.parent.name / src.name
+    shutil.copytree(src, dst)
+    for f in dst.iterdir():
+        f.chmod(0o644)
+    return dst
+
+
+# --- one logged run shared by the read-back tests ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def arc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("arc")
+    with pytest.MonkeyPatch.context() as mp:
+        settings = use_env(mp, root)
+        run = read_run(ARC_V3)
+        logged = log_run(
+            run,
+            settings=settings,
+            project="evals",
+            checkpoint=parse_ref("org/models/my-model:v3"),
+            checkpoint_alias="production",
+            hf_upload_url="https://huggingface.co/datasets/org/evals/tree/main/arc",
+        )
+        pending = pending_runs(settings)
+    return {
+        "root": root,
+        "run": run,
+        "logged": logged,
+        "pending": pending,
+        "view": view(inspect(logged.wandb_file)),
+    }
+
+
+def test_run_record_has_group_job_type_name_tags_and_notes(arc):
+    run = arc["view"]["run"]
+    assert run["run_group"] == "my-model:v3" == arc["logged"].group
+    assert run["job_type"] == "ARC"
+    assert run["display_name"] == "ARC fs3 s10"
+    assert run["tags"] == ["ARC", "fs3"]
+    assert run["project"] == "evals"
+    assert "https://huggingface.co/datasets/org/evals/tree/main/arc" in run["notes"]
+
+
+def test_config_holds_metadata_and_grouping_keys(arc):
+    config = arc["view"]["config"]
+    for key, value in arc["run"].metadata.items():
+        assert config[key] == json.loads(json.dumps(value, default=as_recorded)) or (
+            as_recorded(value) == config[key]
+        ), key
+    assert config["checkpoint_name"] == "my-model"
+    assert config["checkpoint_version"] == "v3"
+    assert config["checkpoint_alias"] == "production"
+    assert config["model_artifact"] == "org/models/my-model:v3"
+    assert config["hf_upload_url"] == "https://huggingface.co/datasets/org/evals/tree/main/arc"
+    assert config["language"] is None
+    assert config["task_name"] == "ARC"
+    assert config["num_fewshot"] == 3
+    assert config["num_samples"] == 10
+    assert config["eval_framework_version"] == "0.15.4"
+
+
+def test_every_aggregated_key_in_history_and_summary_nan_kept(arc):
+    view_ = arc["view"]
+    aggregated = arc["run"].aggregated
+    assert any(isinstance(v, float) and math.isnan(v) for v in aggregated.values())
+    for key, value in aggregated.items():
+        for name in (f"ARC/{key}", key):
+            assert view_["history"][name] == as_recorded(value), name
+            assert view_["summary"][name] == as_recorded(value), name
+
+
+def test_results_table_has_a_row_per_metric_and_subject(arc):
+    history = arc["view"]["history"]
+    rows = list(metric_rows(arc["run"]))
+    assert history["results._type"] == "table-file"
+    assert history["results.nrows"] == len(rows) == len(arc["run"].aggregated)
+    assert history["results.ncols"] == len(TABLE_COLUMNS)
+    table_file = Path(arc["logged"].run_dir) / "files" / history["results.path"]
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == list(TABLE_COLUMNS)
+    expected = json.loads(json.dumps(list(table_rows(arc["run"]))))
+    assert json.dumps(table["data"]) == json.dumps(expected)
+    subjects = {row[5] for row in table["data"]}
+    assert {"ARC-Easy", "ARC-Challenge", None} <= subjects
+    assert len(arc["view"]["tables"]) == 1
+
+
+def test_results_artifact_name_type_aliases_manifest(arc):
+    (artifact,) = arc["view"]["eval"]
+    expected = EXPECTED[
+        "HFLLM_checkpoint_org_proj_my-model_v3/v0.15.4_ARC/fewshot_3__samples_10_31c6f"
+    ]
+    assert artifact["name"] == expected["artifact_name"] == arc["logged"].artifact_name
+    assert artifact["type"] == "eval"
+    assert set(artifact["aliases"]) == {"latest", expected["alias"]}
+    entries = {e["path"]: e for e in artifact["manifest"]["contents"]}
+    names = {p.name for p in ARC_V3.iterdir()}
+    assert set(entries) == names
+    for name in names:
+        assert entries[name]["size"] == str((ARC_V3 / name).stat().st_size)
+        assert entries[name]["digest"] == md5_b64(ARC_V3 / name)
+    metadata = json.loads(artifact["metadata"])
+    assert metadata["content_alias"] == expected["alias"]
+    assert metadata["checkpoint"] == "my-model:v3"
+
+
+def test_contains_everything_eval_framework_logs(arc):
+    peer = view(
+        [
+            json.loads(line)
+            for line in (FIXTURES / "peer-records" / "ARC-fs3-s10-v3.records.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+    )
+    ours = arc["view"]
+    for key, value in peer["config"].items():
+        assert ours["config"][key] == value, f"config {key}"
+    assert len(peer["history"]) > 100
+    for part in ("history", "summary"):
+        for key, value in peer[part].items():
+            if key not in VOLATILE:
+                assert ours[part][key] == value, f"{part} {key}"
+    (theirs,) = peer["eval"]
+    (mine,) = ours["eval"]
+    assert mine["name"] == theirs["name"]
+    assert set(theirs["aliases"]) <= set(mine["aliases"])
+
+
+def test_offline_run_is_pending_under_wandb_dir_with_lineage_sidecar(arc):
+    logged = arc["logged"]
+    assert logged.mode == "offline"
+    assert logged.pending_sync and logged.lineage_pending
+    assert Path(logged.run_dir).is_relative_to(arc["root"] / "wandb-dir")
+    assert Path(logged.wandb_file).is_file()
+    sidecar = json.loads((Path(logged.run_dir) / evallog.LINEAGE_FILE).read_text())
+    assert sidecar["model_artifact"] == "org/models/my-model:v3"
+    assert sidecar["run_id"] == logged.run_id
+    assert [p.run_id for p in arc["pending"]] == [logged.run_id]
+
+
+# --- naming, without W&B -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", sorted(EXPECTED))
+def test_artifact_name_and_alias_equal_eval_framework(folder):
+    run = read_run(DEV / folder)
+    assert run_artifact_name(run) == EXPECTED[folder]["artifact_name"]
+    assert content_alias(run.path) == EXPECTED[folder]["alias"]
+
+
+def test_artifact_name_is_cut_to_128_characters():
+    name = evallog.artifact_name("org/" + "m" * 200, "MMLU", 5, None, 256, "abcde")
+    assert len(name) == 128
+    assert name.startswith("org_mmm")
+    assert name.endswith("__MMLU__fs5t256_abcde")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("api_key", "x", True),
+        ("apiKey", "x", True),
+        ("hf_token", "x", True),
+        ("token", "x", True),
+        ("client_secret", "x", True),
+        ("db_password", "x", True),
+        ("private_key", "x", True),
+        ("per_token", True, False),
+        ("max_tokens", "x", False),
+        ("checkpoint", "x", False),
+    ],
+)
+def test_secret_looking_fields(name, value, secret):
+    assert looks_secret(name, value) is secret
+
+
+def test_importing_evallog_does_not_import_wandb():
+    code = "import sys, tui.services.evallog; print('wandb' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+# --- secrets, unreachable server, S3, duplicates ---------------------------------------
+
+
+def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_path, monkeypatch):
+    folder = copy_run(ARC_V4, tmp_path / "results")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["llm_args"].update(
+        api_key=PRIVATE_KEYS[0], token=PRIVATE_KEYS[1], auth={"password": PRIVATE_KEYS[2]}
+    )
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    settings = use_env(
+        monkeypatch,
+        tmp_path,
+        WANDB_API_KEY=FAKE_WANDB_KEY,
+        WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}",
+    )
+    logged = log_run(read_run(folder), settings=settings, project="evals")
+    assert logged.mode == "offline" and logged.pending_sync
+    config = view(inspect(logged.wandb_file))["config"]
+    assert config["llm_args"]["per_token"] is True
+    assert "api_key" not in config["llm_args"] and "token" not in config["llm_args"]
+    assert "password" not in config["llm_args"]["auth"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "results" not in p.parts]
+    assert any(p.suffix == ".wandb" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for secret in (FAKE_WANDB_KEY, *PRIVATE_KEYS):
+            assert secret.encode() not in data, f"{secret} in {path}"
+
+
+@pytest.fixture
+def moto_s3():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_prefix_uploads_with_boto3_and_adds_references(tmp_path, monkeypatch, moto_s3):
+    settings = use_env(
+        monkeypatch,
+        tmp_path,
+        AWS_ENDPOINT_URL=moto_s3,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY=FAKE_AWS_SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="testing",
+        aws_secret_access_key=FAKE_AWS_SECRET,
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="evals")
+    events = []
+    logged = log_run(
+        read_run(GSM_V3),
+        settings=settings,
+        project="evals",
+        offline=True,
+        s3_prefix="s3://evals/results",
+        progress=events.append,
+    )
+    prefix = f"results/{logged.artifact_name}/{logged.artifact_alias}"
+    listed = s3.list_objects_v2(Bucket="evals", Prefix=prefix)["Contents"]
+    etags = {o["Key"].rsplit("/", 1)[1]: o["ETag"].strip('"') for o in listed}
+    assert set(etags) == {p.name for p in GSM_V3.iterdir()}
+    (artifact,) = view(inspect(logged.wandb_file))["eval"]
+    for entry in artifact["manifest"]["contents"]:
+        assert entry["ref"] == f"s3://evals/{prefix}/{entry['path']}"
+        assert entry["digest"] == etags[entry["path"]]
+    uploads = [e for e in events if e.stage == "upload"]
+    assert uploads[-1].done == uploads[-1].total == sum(p.stat().st_size for p in GSM_V3.iterdir())
+    assert FAKE_AWS_SECRET.encode() not in Path(logged.wandb_file).read_bytes()
+
+
+def test_same_results_are_skipped_unless_forced(tmp_path, monkeypatch):
+    settings = use_env(monkeypatch, tmp_path)
+    run = read_run(COPA)
+    first = log_run(run, settings=settings, project="evals")
+    again = log_run(run, settings=settings, project="evals")
+    assert again.skipped_duplicate and not first.skipped_duplicate
+    assert again.run_id == first.run_id and again.run_dir == first.run_dir
+    runs = sorted((tmp_path / "wandb-dir").rglob("*.wandb"))
+    assert len(runs) == 1
+    forced = log_run(run, settings=settings, project="evals", force=True)
+    assert not forced.skipped_duplicate and forced.run_id != first.run_id
+    other_group = log_run(run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"))
+    assert not other_group.skipped_duplicate and other_group.group == "m:v4"
+    assert len(pending_runs(settings)) == 3
+
+
+# --- the CLI as a user runs it -------------------------------------------------------
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "evalwb-tui"), *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_log_prints_only_its_records_and_sync_needs_a_key(tmp_path):
+    env = env_for(tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = cli(["log", str(WINO_V3.parent), "--json"], env, cwd)
+    assert (done.returncode, done.stderr) == (0, "")
+    (line,) = done.stdout.splitlines()
+    record = json.loads(line)
+    expected = EXPECTED[
+        "HFLLM_checkpoint_org_proj_my-model_v3/v0.15.4_WINOGRANDECloze/fewshot_0__samples_10_5205b"
+    ]
+    assert record["artifact_name"] == expected["artifact_name"]
+    assert record["artifact_alias"] == expected["alias"]
+    assert record["group"] == expected["group_in_eval_framework"]
+    assert (record["mode"], record["pending_sync"], record["skipped_duplicate"]) == (
+        "offline",
+        True,
+        False,
+    )
+    assert Path(record["run_dir"]).is_relative_to(tmp_path / "wandb-dir")
+    assert list(cwd.iterdir()) == []  # nothing lands in the current directory
+
+    again = cli(["log", str(WINO_V3), "--json"], env, cwd)
+    assert again.returncode == 0 and again.stderr == ""
+    assert json.loads(again.stdout)["skipped_duplicate"] is True
+
+    no_key = cli(["sync"], env, cwd)
+    assert no_key.returncode == 2 and no_key.stdout == ""
+    assert len(no_key.stderr.splitlines()) == 1 and "WANDB_API_KEY" in no_key.stderr
+
+    unreachable = dict(
+        env, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}"
+    )
+    failed = cli(["sync", "--json"], unreachable, cwd)
+    assert failed.returncode == 1 and failed.stderr == ""
+    (result,) = [json.loads(x) for x in failed.stdout.splitlines()]
+    assert result["run_id"] == record["run_id"] and result["ok"] is False
+    assert "not reachable" in result["message"]
+    assert FAKE_WANDB_KEY not in failed.stdout
+
+
+def test_cli_damaged_folder_is_one_line_and_logs_nothing(tmp_path):
+    folder = copy_run(ARC_V3, tmp_path / "results")
+    agg = folder / "aggregated_results.json"
+    agg.write_text(agg.read_text()[:500])
+    done = cli(["log", str(folder), str(GSM_V3)], env_for(tmp_path), tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert "aggregated_results.json" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "wandb-dir").exists()
+
+
+def test_sync_with_nothing_pending_is_empty(tmp_path, monkeypatch):
+    assert sync_pending(use_env(monkeypatch, tmp_path)) == []
