@@ -524,6 +524,7 @@ def _seed_results(registry: LocalRegistry, results: list[ResultPlan]) -> None:
             description=f"eval-framework results: {plan.task} on {plan.llm_name}",
             tags=("eval-framework", plan.task, DEMO_TAG),
             exist_ok=True,
+            created_at=_stamp(40 + number // 4, hours=number % 4),
         )
         if DEMO_TAG not in collection.tags:
             raise RegistryError(
