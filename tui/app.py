@@ -42,7 +42,7 @@ class EvalWBApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = TITLE
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,ctrl+q", "quit", "Quit", id="app.quit"),
+        Binding("q,ctrl+q", "quit", "Quit", key_display="q", id="app.quit"),
     ]
 
     class RegistryOpened(Message):

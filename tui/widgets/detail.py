@@ -162,6 +162,11 @@ class DetailView(VerticalScroll):
         """The version on show, if any."""
         return self._version
 
+    @property
+    def pending(self) -> bool:
+        """True while the files or lineage of the version on show are still loading."""
+        return self._version is not None and (self._files is None or self._lineage is None)
+
     def show_note(self, text: str) -> None:
         """A single dim line instead of any detail."""
         self._version = None
