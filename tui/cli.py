@@ -439,6 +439,11 @@ def _add_transfers(sub: Any) -> None:
     transfers = sub.add_parser("transfers", help="list the transfer queue; cancel or retry jobs")
     transfers.add_argument("--json", action="store_true", help="print the jobs as JSON")
     transfers.add_argument("--all", action="store_true", help="include done and cancelled jobs")
+    transfers.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the queued and running jobs live until they end (Ctrl-C stops watching)",
+    )
     transfers.set_defaults(handler=_transfers_list)
     verbs = transfers.add_subparsers(dest="verb", metavar="VERB")
     cancel = verbs.add_parser("cancel", help="cancel a queued or running job")
@@ -447,6 +452,24 @@ def _add_transfers(sub: Any) -> None:
     retry = verbs.add_parser("retry", help="queue a failed or cancelled job again")
     retry.add_argument("id", type=int, help="job id, as listed")
     retry.set_defaults(handler=_transfers_retry)
+    add = verbs.add_parser("add", help="queue a download for the transfer worker")
+    add.add_argument("kind", choices=["download"], help="job kind")
+    add.add_argument("ref", help="[entity/project/]name[:alias], e.g. my-model:production")
+    add.set_defaults(handler=_transfers_add)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run queued transfers in the foreground (normally started detached, on demand)",
+        description="Runs the transfer queue until idle. Exits with status 3 at once when "
+        "another worker already runs this state dir's queue.",
+    )
+    worker.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="exit after this many idle seconds (default: EVALWB_WORKER_IDLE_SEC or 300)",
+    )
+    worker.set_defaults(handler=_worker)
 
 
 def human_duration(seconds: float | None) -> str:
@@ -486,17 +509,23 @@ def _job_line(job: Any) -> str:
     )
 
 
+def _jobs_header() -> str:
+    return (
+        f"{'ID':<5} {'KIND':<8} {'STATE':<12} {'DONE':>4}  {'BYTES':<21} {'RATE':<12} "
+        f"{'ETA':<7} {'TRIES':<5} TITLE"
+    )
+
+
 def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.transfers import ACTIVE_STATES, open_queue
 
+    if args.watch:
+        return _transfers_watch(args, settings)
     jobs = open_queue(settings).list(None if args.all else ACTIVE_STATES)
     if args.json:
         _print_json([job.to_dict() for job in jobs])
         return 0
-    print(
-        f"{'ID':<5} {'KIND':<8} {'STATE':<12} {'DONE':>4}  {'BYTES':<21} {'RATE':<12} "
-        f"{'ETA':<7} {'TRIES':<5} TITLE"
-    )
+    print(_jobs_header())
     for job in jobs:
         print(_job_line(job))
     return 0
@@ -517,6 +546,96 @@ def _transfers_retry(args: argparse.Namespace, settings: Settings) -> int:
     job = open_queue(settings).retry(args.id)
     print(f"job {job.id} {job.state}: {job.title}")
     return 0
+
+
+def _transfers_add(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.refs import parse_ref
+    from tui.services.transfers import open_queue
+    from tui.services.worker import ensure_worker
+
+    ref = str(parse_ref(args.ref))  # a bad reference fails here, before anything is queued
+    job = open_queue(settings).enqueue(args.kind, ref, {"ref": ref})
+    worker = ensure_worker(settings, wait=3.0)
+    how = "started" if worker.started else "running"
+    print(f"job {job.id} queued: {job.kind} {job.title} (worker pid {worker.pid} {how})")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.worker import run_worker
+
+    return run_worker(settings, idle_exit=args.idle_exit)
+
+
+def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Follow jobs live: redrawn in place on a terminal, one line per change otherwise."""
+    from tui.services.transfers import QUEUED, open_queue
+    from tui.services.worker import watch_jobs, worker_status
+
+    queue = open_queue(settings)
+    if queue.list([QUEUED]) and not worker_status(settings).alive:
+        print(
+            "evalwb-tui: no transfer worker is running; queued jobs wait until one starts "
+            "(evalwb-tui worker)",
+            file=sys.stderr,
+        )
+    frames = watch_jobs(queue)
+    try:
+        if args.json:
+            shown = _watch_json(frames)
+        elif sys.stdout.isatty():
+            shown = _watch_terminal(frames)
+        else:
+            shown = _watch_lines(frames)
+    except KeyboardInterrupt:
+        return 0  # stops watching; the jobs go on
+    if not shown:
+        print("no transfers are queued or running")
+    return 0
+
+
+def _watch_terminal(frames: Any) -> bool:
+    import shutil
+
+    drawn = 0
+    for jobs in frames:
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        lines = [_jobs_header(), *(_job_line(job) for job in jobs)]
+        # Back to the first line of the last frame; lines are cut so none wraps.
+        up = f"\033[{drawn}A\r" if drawn else ""
+        body = "".join(f"\033[2K{line[:width]}\n" for line in lines)
+        sys.stdout.write(up + body)
+        sys.stdout.flush()
+        drawn = len(lines)
+    return drawn > 0
+
+
+def _watch_lines(frames: Any) -> bool:
+    """A line when a job's state, attempt, whole percent or file count changes; progress
+    alone at most once a second per job, so a log stays readable."""
+    printed: dict[int, tuple[Any, ...]] = {}
+    printed_at: dict[int, float] = {}
+    for jobs in frames:
+        for job in jobs:
+            percent = None if job.fraction is None else int(job.fraction * 100)
+            key = (job.state, job.stalled, job.cancel_requested, job.attempts)
+            full = (*key, percent, job.files_done)
+            last = printed.get(job.id)
+            if last == full:
+                continue
+            if last is not None and last[:4] == key and time.monotonic() - printed_at[job.id] < 1:
+                continue
+            printed[job.id], printed_at[job.id] = full, time.monotonic()
+            print(_job_line(job), flush=True)
+    return bool(printed)
+
+
+def _watch_json(frames: Any) -> bool:
+    shown = False
+    for jobs in frames:
+        print(json.dumps([job.to_dict() for job in jobs], sort_keys=True, default=str), flush=True)
+        shown = True
+    return shown
 
 
 if __name__ == "__main__":

@@ -1,0 +1,503 @@
+"""The detached transfer worker: runs the queue's jobs while any app comes and goes.
+
+One worker per state dir runs the jobs of `transfers.TransferQueue`; apps and headless
+commands only enqueue, watch and steer. `ensure_worker` starts one in its own session
+(so closing the terminal, SIGHUP or a lost SSH link does not stop it) when none holds the
+lock `<state dir>/worker.lock`; it exits by itself after `EVALWB_WORKER_IDLE_SEC` idle
+seconds. Its log is `<state dir>/worker.log`.
+
+Exit status of `run_worker`: 0 after an idle exit or a SIGTERM/SIGINT (running jobs go
+back to the queue), `EXIT_ALREADY_RUNNING` (3) when another worker holds the lock.
+
+Job payloads (plain JSON, never secrets):
+
+- `download`: `{"ref": REF, "root": FOLDER or null, "verify": bool}` — `cache.download`.
+- `log`: `{"results": FOLDER, "project": P, "entity": E or null, "checkpoint": REF or null,
+  "checkpoint_alias": A or null, "offline": bool, "force": bool, "s3_prefix": URI or null}`
+  — written offline first with `evallog.log_run` (the `.wandb` file is the durable record),
+  then uploaded with `evallog.sync_pending` when a key is set and `offline` is false.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tui.services.settings import Settings, parse_seconds, read_env
+from tui.services.transfers import (
+    DONE,
+    QUEUED,
+    RUNNING,
+    Handler,
+    Job,
+    PendingSync,
+    Progress,
+    RetryableError,
+    Runner,
+    TransferQueue,
+    mask_text,
+    open_queue,
+)
+
+LOCK_FILE = "worker.lock"
+LOG_FILE = "worker.log"
+IDLE_VARIABLE = "EVALWB_WORKER_IDLE_SEC"
+DEFAULT_IDLE_SEC = 300.0
+EXIT_ALREADY_RUNNING = 3
+LOG_MAX_BYTES = 1024 * 1024
+# How long a starting worker keeps trying for the lock: a status probe holds it for
+# an instant, and must not make the only worker give up.
+LOCK_TRIES, LOCK_RETRY_SEC = 20, 0.05
+POLL_SEC = 0.25
+RECOVER_EVERY_SEC = 60.0
+CANCEL_POLL_SEC = 0.1
+# States a watcher still waits on; done, failed, cancelled and pending sync are ends.
+MOVING_STATES = (QUEUED, RUNNING)
+
+
+class WorkerStopped(BaseException):
+    """Raised in the worker by SIGTERM/SIGINT, so the runner gives its job back."""
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """Whether a worker runs the queue of this state dir, and where it logs."""
+
+    alive: bool
+    pid: int | None
+    since: str | None
+    log: Path
+    started: bool = False
+
+
+def lock_path(settings: Settings) -> Path:
+    """The worker's lock file; it also holds the pid and start time of its holder."""
+    return settings.paths.state / LOCK_FILE
+
+
+def log_path(settings: Settings) -> Path:
+    """The worker's log file."""
+    return settings.paths.state / LOG_FILE
+
+
+def idle_exit_seconds(env: Mapping[str, str] | None = None) -> float:
+    """`EVALWB_WORKER_IDLE_SEC` from `env` (default: .env files and the environment)."""
+    env = read_env() if env is None else env
+    raw = env.get(IDLE_VARIABLE)
+    return parse_seconds(IDLE_VARIABLE, raw) if raw else DEFAULT_IDLE_SEC
+
+
+# --- the lock ------------------------------------------------------------------------
+
+
+def _open_lock(settings: Settings) -> int:
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _take_lock(settings: Settings) -> int | None:
+    """The locked descriptor, with our pid written in it; None when another holds it."""
+    fd = _open_lock(settings)
+    for attempt in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if attempt + 1 < LOCK_TRIES:
+                time.sleep(LOCK_RETRY_SEC)
+            continue
+        holder = {"pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        return fd
+    os.close(fd)
+    return None
+
+
+def worker_status(settings: Settings) -> WorkerStatus:
+    """Is a worker alive for this state dir? Its pid and start time when it is."""
+    fd = _open_lock(settings)
+    try:
+        try:
+            # A shared probe: it fails exactly while a worker holds the exclusive lock.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            return WorkerStatus(True, holder.get("pid"), holder.get("since"), log_path(settings))
+        return WorkerStatus(False, None, None, log_path(settings))
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}  # the holder is writing it right now
+    return data if isinstance(data, dict) else {}
+
+
+# --- starting one detached -----------------------------------------------------------
+
+
+def ensure_worker(settings: Settings, *, wait: float = 0.0) -> WorkerStatus:
+    """Start a detached worker unless one is alive; `started` tells which.
+
+    The worker gets this process's environment and working directory (so `.env`, EVALWB_*,
+    WANDB_* and XDG_* are the same) and its own session, so a hangup of this terminal
+    never reaches it. With `wait`, up to that many seconds pass until it holds the lock.
+    """
+    status = worker_status(settings)
+    if status.alive:
+        return status
+    log = log_path(settings)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tui.cli", "worker"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            close_fds=True,
+            start_new_session=True,
+            env=dict(os.environ),
+        )
+    # Reap it if it ends while this process lives on (the app), so no zombie is left.
+    threading.Thread(target=proc.wait, name="worker-reaper", daemon=True).start()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and proc.poll() is None:
+        status = worker_status(settings)
+        if status.alive:
+            return WorkerStatus(True, status.pid, status.since, log, started=True)
+        time.sleep(0.05)
+    return WorkerStatus(proc.poll() is None, proc.pid, None, log, started=True)
+
+
+# --- the log -------------------------------------------------------------------------
+
+
+class _MaskSecrets(logging.Filter):
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask_text(record.getMessage(), self.secrets)
+        record.args = None
+        return True
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    found = (settings.wandb_api_key, settings.aws_secret_access_key)
+    return tuple(s.reveal() for s in found if s is not None)
+
+
+def _open_log(settings: Settings) -> logging.Logger:
+    """Plain masked lines in worker.log, rotated at 1 MiB; echoed to a terminal."""
+    logger = logging.getLogger(f"evalwb.worker.{os.getpid()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    form = logging.Formatter("%(asctime)s pid %(process)d %(message)s", "%Y-%m-%dT%H:%M:%S")
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(
+            log_path(settings), maxBytes=LOG_MAX_BYTES, backupCount=1
+        )
+    ]
+    if sys.stderr.isatty():  # a foreground worker; detached, stderr already is the log
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(form)
+        handler.addFilter(_MaskSecrets(_secrets(settings)))
+        logger.addHandler(handler)
+    return logger
+
+
+def _close_log(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+# --- running -------------------------------------------------------------------------
+
+
+def _stop(signum: int, frame: Any) -> None:
+    # Once: a second signal during the hand-back must not cut it short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise WorkerStopped(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """Ignore SIGHUP (a closed terminal); stop gracefully on SIGTERM and SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    saved = {sig: signal.getsignal(sig) for sig in names}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _logged(kind: str, handler: Handler, logger: logging.Logger) -> Handler:
+    def run(job: Job, progress: Progress) -> Any:
+        logger.info("job %s %s %r: started (attempt %s)", job.id, kind, job.title, job.attempts)
+        return handler(job, progress)
+
+    return run
+
+
+def _report(logger: logging.Logger, job: Job) -> None:
+    error = f": {job.last_error}" if job.last_error and job.state != DONE else ""
+    logger.info("job %s %s %r: %s%s", job.id, job.kind, job.title, job.state, error)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    idle_exit: float | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> int:
+    """Run queued jobs until idle for `idle_exit` seconds (default: EVALWB_WORKER_IDLE_SEC).
+
+    Returns `EXIT_ALREADY_RUNNING` at once when another worker holds the lock, saying so
+    on stderr; 0 otherwise. Jobs left running by a dead worker resume first.
+    """
+    if idle_exit is None:
+        idle_exit = idle_exit_seconds(read_env(config_dir=settings.paths.config))
+    fd = _take_lock(settings)
+    if fd is None:
+        holder = worker_status(settings)
+        print(
+            f"evalwb-tui worker: another worker (pid {holder.pid}, since {holder.since}) "
+            f"already runs the transfer queue of {settings.paths.state}; this one exits",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_ALREADY_RUNNING
+    logger = _open_log(settings)
+    try:
+        with _signals():
+            return _serve(settings, idle_exit, handlers, logger)
+    except WorkerStopped as stop:
+        logger.info("stopped by %s; running jobs went back to the queue", stop)
+        return 0
+    finally:
+        _close_log(logger)
+        os.close(fd)  # releases the lock
+
+
+def _serve(
+    settings: Settings,
+    idle: float,
+    handlers: Mapping[str, Handler] | None,
+    logger: logging.Logger,
+) -> int:
+    queue = open_queue(settings)
+    table = default_handlers(settings) if handlers is None else handlers
+    runner = Runner(queue, {kind: _logged(kind, h, logger) for kind, h in table.items()})
+    logger.info("worker started; idle exit after %.0f s; kinds %s", idle, ", ".join(table))
+    recovered = queue.recover()
+    if recovered:
+        logger.info("resuming jobs %s left running by a stopped runner", recovered)
+    last_work = last_recover = time.monotonic()
+    while True:
+        wait = queue.next_due_in(kinds=runner.handlers)
+        if wait == 0:
+            job = runner.run_once()
+            if job is not None:
+                _report(logger, job)
+                last_work = time.monotonic()
+                continue
+        now = time.monotonic()
+        if wait is not None:
+            last_work = now  # a job waiting out its backoff keeps the worker
+        elif now - last_work >= idle:
+            logger.info("idle for %.0f s; exiting", idle)
+            return 0
+        if now - last_recover >= RECOVER_EVERY_SEC:
+            last_recover = now
+            queue.recover()
+        time.sleep(max(0.01, min(POLL_SEC, wait or POLL_SEC, idle - (now - last_work))))
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+def default_handlers(settings: Settings) -> dict[str, Handler]:
+    """The job kinds this worker runs: `download` and `log`."""
+    return {"download": _download_handler(settings), "log": _log_handler(settings)}
+
+
+@contextlib.contextmanager
+def _cancel_event(progress: Progress) -> Iterator[threading.Event]:
+    """An Event set once the job is cancelled, for services that take one."""
+    event, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(CANCEL_POLL_SEC):
+            if progress.cancelled:
+                event.set()
+                return
+
+    thread = threading.Thread(target=watch, name="cancel-watch", daemon=True)
+    thread.start()
+    try:
+        yield event
+    finally:
+        done.set()
+        thread.join()
+
+
+def _download_handler(settings: Settings) -> Handler:
+    def run(job: Job, progress: Progress) -> dict[str, Any]:
+        from tui.services.cache import download
+        from tui.services.registry import open_registry
+
+        def report(event: Any) -> None:
+            progress.update(
+                bytes_done=event.done,
+                bytes_total=event.total,
+                files_done=event.files_done,
+                files_total=event.files_total,
+            )
+
+        payload = job.payload
+        root = payload.get("root")
+        with _cancel_event(progress) as cancel:
+            result = download(
+                payload["ref"],
+                registry=open_registry(settings),
+                settings=settings,
+                root=Path(root) if root else None,
+                verify=bool(payload.get("verify")),
+                progress=report,
+                cancel=cancel,
+            )
+        return result.as_json()
+
+    return run
+
+
+def _log_handler(settings: Settings) -> Handler:
+    def run(job: Job, progress: Progress) -> dict[str, Any] | PendingSync:
+        from tui.services import evallog
+        from tui.services.refs import parse_ref
+        from tui.services.results import read_run
+
+        payload = job.payload
+        upload = settings.wandb_api_key is not None and not payload.get("offline")
+        steps = 5 if upload else 4
+
+        def report(event: Any) -> None:
+            if event.stage == "upload":  # S3 bytes of the result files
+                progress.update(bytes_done=event.done, bytes_total=event.total)
+            else:  # the logging steps, shown as files
+                progress.update(files_done=event.done, files_total=steps)
+
+        checkpoint = payload.get("checkpoint")
+        logged = evallog.log_run(
+            read_run(Path(payload["results"])),
+            settings=settings,
+            project=payload.get("project") or settings.wandb_project or evallog.DEFAULT_PROJECT,
+            entity=payload.get("entity") or settings.wandb_entity,
+            checkpoint=parse_ref(checkpoint) if checkpoint else None,
+            checkpoint_alias=payload.get("checkpoint_alias"),
+            offline=True,  # durable first: the offline run is the record
+            # Only the first attempt forces: a rerun finds what it logged itself.
+            force=bool(payload.get("force")) and job.attempts <= 1,
+            s3_prefix=payload.get("s3_prefix"),
+            progress=report,
+        )
+        result = logged.to_json()
+        if not upload:
+            return PendingSync(result) if logged.pending_sync else result
+        if logged.pending_sync or logged.lineage_pending:
+            result |= _upload(evallog, settings, logged.run_id)
+        progress.update(files_done=steps, files_total=steps)
+        return result
+
+    return run
+
+
+def _upload(evallog: Any, settings: Settings, run_id: str) -> dict[str, Any]:
+    """`wandb sync` the pending offline runs (ours among them), then their lineage."""
+    synced = {r.run_id: r for r in evallog.sync_pending(settings)}
+    mine = synced.get(run_id)
+    if mine is None:
+        return {"pending_sync": False, "lineage_pending": False}  # synced meanwhile
+    if not mine.ok:
+        raise RetryableError(f"upload of run {run_id}: {mine.message}")
+    return {
+        "pending_sync": False,
+        "lineage_pending": not mine.lineage_applied,
+        "sync_message": mine.message,
+    }
+
+
+# --- watching ------------------------------------------------------------------------
+
+
+def watch_jobs(
+    queue: TransferQueue,
+    *,
+    poll: float = 0.2,
+    refresh: float = 1.0,
+    include_new: bool = True,
+) -> Iterator[list[Job]]:
+    """Yield the watched jobs whenever the queue changes (at least every `refresh`
+    seconds, for rates and countdowns) until none of them is queued or running.
+
+    Watched: the jobs queued or running now, and with `include_new` any job added later.
+    Nothing is yielded when no job is queued or running to begin with.
+    """
+    watched = {job.id for job in queue.list(MOVING_STATES)}
+    if not watched:
+        return
+    newest = max(watched | {job.id for job in queue.list()})
+    version, shown_at = None, 0.0
+    while True:
+        current = queue.data_version()
+        if current != version or time.monotonic() - shown_at >= refresh:
+            version, shown_at = current, time.monotonic()
+            jobs = queue.list()
+            if include_new:
+                watched |= {job.id for job in jobs if job.id > newest}
+            mine = [job for job in jobs if job.id in watched]
+            yield mine
+            if not any(job.state in MOVING_STATES for job in mine):
+                return
+        time.sleep(poll)
+
+
+__all__ = [
+    "EXIT_ALREADY_RUNNING",
+    "WorkerStatus",
+    "default_handlers",
+    "ensure_worker",
+    "idle_exit_seconds",
+    "run_worker",
+    "watch_jobs",
+    "worker_status",
+]
