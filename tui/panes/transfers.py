@@ -1,0 +1,603 @@
+"""The Transfers pane: every job of the transfer queue, live, with cancel, retry and sync.
+
+The pane only watches and steers the queue; a worker process runs the jobs. One thread
+worker owns the pane's connection to the queue: it polls `data_version()` a few times a
+second, lists the jobs only when something was committed, and carries out the pane's
+commands (cancel, retry, sync). It posts at most one listing per MIN_REFRESH_SECONDS and
+listings replace each other in the message queue, so a transfer that reports progress a
+thousand times a second costs the event loop no more than a slow one. Rows are updated
+cell by cell; the table is rebuilt only when jobs appear or go.
+"""
+
+from __future__ import annotations
+
+import queue as queues
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.message import Message
+from textual.notifications import SeverityLevel
+from textual.widgets import DataTable, Static
+from textual.worker import get_current_worker
+
+from tui.services.settings import Settings
+from tui.services.transfers import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING_SYNC,
+    QUEUED,
+    RUNNING,
+    Job,
+    JobNotFoundError,
+    JobStateError,
+    TransferQueue,
+    TransferQueueError,
+    open_queue,
+)
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.format import one_line
+from tui.widgets.job_detail import STATE_STYLES, JobDetail, display_state
+from tui.widgets.progress_text import bytes_cell, duration, rate_cell, text_bar
+
+# How often the watcher reads data_version(): cheap, one pragma on its own connection.
+POLL_SECONDS = 0.1
+# The table is refreshed at most this often, however fast jobs report.
+MIN_REFRESH_SECONDS = 0.2
+# A runner that died commits nothing; listing again now and then shows it as stalled.
+RESCAN_SECONDS = 2.0
+# Below this many columns the table uses short labels and a narrow bar.
+NARROW_WIDTH = 110
+
+SYNC_TITLE = "sync pending offline runs"
+LOADING_HINT = "reading the transfer queue…"
+EMPTY_HINT = (
+    "No transfers yet: download a version from the Registry pane with d, or log eval "
+    "results with `evalwb-tui log RESULTS_DIR`; s syncs pending offline runs."
+)
+SHORT_KINDS = {"download": "down", "upload": "up"}
+SHORT_STATES = {"pending sync": "to sync", "cancelling": "stopping"}
+FINISHED = (DONE, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: `width` cells of content and one of gap."""
+
+    key: str
+    label: str
+    width: int
+    right: bool = False
+
+
+def table_columns(width: int) -> list[Column]:
+    """The columns for a table `width` cells wide; the `what` column takes what is left."""
+    narrow = width < NARROW_WIDTH
+    fixed = [
+        Column("kind", "kind", 4 if narrow else 8),
+        Column("state", "state", 9 if narrow else 12),
+        Column("progress", "progress", 10 if narrow else 15),
+        Column("bytes", "bytes", 11, right=True),
+        Column("rate", "rate", 7, right=True),
+        Column("eta", "ETA", 6, right=True),
+        Column("tries", "tries", 5, right=True),
+    ]
+    # Borders and the vertical scrollbar take four cells.
+    what = max(8, width - 4 - sum(c.width + 1 for c in fixed) - 1)
+    return [fixed[0], Column("what", "what", what), *fixed[1:]]
+
+
+def _fit(text: str, column: Column, style: str = "") -> Text:
+    if len(text) > column.width:
+        text = text[: column.width - 1] + "…"
+    padded = text.rjust(column.width) if column.right else text.ljust(column.width)
+    return Text(padded + " ", style=style, no_wrap=True)
+
+
+def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
+    """The table cells of `job`, fitted to `columns`."""
+    narrow = columns[0].width < 8
+    state = display_state(job)
+    active = job.state == RUNNING and not job.stalled
+    values: dict[str, tuple[str, str]] = {
+        "kind": (SHORT_KINDS.get(job.kind, job.kind) if narrow else job.kind, ""),
+        "what": (job.title, ""),
+        "state": (SHORT_STATES.get(state, state) if narrow else state, STATE_STYLES.get(state, "")),
+        "progress": (text_bar(job.fraction, 5 if narrow else 10), ""),
+        "bytes": (bytes_cell(job.bytes_done, job.bytes_total), ""),
+        "rate": (rate_cell(job.rate) if active else "-", ""),
+        "eta": (duration(job.eta) if active else "-", ""),
+        "tries": (f"{job.attempts}/{job.max_attempts}", ""),
+    }
+    return tuple(_fit(values[c.key][0], c, values[c.key][1]) for c in columns)
+
+
+def _cell_key(cells: tuple[Text, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((cell.plain, str(cell.style)) for cell in cells)
+
+
+# --- commands the watcher thread carries out -------------------------------------------
+
+Outcome = tuple[str, SeverityLevel] | None
+Command = Callable[[TransferQueue], Outcome]
+
+
+def _start_worker(settings: Settings | None) -> str:
+    """Start the detached worker if none runs; a sentence saying what will run the job."""
+    if settings is None:
+        return "a worker will pick it up"
+    try:
+        from tui.services import worker
+    except ModuleNotFoundError as exc:
+        if exc.name != "tui.services.worker":
+            raise
+        return "the worker will pick it up when it starts"
+    ensure = getattr(worker, "ensure_worker", None)
+    if ensure is None:
+        return "the worker will pick it up when it starts"
+    ensure(settings)
+    return "the worker runs it"
+
+
+def cancel_command(job_id: int) -> Command:
+    """Cancel `job_id` now (queued) or ask its runner to stop (running)."""
+
+    def run(queue: TransferQueue) -> Outcome:
+        job = queue.cancel(job_id)
+        if job.state == CANCELLED:
+            return f"Transfer #{job_id} cancelled", "information"
+        return f"Transfer #{job_id}: cancel asked, the runner stops it", "information"
+
+    return run
+
+
+def retry_command(job_id: int, settings: Settings | None) -> Command:
+    """Queue a failed or cancelled job again."""
+
+    def run(queue: TransferQueue) -> Outcome:
+        queue.retry(job_id)
+        return f"Transfer #{job_id} queued again; {_start_worker(settings)}", "information"
+
+    return run
+
+
+def sync_command(settings: Settings | None) -> Command:
+    """Queue one sync job for the pending offline runs, unless one is already waiting."""
+
+    def run(queue: TransferQueue) -> Outcome:
+        waiting = [job for job in queue.list((QUEUED, RUNNING)) if job.kind == "sync"]
+        if waiting:
+            return f"A sync is already queued (#{waiting[-1].id})", "warning"
+        job = queue.enqueue("sync", SYNC_TITLE, {"runs": "pending"})
+        return f"Sync queued as #{job.id}; {_start_worker(settings)}", "information"
+
+    return run
+
+
+_STOP = object()
+_SELECT = object()
+
+
+class TransfersPane(Vertical):
+    """Every job of the transfer queue, newest first, with the selected job's details."""
+
+    DEFAULT_CSS = """
+    TransfersPane {
+        height: 1fr;
+    }
+    TransfersPane #transfers-hint {
+        height: auto;
+        padding: 0 1;
+        color: $text-muted;
+    }
+    TransfersPane #transfers-table {
+        height: 1fr;
+        min-height: 5;
+        border: round $primary 50%;
+        border-title-align: left;
+        scrollbar-gutter: stable;
+    }
+    TransfersPane #transfers-detail {
+        height: 45%;
+        min-height: 6;
+        border: round $primary 50%;
+        border-title-align: left;
+        padding: 0 1;
+    }
+    TransfersPane #transfers-table:focus, TransfersPane #transfers-detail:focus,
+    TransfersPane #transfers-hint:focus {
+        border: round $accent;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "cancel", "Cancel", id="transfers.cancel"),
+        Binding("r", "retry", "Retry", id="transfers.retry"),
+        Binding("s", "sync", "Sync offline runs", id="transfers.sync"),
+        Binding("escape", "back", "Back to list", show=False, id="transfers.back"),
+    ]
+
+    class JobsListed(Message):
+        """A fresh listing of the queue, with the selected job's full record."""
+
+        def __init__(self, jobs: list[Job], detail: Job | None) -> None:
+            super().__init__()
+            self.jobs = jobs
+            self.detail = detail
+
+        def can_replace(self, message: Message) -> bool:
+            # Only the newest listing matters: older ones waiting in the queue are dropped.
+            return isinstance(message, TransfersPane.JobsListed)
+
+    class DetailLoaded(Message):
+        """The selected job's full record, after the cursor moved."""
+
+        def __init__(self, job: Job | None) -> None:
+            super().__init__()
+            self.job = job
+
+    class Notice(Message):
+        """The outcome of a command, for a notification."""
+
+        def __init__(self, text: str, severity: SeverityLevel) -> None:
+            super().__init__()
+            self.text = text
+            self.severity = severity
+
+    class Unavailable(Message):
+        """The queue cannot be read; `error` says why."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(
+        self,
+        queue_path: Path | None = None,
+        settings: Settings | None = None,
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        if queue_path is None and settings is None:
+            raise ValueError("TransfersPane needs a queue_path or settings")
+        self.queue_path = queue_path
+        self.settings = settings
+        # How many times the table was refreshed: the bound that coalescing keeps.
+        self.refresh_count = 0
+        self._commands: queues.Queue[object] = queues.Queue()
+        self._jobs: dict[int, Job] = {}
+        self._order: list[int] = []
+        self._cells: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._columns: list[Column] = []
+        # Job states of the previous listing; None until the first one arrived.
+        self._states: dict[int, str] | None = None
+        # Read by the watcher thread; a plain attribute swap is atomic.
+        self._selected_id: int | None = None
+        # The full record (with per-file progress) in the detail view.
+        self.detail_job: Job | None = None
+
+    def compose(self) -> ComposeResult:
+        yield _Hint(LOADING_HINT, id="transfers-hint", markup=False)
+        table: DataTable[Text] = DataTable(
+            id="transfers-table", cursor_type="row", cell_padding=0, zebra_stripes=False
+        )
+        table.display = False
+        yield table
+        detail = JobDetail(id="transfers-detail")
+        detail.display = False
+        yield detail
+
+    @property
+    def table(self) -> DataTable[Text]:
+        return self.query_one("#transfers-table", DataTable)
+
+    @property
+    def detail(self) -> JobDetail:
+        return self.query_one(JobDetail)
+
+    @property
+    def hint(self) -> Static:
+        return self.query_one("#transfers-hint", Static)
+
+    @property
+    def selected_job(self) -> Job | None:
+        """The job under the cursor, as last listed."""
+        return None if self._selected_id is None else self._jobs.get(self._selected_id)
+
+    def on_mount(self) -> None:
+        self.table.border_title = "transfers"
+        self.detail.border_title = "details"
+        self._set_columns(self.size.width or 80)
+        if self.app.focused is None:
+            self.hint.focus()
+        self._watch()
+
+    def on_unmount(self) -> None:
+        self._commands.put(_STOP)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._set_columns(event.size.width):
+            self._rebuild()
+
+    # -- the watcher thread ----------------------------------------------------------
+
+    def _open(self) -> TransferQueue:
+        if self.queue_path is not None:
+            return TransferQueue(self.queue_path)
+        assert self.settings is not None
+        return open_queue(self.settings)
+
+    @work(thread=True, exit_on_error=False, group="transfers-watch", exclusive=True)
+    def _watch(self) -> None:
+        try:
+            queue = self._open()
+        except (TransferQueueError, OSError) as exc:
+            self.post_message(self.Unavailable(one_line(exc)))
+            return
+        try:
+            self._watch_loop(queue)
+        finally:
+            queue.close()
+
+    def _watch_loop(self, queue: TransferQueue) -> None:
+        worker = get_current_worker()
+        version: int | None = None
+        dirty, last_post, last_list = True, 0.0, 0.0
+        while not worker.is_cancelled:
+            wait = POLL_SECONDS
+            if dirty:
+                wait = max(0.0, min(wait, last_post + MIN_REFRESH_SECONDS - time.monotonic()))
+            try:
+                command = self._commands.get(timeout=wait)
+            except queues.Empty:
+                command = None
+            if command is _STOP:
+                return
+            try:
+                if command is _SELECT:
+                    self.post_message(self.DetailLoaded(self._detail(queue)))
+                elif command is not None:
+                    self._run_command(queue, command)  # type: ignore[arg-type]
+                    dirty, last_post = True, 0.0  # show the effect of a key at once
+                now_version = queue.data_version()
+                now = time.monotonic()
+                if now_version != version or now - last_list >= RESCAN_SECONDS:
+                    version, dirty = now_version, True
+                if dirty and now - last_post >= MIN_REFRESH_SECONDS:
+                    self.post_message(self.JobsListed(queue.list(), self._detail(queue)))
+                    dirty, last_post, last_list = False, now, now
+            except TransferQueueError as exc:
+                self.post_message(self.Unavailable(one_line(exc)))
+                return
+            except Exception as exc:  # a busy or damaged queue: say so, keep watching
+                self.post_message(self.Notice(one_line(exc), "error"))
+                time.sleep(RESCAN_SECONDS)
+
+    def _detail(self, queue: TransferQueue) -> Job | None:
+        job_id = self._selected_id
+        if job_id is None:
+            return None
+        try:
+            return queue.get(job_id)
+        except JobNotFoundError:
+            return None
+
+    def _run_command(self, queue: TransferQueue, command: Command) -> None:
+        try:
+            outcome = command(queue)
+        except (JobStateError, JobNotFoundError) as exc:
+            outcome = one_line(exc), "warning"
+        except Exception as exc:  # the command failed: one line, the pane goes on
+            outcome = one_line(exc), "error"
+        if outcome is not None:
+            self.post_message(self.Notice(*outcome))
+
+    # -- listings --------------------------------------------------------------------
+
+    @on(JobsListed)
+    def _jobs_listed(self, event: JobsListed) -> None:
+        self.refresh_count += 1
+        jobs = sorted(event.jobs, key=lambda job: job.id, reverse=True)
+        self._notify_transitions(jobs)
+        self._jobs = {job.id: job for job in jobs}
+        if not jobs:
+            self._show_empty()
+            return
+        self._show_table()
+        order = [job.id for job in jobs]
+        if order != self._order:
+            self._rebuild()
+        else:
+            self._update_cells(jobs)
+        self._show_detail(event.detail)
+
+    @on(DetailLoaded)
+    def _detail_loaded(self, event: DetailLoaded) -> None:
+        self._show_detail(event.job)
+
+    def _show_detail(self, job: Job | None) -> None:
+        """Show a full record (with files) if it is still the selected job's."""
+        if job is not None and job.id == self._selected_id:
+            self.detail_job = job
+            self.detail.show_job(job)
+
+    @on(Notice)
+    def _notice(self, event: Notice) -> None:
+        self.app.notify(event.text, severity=event.severity, markup=False)
+
+    @on(Unavailable)
+    def _unavailable(self, event: Unavailable) -> None:
+        self.hint.update(f"Transfers unavailable: {event.error}")
+        self.hint.display = True
+        self.app.notify(event.error, severity="error", markup=False)
+
+    def _notify_transitions(self, jobs: list[Job]) -> None:
+        """Notify jobs that finished or failed since the last listing; jobs that had
+        already ended when the pane opened stay quiet."""
+        before, self._states = self._states, {job.id: job.state for job in jobs}
+        if before is None:
+            return
+        for job in jobs:
+            old = before.get(job.id)
+            if old == job.state or job.state not in (DONE, FAILED, PENDING_SYNC):
+                continue
+            if job.state == DONE:
+                self.app.notify(f"#{job.id} {job.title}", title="Transfer done", markup=False)
+            elif job.state == PENDING_SYNC:
+                self.app.notify(
+                    f"#{job.id} {job.title} is stored offline; s syncs it",
+                    title="Waiting for sync",
+                    markup=False,
+                )
+            else:
+                self.app.notify(
+                    f"#{job.id} {job.title}: {job.last_error or 'no error recorded'}",
+                    title="Transfer failed",
+                    severity="error",
+                    markup=False,
+                    timeout=10,
+                )
+
+    def _set_columns(self, width: int) -> bool:
+        """Fit the columns to `width`; True when they changed."""
+        columns = table_columns(width)
+        if columns == self._columns:
+            return False
+        self._columns = columns
+        return True
+
+    def _rebuild(self) -> None:
+        """Lay the rows out again (jobs came or went, or the width changed)."""
+        table = self.table
+        selected = self._selected_id
+        table.clear(columns=True)
+        for column in self._columns:
+            table.add_column(_fit(column.label, column, "bold"), key=column.key)
+        jobs = sorted(self._jobs.values(), key=lambda job: job.id, reverse=True)
+        self._order = [job.id for job in jobs]
+        self._cells = {}
+        for job in jobs:
+            cells = row_cells(job, self._columns)
+            self._cells[job.id] = _cell_key(cells)
+            table.add_row(*cells, key=str(job.id))
+        if not jobs:
+            return
+        index = self._order.index(selected) if selected in self._jobs else 0
+        table.move_cursor(row=index, animate=False, scroll=True)
+        self._select(self._order[index])
+
+    def _update_cells(self, jobs: list[Job]) -> None:
+        """Change only the cells whose text or style changed."""
+        table = self.table
+        for job in jobs:
+            cells = row_cells(job, self._columns)
+            key = _cell_key(cells)
+            old = self._cells.get(job.id)
+            if old == key:
+                continue
+            for index, column in enumerate(self._columns):
+                if old is None or old[index] != key[index]:
+                    table.update_cell(str(job.id), column.key, cells[index])
+            self._cells[job.id] = key
+
+    def _show_empty(self) -> None:
+        had_focus = self.table.has_focus or self.detail.has_focus
+        self._order, self._cells = [], {}
+        self._select(None)
+        self.table.clear()
+        self.table.display = False
+        self.detail.display = False
+        self.hint.update(EMPTY_HINT)
+        self.hint.display = True
+        if had_focus:
+            self.hint.focus()
+
+    def _show_table(self) -> None:
+        if self.table.display:
+            return
+        had_focus = self.hint.has_focus
+        self.hint.display = False
+        self.table.display = True
+        self.detail.display = True
+        if had_focus:
+            self.table.focus()
+
+    # -- selection -------------------------------------------------------------------
+
+    def _select(self, job_id: int | None) -> None:
+        if job_id == self._selected_id:
+            return
+        self._selected_id = job_id
+        if job_id is None:
+            return
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self.detail.show_job(job, files_loaded=False)  # its files once fetched
+        self.detail.scroll_home(animate=False)
+        self._commands.put(_SELECT)
+
+    @on(DataTable.RowHighlighted, "#transfers-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._select(int(event.row_key.value))
+
+    @on(DataTable.RowSelected, "#transfers-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.detail.focus()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        if self.detail.has_focus:
+            self.table.focus()
+
+    def action_cancel(self) -> None:
+        job = self.selected_job
+        if job is None:
+            self.app.notify("No transfer selected", severity="warning")
+            return
+        if job.state not in (QUEUED, RUNNING):
+            self.app.notify(
+                f"#{job.id} is {display_state(job)}; only queued or running jobs can be cancelled",
+                severity="warning",
+                markup=False,
+            )
+            return
+        question = f"Cancel transfer #{job.id} ({job.kind}: {job.title})?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._commands.put(cancel_command(job.id))
+
+        self.app.push_screen(ConfirmScreen(question, yes="Cancel it", no="Keep"), answered)
+
+    def action_retry(self) -> None:
+        job = self.selected_job
+        if job is None:
+            self.app.notify("No transfer selected", severity="warning")
+            return
+        if job.state not in (FAILED, CANCELLED):
+            self.app.notify(
+                f"#{job.id} is {display_state(job)}; only failed or cancelled jobs can be retried",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self._commands.put(retry_command(job.id, self.settings))
+
+    def action_sync(self) -> None:
+        self._commands.put(sync_command(self.settings))
+
+
+class _Hint(Static, can_focus=True):
+    """The one-line hint shown instead of an empty table; focusable so the pane's keys
+    work before the first job exists."""

@@ -1,0 +1,188 @@
+"""The detail view of the Transfers pane: one job with its payload, files and last error."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tui.services.transfers import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING_SYNC,
+    QUEUED,
+    RUNNING,
+    FileProgress,
+    Job,
+    mask_text,
+)
+from tui.widgets.format import human_size
+from tui.widgets.progress_text import duration, text_bar
+
+# A job can move thousands of files; past this the list is cut with a count.
+FILES_SHOWN = 200
+VALUE_CHARS = 160
+
+STATE_STYLES = {
+    DONE: "green",
+    FAILED: "bold red",
+    CANCELLED: "dim",
+    RUNNING: "cyan",
+    PENDING_SYNC: "magenta",
+    QUEUED: "",
+    "retrying": "yellow",
+    "stalled": "yellow",
+    "cancelling": "yellow",
+}
+
+
+def display_state(job: Job) -> str:
+    """The state as users read it: a running job may be stalled or cancelling, a queued
+    one may be waiting to retry."""
+    if job.state == RUNNING and job.stalled:
+        return "stalled"
+    if job.state == RUNNING and job.cancel_requested:
+        return "cancelling"
+    if job.state == QUEUED and job.attempts and job.last_error:
+        return "retrying"
+    if job.state == PENDING_SYNC:
+        return "pending sync"
+    return job.state
+
+
+def _explain(job: Job, state: str) -> str:
+    """One hint about what happens next to a job in `state`."""
+    if state == "stalled":
+        return "its runner is gone; it resumes when a worker starts"
+    if state == "cancelling":
+        return "cancel asked; waiting for the runner to stop"
+    if state == "retrying":
+        return f"next try at {_clock(job.next_attempt_at)}"
+    if state == "pending sync":
+        return "stored offline; press s to sync pending offline runs"
+    if state in (FAILED, CANCELLED):
+        return "press r to retry"
+    return ""
+
+
+def _clock(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    return grid
+
+
+def _value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = mask_text(" ".join(text.split()))
+    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+
+
+def _mapping(data: dict[str, Any] | None) -> RenderableType:
+    if not data:
+        return Text("-", style="dim")
+    grid = _grid()
+    for key in sorted(data):
+        grid.add_row(str(key), _value(data[key]))
+    return grid
+
+
+def _progress(job: Job) -> Text:
+    line = Text(text_bar(job.fraction, 20).rstrip() if job.fraction is not None else "-")
+    if job.bytes_total is not None:
+        line.append(f"  {human_size(job.bytes_done)} of {human_size(job.bytes_total)}")
+    elif job.bytes_done:
+        line.append(f"  {human_size(job.bytes_done)}")
+    if job.files_total is not None:
+        line.append(f"  {job.files_done} of {job.files_total} files")
+    if job.state == RUNNING and job.rate > 0:
+        line.append(f"  {human_size(int(job.rate))}/s  ETA {duration(job.eta)}")
+    return line
+
+
+def render_files(files: list[FileProgress] | None) -> RenderableType:
+    """Per-file progress: path, bytes of size, state; cut after FILES_SHOWN; None while
+    the files are being read."""
+    if files is None:
+        return Text("loading…", style="dim italic")
+    if not files:
+        return Text("none reported", style="dim")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(overflow="fold")
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    for entry in files[:FILES_SHOWN]:
+        size = "?" if entry.size is None else human_size(entry.size)
+        table.add_row(
+            entry.path,
+            f"{human_size(entry.bytes_done)} / {size}",
+            Text(entry.state, style=STATE_STYLES.get(entry.state, "")),
+        )
+    if len(files) > FILES_SHOWN:
+        table.add_row(Text(f"… and {len(files) - FILES_SHOWN} more files", style="dim"), "", "")
+    return table
+
+
+def render_job(job: Job, *, files_loaded: bool = True) -> RenderableType:
+    """Everything about one job; no secret reaches the screen (values are masked)."""
+    state = display_state(job)
+    grid = _grid()
+    grid.add_row("what", mask_text(job.title))
+    state_text = Text(state, style=STATE_STYLES.get(state, ""))
+    hint = _explain(job, state)
+    if hint:
+        state_text.append(f" · {hint}", style="dim")
+    grid.add_row("state", state_text)
+    grid.add_row("progress", _progress(job))
+    grid.add_row("attempts", f"{job.attempts} of {job.max_attempts}")
+    grid.add_row("created", _clock(job.created_at))
+    grid.add_row("started", _clock(job.started_at))
+    grid.add_row("finished", _clock(job.finished_at))
+    if job.last_error:
+        grid.add_row("last error", Text(mask_text(job.last_error), style="red"))
+    parts: list[RenderableType] = [
+        Text(f"#{job.id} {job.kind}", style="bold reverse"),
+        grid,
+        Text("payload", style="bold underline"),
+        _mapping(job.payload),
+    ]
+    if job.result:
+        parts += [Text("result", style="bold underline"), _mapping(job.result)]
+    parts += [
+        Text("files", style="bold underline"),
+        render_files(job.files if files_loaded else None),
+    ]
+    return Group(*parts)
+
+
+class JobDetail(VerticalScroll, can_focus=True):
+    """Scrollable details of the selected job, or a one-line note."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="transfers-detail-body")
+
+    @property
+    def body(self) -> Static:
+        return self.query_one("#transfers-detail-body", Static)
+
+    def show_job(self, job: Job, *, files_loaded: bool = True) -> None:
+        """Show `job`; the scroll position stays, so a refresh does not jump."""
+        self.body.update(render_job(job, files_loaded=files_loaded))
+
+    def show_note(self, note: str) -> None:
+        """Show one dim line instead of a job."""
+        self.body.update(Text(note, style="dim italic"))

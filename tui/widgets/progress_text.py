@@ -1,0 +1,55 @@
+"""Progress as plain text for table cells: bars of eighth blocks, compact sizes, rates, ETAs."""
+
+from __future__ import annotations
+
+# A cell fills in eighths: "████▌" is four and a half cells.
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+_UNITS = ("K", "M", "G", "T", "P")
+
+
+def text_bar(fraction: float | None, width: int) -> str:
+    """`████▌     42%`: a bar `width` cells wide and the percentage; blank when unknown."""
+    if fraction is None:
+        return " " * width + "    "
+    fraction = min(1.0, max(0.0, fraction))
+    full, rest = divmod(int(fraction * width * 8), 8)
+    bar = "█" * full + (_EIGHTHS[rest] if rest else "")
+    return f"{bar:<{width}} {int(fraction * 100):>3}%"
+
+
+def compact_size(size: int | float) -> str:
+    """At most five characters: `512B`, `9.5K`, `12M`, `1023M`, `1.2G`."""
+    if size < 1024:
+        return f"{int(size)}B"
+    value = float(size)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f}{unit}" if value < 10 else f"{int(value)}{unit}"
+    raise AssertionError("unreachable")
+
+
+def bytes_cell(done: int, total: int | None) -> str:
+    """`1.2G/2.9G`, or the bytes done alone when the total is unknown; `-` before any."""
+    if total is None:
+        return compact_size(done) if done else "-"
+    return f"{compact_size(done)}/{compact_size(total)}"
+
+
+def rate_cell(rate: float) -> str:
+    """Bytes per second as `12M/s`; `-` when nothing moves."""
+    return f"{compact_size(rate)}/s" if rate > 0 else "-"
+
+
+def duration(seconds: float | None) -> str:
+    """`42s`, `12m05s`, `3h07m`; `-` when unknown, `>99h` beyond."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 100 * 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return ">99h"
