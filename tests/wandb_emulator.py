@@ -41,6 +41,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
     parse,
 )
 from graphql.language import FragmentDefinitionNode
@@ -273,6 +274,14 @@ class Executor:
                 return False
         return True
 
+    def _arguments(self, field: FieldNode) -> dict[str, Any]:
+        """The field's arguments; one bound to a variable that was not sent is absent."""
+        values = {
+            a.name.value: value_from_ast_untyped(a.value, self.variables)
+            for a in field.arguments or ()
+        }
+        return {k: v for k, v in values.items() if v is not Undefined}
+
     @staticmethod
     def _applies(condition: Any, typename: str | None) -> bool:
         if condition is None or typename is None:
@@ -322,11 +331,7 @@ class Executor:
                 raise GraphQLFailure(f"the emulator has no field {own_type}.{name}")
             raw = value[name]
             if callable(raw):
-                args = {
-                    a.name.value: value_from_ast_untyped(a.value, self.variables)
-                    for a in nodes[0].arguments or ()
-                }
-                raw = raw(args)
+                raw = raw(self._arguments(nodes[0]))
             subsets = [n.selection_set for n in nodes if n.selection_set]
             out[key] = self._select(raw, subsets, f"{own_type}.{name}") if subsets else raw
         return out
@@ -967,7 +972,9 @@ class WandbEmulator:
 
     def start(self) -> WandbEmulator:
         """Serve in a background thread; stop by itself after `max_seconds`."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self._timer = threading.Timer(self.max_seconds, self._server.shutdown)
         self._timer.daemon = True
