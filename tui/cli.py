@@ -589,7 +589,7 @@ def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
             shown = _watch_lines(frames)
     except KeyboardInterrupt:
         return 0  # stops watching; the jobs go on
-    if not shown:
+    if not shown and not args.json:
         print("no transfers are queued or running")
     return 0
 

@@ -317,7 +317,7 @@ def _serve(
     queue = open_queue(settings)
     table = default_handlers(settings) if handlers is None else handlers
     runner = Runner(queue, {kind: _logged(kind, h, logger) for kind, h in table.items()})
-    logger.info("worker started; idle exit after %.0f s; kinds %s", idle, ", ".join(table))
+    logger.info("worker started; idle exit after %g s; kinds %s", idle, ", ".join(table))
     recovered = queue.recover()
     if recovered:
         logger.info("resuming jobs %s left running by a stopped runner", recovered)
@@ -334,7 +334,7 @@ def _serve(
         if wait is not None:
             last_work = now  # a job waiting out its backoff keeps the worker
         elif now - last_work >= idle:
-            logger.info("idle for %.0f s; exiting", idle)
+            logger.info("idle for %g s; exiting", idle)
             return 0
         if now - last_recover >= RECOVER_EVERY_SEC:
             last_recover = now

@@ -1,0 +1,301 @@
+"""The detached transfer worker and `transfers --watch`, with real processes.
+
+Downloads come from real local registries: the seeded demo for a small version, and a
+256 MiB version (16 shards) built once per module for jobs slow enough to interrupt.
+Every process started here is killed in a finalizer; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tui.services import cache
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import Settings, load_settings
+from tui.services.transfers import Job, TransferQueue, open_queue, process_alive, process_start
+from tui.services.worker import EXIT_ALREADY_RUNNING, log_path, worker_status
+
+SHARDS, SHARD_BYTES = 16, 16 * 1024 * 1024
+BIG = "big-model:v0"
+SMALL = "llama-3-8b-sft:best"  # a demo version without a -local twin: its bytes are copied
+WORKER = [sys.executable, "-m", "tui.cli", "worker"]
+CLI = [sys.executable, "-m", "tui.cli"]
+
+
+@pytest.fixture(scope="module")
+def big_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding one 256 MiB checkpoint version; read-only for the tests."""
+    root = tmp_path_factory.mktemp("big")
+    source = root / "src" / "model"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    block = os.urandom(1024 * 1024)
+    for i in range(SHARDS):
+        # Each shard differs (its index leads every block), so no two digests agree.
+        chunk = bytes([i]) + block[1:]
+        (source / f"model-{i:05d}.safetensors").write_bytes(chunk * (SHARD_BYTES // len(chunk)))
+    LocalRegistry(root / "registry").add_version("big-model", root / "src")
+    return root / "registry"
+
+
+@pytest.fixture
+def env(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The isolated environment, with the download cache in tmp_path and a short idle
+    time so a worker a test forgets ends by itself."""
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "cache"))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "3")
+    return isolated_env
+
+
+@pytest.fixture
+def settings(env: Path) -> Settings:
+    return load_settings(dict(os.environ))
+
+
+@pytest.fixture
+def reaper() -> Iterator[Callable[[subprocess.Popen[str] | int], None]]:
+    """Register a child (Popen) or a detached pid; all are SIGKILLed at the end."""
+    children: list[subprocess.Popen[str]] = []
+    detached: list[tuple[int, str | None]] = []
+
+    def track(proc: subprocess.Popen[str] | int) -> None:
+        if isinstance(proc, int):
+            detached.append((proc, process_start(proc)))
+        else:
+            children.append(proc)
+
+    yield track
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    for pid, start in detached:
+        if process_alive(pid, start):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start(argv: list[str], track: Callable[..., None], **kwargs: object) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+    track(proc)
+    return proc
+
+
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = 15.0, every: float = 0.02
+) -> object:
+    """Poll `check` until it returns something true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_in(queue: TransferQueue, job_id: int, *states: str) -> Job | None:
+    job = queue.get(job_id)
+    return job if job.state in states else None
+
+
+def verify_download(settings: Settings, registry_dir: Path, job: Job) -> Path:
+    """The job's version folder holds every manifest file with its md5, and is the only
+    complete copy in the cache."""
+    registry = LocalRegistry(registry_dir)
+    folder = Path(job.result["folder"])
+    entries = registry.files(job.result["ref"])
+    assert all(cache.md5_b64_of(folder / e.path) == e.digest for e in entries)
+    assert cache.read_marker(folder) is not None
+    markers = list(settings.artifact_dir.rglob(cache.MARKER))
+    assert markers == [folder / cache.MARKER]
+    return folder
+
+
+def test_two_workers_started_at_once_one_runs_the_other_says_why(env, settings, reaper):
+    first = start([*WORKER, "--idle-exit", "30"], reaper)
+    second = start([*WORKER, "--idle-exit", "30"], reaper)
+    ended = wait_for(
+        "one worker to give up", lambda: first.poll() is not None or second.poll() is not None
+    )
+    assert ended
+    loser, winner = (first, second) if first.poll() is not None else (second, first)
+    _, err = loser.communicate(timeout=5)
+    assert loser.returncode == EXIT_ALREADY_RUNNING
+    status = worker_status(settings)
+    assert status.alive and status.pid == winner.pid
+    assert f"another worker (pid {winner.pid}" in err and "this one exits" in err
+    assert winner.poll() is None
+    winner.send_signal(signal.SIGTERM)
+    assert winner.wait(timeout=10) == 0
+    assert not worker_status(settings).alive
+    assert "stopped by SIGTERM" in log_path(settings).read_text()
+
+
+def test_worker_started_detached_outlives_its_starter_and_sighup(
+    env, settings, demo_registry_dir, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    starter_code = (
+        "import os, time\n"
+        "from tui.services.settings import load_settings\n"
+        "from tui.services.transfers import open_queue\n"
+        "from tui.services.worker import ensure_worker\n"
+        "settings = load_settings(dict(os.environ))\n"
+        f"job = open_queue(settings).enqueue('download', {SMALL!r}, {{'ref': {SMALL!r}}})\n"
+        "status = ensure_worker(settings, wait=10)\n"
+        "print(job.id, status.pid, status.started, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    # The starter leads its own process group, like a shell job in a terminal that closes.
+    starter = start([sys.executable, "-c", starter_code], reaper, start_new_session=True)
+    line = starter.stdout.readline().split()
+    job_id, worker_pid, started = int(line[0]), int(line[1]), line[2]
+    reaper(worker_pid)
+    assert started == "True"
+    os.killpg(starter.pid, signal.SIGHUP)  # the terminal hangs up on the starter's group
+    assert starter.wait(timeout=10) == -signal.SIGHUP
+    os.kill(worker_pid, signal.SIGHUP)  # and a hangup sent to the worker itself is ignored
+    queue = open_queue(settings)
+    job = wait_for("the download to finish", lambda: job_in(queue, job_id, "done", "failed"))
+    assert job.state == "done", job.last_error
+    assert process_alive(worker_pid, None)  # still serving after both hangups
+    assert job.owner_pid == worker_pid
+    verify_download(settings, demo_registry_dir, job)
+    assert job.result["bytes"] > 0 and not job.result["cache_hit"]
+
+
+def test_sigkill_mid_download_then_a_new_worker_resumes_once(
+    env, settings, big_registry, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(big_registry))
+    queue = open_queue(settings)
+    job = queue.enqueue("download", BIG, {"ref": BIG})
+    worker = start([*WORKER, "--idle-exit", "5"], reaper)
+    partway = wait_for(
+        "the first shards",
+        lambda: (j := queue.get(job.id)).state == "running" and j.files_done >= 2 and j,
+    )
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    killed = queue.get(job.id)
+    assert killed.state == "running" and killed.stalled  # its runner is gone
+    assert killed.files_done < killed.files_total, "the download ended before the kill"
+
+    again = start([*WORKER, "--idle-exit", "1"], reaper)
+    assert again.wait(timeout=30) == 0
+    done = queue.get(job.id)
+    assert done.state == "done", done.last_error
+    assert done.attempts == 2
+    total = SHARDS * SHARD_BYTES
+    # The shards verified before the kill were not fetched again.
+    assert done.result["bytes"] <= total - partway.files_done * SHARD_BYTES + SHARD_BYTES
+    assert [j.id for j in queue.list(["done"])] == [job.id]
+    verify_download(settings, big_registry, done)
+    log = log_path(settings).read_text()
+    assert f"resuming jobs [{job.id}]" in log
+
+
+def test_sigterm_gives_the_running_job_back_to_the_queue(
+    env, settings, big_registry, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(big_registry))
+    queue = open_queue(settings)
+    job = queue.enqueue("download", BIG, {"ref": BIG})
+    worker = start([*WORKER, "--idle-exit", "5"], reaper)
+    wait_for("the download to start", lambda: queue.get(job.id).files_done >= 1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    back = queue.get(job.id)
+    assert back.state == "queued" and not back.stalled
+    assert 0 < back.files_done < back.files_total
+    assert not worker_status(settings).alive
+
+
+def test_idle_worker_exits_after_the_configured_time(env, settings, monkeypatch, reaper):
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "0.5")
+    began = time.monotonic()
+    worker = start(WORKER, reaper)
+    assert worker.wait(timeout=10) == 0
+    assert 0.5 <= time.monotonic() - began < 8
+    assert "idle for 0.5 s; exiting" in log_path(settings).read_text()
+    assert not worker_status(settings).alive
+
+
+def test_bad_idle_setting_is_one_line_naming_the_variable(env, monkeypatch, reaper):
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "soon")
+    worker = start(WORKER, reaper)
+    _, err = worker.communicate(timeout=10)
+    assert worker.returncode == 2
+    assert err.strip().splitlines() == [
+        "evalwb-tui: EVALWB_WORKER_IDLE_SEC must be a number of seconds, not 'soon'"
+    ]
+
+
+def test_watch_prints_a_line_per_change_and_ends_with_the_job(
+    env, settings, big_registry, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(big_registry))
+    job = open_queue(settings).enqueue("download", BIG, {"ref": BIG})
+    # Two watchers at once, both attached before the worker starts.
+    watchers = [start([*CLI, "transfers", "--watch"], reaper) for _ in range(2)]
+    time.sleep(0.5)
+    worker = start([*WORKER, "--idle-exit", "1"], reaper)
+    for watcher in watchers:
+        out, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        assert "\033" not in out
+        lines = out.splitlines()
+        assert len(lines) >= 3
+        assert all(line.split()[:2] == [str(job.id), "download"] for line in lines)
+        assert len(set(lines)) == len(lines)  # a line only when something changed
+        assert lines[0].split()[2] == "queued"
+        assert lines[-1].split()[2:4] == ["done", "100%"]
+        assert any(line.split()[2] == "running" for line in lines)
+        assert "no transfer worker is running" in err
+    assert worker.wait(timeout=15) == 0
+
+
+def test_transfers_add_download_starts_a_worker_and_watch_waits_for_it(
+    env, settings, demo_registry_dir, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    add = subprocess.run(
+        [*CLI, "transfers", "add", "download", SMALL],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert add.returncode == 0, add.stderr
+    words = add.stdout.split()
+    assert words[:3] == ["job", "1", "queued:"]
+    pid = int(words[words.index("pid") + 1])
+    reaper(pid)
+    watch = subprocess.run(
+        [*CLI, "transfers", "--watch", "--json"], capture_output=True, text=True, timeout=20
+    )
+    assert watch.returncode == 0, watch.stderr
+    frames = [json.loads(line) for line in watch.stdout.splitlines()]
+    if frames:  # it may have finished before the watcher looked
+        assert frames[-1][0]["state"] == "done"
+    job = open_queue(settings).get(1)
+    assert job.state == "done", job.last_error
+    verify_download(settings, demo_registry_dir, job)
+    bad = subprocess.run(
+        [*CLI, "transfers", "add", "download", "no:such:ref"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert [j.id for j in open_queue(settings).list()] == [1]
