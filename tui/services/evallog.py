@@ -613,6 +613,23 @@ def _use_model(wb_run: Any, ref: str, entity: str | None) -> bool:
     return True
 
 
+def _alias_while_importing_sdk(folder: Path) -> str:
+    """`content_alias`, hashed in a worker thread while the SDK is imported.
+
+    Hashing releases the GIL and importing wandb takes about as long as hashing a large
+    run, so on two cores the hash costs almost nothing.
+    """
+    if "wandb" in sys.modules:
+        return content_alias(folder)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        alias = pool.submit(content_alias, folder)
+        import wandb  # noqa: F401
+
+        return alias.result()
+
+
 def log_run(
     run: EvalRun,
     *,
@@ -634,7 +651,7 @@ def log_run(
     """
     group = grouping(run, checkpoint, checkpoint_alias)
     name = run_artifact_name(run)
-    alias = content_alias(run.path)
+    alias = _alias_while_importing_sdk(run.path)
     key = dedupe_key(entity, project, group.group, alias)
     index = LogIndex.open(settings)
     try:
