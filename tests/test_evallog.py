@@ -9,6 +9,7 @@ README under `shared/fixtures/eval-framework/`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import math
@@ -342,6 +343,39 @@ def test_secret_looking_fields(name, value, secret):
     assert looks_secret(name, value) is secret
 
 
+def test_mode_online_only_with_a_key_and_a_listening_server(tmp_path, monkeypatch):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        keyed = use_env(monkeypatch, tmp_path, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL=url)
+        assert evallog.choose_mode(keyed, None) == "online"
+        assert evallog.choose_mode(keyed, True) == "offline"
+    down = use_env(
+        monkeypatch,
+        tmp_path,
+        WANDB_API_KEY=FAKE_WANDB_KEY,
+        WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}",
+    )
+    assert evallog.choose_mode(down, None) == "offline"
+    with pytest.raises(evallog.EvalLogError, match="not reachable"):
+        evallog.choose_mode(down, False)
+    keyless = use_env(monkeypatch, tmp_path)
+    assert evallog.choose_mode(keyless, None) == "offline"
+    with pytest.raises(evallog.EvalLogError, match="WANDB_API_KEY"):
+        evallog.choose_mode(keyless, False)
+
+
+def test_hf_link_from_metadata_when_not_given():
+    run = read_run(ARC_V3)
+    meta = dict(run.metadata, hf_upload_repo="org/evals", hf_upload_dir="v3/arc")
+    with_repo = dataclasses.replace(run, metadata=meta)
+    link = evallog.hf_link(with_repo, None)
+    assert link == "https://huggingface.co/datasets/org/evals/tree/main/v3/arc"
+    assert evallog.hf_link(run, None) is None
+    assert evallog.hf_link(run, "https://x.test/y") == "https://x.test/y"
+
+
 def test_importing_evallog_does_not_import_wandb():
     code = "import sys, tui.services.evallog; print('wandb' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -442,6 +476,17 @@ def test_same_results_are_skipped_unless_forced(tmp_path, monkeypatch):
     other_group = log_run(run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"))
     assert not other_group.skipped_duplicate and other_group.group == "m:v4"
     assert len(pending_runs(settings)) == 3
+
+    keyed = use_env(
+        monkeypatch,
+        tmp_path,
+        WANDB_API_KEY=FAKE_WANDB_KEY,
+        WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}",
+    )
+    (result,) = sync_pending(keyed, run_ids={first.run_id})
+    assert result.run_id == first.run_id and not result.ok
+    assert "not reachable" in result.message
+    assert len(pending_runs(settings)) == 3  # nothing lost: all still wait for sync
 
 
 # --- the CLI as a user runs it -------------------------------------------------------

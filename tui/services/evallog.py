@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -840,9 +840,12 @@ def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
     return None
 
 
-def sync_pending(settings: Settings) -> list[SyncResult]:
-    """Upload every pending offline run with `wandb sync`, then apply its lineage."""
+def sync_pending(settings: Settings, run_ids: Collection[str] | None = None) -> list[SyncResult]:
+    """Upload every pending offline run (or those of `run_ids`) with `wandb sync`, then
+    apply its lineage. Raises EvalLogError without a key; other failures are results."""
     pending = pending_runs(settings)
+    if run_ids is not None:
+        pending = [p for p in pending if p.run_id in run_ids]
     if not pending:
         return []
     if settings.wandb_api_key is None:
