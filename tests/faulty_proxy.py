@@ -2,7 +2,9 @@
 
 Put between boto3 and moto's server, it makes responses end mid-body the way a
 flaky network does. The first `cuts` connections are closed once `after_bytes`
-bytes went from the server to the client; later connections pass untouched.
+bytes went from the server to the client; later connections pass untouched. With
+`slow_downs`, the first connections are instead answered with S3's
+`503 SlowDown` throttling error before any cut is counted.
 """
 
 from __future__ import annotations
@@ -11,14 +13,27 @@ import contextlib
 import socket
 import threading
 
+_SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_SLOW_DOWN_BODY)).encode() + b"\r\n\r\n" + _SLOW_DOWN_BODY
+)
+
 
 class FaultyProxy:
     """Forward 127.0.0.1:<port> to `target`, cutting the first `cuts` connections."""
 
-    def __init__(self, target: tuple[str, int], *, after_bytes: int, cuts: int) -> None:
+    def __init__(
+        self, target: tuple[str, int], *, after_bytes: int, cuts: int, slow_downs: int = 0
+    ) -> None:
         self.target = target
         self.after_bytes = after_bytes
         self.cuts_left = cuts
+        self.slow_downs_left = slow_downs
+        self.slow_down_count = 0
         self.cut_count = 0
         self.connections = 0
         self._lock = threading.Lock()
@@ -56,10 +71,26 @@ class FaultyProxy:
                 return
             with self._lock:
                 self.connections += 1
+                if self.slow_downs_left > 0:
+                    self.slow_downs_left -= 1
+                    self.slow_down_count += 1
+                    threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
+                    continue
                 limit = self.after_bytes if self.cuts_left > 0 else None
                 if limit is not None:
                     self.cuts_left -= 1
             threading.Thread(target=self._serve, args=(client, limit), daemon=True).start()
+
+    def _slow_down(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            client.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = client.recv(65536)
+                if not data:
+                    return
+                request += data
+            client.sendall(SLOW_DOWN)
 
     def _serve(self, client: socket.socket, limit: int | None) -> None:
         try:

@@ -267,3 +267,31 @@ def test_failures_never_show_the_secret(tmp_path, settings, registry, moto_url):
     assert run.returncode == 2
     assert "w.bin: no such object" in run.stderr and run.stderr.count("\n") == 1
     assert SECRET not in run.stderr + run.stdout
+
+
+def test_throttling_is_retried_with_backoff(tmp_path, settings, registry, moto_url):
+    uri, data = put_checkpoint(moto_url, {"a.bin": 3 * MiB})
+    registry.add_version("m", uri, settings=settings)
+    host, port = moto_url.rsplit("/", 1)[1].split(":")
+    with FaultyProxy((host, int(port)), after_bytes=0, cuts=0, slow_downs=3) as proxy:
+        result = download("m", registry=registry, settings=settings_for(tmp_path, proxy.url))
+    assert proxy.slow_down_count == 3 and proxy.connections > 3
+    assert same_bytes(result.path, data)
+
+
+def test_transient_and_permanent_errors_are_told_apart():
+    from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
+
+    def client_error(code: str, status: int) -> ClientError:
+        meta = {"HTTPStatusCode": status}
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": meta}, "GetObject")
+
+    assert s3.is_transient(client_error("SlowDown", 503))
+    assert s3.is_transient(client_error("InternalError", 500))
+    assert s3.is_transient(client_error("Throttling", 400))
+    assert s3.is_transient(ConnectionResetError())
+    assert s3.is_transient(ReadTimeoutError(endpoint_url="http://127.0.0.1"))
+    assert s3.is_transient(ResponseStreamingError(error="reset"))
+    assert not s3.is_transient(client_error("NoSuchKey", 404))
+    assert not s3.is_transient(client_error("AccessDenied", 403))
+    assert not s3.is_transient(s3.S3Error("changed since it was registered"))
