@@ -139,7 +139,12 @@ async def test_keyboard_reaches_a_versions_aliases_metadata_files_and_lineage(
         await pilot.press("down", "down")
         assert isinstance(widget.cursor_node.data, Version)
         assert widget.cursor_node.data.version == "v1"
-        await wait_for(pilot, lambda: "eval-mmlu" in detail_text(app), "files and lineage")
+        # Lineage and files arrive last; the text is complete once both are laid out.
+        await wait_for(
+            pilot,
+            lambda: "eval-mmlu" in detail_text(app) and "model.safetensors" in detail_text(app),
+            "files and lineage",
+        )
         text = detail_text(app)
         assert "llama-small:v1" in text
         assert "production" in text
