@@ -383,3 +383,16 @@ def test_cli_download_prints_the_folder_and_json(tmp_path, registry):
     missing = cli("m:nope")
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "no alias 'nope'" in missing.stderr
+
+
+def test_asking_for_the_twin_itself_uses_it_in_place_or_names_the_missing_file(
+    tmp_path, settings, registry
+):
+    shared = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m-local", f"file://{shared}")
+    result = download("m-local", registry=registry, settings=settings)
+    assert result.local_twin and result.path == shared
+
+    (shared / "tokenizer.json").unlink()
+    with pytest.raises(DownloadError, match=r"tokenizer.json refers to .*, which is missing"):
+        download("m-local", registry=registry, settings=settings)

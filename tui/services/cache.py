@@ -178,7 +178,9 @@ def download(
     missing. With `checkpoint`, `path` is the single folder holding `config.json`
     (CheckpointError when there is none or several); else the version folder.
     Falls back to the cached version, with `offline_warning`, when the registry cannot
-    be reached and the alias was resolved before.
+    be reached and the alias was resolved before. `progress` may be called from worker
+    threads; setting `cancel` stops the download with DownloadCancelled, keeping the
+    files verified so far for the next call.
     """
     started = clock.monotonic()
     ref = parse_ref(ref) if isinstance(ref, str) else ref
@@ -186,10 +188,9 @@ def download(
     job = _Job(ref, registry, settings, root, _Reporter(progress), cancel, clock, started)
     job.report.emit("resolving", f"resolving {ref}")
     try:
-        if not ref.is_local_twin:
-            twin = _prefer_local_twin(job, checkpoint, poll_interval)
-            if twin is not None:
-                return twin
+        twin = _prefer_local_twin(job, checkpoint, poll_interval)
+        if twin is not None:
+            return twin
         version = registry.resolve(ref)
         entries = registry.files(version.ref())
     except NotFoundError:
@@ -277,6 +278,7 @@ def _prefer_local_twin(job: _Job, checkpoint: bool, poll_interval: float) -> Dow
     entries = job.registry.files(twin.ref())
     missing = [e for e in entries if not _local_ref_present(e)]
     if not missing:
+        # Every file is where the twin says: use them in place, copying nothing.
         folder = _twin_folder(twin_ref, entries)
         result = DownloadResult(
             path=folder,
@@ -290,6 +292,8 @@ def _prefer_local_twin(job: _Job, checkpoint: bool, poll_interval: float) -> Dow
             local_twin=True,
         )
         return _finish(job, result, entries, checkpoint)
+    if job.ref.is_local_twin:
+        return None  # asked for the twin itself: copy what it refers to, or say what is gone
     _wait_for_real(job, twin_ref, missing, poll_interval)
     return None
 
@@ -700,7 +704,8 @@ def _publish(partial: Path, final: Path, version: Version, entries: Sequence[Fil
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own per writer: two processes may record the same alias at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with tmp.open("w") as fh:
         fh.write(text)
         fh.flush()
