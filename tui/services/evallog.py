@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -260,8 +262,9 @@ def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, A
         checkpoint_name=group.name,
         checkpoint_version=group.version,
         checkpoint_alias=group.alias,
-        # eval-framework's own value wins; a null is filled from task_metadata.
-        language=run.metadata.get("language") or run.language,
+        # eval-framework's own value wins, even null, so its config stays a subset of
+        # ours; the language read from task_metadata goes to tags and the table.
+        language=run.metadata.get("language", run.language),
         task_name=run.task_name,
         num_fewshot=run.num_fewshot,
         num_samples=run.num_samples,
@@ -388,8 +391,14 @@ def _quiet_sdk_env(settings: Settings) -> Iterator[None]:
         wanted["AWS_SECRET_ACCESS_KEY"] = settings.aws_secret_access_key.reveal()
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
+    sdk_logger = logging.getLogger("wandb")
+    # Without a handler of its own, a warning would reach logging's last-resort stderr.
+    if not any(isinstance(h, logging.NullHandler) for h in sdk_logger.handlers):
+        sdk_logger.addHandler(logging.NullHandler())
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         for name, value in saved.items():
             if value is None:
