@@ -295,3 +295,65 @@ def test_collection_filter_matches_name_alias_and_tag() -> None:
     assert collection_matches(found, "bf16")
     assert collection_matches(found, "  ")
     assert not collection_matches(found, "mistral")
+
+
+async def test_versions_past_a_page_load_from_the_more_node(
+    app: EvalWBApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tui.widgets.registry_tree.PAGE_SIZE", 2)
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("enter")
+        first = widget.root.children[0]
+        labels = lambda: [str(c.label) for c in first.children]  # noqa: E731
+        await wait_for(pilot, lambda: labels()[-1:] == ["more…"], "the first page")
+        assert labels() == ["v2  candidate, latest", "v1  production", "more…"]
+        await pilot.press("down", "down", "down", "enter")
+        await wait_for(pilot, lambda: labels()[-1:] == ["v0"], "the second page")
+        assert labels() == ["v2  candidate, latest", "v1  production", "v0"]
+
+
+async def test_reload_picks_up_a_new_collection(app: EvalWBApp, registry: LocalRegistry) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        registry.create_collection("zephyr-nano", tags=["zephyr"])
+        await pilot.press("r")
+        await wait_for(pilot, lambda: len(widget.shown_collections) == 4, "the new collection")
+        assert widget.shown_collections[-1] == "zephyr-nano"
+
+
+async def test_ansi_theme_for_ssh(app: EvalWBApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVALWB_THEME", "ansi")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "ansi-dark"
+
+
+async def test_notifications_never_show_a_secret(tmp_path: Path, registry: LocalRegistry) -> None:
+    from dataclasses import replace
+
+    from tui.services.settings import Secret
+
+    key = "0123456789abcdef0123456789abcdef01234567"
+    settings = replace(settings_for(tmp_path, registry.root), wandb_api_key=Secret(key))
+    app = EvalWBApp(settings, registry)
+    async with app.run_test(size=SIZE) as pilot:
+        await collections_shown(pilot)
+        tree(app).notify(f"request with key {key} refused", severity="error")
+        await pilot.pause()
+        (message,) = error_notifications(app)
+        assert key not in message and "****" in message
+
+
+def test_header_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from tui.app import backend_title
+    from tui.services.settings import Secret
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    local = settings_for(tmp_path, tmp_path / "reg")
+    assert backend_title(local, None) == "local registry ~/reg"
+    assert backend_title(local, LocalRegistry(Path("/srv/models"))) == "local registry /srv/models"
+    remote = replace(local, wandb_api_key=Secret("k" * 40), wandb_entity="team-x")
+    assert backend_title(remote, None) == "W&B team-x"
