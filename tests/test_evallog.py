@@ -558,3 +558,18 @@ def test_cli_damaged_folder_is_one_line_and_logs_nothing(tmp_path):
 
 def test_sync_with_nothing_pending_is_empty(tmp_path, monkeypatch):
     assert sync_pending(use_env(monkeypatch, tmp_path)) == []
+
+
+def test_cli_checkpoint_alias_groups_by_the_version_it_names(demo_registry_dir, tmp_path):
+    from tui import cli
+
+    settings = load_settings(
+        env_for(tmp_path, EVALWB_REGISTRY_DIR=str(demo_registry_dir)),
+        paths=Paths(tmp_path / "d", tmp_path / "c", tmp_path / "s", tmp_path / "cfg"),
+    )
+    ref, alias = cli._checkpoint(parse_ref("my-model:production"), settings)
+    assert (ref.name, ref.alias, alias) == ("my-model", "v3", "production")
+    ref, alias = cli._checkpoint(parse_ref("my-model:v2"), settings)
+    assert (ref.alias, alias) == ("v2", None)
+    ref, alias = cli._checkpoint(parse_ref("no-such-model:best"), settings)
+    assert (ref.alias, alias) == ("best", "best")

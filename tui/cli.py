@@ -302,15 +302,11 @@ def _add_log(sub: Any) -> None:
     sync.set_defaults(handler=_sync)
 
 
-def _checkpoint(text: str | None, settings: Settings) -> tuple[Any, str | None]:
+def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
     """The checkpoint reference at its version, and the alias it was named by."""
     from tui.services.evallog import DEFAULT_BASE_URL, server_reachable
-    from tui.services.refs import parse_ref
 
-    if text is None:
-        return None, None
-    ref = parse_ref(text)
-    if ref.version_index is not None:
+    if ref is None or ref.version_index is not None:
         return ref, None
     # Group by version (`m:v3`), not by a moving alias; resolving is best effort.
     if settings.uses_wandb and not server_reachable(settings.wandb_base_url or DEFAULT_BASE_URL):
@@ -324,13 +320,15 @@ def _checkpoint(text: str | None, settings: Settings) -> tuple[Any, str | None]:
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.evallog import DEFAULT_PROJECT, log_run
+    from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
+    ref = parse_ref(args.checkpoint) if args.checkpoint else None
     folders = list(dict.fromkeys(p for root in args.results for p in find_runs(Path(root))))
     if not folders:
         raise CliError(f"no eval-framework results folder under {' '.join(args.results)}")
     runs = [read_run(folder) for folder in folders]  # every folder is checked before any log
-    checkpoint, alias = _checkpoint(args.checkpoint, settings)
+    checkpoint, alias = _checkpoint(ref, settings)
     for run in runs:
         logged = log_run(
             run,
