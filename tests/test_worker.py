@@ -1,7 +1,7 @@
 """The detached transfer worker and `transfers --watch`, with real processes.
 
 Downloads come from real local registries: the seeded demo for a small version, and a
-256 MiB version (16 shards) built once per module for jobs slow enough to interrupt.
+128 MiB version (16 shards) built once per module for jobs slow enough to interrupt.
 Every process started here is killed in a finalizer; every wait is bounded.
 """
 
@@ -24,7 +24,7 @@ from tui.services.settings import Settings, load_settings
 from tui.services.transfers import Job, TransferQueue, open_queue, process_alive, process_start
 from tui.services.worker import EXIT_ALREADY_RUNNING, log_path, worker_status
 
-SHARDS, SHARD_BYTES = 16, 16 * 1024 * 1024
+SHARDS, SHARD_BYTES = 16, 8 * 1024 * 1024
 BIG = "big-model:v0"
 SMALL = "llama-3-8b-sft:best"  # a demo version without a -local twin: its bytes are copied
 WORKER = [sys.executable, "-m", "tui.cli", "worker"]
@@ -33,7 +33,7 @@ CLI = [sys.executable, "-m", "tui.cli"]
 
 @pytest.fixture(scope="module")
 def big_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding one 256 MiB checkpoint version; read-only for the tests."""
+    """A registry holding one 128 MiB checkpoint version; read-only for the tests."""
     root = tmp_path_factory.mktemp("big")
     source = root / "src" / "model"
     source.mkdir(parents=True)
@@ -299,3 +299,20 @@ def test_transfers_add_download_starts_a_worker_and_watch_waits_for_it(
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert [j.id for j in open_queue(settings).list()] == [1]
+
+
+def test_log_job_writes_the_run_offline_and_waits_for_sync(env, settings, reaper):
+    from tui.services.evallog import pending_runs
+
+    results = next(Path(__file__).resolve().parents[1].glob("tui/demo_data/**/metadata.json"))
+    payload = {"results": str(results.parent), "project": "evals", "checkpoint": "my-model:v3"}
+    queue = open_queue(settings)
+    job = queue.enqueue("log", "demo results", payload)
+    worker = start([*WORKER, "--idle-exit", "0.2"], reaper)
+    assert worker.wait(timeout=30) == 0
+    logged = queue.get(job.id)
+    assert logged.state == "pending_sync", logged.last_error  # no key: offline, durable
+    assert logged.result["group"] == "my-model:v3" and logged.result["mode"] == "offline"
+    assert Path(logged.result["wandb_file"]).stat().st_size > 0
+    assert [run.run_id for run in pending_runs(settings)] == [logged.result["run_id"]]
+    assert logged.files_done == logged.files_total == 4

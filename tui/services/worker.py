@@ -434,7 +434,13 @@ def _log_handler(settings: Settings) -> Handler:
         if not upload:
             return PendingSync(result) if logged.pending_sync else result
         if logged.pending_sync or logged.lineage_pending:
-            result |= _upload(evallog, settings, logged.run_id)
+            try:
+                result |= _upload(evallog, settings, logged.run_id)
+            except RetryableError as exc:
+                if job.attempts < job.max_attempts:
+                    raise
+                # Out of attempts: the offline run stays the record, for `evalwb-tui sync`.
+                return PendingSync(result | {"sync_message": str(exc)})
         progress.update(files_done=steps, files_total=steps)
         return result
 
