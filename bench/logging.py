@@ -35,6 +35,7 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
@@ -104,15 +105,38 @@ def child_plain(content_file: Path) -> None:
     run.finish()
 
 
+class AnonSampler(threading.Thread):
+    """Polls this process's anonymous RSS (RssAnon, KiB) and keeps its peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        status = Path("/proc/self/status")  # Linux only; elsewhere the peak stays 0
+        while status.exists() and not self._stop.wait(0.005):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak = max(self.peak, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
 def run_child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.child == "heap":
-        # Python allocations only: the SDK mmaps each file to hash it, and those
-        # file-backed pages count in RSS for ours and plain alike.
+        # The SDK mmaps each file to hash it, and those file-backed pages count in RSS
+        # for ours and plain alike; anonymous memory and the Python heap do not.
+        sampler = AnonSampler()
+        sampler.start()
         tracemalloc.start()
         child_ours(args.folder)
         peak_heap = tracemalloc.get_traced_memory()[1] / 2**20
-        print(json.dumps({"heap_mib": peak_heap}))
+        sampler.stop()
+        print(json.dumps({"heap_mib": peak_heap, "anon_mib": sampler.peak / 1024}))
         return
     if args.child == "ours":
         child_ours(args.folder)
@@ -263,10 +287,12 @@ def report(results: dict, sizes: dict[str, Path], heap: dict[str, dict[str, floa
         f"ours peak RSS {big} / {small}: {growth:.3f} (plain grows alike: the SDK mmaps each "
         "file to hash it; those pages are file-backed)"
     )
-    print(
-        f"ours peak Python heap (tracemalloc): {small} {heap[small]['heap_mib']:.1f} MiB, "
-        f"{big} {heap[big]['heap_mib']:.1f} MiB"
-    )
+    for what, label in (("anon_mib", "anonymous RSS"), ("heap_mib", "Python heap")):
+        low, high = heap[small][what], heap[big][what]
+        print(
+            f"ours peak {label}: {small} {low:.1f} MiB, {big} {high:.1f} MiB, "
+            f"ratio {high / max(low, 1e-9):.3f}"
+        )
 
 
 if __name__ == "__main__":
