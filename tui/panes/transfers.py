@@ -59,10 +59,7 @@ NARROW_WIDTH = 110
 
 SYNC_TITLE = "sync pending offline runs"
 LOADING_HINT = "reading the transfer queue…"
-EMPTY_HINT = (
-    "No transfers yet: download a version from the Registry pane with d, or log eval "
-    "results with `evalwb-tui log RESULTS_DIR`; s syncs pending offline runs."
-)
+EMPTY_HINT = "No transfers yet: press d on a Registry version or run `evalwb-tui log DIR`."
 SHORT_KINDS = {"download": "down", "upload": "up"}
 SHORT_STATES = {"pending sync": "to sync", "cancelling": "stopping"}
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -197,16 +194,19 @@ class TransfersPane(Vertical):
         height: auto;
         padding: 0 1;
         color: $text-muted;
+        border: round $primary 50%;
+        border-title-align: left;
     }
     TransfersPane #transfers-table {
-        height: 1fr;
+        height: auto;
+        max-height: 60%;
         min-height: 5;
         border: round $primary 50%;
         border-title-align: left;
         scrollbar-gutter: stable;
     }
     TransfersPane #transfers-detail {
-        height: 45%;
+        height: 1fr;
         min-height: 6;
         border: round $primary 50%;
         border-title-align: left;
@@ -315,10 +315,9 @@ class TransfersPane(Vertical):
 
     def on_mount(self) -> None:
         self.table.border_title = "transfers"
+        self.hint.border_title = "transfers"
         self.detail.border_title = "details"
         self._set_columns(self.size.width or 80)
-        if self.app.focused is None:
-            self.hint.focus()
         self._watch()
 
     def on_unmount(self) -> None:
@@ -510,7 +509,8 @@ class TransfersPane(Vertical):
             self._cells[job.id] = key
 
     def _show_empty(self) -> None:
-        had_focus = self.table.has_focus or self.detail.has_focus
+        focused = self.screen.focused
+        had_focus = focused is None or focused in (self.table, self.detail)
         self._order, self._cells = [], {}
         self._select(None)
         self.table.clear()
@@ -524,11 +524,11 @@ class TransfersPane(Vertical):
     def _show_table(self) -> None:
         if self.table.display:
             return
-        had_focus = self.hint.has_focus
+        focused = self.screen.focused
         self.hint.display = False
         self.table.display = True
         self.detail.display = True
-        if had_focus:
+        if focused is None or focused is self.hint:
             self.table.focus()
 
     # -- selection -------------------------------------------------------------------

@@ -137,35 +137,41 @@ def render_files(files: list[FileProgress] | None) -> RenderableType:
     return table
 
 
+def _times(job: Job) -> str:
+    """`created … · started … · finished …`; later times drop the date of the first."""
+    day = time.strftime("%Y-%m-%d ", time.localtime(job.created_at)) if job.created_at else ""
+    parts = [f"created {_clock(job.created_at)}"]
+    for label, stamp in (("started", job.started_at), ("finished", job.finished_at)):
+        if stamp:
+            parts.append(f"{label} {_clock(stamp).removeprefix(day)}")
+    return " · ".join(parts)
+
+
 def render_job(job: Job, *, files_loaded: bool = True) -> RenderableType:
     """Everything about one job; no secret reaches the screen (values are masked)."""
     state = display_state(job)
     grid = _grid()
     grid.add_row("what", mask_text(job.title))
     state_text = Text(state, style=STATE_STYLES.get(state, ""))
+    state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
     hint = _explain(job, state)
     if hint:
         state_text.append(f" · {hint}", style="dim")
     grid.add_row("state", state_text)
     grid.add_row("progress", _progress(job))
-    grid.add_row("attempts", f"{job.attempts} of {job.max_attempts}")
-    grid.add_row("created", _clock(job.created_at))
-    grid.add_row("started", _clock(job.started_at))
-    grid.add_row("finished", _clock(job.finished_at))
     if job.last_error:
         grid.add_row("last error", Text(mask_text(job.last_error), style="red"))
+    grid.add_row("times", _times(job))
     parts: list[RenderableType] = [
         Text(f"#{job.id} {job.kind}", style="bold reverse"),
         grid,
+        Text("files", style="bold underline"),
+        render_files(job.files if files_loaded else None),
         Text("payload", style="bold underline"),
         _mapping(job.payload),
     ]
     if job.result:
         parts += [Text("result", style="bold underline"), _mapping(job.result)]
-    parts += [
-        Text("files", style="bold underline"),
-        render_files(job.files if files_loaded else None),
-    ]
     return Group(*parts)
 
 

@@ -1,0 +1,552 @@
+"""Pilot tests of the Transfers pane on a real TransferQueue run by a real Runner.
+
+The runner works in a background thread of the test process with small real handlers
+(a chunked file copy, a failing upload, a very chatty reporter), so the pane watches
+live progress written to SQLite exactly as the worker process writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+from textual.notifications import SeverityLevel
+from textual.pilot import Pilot
+from textual.widgets import Footer
+
+from tui.panes.transfers import (
+    EMPTY_HINT,
+    MIN_REFRESH_SECONDS,
+    TransfersPane,
+    table_columns,
+)
+from tui.services.transfers import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Backoff,
+    FileProgress,
+    Handler,
+    Job,
+    Progress,
+    Runner,
+    TransferQueue,
+)
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.progress_text import bytes_cell, compact_size, duration, text_bar
+
+FAST = Backoff(base=0.05, cap=0.2)
+SIZE = (100, 30)
+
+
+# --- real handlers ----------------------------------------------------------------------
+
+
+def copy_handler(job: Job, progress: Progress) -> dict[str, Any]:
+    """Copy payload `src` to `dst` chunk by chunk, reporting bytes and the file."""
+    src, dst = Path(job.payload["src"]), Path(job.payload["dst"])
+    chunk, delay = job.payload["chunk"], job.payload.get("delay", 0.0)
+    size = src.stat().st_size
+    progress.update(bytes_total=size, bytes_done=0, files_total=1, files_done=0)
+    done = 0
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        while data := fin.read(chunk):
+            if progress.cancelled:
+                return {"bytes": done, "stopped": True}
+            fout.write(data)
+            done += len(data)
+            progress.update(bytes_done=done, file=FileProgress(src.name, done, size))
+            time.sleep(delay)
+    progress.update(files_done=1, file=FileProgress(src.name, size, size, DONE))
+    return {"bytes": size}
+
+
+def failing_handler(job: Job, progress: Progress) -> dict[str, Any]:
+    """Write part of a file, then fail with an error that is not worth retrying."""
+    progress.update(bytes_total=1000, bytes_done=250, file=FileProgress("part.bin", 250, 1000))
+    raise PermissionError(f"permission denied: {job.payload['dst']}")
+
+
+def chatty_handler(job: Job, progress: Progress) -> dict[str, Any]:
+    """Report progress as fast as the queue takes it, for `seconds`; count the reports."""
+    total, seconds = job.payload["total"], job.payload["seconds"]
+    start = time.monotonic()
+    reports = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        progress.update(bytes_total=total, bytes_done=int(total * elapsed / seconds))
+        reports += 1
+    progress.update(bytes_done=total)
+    return {"reports": reports}
+
+
+HANDLERS: dict[str, Handler] = {
+    "download": copy_handler,
+    "upload": failing_handler,
+    "log": chatty_handler,
+}
+
+
+class RunnerThread:
+    """A Runner claiming jobs in a background thread until stopped (at most 30 s)."""
+
+    def __init__(
+        self, path: Path, handlers: Mapping[str, Handler] = HANDLERS, interval: float = 0.05
+    ) -> None:
+        self.queue = TransferQueue(path, backoff=FAST)
+        self.runner = Runner(self.queue, handlers, interval=interval)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="test-runner")
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 30
+        try:
+            while not self.stopped.is_set() and time.monotonic() < deadline:
+                if self.runner.run_once() is None:
+                    self.stopped.wait(0.02)
+        finally:
+            self.queue.close()
+
+    def __enter__(self) -> RunnerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the runner did not stop"
+
+
+class PaneApp(App[None]):
+    """The pane alone in an app that remembers every notification."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.notes: list[tuple[str, str, SeverityLevel]] = []
+
+    def compose(self) -> ComposeResult:
+        yield TransfersPane(queue_path=self.path, id="transfers")
+        yield Footer()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        self.notes.append((title, message, severity))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+# --- fixtures and helpers ----------------------------------------------------------------
+
+
+@pytest.fixture
+def queue_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "state" / "transfers.sqlite"
+
+
+@pytest.fixture
+def queue(queue_file: Path) -> Iterator[TransferQueue]:
+    queue = TransferQueue(queue_file, backoff=FAST)
+    yield queue
+    queue.close()
+
+
+def copy_job(queue: TransferQueue, tmp_path: Path, *, size: int, chunk: int, delay: float) -> Job:
+    src = tmp_path / f"model-{size}.safetensors"
+    src.write_bytes(os.urandom(size))
+    payload = {"src": str(src), "dst": str(tmp_path / "copy.bin"), "chunk": chunk, "delay": delay}
+    return queue.enqueue("download", "my-model:v3", payload, max_attempts=1)
+
+
+def pane_of(app: App[None]) -> TransfersPane:
+    return app.query_one(TransfersPane)
+
+
+async def wait_for(pilot: Pilot, ready: Callable[[], Any], what: str, seconds: float = 10) -> Any:
+    """Let the app work until `ready()` is truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = ready()
+        if value:
+            return value
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cell(app: App[None], job_id: int, column: str) -> str:
+    """The text of one table cell, as shown."""
+    pane = pane_of(app)
+    if str(job_id) not in pane.table.rows:
+        return ""
+    return pane.table.get_cell(str(job_id), column).plain.strip()
+
+
+def percent(app: App[None], job_id: int) -> int | None:
+    text = cell(app, job_id, "progress")
+    return int(text.split()[-1].rstrip("%")) if text.endswith("%") else None
+
+
+def detail_text(app: App[None]) -> str:
+    """Everything the detail view holds, scrolled out of sight or not."""
+    body = pane_of(app).detail.body
+    region = Region(0, 0, body.size.width, body.size.height)
+    return "\n".join(strip.text for strip in body.render_lines(region))
+
+
+def screen_text(app: App[None]) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def notes_titled(app: PaneApp, title: str) -> list[tuple[str, str, SeverityLevel]]:
+    return [note for note in app.notes if note[0] == title]
+
+
+# --- behaviour ---------------------------------------------------------------------------
+
+
+async def test_an_empty_queue_shows_how_jobs_get_there(queue_file: Path) -> None:
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        assert not pane.table.display
+        await pilot.pause()
+        assert EMPTY_HINT in screen_text(app)  # on one line at 80 columns
+        assert "press d on a Registry version" in EMPTY_HINT and "evalwb-tui log" in EMPTY_HINT
+
+
+async def test_a_running_copy_shows_state_and_advancing_progress_then_done(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        job = copy_job(queue, tmp_path, size=2 << 20, chunk=32 << 10, delay=0.015)
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == "queued", "the queued row")
+        assert cell(app, job.id, "what") == "my-model:v3"
+        with RunnerThread(queue_file):
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == RUNNING, "running")
+            first = await wait_for(pilot, lambda: percent(app, job.id), "some progress")
+            later = await wait_for(
+                pilot, lambda: (p := percent(app, job.id)) and p > first and p, "more progress"
+            )
+            assert 0 < first < later
+            assert "/2.0M" in cell(app, job.id, "bytes")
+            assert cell(app, job.id, "rate").endswith("/s")
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done", 20)
+        assert percent(app, job.id) == 100
+        assert cell(app, job.id, "bytes") == "2.0M/2.0M"
+        await wait_for(pilot, lambda: notes_titled(app, "Transfer done"), "a done notification")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.state == DONE, "detail")
+        text = detail_text(app)
+        assert f"model-{2 << 20}.safetensors" in text  # the per-file list
+        assert "1 of 1 files" in text
+
+
+async def test_cancel_asks_first_then_moves_a_running_job_to_cancelled(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    job = copy_job(queue, tmp_path, size=4 << 20, chunk=16 << 10, delay=0.02)
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        with RunnerThread(queue_file):
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == RUNNING, "running")
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("n")  # keep it
+            await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "closed")
+            await pilot.pause(0.3)
+            assert queue.get(job.id).state == RUNNING
+            assert not queue.get(job.id).cancel_requested
+
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
+        stored = queue.get(job.id)
+        assert stored.state == CANCELLED
+        assert 0 < stored.bytes_done < stored.bytes_total
+        assert not notes_titled(app, "Transfer failed")
+
+
+async def test_a_failure_notifies_shows_its_error_and_retry_queues_it_again(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        job = queue.enqueue("upload", "results of mmlu", {"dst": "s3://bucket/results"})
+        with RunnerThread(queue_file):
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == FAILED, "failed")
+        failed = await wait_for(pilot, lambda: notes_titled(app, "Transfer failed"), "a note")
+        assert failed[0][2] == "error"
+        assert "permission denied: s3://bucket/results" in failed[0][1]
+        assert percent(app, job.id) == 25
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.state == FAILED, "detail")
+        text = detail_text(app)
+        assert "last error" in text and "PermissionError: permission denied" in text
+        assert "part.bin" in text
+
+        await pilot.press("r")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "queued again")
+        stored = queue.get(job.id)
+        assert (stored.state, stored.attempts, stored.last_error) == (QUEUED, 0, None)
+        assert any("queued again" in note[1] for note in app.notes)
+
+
+async def test_keys_that_do_not_apply_warn_instead_of_acting(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    job = queue.enqueue("upload", "results of mmlu", {"dst": "s3://bucket/results"})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "the row")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.notes, "a warning")
+        assert app.notes[-1][2] == "warning" and "only failed or cancelled" in app.notes[-1][1]
+        assert queue.get(job.id).state == QUEUED
+
+
+async def test_cancelling_a_queued_job_is_immediate(queue: TransferQueue, queue_file: Path) -> None:
+    job = queue.enqueue("log", "results of gsm8k", {"total": 10, "seconds": 0.1})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "the row")
+        await pilot.press("c", "y")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
+        assert queue.get(job.id).state == CANCELLED
+
+
+async def test_sync_enqueues_one_sync_job(queue: TransferQueue, queue_file: Path) -> None:
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: pane.table.row_count == 1, "the sync row")
+        (job,) = queue.list()
+        assert (job.kind, job.state) == ("sync", QUEUED)
+        assert cell(app, job.id, "kind") == "sync"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("already queued" in n[1] for n in app.notes), "a note")
+        assert len(queue.list()) == 1
+
+
+async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    first = queue.enqueue("log", "first", {"total": 1, "seconds": 0})
+    second = queue.enqueue("log", "second", {"total": 1, "seconds": 0})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        pane.table.focus()
+        assert pane.selected_job is not None and pane.selected_job.id == second.id  # newest
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == first.id, "first")
+        third = queue.enqueue("log", "third", {"total": 1, "seconds": 0})
+        await wait_for(pilot, lambda: pane.table.row_count == 3, "three rows")
+        assert cell(app, third.id, "what") == "third"
+        assert pane.table.cursor_row == 2
+        assert pane.selected_job is not None and pane.selected_job.id == first.id
+        await pilot.press("enter")
+        assert pane.detail.has_focus
+        await pilot.press("escape")
+        assert pane.table.has_focus
+
+
+async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    seconds = 1.5
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        job = queue.enqueue("log", "chatty", {"total": 10 << 30, "seconds": seconds})
+        # interval=0: every report is its own commit, the worst case for a watcher.
+        with RunnerThread(queue_file, interval=0.0):
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == RUNNING, "running")
+            before, started = pane.refresh_count, time.monotonic()
+            seen = set()
+            while cell(app, job.id, "state") == RUNNING:
+                seen.add(percent(app, job.id))
+                await pilot.pause(0.02)
+                assert time.monotonic() - started < 20
+            elapsed = time.monotonic() - started
+            refreshes = pane.refresh_count - before
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done")
+        reports = queue.get(job.id).result["reports"]
+        assert reports > 20 * refreshes, (reports, refreshes)
+        assert refreshes <= elapsed / MIN_REFRESH_SECONDS + 3, (refreshes, elapsed)
+        assert len(seen - {None}) >= 3  # and still it moved on screen
+
+
+async def test_a_new_app_on_the_same_queue_shows_the_jobs_and_follows_a_running_one(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    failed = queue.enqueue("upload", "results of arc", {"dst": "s3://bucket/arc"})
+    with RunnerThread(queue_file) as runner:
+        first = PaneApp(queue_file)
+        async with first.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: cell(first, failed.id, "state") == FAILED, "failed")
+            job = copy_job(queue, tmp_path, size=4 << 20, chunk=16 << 10, delay=0.01)
+            await wait_for(pilot, lambda: cell(first, job.id, "state") == RUNNING, "running")
+        second = PaneApp(queue_file)
+        async with second.run_test(size=SIZE) as pilot:
+            pane = pane_of(second)
+            await wait_for(pilot, lambda: pane.table.row_count == 2, "both jobs")
+            assert cell(second, failed.id, "state") == FAILED
+            assert cell(second, job.id, "state") == RUNNING
+            shown = await wait_for(pilot, lambda: percent(second, job.id), "progress")
+            await wait_for(pilot, lambda: (percent(second, job.id) or 0) > shown, "advancing")
+            await wait_for(pilot, lambda: cell(second, job.id, "state") == DONE, "done", 20)
+            await wait_for(pilot, lambda: notes_titled(second, "Transfer done"), "a note")
+            # The failure happened before this app opened: not announced again.
+            assert not notes_titled(second, "Transfer failed")
+        runner.stop()
+
+
+async def test_an_unusable_queue_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "transfers.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    app = PaneApp(bad)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.notes, "a notification")
+        _title, message, severity = app.notes[-1]
+        assert severity == "error" and str(bad) in message and "\n" not in message
+        assert "Transfers unavailable" in screen_text(app)
+
+
+# --- text helpers ------------------------------------------------------------------------
+
+
+def test_text_bar_fills_in_eighths() -> None:
+    assert text_bar(0.425, 10) == "████▎" + " " * 7 + "42%"
+    assert text_bar(1.0, 4) == "████ 100%"
+    assert text_bar(0.0, 4) == "       0%"
+    assert text_bar(None, 4).strip() == ""
+
+
+def test_sizes_and_durations_stay_short() -> None:
+    assert [compact_size(n) for n in (512, 9_728, 12 << 20, 1023 << 20, 3 << 40)] == [
+        "512B",
+        "9.5K",
+        "12M",
+        "1023M",
+        "3.0T",
+    ]
+    assert bytes_cell(0, None) == "-" and bytes_cell(1536, 4096) == "1.5K/4.0K"
+    assert [duration(s) for s in (None, 5, 125, 3 * 3600 + 420, 1e9)] == [
+        "-",
+        "5s",
+        "2m05s",
+        "3h07m",
+        ">99h",
+    ]
+
+
+def test_the_what_column_takes_the_width_left() -> None:
+    for width in (80, 100, 120, 200):
+        columns = table_columns(width)
+        assert sum(c.width + 1 for c in columns) + 4 == width
+    assert table_columns(80)[1].width >= 15
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+T0 = 1_795_000_000.0  # fixed times, so the details read the same on every run
+
+
+def deterministic_queue(path: Path) -> None:
+    """Five jobs in five states, made through the queue's own API; then the clock columns
+    are set to fixed values."""
+    queue = TransferQueue(path)
+    pid = os.getpid()
+    done = queue.enqueue("download", "wandb-registry-model/my-model:production", {"ref": "v3"})
+    queue.claim_next(pid)
+    files = [
+        FileProgress("config.json", 700, 700, DONE),
+        FileProgress("model.safetensors", 3 << 30, 3 << 30, DONE),
+    ]
+    queue.report(done.id, bytes_done=(3 << 30) + 700, bytes_total=(3 << 30) + 700, files=files)
+    queue.report(done.id, files_done=2, files_total=2)
+    queue.finish(done.id, {"path": "artifacts/my-model/v3"})
+
+    failed = queue.enqueue("upload", "results of mmlu", {"dst": "s3://bucket/mmlu"}, max_attempts=1)
+    queue.claim_next(pid)
+    queue.report(failed.id, bytes_done=300 << 20, bytes_total=1200 << 20)
+    queue.fail(failed.id, ConnectionError("connection reset by peer"), retryable=False)
+
+    cancelled = queue.enqueue("download", "my-model:v2", {"ref": "my-model:v2"})
+    queue.claim_next(pid)
+    queue.report(cancelled.id, bytes_done=1 << 30, bytes_total=4 << 30)
+    queue.cancel(cancelled.id)
+    queue.mark_cancelled(cancelled.id)
+
+    queue.enqueue("log", "HFLLM_checkpoint my-model v3 · ARC", {"results": "out/arc"})
+    queue.enqueue("sync", "sync pending offline runs", {"runs": "pending"})
+    queue.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE jobs SET created_at = ? + id * 60, updated_at = ? + id * 60 + 30,"
+            " next_attempt_at = ? + id * 60,"
+            " started_at = CASE WHEN started_at IS NULL THEN NULL ELSE ? + id * 60 + 5 END,"
+            " finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE ? + id * 60 + 25 END",
+            (T0, T0, T0, T0, T0),
+        )
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("size", "job_id"),
+    [((80, 24), 2), ((120, 40), 1)],
+    ids=["80x24-failed-upload", "120x40-finished-download"],
+)
+def test_snapshot(
+    snap_compare: Any, queue_file: Path, utc: None, size: tuple[int, int], job_id: int
+) -> None:
+    deterministic_queue(queue_file)
+
+    async def settled(pilot: Pilot) -> None:
+        pane = pane_of(pilot.app)
+        await wait_for(pilot, lambda: pane.table.row_count == 5, "five rows")
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press(*["down"] * (5 - job_id))  # newest first: job 5 is on top
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == job_id, "details")
+        await pilot.pause()
+
+    assert snap_compare(PaneApp(queue_file), terminal_size=size, run_before=settled)
