@@ -97,6 +97,8 @@ def test_download_stored_files_lands_verified_in_readable_layout(tmp_path, setti
     assert not (tmp_path / "cache" / ".partial" / "local" / "local" / "llama-mini" / "v0").exists()
     assert events[-1].phase == "done"
     assert events[-1].done == result.bytes and events[-1].files_done == 5
+    shard = [e for e in events if e.path == "model/model-00000.safetensors"]
+    assert shard[-1].file_done == shard[-1].file_size == 300_000
     assert {e.path for e in events if e.phase == "downloading" and e.path} >= {
         "model/config.json",
         "model/model-00000.safetensors",

@@ -95,11 +95,17 @@ class ObjectStore(Protocol):
 
 @dataclass(frozen=True)
 class DownloadProgress:
-    """One progress event. `phase` is resolving, waiting, locked, downloading or done."""
+    """One progress event. `phase` is resolving, waiting, locked, verifying, downloading
+    or done. `path` is the file the event is about, with `file_done` of its `file_size`
+    bytes; `done` of `total` counts the bytes this call transfers; `seconds_left` is set
+    while waiting for an artifact to appear.
+    """
 
     phase: str
     message: str = ""
     path: str = ""
+    file_done: int = 0
+    file_size: int = 0
     done: int = 0
     total: int = 0
     files_done: int = 0
@@ -224,19 +230,28 @@ class _Job:
 
 
 class _Reporter:
-    """Counts bytes from any thread and forwards events to the caller's callback."""
+    """Counts bytes from any thread and forwards events to the caller's callback.
+
+    Events are built and delivered under one lock, so the caller sees `done` grow
+    monotonically even when several worker threads report at once.
+    """
 
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.done = 0
         self.total = 0
         self.files_done = 0
         self.files_total = 0
+        self.sizes: dict[str, int] = {}
+        self.per_file: dict[str, int] = {}
 
-    def start(self, total: int, files_total: int, files_done: int) -> None:
+    def start(self, entries: Sequence[FileEntry], files_total: int) -> None:
         with self.lock:
-            self.total, self.files_total, self.files_done = total, files_total, files_done
+            self.sizes = {e.path: e.size for e in entries}
+            self.total = sum(self.sizes.values())
+            self.files_total = files_total
+            self.files_done = files_total - len(entries)
 
     def emit(self, phase: str, message: str = "", path: str = "", **extra: Any) -> None:
         if self.callback is None:
@@ -246,23 +261,26 @@ class _Reporter:
                 phase=phase,
                 message=message,
                 path=path,
+                file_done=self.per_file.get(path, 0),
+                file_size=self.sizes.get(path, 0),
                 done=self.done,
                 total=self.total,
                 files_done=self.files_done,
                 files_total=self.files_total,
                 **extra,
             )
-        self.callback(event)
+            self.callback(event)
 
     def add_bytes(self, path: str, n: int) -> None:
         with self.lock:
             self.done += n
-        self.emit("downloading", path=path)
+            self.per_file[path] = self.per_file.get(path, 0) + n
+            self.emit("downloading", path=path)
 
     def file_done(self, path: str) -> None:
         with self.lock:
             self.files_done += 1
-        self.emit("downloading", f"verified {path}", path=path)
+            self.emit("downloading", f"verified {path}", path=path)
 
 
 # -- -local twins -------------------------------------------------------------------
@@ -559,8 +577,7 @@ def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntr
             and _stat_matches(partial / e.path, r)
         )
     ]
-    total = sum(e.size for e in todo)
-    job.report.start(total, len(entries), len(entries) - len(todo))
+    job.report.start(todo, len(entries))
     job.report.emit(
         "downloading", f"{version.collection}:{version.version}: {len(todo)} file(s) to fetch"
     )
@@ -580,7 +597,7 @@ def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntr
                 job.check_cancel()
                 _fetch_one(job, version, entry, partial / entry.path)
                 verified(entry)
-    return total
+    return sum(e.size for e in todo)
 
 
 def _fetch_s3(
