@@ -357,3 +357,27 @@ def test_header_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert backend_title(local, LocalRegistry(Path("/srv/models"))) == "local registry /srv/models"
     remote = replace(local, wandb_api_key=Secret("k" * 40), wandb_entity="team-x")
     assert backend_title(remote, None) == "W&B team-x"
+
+
+async def test_a_slow_collection_shows_loading_until_its_versions_arrive(
+    app: EvalWBApp, registry: LocalRegistry
+) -> None:
+    import sqlite3
+
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        # Another process holding the index exclusively makes every read wait.
+        holder = sqlite3.connect(registry.root / INDEX_NAME, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            await pilot.press("enter")
+            first = widget.root.children[0]
+            await pilot.pause(0.3)
+            assert [str(c.label) for c in first.children] == ["loading…"]
+            assert app.is_running and widget.has_focus
+            await pilot.press("down")  # the event loop still answers keys
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        await wait_for(pilot, lambda: len(first.children) == 3, "the versions")
