@@ -111,17 +111,17 @@ class AnonSampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         status = Path("/proc/self/status")  # Linux only; elsewhere the peak stays 0
-        while status.exists() and not self._stop.wait(0.005):
+        while status.exists() and not self._done.wait(0.005):
             for line in Path("/proc/self/status").read_text().splitlines():
                 if line.startswith("RssAnon:"):
                     self.peak = max(self.peak, int(line.split()[1]))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
