@@ -301,10 +301,14 @@ assert "wandb" not in sys.modules, "importing the backend imported wandb"
 backend = WandbRegistry(load_settings())
 backend.resolve("my-model:production")
 backend.lineage("my-model:v3")
+def parent(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError:  # the process ended while we looked
+        return None
 me = str(os.getpid())
-core = [p for p in os.listdir("/proc") if p.isdigit()
-        and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me]
-print(json.dumps({p: [os.readlink(f"/proc/{p}/fd/{fd}") for fd in (1, 2)] for p in core}))
+core = [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == me]
+print(json.dumps({p: [os.readlink(f"/proc/{p}/fd/{fd}") for fd in (0, 1, 2)] for p in core}))
 """
 
 
@@ -334,4 +338,4 @@ def test_wandb_core_gets_dev_null_not_the_terminal(service, shared, tmp_path) ->
     assert done.stderr == ""
     children = json.loads(done.stdout)  # nothing else reached our stdout either
     assert children, "wandb-core was not started as a child"
-    assert all(fds == ["/dev/null", "/dev/null"] for fds in children.values()), children
+    assert all(fds == ["/dev/null"] * 3 for fds in children.values()), children

@@ -1,9 +1,9 @@
 """The W&B registry backend: the `Registry` protocol through `wandb.Api`.
 
 `wandb` is imported only when the first call needs it (it costs about half a second).
-Its GraphQL goes through the `wandb-core` subprocess, which inherits the terminal; the
-first `wandb.Api()` (which starts that subprocess) therefore runs with stdout and
-stderr pointed at /dev/null so nothing the subprocess ever prints reaches a Textual
+Its GraphQL goes through the `wandb-core` subprocess, which would inherit the
+terminal; the first `wandb.Api()` (which starts that subprocess) makes it start with
+/dev/null as stdin, stdout and stderr, so nothing it ever prints reaches a Textual
 screen, and the SDK's own console output is silenced with `WANDB_SILENT`.
 
 References without an entity are handed to the SDK without one, so it resolves the
@@ -64,10 +64,51 @@ def _path(ref: ArtifactRef) -> str:
     return f"{head}{ref.registry_project}/{ref.name}"
 
 
+class _DevNullSubprocess:
+    """`subprocess` as wandb's service launcher sees it: every Popen gets /dev/null for
+    stdin, stdout and stderr instead of inheriting the terminal."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def Popen(self, *args: Any, **kwargs: Any) -> Any:  # the name subprocess gives it
+        for stream in ("stdin", "stdout", "stderr"):
+            kwargs[stream] = self._real.DEVNULL
+        return self._real.Popen(*args, **kwargs)
+
+
 @contextmanager
-def _quiet_terminal() -> Iterator[None]:
-    """Point fds 1 and 2 at /dev/null while a child process is started, so the child
-    inherits /dev/null instead of the terminal; the parent's own fds are restored."""
+def _quiet_wandb_core() -> Iterator[None]:
+    """Start `wandb-core` (if this block starts it) with /dev/null as its terminal.
+
+    The SDK launches it with inherited stdio; a Textual screen must never receive its
+    output. wandb's launcher module is swapped onto a `subprocess` whose Popen passes
+    /dev/null (wandb is pinned to 0.31 and a test checks the child's fds). Should the
+    launcher move, fds 1 and 2 are pointed at /dev/null for the duration instead.
+    """
+    try:
+        from wandb.sdk.lib.service import service_process
+    except ImportError:
+        service_process = None
+    real = getattr(service_process, "subprocess", None)
+    if real is None:
+        with _devnull_fds():
+            yield
+        return
+    service_process.subprocess = _DevNullSubprocess(real)
+    try:
+        yield
+    finally:
+        service_process.subprocess = real
+
+
+@contextmanager
+def _devnull_fds() -> Iterator[None]:
+    """Point fds 1 and 2 at /dev/null for a while, so children started meanwhile
+    inherit /dev/null; the process's own fds are restored afterwards."""
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):
             stream.flush()
@@ -154,7 +195,7 @@ class WandbRegistry:
             if self.settings.wandb_entity:
                 overrides["entity"] = self.settings.wandb_entity
             assert self.settings.wandb_api_key is not None
-            with _quiet_terminal():
+            with _quiet_wandb_core():
                 return wandb.Api(
                     overrides=overrides,
                     timeout=self.timeout,
