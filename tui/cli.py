@@ -435,7 +435,9 @@ def _progress_printer() -> Callable[[Any], None]:
 @subcommand
 def _add_transfers(sub: Any) -> None:
     transfers = sub.add_parser("transfers", help="list the transfer queue; cancel or retry jobs")
-    transfers.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    transfers.add_argument(
+        "--json", action="store_true", help="print the jobs as JSON (with --watch: a line each)"
+    )
     transfers.add_argument("--all", action="store_true", help="include done and cancelled jobs")
     transfers.add_argument(
         "--watch",
@@ -455,6 +457,9 @@ def _add_transfers(sub: Any) -> None:
     add.add_argument("ref", help="[entity/project/]name[:alias], e.g. my-model:production")
     add.set_defaults(handler=_transfers_add)
 
+
+@subcommand
+def _add_worker(sub: Any) -> None:
     worker = sub.add_parser(
         "worker",
         help="run queued transfers in the foreground (normally started detached, on demand)",

@@ -206,17 +206,38 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
     return tuple(s.reveal() for s in found if s is not None)
 
 
-def _open_log(settings: Settings) -> logging.Logger:
-    """Plain masked lines in worker.log, rotated at 1 MiB; echoed to a terminal."""
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """Rotates at `maxBytes`; when stdout and stderr were the log (a detached worker),
+    they move to the new file too, so stray output never grows a rotated-away file."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=1)
+        self.follow = [fd for fd in (1, 2) if _same_file(fd, path)]
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        if self.stream is not None:
+            for fd in self.follow:
+                os.dup2(self.stream.fileno(), fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        mine, theirs = os.fstat(fd), path.stat()
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def _open_log(settings: Settings, max_bytes: int = LOG_MAX_BYTES) -> logging.Logger:
+    """Plain masked lines in worker.log, rotated by size; echoed to a terminal."""
     logger = logging.getLogger(f"evalwb.worker.{os.getpid()}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     form = logging.Formatter("%(asctime)s pid %(process)d %(message)s", "%Y-%m-%dT%H:%M:%S")
-    handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
-            log_path(settings), maxBytes=LOG_MAX_BYTES, backupCount=1
-        )
-    ]
+    path = log_path(settings)
+    path.touch()
+    handlers: list[logging.Handler] = [_LogFile(path, max_bytes)]
     if sys.stderr.isatty():  # a foreground worker; detached, stderr already is the log
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
@@ -385,16 +406,22 @@ def _download_handler(settings: Settings) -> Handler:
 
         payload = job.payload
         root = payload.get("root")
-        with _cancel_event(progress) as cancel:
-            result = download(
-                payload["ref"],
-                registry=open_registry(settings),
-                settings=settings,
-                root=Path(root) if root else None,
-                verify=bool(payload.get("verify")),
-                progress=report,
-                cancel=cancel,
-            )
+        try:
+            with _cancel_event(progress) as cancel:
+                result = download(
+                    payload["ref"],
+                    registry=open_registry(settings),
+                    settings=settings,
+                    root=Path(root) if root else None,
+                    verify=bool(payload.get("verify")),
+                    progress=report,
+                    cancel=cancel,
+                )
+        except OSError as exc:
+            if exc.errno is not None:
+                raise  # the disk: full, read-only, no permission
+            # HTTP clients raise OSError subclasses without an errno for network faults.
+            raise RetryableError(f"download of {payload['ref']}: {exc}") from exc
         return result.as_json()
 
     return run
