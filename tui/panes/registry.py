@@ -76,29 +76,31 @@ class RegistryPane(Vertical):
             yield DetailView(id="registry-detail")
 
     @property
-    def tree(self) -> RegistryTree:
+    def collection_tree(self) -> RegistryTree:
+        """The tree of collections and versions."""
         return self.query_one(RegistryTree)
 
     @property
-    def detail(self) -> DetailView:
+    def detail_view(self) -> DetailView:
+        """The details of the highlighted node."""
         return self.query_one(DetailView)
 
     def on_mount(self) -> None:
-        self.tree.border_title = "collections"
-        self.detail.border_title = "details"
-        self.tree.show_note("opening registry…")
-        self.tree.focus()
+        self.collection_tree.border_title = "collections"
+        self.detail_view.border_title = "details"
+        self.collection_tree.show_note("opening registry…")
+        self.collection_tree.focus()
 
     def set_registry(self, registry: Registry) -> None:
         """Browse `registry`, loading its collections in the background."""
         self.registry = registry
-        self.tree.registry = registry
+        self.collection_tree.registry = registry
         self.action_reload()
 
     def show_unavailable(self, error: str) -> None:
         """The registry could not be opened; say so where the collections would be."""
-        self.tree.show_note("registry unavailable")
-        self.detail.show_note(error)
+        self.collection_tree.show_note("registry unavailable")
+        self.detail_view.show_note(error)
         self.notify(error, severity="error", markup=False)
 
     # -- actions ---------------------------------------------------------------------
@@ -107,13 +109,13 @@ class RegistryPane(Vertical):
         self.query_one(FilterInput).open()
 
     def action_clear_filter(self) -> None:
-        if self.tree.query_text:
+        if self.collection_tree.query_text:
             self.query_one(FilterInput).close(clear=True)
 
     def action_reload(self) -> None:
         if self.registry is None:
             return
-        self.tree.show_note("loading collections…")
+        self.collection_tree.show_note("loading collections…")
         self._load_collections(self.registry)
 
     # -- loading ---------------------------------------------------------------------
@@ -153,19 +155,19 @@ class RegistryPane(Vertical):
         if event.error is not None:
             self.show_unavailable(event.error)
             return
-        self.tree.set_collections(event.collections)
+        self.collection_tree.set_collections(event.collections)
         if not event.collections:
-            self.detail.show_note("the registry is empty")
+            self.detail_view.show_note("the registry is empty")
 
     @on(FilesLoaded)
     def _files_loaded(self, event: FilesLoaded) -> None:
-        self.detail.set_files(event.key, event.files)
+        self.detail_view.set_files(event.key, event.files)
         if isinstance(event.files, str):
             self._notify_detail_error(event.key, "files", event.files)
 
     @on(LineageLoaded)
     def _lineage_loaded(self, event: LineageLoaded) -> None:
-        self.detail.set_lineage(event.key, event.lineage)
+        self.detail_view.set_lineage(event.key, event.lineage)
         if isinstance(event.lineage, str):
             self._notify_detail_error(event.key, "lineage", event.lineage)
 
@@ -179,9 +181,9 @@ class RegistryPane(Vertical):
         data = event.node.data
         if isinstance(data, Collection):
             self._cancel_detail_timer()
-            self.detail.show_collection(data)
+            self.detail_view.show_collection(data)
         elif isinstance(data, Version):
-            self.detail.show_version(data)
+            self.detail_view.show_version(data)
             self._cancel_detail_timer()
             self._detail_timer = self.set_timer(
                 DETAIL_DELAY_SECONDS, lambda: self._fetch_detail(data)
@@ -189,7 +191,7 @@ class RegistryPane(Vertical):
 
     def _fetch_detail(self, version: Version) -> None:
         self._detail_timer = None
-        if self.registry is not None and self.detail.version == version:
+        if self.registry is not None and self.detail_view.version == version:
             self._load_detail(self.registry, version)
 
     def _cancel_detail_timer(self) -> None:
@@ -201,10 +203,10 @@ class RegistryPane(Vertical):
 
     @on(FilterInput.FilterChanged)
     def _filter_changed(self, event: FilterInput.FilterChanged) -> None:
-        self.tree.apply_filter(event.value)
-        if not self.tree.shown_collections:
-            self.detail.show_note("nothing to show")
+        self.collection_tree.apply_filter(event.value)
+        if not self.collection_tree.shown_collections:
+            self.detail_view.show_note("nothing to show")
 
     @on(FilterInput.FilterClosed)
     def _filter_closed(self) -> None:
-        self.tree.focus()
+        self.collection_tree.focus()
