@@ -1,0 +1,245 @@
+"""Pilot tests of the Run configuration pane, launching the eval-framework stand-in."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.message import Message
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, SelectionList, Static
+
+from tui.panes.run_config import PromptScreen, RunConfigPane
+from tui.services import evalrun
+from tui.services.settings import Paths, Settings, load_settings
+from tui.services.transfers import open_queue
+
+FAKE = Path(__file__).with_name("fake_eval_framework.py")
+COMMAND = shlex.join([sys.executable, str(FAKE)])
+SIZE = (80, 24)
+
+
+class PaneApp(App[None]):
+    """The pane alone, recording the messages it posts."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.messages: list[Message] = []
+
+    def compose(self) -> ComposeResult:
+        yield RunConfigPane(self.settings, id="run")
+
+    def on_run_config_pane_run_started(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def on_run_config_pane_run_finished(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def on_run_config_pane_logging_queued(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def on_run_config_pane_refused(self, message: Message) -> None:
+        self.messages.append(message)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    base = tmp_path / "dirs"
+    paths = Paths(data=base / "d", cache=base / "c", state=base / "s", config=base / "cfg")
+    return load_settings({}, paths=paths)
+
+
+async def until(pilot: Pilot, check: Callable[[], object], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def type_into(pilot: Pilot, field: str, text: str, *, keys: bool = False) -> None:
+    """Fill a field: with `keys` by pressing each key, else by setting the value at once
+    (the same Changed message; long texts typed key by key only slow the test down)."""
+    pane = pilot.app.query_one(RunConfigPane)
+    widget = pane.query_one(f"#run-{field}", Input)
+    widget.focus()
+    widget.value = ""
+    if keys:
+        await pilot.press(*text)
+    else:
+        widget.value = text
+    await pilot.pause()
+
+
+def error_of(pane: RunConfigPane, field: str) -> str:
+    widget = pane.query_one(f"#err-{field}", Static)
+    return str(widget.render()) if widget.display else ""
+
+
+async def choose_task(
+    pilot: Pilot, pane: RunConfigPane, filter_text: str, name: str, *, keys: bool = False
+) -> None:
+    await type_into(pilot, "task-filter", filter_text, keys=keys)
+    tasks = pane.query_one("#run-tasks", SelectionList)
+    tasks.focus()
+    await pilot.pause()
+    tasks.highlighted = next(
+        i for i in range(tasks.option_count) if tasks.get_option_at_index(i).value == name
+    )
+    await pilot.press("space")
+
+
+async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
+    pane.set_checkpoint("org/proj/my-model:v3")
+    await choose_task(pilot, pane, "arc", "ARC", keys=True)
+    await choose_task(pilot, pane, "gsm8k_olm", "GSM8K_OLMES")
+    await type_into(pilot, "num_fewshot", "3")
+    await type_into(pilot, "num_samples", "10")
+    await type_into(pilot, "output_dir", str(out))
+    await type_into(pilot, "command", COMMAND)
+    await pilot.pause()
+
+
+async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) -> None:
+    app = PaneApp(settings)
+    out = tmp_path / "out"
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        assert "pick a model version" in error_of(pane, "checkpoint")
+        await fill_valid_form(pilot, pane, out)
+        assert pane.config.tasks == ["ARC", "GSM8K_OLMES"]
+        assert "chosen (2): ARC, GSM8K_OLMES" in str(pane.query_one("#run-tasks-chosen").render())
+
+        # A bad number: the message sits under its field, and launching is refused.
+        await type_into(pilot, "num_fewshot", "x3", keys=True)
+        assert error_of(pane, "num_fewshot") == "fewshot: 'x3' is not a whole number"
+        assert pane.query_one("#run-launch", Button).disabled
+        await pilot.press("f5")
+        refused = [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
+        assert refused and refused[-1].reasons == ["fewshot: 'x3' is not a whole number"]
+        assert pane.handle is None
+
+        await type_into(pilot, "num_fewshot", "3", keys=True)
+        assert error_of(pane, "num_fewshot") == ""
+        assert pane.errors == {}
+        assert not pane.query_one("#run-launch", Button).disabled
+
+        # Copy: the exact commands, one per task, as the preview shows them.
+        await pilot.press("f3")
+        argvs = evalrun.to_argvs(pane.config)
+        assert app.clipboard == evalrun.to_script(argvs)
+        assert evalrun.parse_argvs([shlex.split(c) for c in app.clipboard.split(" && ")]) == (
+            pane.config
+        )
+        preview = str(pane.query_one("#run-preview", Static).render())
+        assert "--task-name ARC" in preview and "--task-name GSM8K_OLMES" in preview
+
+        # Export: the prompt offers a path under the output dir; Enter accepts it.
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        default = app.screen.query_one(Input).value
+        assert default.startswith(str(out))
+        await pilot.press("enter")
+        await until(pilot, lambda: pane.last_export is not None)
+        assert evalrun.read_determined(Path(default)) == evalrun.EvalRunConfig(
+            **{**pane.config.__dict__, "command": evalrun.DEFAULT_COMMAND}
+        )
+
+        # Launch the stand-in: its output streams into the log, its results are queued.
+        await pilot.press("f5")
+        await until(
+            pilot, lambda: any(isinstance(m, RunConfigPane.LoggingQueued) for m in app.messages)
+        )
+        finished = next(m for m in app.messages if isinstance(m, RunConfigPane.RunFinished))
+        assert finished.returncode == 0 and not finished.cancelled
+        assert len(finished.run_dirs) == 2
+        log = "\n".join(pane.log_lines)
+        assert "Evaluating HFLLM_checkpoint_org_proj_my-model_v3 on ARC" in log
+        assert "on GSM8K_OLMES" in log and "[exit status 0]" in log
+        queued = next(m for m in app.messages if isinstance(m, RunConfigPane.LoggingQueued))
+        queue = open_queue(settings)
+        try:
+            jobs = [queue.get(job_id) for job_id in queued.job_ids]
+        finally:
+            queue.close()
+        assert sorted(Path(j.payload["results_dir"]) for j in jobs) == finished.run_dirs
+        assert {j.payload["checkpoint"] for j in jobs} == {"org/proj/my-model:v3"}
+
+
+async def test_cancel_a_running_launch(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_EF_SECONDS", "60")
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await pilot.press("f5")
+        await until(pilot, lambda: any("Generating responses" in x for x in pane.log_lines))
+        assert pane.query_one("#run-launch", Button).disabled
+        assert not pane.query_one("#run-cancel_run", Button).disabled
+        await pilot.press("f5")  # a second launch is refused while one runs
+        assert "already running" in app.messages[-1].reasons[0]
+        await pilot.press("f6")
+        await until(
+            pilot, lambda: any(isinstance(m, RunConfigPane.RunFinished) for m in app.messages)
+        )
+        finished = next(m for m in app.messages if isinstance(m, RunConfigPane.RunFinished))
+        assert finished.cancelled and finished.run_dirs == []
+        assert not any(isinstance(m, RunConfigPane.LoggingQueued) for m in app.messages)
+        assert sum(x.startswith("$ ") for x in pane.log_lines) == 1
+        assert not pane.query_one("#run-launch", Button).disabled
+
+
+async def test_presets_save_and_load_from_the_keyboard(tmp_path: Path, settings: Settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await type_into(pilot, "llm_args", '{"dtype": "bfloat16", "api_key": "sk-hidden-1"}')
+        note = pane.query_one("#run-secret-note", Static)
+        assert note.display and "api_key" in str(note.render())
+        saved = pane.config
+        await pilot.press("f7")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*"nightly", "enter")
+        await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"])
+        assert "sk-hidden-1" not in (settings.paths.config / "presets" / "nightly.json").read_text()
+
+        pane.set_config(evalrun.EvalRunConfig())
+        assert pane.config.tasks == []
+        await pilot.press("f8")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("tab", "enter")  # to the list of presets, pick the first
+        await until(pilot, lambda: pane.config.tasks == ["ARC", "GSM8K_OLMES"])
+        saved.llm_args.pop("api_key")
+        assert pane.config == saved
+
+
+async def test_a_missing_eval_command_says_how_to_install(tmp_path: Path, settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await type_into(pilot, "command", "eval_framework_missing_here")
+        await pilot.press("f5")
+        refused = [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
+        assert "pip install eval-framework" in refused[-1].reasons[0]
+        assert any("command not found" in x for x in pane.log_lines)
+
+
+async def test_the_form_scrolls_to_every_field_at_80x24(tmp_path: Path, settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        command = pane.query_one("#run-command", Input)
+        form = pane.query_one("#run-form")
+        command.focus()
+        await until(pilot, lambda: form.content_region.contains_region(command.region), 5)
+        assert form.scroll_offset.y > 0
+        assert pane.query_one("#run-log").region.height >= 5

@@ -1,0 +1,547 @@
+"""The Run configuration pane: build, check, export and launch an eval-framework run.
+
+The form is checked on every change, each problem shown under its field; the exact command
+is previewed as it will run. Launching streams the command's output into the log below the
+form from a reader thread: lines are buffered and drawn on a short timer, so a chatty
+process cannot flood the event loop. A finished run's result folders are queued for
+logging to W&B.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Log, OptionList, SelectionList, Static
+
+from tui.services import evalrun
+from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
+from tui.services.settings import Settings
+
+# Drawing buffered output this often keeps the log live without a redraw per line.
+LOG_FLUSH_SECONDS = 0.1
+LOG_MAX_LINES = 5000
+
+# (field, label, placeholder) of the text inputs, in form order; tasks come after llm_class.
+TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("checkpoint", "checkpoint", "my-model:production, entity/project/name:alias or a folder"),
+    ("llm_class", "llm class", evalrun.DEFAULT_LLM_CLASS),
+    ("models_file", "models file", "empty: eval-framework's own models file"),
+)
+NUMBER_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("num_fewshot", "fewshot", "0"),
+    ("num_samples", "samples", "empty: all samples"),
+    ("max_tokens", "max tokens", "empty: the task's default"),
+    ("batch_size", "batch size", "1"),
+)
+LATER_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("output_dir", "output dir", evalrun.DEFAULT_OUTPUT_DIR),
+    ("wandb_project", "W&B project", "empty: no W&B logging by eval-framework"),
+    ("wandb_entity", "W&B entity", "empty: the default entity"),
+    ("hf_upload_repo", "HF upload repo", "owner/name"),
+    ("hf_upload_dir", "HF upload dir", "folder name in the repo"),
+    ("description", "description", "one line for the run's metadata"),
+    ("llm_args", "llm args", '{"dtype": "bfloat16"} (JSON object)'),
+    ("command", "eval command", evalrun.DEFAULT_COMMAND),
+)
+# Button id (after `run-`) = the action it runs, and its label.
+BUTTONS = {
+    "validate": "Validate",
+    "copy_command": "Copy",
+    "export": "Export",
+    "save_preset": "Save",
+    "load_preset": "Load",
+    "launch": "Launch",
+    "cancel_run": "Cancel",
+}
+INPUT_FIELDS = tuple(f for group in (TEXT_FIELDS, NUMBER_FIELDS, LATER_FIELDS) for f, _, _ in group)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """Ask for one line of text (a path, a name); Enter confirms, Escape cancels.
+
+    With `choices`, a list below the box offers them; picking one confirms it.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="prompt.cancel"),
+    ]
+
+    DEFAULT_CSS = """
+    PromptScreen { align: center middle; }
+    PromptScreen #prompt-box {
+        width: 72; max-width: 100%; height: auto;
+        border: round $accent; background: $surface; padding: 0 1;
+    }
+    PromptScreen #prompt-choices { height: auto; max-height: 10; }
+    PromptScreen #prompt-help { color: $text-muted; }
+    """
+
+    def __init__(self, title: str, value: str = "", choices: list[str] | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.value = value
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Label(self.title_text, id="prompt-title")
+            yield Input(value=self.value, id="prompt-input", compact=True)
+            if self.choices is not None:
+                yield OptionList(*self.choices, id="prompt-choices")
+                if not self.choices:
+                    yield Label("(none saved yet)")
+            yield Label("Enter: OK   Esc: cancel", id="prompt-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-box").border_title = self.title_text
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted, "#prompt-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    @on(OptionList.OptionSelected, "#prompt-choices")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(str(event.option.prompt))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RunConfigPane(Vertical):
+    """The run form, its command preview, buttons and the live log of a launched run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f2", "validate", "Validate", id="run.validate"),
+        Binding("f3", "copy_command", "Copy cmd", id="run.copy"),
+        Binding("f4", "export", "Export det", id="run.export"),
+        Binding("f5", "launch", "Launch", id="run.launch"),
+        Binding("f6", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("f7", "save_preset", "Save preset", id="run.save_preset"),
+        Binding("f8", "load_preset", "Load preset", id="run.load_preset"),
+        Binding("f9", "submit", "Submit det", id="run.submit"),
+    ]
+
+    DEFAULT_CSS = """
+    RunConfigPane { height: 1fr; }
+    RunConfigPane #run-form { height: 1fr; border: round $primary 50%; padding: 0 1; }
+    RunConfigPane #run-form:focus-within { border: round $accent; }
+    RunConfigPane .field-row { height: 1; }
+    RunConfigPane .field-label { width: 15; color: $text-muted; }
+    RunConfigPane .field-row Input { width: 1fr; }
+    RunConfigPane .field-error { color: $error; padding-left: 15; }
+    RunConfigPane .field-note { color: $text-muted; }
+    RunConfigPane #run-tasks { height: 8; }
+    RunConfigPane #run-task-filter { margin-bottom: 0; }
+    RunConfigPane #run-buttons { height: 1; }
+    RunConfigPane #run-buttons Button { margin-right: 1; min-width: 6; }
+    RunConfigPane #run-log { height: 8; border: round $primary 50%; }
+    RunConfigPane #run-log:focus { border: round $accent; }
+    """
+
+    class RunStarted(Message):
+        """A run started: `commands` are the argv lists it runs one after the other."""
+
+        def __init__(self, commands: list[list[str]]) -> None:
+            super().__init__()
+            self.commands = commands
+
+    class RunFinished(Message):
+        """A run ended: exit status, whether it was cancelled, the result folders it wrote."""
+
+        def __init__(self, returncode: int | None, cancelled: bool, run_dirs: list[Path]) -> None:
+            super().__init__()
+            self.returncode = returncode
+            self.cancelled = cancelled
+            self.run_dirs = run_dirs
+
+    class LoggingQueued(Message):
+        """Result folders were queued for logging as these transfer-queue job ids."""
+
+        def __init__(self, job_ids: list[int]) -> None:
+            super().__init__()
+            self.job_ids = job_ids
+
+    class Refused(Message):
+        """An action was refused; `reasons` say what to fix."""
+
+        def __init__(self, action: str, reasons: list[str]) -> None:
+            super().__init__()
+            self.action = action
+            self.reasons = reasons
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        queue_logging: bool = True,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.settings = settings
+        self.queue_logging = queue_logging
+        self.handle: LaunchHandle | None = None
+        self.errors: dict[str, str] = {}
+        self.config = EvalRunConfig()
+        self.last_export: Path | None = None
+        self._chosen: list[str] = []
+        self._pending: deque[str] = deque()
+        self._filling = False
+        self._shown: dict[str, str] = {}
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="run-form"):
+            yield from self._inputs(TEXT_FIELDS)
+            with Horizontal(classes="field-row"):
+                yield Label("tasks", classes="field-label")
+                yield Input(placeholder="filter tasks", id="run-task-filter", compact=True)
+            yield SelectionList[str](
+                *((name, name) for name in evalrun.task_names()), id="run-tasks", compact=True
+            )
+            yield Static("no task chosen", id="run-tasks-chosen", classes="field-note")
+            yield Static("", id="err-tasks", classes="field-error")
+            yield from self._inputs(NUMBER_FIELDS)
+            yield Checkbox("upload results to W&B", True, id="run-upload_results", compact=True)
+            yield from self._inputs(LATER_FIELDS)
+            yield Static("", id="run-secret-note", classes="field-note")
+            yield Label("command", classes="field-note")
+            yield Static("", id="run-preview")
+        with Horizontal(id="run-buttons"):
+            for button_id, label in BUTTONS.items():
+                yield Button(label, id=f"run-{button_id}", compact=True)
+        yield Log(max_lines=LOG_MAX_LINES, id="run-log")
+
+    def _inputs(self, fields: tuple[tuple[str, str, str], ...]) -> ComposeResult:
+        for name, label, placeholder in fields:
+            with Horizontal(classes="field-row"):
+                yield Label(label, classes="field-label")
+                yield Input(placeholder=placeholder, id=f"run-{name}", compact=True)
+            yield Static("", id=f"err-{name}", classes="field-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#run-form").border_title = "eval-framework run"
+        self.query_one("#run-log").border_title = "output"
+        self.set_config(EvalRunConfig())
+        self.set_interval(LOG_FLUSH_SECONDS, self._flush_log)
+
+    # -- the form <-> config -------------------------------------------------------------
+
+    def set_checkpoint(self, ref: str) -> None:
+        """Fill the checkpoint field (from a Registry pick) and check the form again."""
+        self.query_one("#run-checkpoint", Input).value = ref
+        self.refresh_checks()
+
+    def set_config(self, config: EvalRunConfig) -> None:
+        """Fill every field from `config`."""
+        self._filling = True
+        try:
+            for name in INPUT_FIELDS:
+                value = getattr(config, name)
+                if name == "llm_args":
+                    value = json.dumps(value) if value else ""
+                self.query_one(f"#run-{name}", Input).value = _text(value)
+            self.query_one("#run-upload_results", Checkbox).value = config.upload_results
+            self._chosen = [evalrun.canonical_task(t) or t for t in config.tasks]
+            self._show_tasks(self.query_one("#run-task-filter", Input).value)
+        finally:
+            self._filling = False
+        self.refresh_checks()
+
+    def form_values(self) -> dict[str, Any]:
+        """The raw field values, as `evalrun.parse_form` takes them."""
+        values: dict[str, Any] = {
+            name: self.query_one(f"#run-{name}", Input).value for name in INPUT_FIELDS
+        }
+        values["tasks"] = list(self._chosen)
+        values["upload_results"] = self.query_one("#run-upload_results", Checkbox).value
+        return values
+
+    def refresh_checks(self) -> dict[str, str]:
+        """Check the whole form, show each problem under its field; returns the problems."""
+        self.config, self.errors = evalrun.parse_form(self.form_values())
+        for name in (*INPUT_FIELDS, "tasks"):
+            self._show(f"err-{name}", self.errors.get(name, ""))
+        secrets = evalrun.dropped_secrets(self.config)
+        self._show("run-secret-note", evalrun.secret_note(secrets) if secrets else "")
+        self._show("run-preview", self._command_preview(), hide_empty=False)
+        self._update_buttons()
+        return self.errors
+
+    def _show(self, widget_id: str, text: str, *, hide_empty: bool = True) -> None:
+        # Updating only what changed spares a relayout of the whole form per keystroke.
+        if self._shown.get(widget_id) == text:
+            return
+        self._shown[widget_id] = text
+        widget = self.query_one(f"#{widget_id}", Static)
+        widget.update(text)
+        if hide_empty:
+            widget.display = bool(text)
+
+    def _command_preview(self) -> str:
+        if self.errors:
+            return f"(fix {len(self.errors)} problem(s) above to see the command)"
+        return "\n".join(evalrun.to_shell(a) for a in evalrun.to_argvs(self.config))
+
+    def _update_buttons(self) -> None:
+        running = self.handle is not None and self.handle.running
+        self.query_one("#run-launch", Button).disabled = bool(self.errors) or running
+        self.query_one("#run-cancel_run", Button).disabled = not running
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        action = (event.button.id or "").removeprefix("run-")
+        if action in BUTTONS:
+            event.stop()
+            getattr(self, f"action_{action}")()
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "run-task-filter":
+            self._show_tasks(event.value)
+        elif event.input.id and event.input.id.startswith("run-") and not self._filling:
+            self.refresh_checks()
+
+    @on(Checkbox.Changed, "#run-upload_results")
+    def _upload_changed(self) -> None:
+        if not self._filling:
+            self.refresh_checks()
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def _show_tasks(self, text: str) -> None:
+        """Show the tasks matching `text` (case, '-', '_' and spaces ignored)."""
+        needle = evalrun.task_key(text)
+        tasks = self.query_one("#run-tasks", SelectionList)
+        tasks.clear_options()
+        tasks.add_options(
+            (name, name, name in self._chosen)
+            for name in evalrun.task_names()
+            if needle in evalrun.task_key(name)
+        )
+        self._show_chosen()
+
+    def _show_chosen(self) -> None:
+        chosen = self.query_one("#run-tasks-chosen", Static)
+        count = len(self._chosen)
+        chosen.update(f"chosen ({count}): {', '.join(self._chosen)}" if count else "no task chosen")
+
+    @on(SelectionList.SelectionToggled, "#run-tasks")
+    def _task_toggled(self, event: SelectionList.SelectionToggled) -> None:
+        name = str(event.selection.value)
+        if name in self._chosen:
+            self._chosen.remove(name)
+        else:
+            self._chosen.append(name)
+        self._show_chosen()
+        self.refresh_checks()
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _refuse(self, action: str, reasons: list[str]) -> None:
+        shown = reasons[0] + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+        self.notify(f"cannot {action}: {shown}", severity="error", markup=False)
+        self.post_message(self.Refused(action, reasons))
+
+    def _valid(self, action: str) -> bool:
+        errors = self.refresh_checks()
+        if errors:
+            self._refuse(action, list(errors.values()))
+            return False
+        return True
+
+    def action_validate(self) -> None:
+        if self._valid("launch"):
+            self.notify("the run configuration is valid", markup=False)
+
+    def action_copy_command(self) -> None:
+        if not self._valid("copy the command"):
+            return
+        text = evalrun.to_script(evalrun.to_argvs(self.config))
+        self.app.copy_to_clipboard(text)  # OSC 52: works where the terminal allows it
+        self._write_log(f"# command (copied to the clipboard where the terminal allows):\n{text}")
+        self.notify("command copied", markup=False)
+
+    def action_export(self) -> None:
+        if not self._valid("export"):
+            return
+        default = self.last_export or evalrun.default_determined_path(self.config)
+        self.app.push_screen(
+            PromptScreen("Determined file to write", str(default)), self._export_to
+        )
+
+    def _export_to(self, path_text: str | None) -> None:
+        if not path_text:
+            return
+        try:
+            path = evalrun.write_determined(self.config, Path(path_text))
+        except EvalRunError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.last_export = path
+        self._write_log(f"# Determined experiment written to {path}")
+        self.notify(f"wrote {path}", markup=False)
+
+    def action_submit(self) -> None:
+        if self.last_export is None:
+            self._refuse("submit", ["export a Determined file first (F4)"])
+            return
+        self._write_log(f"$ det experiment create {self.last_export} <empty context>")
+        self._submit(self.last_export)
+
+    @work(thread=True, exclusive=True, group="run-submit", exit_on_error=False)
+    def _submit(self, path: Path) -> None:
+        try:
+            out = evalrun.submit_determined(path)
+        except EvalRunError as exc:
+            self._pending.append(f"error: {exc}")
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self._pending.extend(out.splitlines())
+
+    def action_save_preset(self) -> None:
+        if self.settings is None:
+            self._refuse("save a preset", ["no settings: presets live in the config dir"])
+            return
+        self.app.push_screen(PromptScreen("Save preset as"), self._save_as)
+
+    def _save_as(self, name: str | None) -> None:
+        if not name or self.settings is None:
+            return
+        try:
+            path = evalrun.save_preset(name, self.config, self.settings)
+        except EvalRunError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(f"preset {name} saved to {path}", markup=False)
+
+    def action_load_preset(self) -> None:
+        if self.settings is None:
+            self._refuse("load a preset", ["no settings: presets live in the config dir"])
+            return
+        names = evalrun.list_presets(self.settings)
+        self.app.push_screen(PromptScreen("Load preset", "", names), self._load)
+
+    def _load(self, name: str | None) -> None:
+        if not name or self.settings is None:
+            return
+        try:
+            config = evalrun.load_preset(name, self.settings)
+        except EvalRunError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.set_config(config)
+        self.notify(f"preset {name} loaded", markup=False)
+
+    # -- launch --------------------------------------------------------------------------
+
+    def action_launch(self) -> None:
+        if self.handle is not None and self.handle.running:
+            self._refuse("launch", ["a run is already running; cancel it first (F6)"])
+            return
+        if not self._valid("launch"):
+            return
+        config = self.config
+        try:
+            self.handle = evalrun.launch(
+                config,
+                on_line=self._pending.append,
+                on_exit=self._exited,
+                secrets=self._secrets(),
+            )
+        except EvalRunError as exc:
+            self._write_log(f"error: {exc}")
+            self._refuse("launch", [str(exc)])
+            return
+        self._update_buttons()
+        self.post_message(self.RunStarted(self.handle.argvs))
+
+    def _secrets(self) -> list[str]:
+        settings = self.settings
+        if settings is None:
+            return []
+        held = (settings.wandb_api_key, settings.aws_secret_access_key)
+        return [s.reveal() for s in held if s is not None]
+
+    def _exited(self, handle: LaunchHandle) -> None:
+        # Called from the reader thread; post_message is safe from any thread.
+        self.post_message(self.RunFinished(handle.returncode, handle.cancelled, handle.run_dirs))
+
+    @on(RunFinished)
+    def _finished(self, event: RunFinished) -> None:
+        self._flush_log()
+        self._update_buttons()
+        if event.cancelled:
+            self.notify("run cancelled", severity="warning", markup=False)
+        elif event.returncode != 0:
+            self.notify(f"run failed (exit status {event.returncode})", severity="error")
+        else:
+            found = ", ".join(p.name for p in event.run_dirs) or "no result folder found"
+            self.notify(f"run finished: {found}", markup=False)
+            if event.run_dirs and self.queue_logging and self.settings is not None:
+                self._queue(event.run_dirs, self.config)
+
+    @work(thread=True, group="run-queue", exit_on_error=False)
+    def _queue(self, run_dirs: list[Path], config: EvalRunConfig) -> None:
+        from tui.services.transfers import open_queue
+
+        assert self.settings is not None
+        try:
+            queue = open_queue(self.settings)
+            try:
+                jobs = evalrun.queue_for_logging(
+                    queue,
+                    run_dirs,
+                    config.checkpoint or None,
+                    project=config.wandb_project or None,
+                    entity=config.wandb_entity or None,
+                )
+            finally:
+                queue.close()
+        except Exception as exc:  # shown; the results stay on disk to be logged by hand
+            self._pending.append(f"error: could not queue for logging: {exc}")
+            return
+        self._pending.append(f"# queued for logging: {len(jobs)} job(s)")
+        self.post_message(self.LoggingQueued([job.id for job in jobs]))
+
+    def action_cancel_run(self) -> None:
+        if self.handle is None or not self.handle.running:
+            self.notify("no run is running", markup=False)
+            return
+        self._write_log("# cancelling: SIGTERM, SIGKILL after a grace period")
+        self.handle.cancel()
+
+    # -- log -----------------------------------------------------------------------------
+
+    def _write_log(self, text: str) -> None:
+        self._pending.extend(text.splitlines())
+        self._flush_log()
+
+    def _flush_log(self) -> None:
+        if not self._pending:
+            return
+        lines: list[str] = []
+        pop: Callable[[], str] = self._pending.popleft
+        while self._pending:
+            lines.append(pop())
+        self.query_one("#run-log", Log).write_lines(lines)
+
+    @property
+    def log_lines(self) -> list[str]:
+        """What the log view shows, for tests and for copying."""
+        return list(self.query_one("#run-log", Log).lines)
