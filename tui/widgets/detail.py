@@ -6,7 +6,8 @@ worker, each replacing a "loading…" line, and are ignored if the cursor moved 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -53,9 +54,9 @@ def render_collection(collection: Collection) -> RenderableType:
     return Group(Text(collection.name, style="bold reverse"), grid, _heading("aliases"), aliases)
 
 
-def render_metadata(metadata: dict | object) -> RenderableType:
+def render_metadata(metadata: Mapping[str, Any]) -> RenderableType:
     """Nested metadata as indented key/value rows."""
-    if not isinstance(metadata, dict) or not metadata:
+    if not metadata:
         return Text("none", style="dim")
     grid = _grid()
     for depth, key, value in flatten_metadata(metadata):
@@ -130,7 +131,7 @@ def render_version(
         Text(f"{version.collection}:{version.version}", style="bold reverse"),
         grid,
         _heading("metadata"),
-        render_metadata(dict(version.metadata)),
+        render_metadata(version.metadata),
         _heading("lineage"),
         render_lineage(lineage),
         _heading("files"),
