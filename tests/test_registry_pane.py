@@ -381,3 +381,24 @@ async def test_a_slow_collection_shows_loading_until_its_versions_arrive(
             holder.execute("COMMIT")
             holder.close()
         await wait_for(pilot, lambda: len(first.children) == 3, "the versions")
+
+
+def test_sizes_times_and_metadata_read_well() -> None:
+    from tui.widgets.format import flatten_metadata, format_time, human_size
+
+    assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**3)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 GiB",
+    ]
+    assert format_time("2026-09-30T12:00:00Z") == "2026-09-30 12:00 UTC"
+    assert format_time("yesterday") == "yesterday"
+    rows = list(flatten_metadata({"mix": {"web": 0.5, "code": [1, 2]}, "ok": True, "n": 1234}))
+    assert rows == [
+        (0, "mix", ""),
+        (1, "web", "0.5"),
+        (1, "code", "1, 2"),
+        (0, "ok", "true"),
+        (0, "n", "1,234"),
+    ]
