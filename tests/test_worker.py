@@ -316,3 +316,19 @@ def test_log_job_writes_the_run_offline_and_waits_for_sync(env, settings, reaper
     assert Path(logged.result["wandb_file"]).stat().st_size > 0
     assert [run.run_id for run in pending_runs(settings)] == [logged.result["run_id"]]
     assert logged.files_done == logged.files_total == 4
+
+
+def test_cancel_stops_a_running_download_and_the_worker_goes_on(
+    env, settings, big_registry, monkeypatch, reaper
+):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(big_registry))
+    queue = open_queue(settings)
+    job = queue.enqueue("download", BIG, {"ref": BIG})
+    worker = start([*WORKER, "--idle-exit", "0.5"], reaper)
+    wait_for("the download to start", lambda: queue.get(job.id).files_done >= 1)
+    assert queue.cancel(job.id).cancel_requested
+    assert worker.wait(timeout=20) == 0  # it stopped the job, then went idle
+    stopped = queue.get(job.id)
+    assert stopped.state == "cancelled"
+    assert stopped.files_done < stopped.files_total
+    assert not list(settings.artifact_dir.rglob(cache.MARKER))  # nothing published

@@ -184,6 +184,9 @@ def ensure_worker(settings: Settings, *, wait: float = 0.0) -> WorkerStatus:
         if status.alive:
             return WorkerStatus(True, status.pid, status.since, log, started=True)
         time.sleep(0.05)
+    status = worker_status(settings)
+    if status.alive:  # ours, or one another process started at the same moment
+        return WorkerStatus(True, status.pid, status.since, log, started=status.pid == proc.pid)
     return WorkerStatus(proc.poll() is None, proc.pid, None, log, started=True)
 
 
