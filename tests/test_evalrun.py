@@ -167,6 +167,8 @@ def test_a_full_config_is_valid(tmp_path: Path) -> None:
         ({"max_tokens": 0}, "max_tokens", "out of range"),
         ({"batch_size": 0}, "batch_size", "from 1 to 4096"),
         ({"llm_class": "not a class"}, "llm_class", "not a Python class name"),
+        ({"llm_class": "HFLLM", "models_file": ""}, "llm_class", "not in eval-framework's"),
+        ({"llm_class": "HFLLMRegistryModel"}, "llm_class", "takes the alias apart"),
         ({"models_file": "/nonexistent/models.py"}, "models_file", "does not exist"),
         ({"models_file": "/etc/hostname"}, "models_file", "not a Python file"),
         ({"wandb_project": "", "wandb_entity": "team"}, "wandb_entity", "set a W&B project"),

@@ -198,6 +198,7 @@ class RunConfigPane(Vertical):
         self.errors: dict[str, str] = {}
         self.config = EvalRunConfig()
         self.last_export: Path | None = None
+        self._launched = EvalRunConfig()
         self._chosen: list[str] = []
         self._pending: deque[str] = deque()
         self._filling = False
@@ -233,6 +234,11 @@ class RunConfigPane(Vertical):
                 yield Label(label, classes="field-label")
                 yield Input(placeholder=placeholder, id=f"run-{name}", compact=True)
             yield Static("", id=f"err-{name}", classes="field-error")
+
+    def on_unmount(self) -> None:
+        # The eval would outlive the log that shows it; stop it with the pane.
+        if self.handle is not None and self.handle.running:
+            self.handle.cancel()
 
     def on_mount(self) -> None:
         self.query_one("#run-form").border_title = "eval-framework run"
@@ -456,7 +462,7 @@ class RunConfigPane(Vertical):
             return
         if not self._valid("launch"):
             return
-        config = self.config
+        config = self._launched = self.config
         try:
             self.handle = evalrun.launch(
                 config,
@@ -494,7 +500,7 @@ class RunConfigPane(Vertical):
             found = ", ".join(p.name for p in event.run_dirs) or "no result folder found"
             self.notify(f"run finished: {found}", markup=False)
             if event.run_dirs and self.queue_logging and self.settings is not None:
-                self._queue(event.run_dirs, self.config)
+                self._queue(event.run_dirs, self._launched)
 
     @work(thread=True, group="run-queue", exit_on_error=False)
     def _queue(self, run_dirs: list[Path], config: EvalRunConfig) -> None:

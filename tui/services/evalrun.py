@@ -58,6 +58,19 @@ DEFAULT_LLM_CLASS = "eval_framework.llm.huggingface.HFLLM"
 DEFAULT_OUTPUT_DIR = "outputs"
 # run.py's default for --hf-upload-repo, used when a command sets only --hf-upload-dir.
 EF_DEFAULT_HF_REPO = "Aleph-Alpha/evaluation-results"
+# Classes in eval-framework's default models file (`eval_framework/llm/models.py`), which
+# `--models` points at unless given; other bare class names need a models file.
+EF_DEFAULT_MODELS = frozenset(
+    {
+        "AlephAlphaAPIModel",
+        "HFLLMRegistryModel",
+        "Pythia410m",
+        "SmolLM135M",
+        "Smollm135MInstruct",
+        "Qwen3_0_6B",
+        "OpenAIModel",
+    }
+)
 ARTIFACT_ARG = "artifact_name"
 PATH_ARG = "checkpoint_path"
 # HFLLM's model sources; the checkpoint field sets one, so llm args must not set any.
@@ -304,6 +317,13 @@ def _check_llm_class(config: EvalRunConfig) -> str | None:
         return f"llm class: give a class name or an import path like {DEFAULT_LLM_CLASS}"
     if not _DOTTED.fullmatch(name):
         return f"llm class: {name!r} is not a Python class name or import path"
+    if name.rsplit(".", 1)[-1] == "HFLLMRegistryModel":
+        return f"llm class: HFLLMRegistryModel takes the alias apart; use {DEFAULT_LLM_CLASS}"
+    if "." not in name and not config.models_file.strip() and name not in EF_DEFAULT_MODELS:
+        return (
+            f"llm class: {name} is not in eval-framework's default models file; "
+            f"give a models file or an import path like {DEFAULT_LLM_CLASS}"
+        )
     return None
 
 
@@ -1109,7 +1129,7 @@ class LaunchHandle:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._done = threading.Event()
-        self._before = _run_states(output_dir)
+        self._before: dict[Path, float] = {}
         self._thread = threading.Thread(target=self._run, name="eval-run", daemon=True)
 
     def start(self) -> LaunchHandle:
@@ -1130,6 +1150,8 @@ class LaunchHandle:
     def _run(self) -> None:
         code = 0
         try:
+            # Taken here, not in the caller: a large output dir takes a while to walk.
+            self._before = _run_states(self.output_dir)
             for argv in self.argvs:
                 code = self._run_one(argv)
                 if code != 0 or self.cancelled:
