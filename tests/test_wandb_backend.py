@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -285,6 +285,13 @@ def test_an_unreachable_server_is_one_line_without_the_key(service, tmp_path) ->
     message = str(info.value)
     assert "\n" not in message and FAKE_KEY not in message
     assert message.startswith("connecting to W&B:")
+
+
+def test_a_project_without_models_adds_no_collections(service, shared) -> None:
+    wandb, _ = shared
+    settings = replace(service.settings, wandb_project="no-such-project")
+    names = [c.name for c in WandbRegistry(settings).list_collections()]
+    assert names == [c.name for c in wandb.list_collections()]
 
 
 def test_a_missing_key_is_named() -> None:

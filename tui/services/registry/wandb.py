@@ -44,7 +44,9 @@ API_TIMEOUT_SECONDS = 30
 # versions are found through the collection's alias list.
 ALIAS_SCAN = 50
 MAX_PAGE = 100
-_NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such")
+# The SDK says "unable to parse ... response data" when the server answered null for
+# the project, type or collection asked for, i.e. when it does not exist.
+_NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
 
 
 def _is_version_alias(alias: str) -> bool:
