@@ -8,7 +8,10 @@ live progress written to SQLite exactly as the worker process writes it.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +31,7 @@ from tui.panes.transfers import (
     TransfersPane,
     table_columns,
 )
+from tui.services.settings import Settings, load_settings
 from tui.services.transfers import (
     CANCELLED,
     DONE,
@@ -42,6 +46,7 @@ from tui.services.transfers import (
     Runner,
     TransferQueue,
 )
+from tui.services.worker import worker_status
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.progress_text import bytes_cell, compact_size, duration, text_bar
 
@@ -132,13 +137,14 @@ class RunnerThread:
 class PaneApp(App[None]):
     """The pane alone in an app that remembers every notification."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None, settings: Settings | None = None) -> None:
         super().__init__()
         self.path = path
+        self.settings = settings
         self.notes: list[tuple[str, str, SeverityLevel]] = []
 
     def compose(self) -> ComposeResult:
-        yield TransfersPane(queue_path=self.path, id="transfers")
+        yield TransfersPane(queue_path=self.path, settings=self.settings, id="transfers")
         yield Footer()
 
     def notify(
@@ -331,6 +337,23 @@ async def test_keys_that_do_not_apply_warn_instead_of_acting(
         assert queue.get(job.id).state == QUEUED
 
 
+async def test_a_job_whose_runner_died_shows_stalled_and_cancels_at_once(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    job = queue.enqueue("download", "my-model:v1", {"ref": "my-model:v1"})
+    queue.claim_next(gone.pid)
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == "stalled", "stalled")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
+        assert queue.get(job.id).state == CANCELLED
+
+
 async def test_cancelling_a_queued_job_is_immediate(queue: TransferQueue, queue_file: Path) -> None:
     job = queue.enqueue("log", "results of gsm8k", {"total": 10, "seconds": 0.1})
     app = PaneApp(queue_file)
@@ -354,6 +377,35 @@ async def test_sync_enqueues_one_sync_job(queue: TransferQueue, queue_file: Path
         await pilot.press("s")
         await wait_for(pilot, lambda: any("already queued" in n[1] for n in app.notes), "a note")
         assert len(queue.list()) == 1
+
+
+async def test_sync_starts_a_detached_worker_when_none_runs(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "5")
+    settings = load_settings()
+    assert not worker_status(settings).alive
+    app = PaneApp(None, settings)
+    pid = None
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            pane = pane_of(app)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: pane.table.row_count == 1, "the sync row", 20)
+            note = await wait_for(pilot, lambda: [n for n in app.notes if "worker" in n[1]], "note")
+            assert "Sync queued as #1; started a worker (pid" in note[0][1]
+            status = await wait_for(pilot, lambda: worker_status(settings).alive and 1, "alive")
+            pid = worker_status(settings).pid
+            assert status and pid is not None and f"pid {pid})" in note[0][1]
+        assert (settings.paths.state / "transfers.sqlite").exists()
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)  # the worker this test started, by its pid
+            deadline = time.monotonic() + 10
+            while worker_status(settings).alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not worker_status(settings).alive
 
 
 async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(
@@ -388,6 +440,15 @@ async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(app)
         await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        lags: list[float] = []
+        last = [time.monotonic()]
+
+        def tick() -> None:
+            now = time.monotonic()
+            lags.append(now - last[0])
+            last[0] = now
+
+        app.set_interval(0.01, tick)
         job = queue.enqueue("log", "chatty", {"total": 10 << 30, "seconds": seconds})
         # interval=0: every report is its own commit, the worst case for a watcher.
         with RunnerThread(queue_file, interval=0.0):
@@ -402,6 +463,12 @@ async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
             refreshes = pane.refresh_count - before
             await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done")
         reports = queue.get(job.id).result["reports"]
+        stall = max(lags)
+        print(
+            f"coalescing: {reports} reports, {refreshes} refreshes in {elapsed:.2f} s;"
+            f" longest event loop gap {stall * 1000:.0f} ms"
+        )
+        assert stall < 0.5  # loose: the machine is shared; typical is far below
         assert reports > 20 * refreshes, (reports, refreshes)
         assert refreshes <= elapsed / MIN_REFRESH_SECONDS + 3, (refreshes, elapsed)
         assert len(seen - {None}) >= 3  # and still it moved on screen
@@ -415,7 +482,7 @@ async def test_a_new_app_on_the_same_queue_shows_the_jobs_and_follows_a_running_
         first = PaneApp(queue_file)
         async with first.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: cell(first, failed.id, "state") == FAILED, "failed")
-            job = copy_job(queue, tmp_path, size=4 << 20, chunk=16 << 10, delay=0.01)
+            job = copy_job(queue, tmp_path, size=3 << 20, chunk=16 << 10, delay=0.01)
             await wait_for(pilot, lambda: cell(first, job.id, "state") == RUNNING, "running")
         second = PaneApp(queue_file)
         async with second.run_test(size=SIZE) as pilot:

@@ -117,6 +117,11 @@ def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
     return tuple(_fit(values[c.key][0], c, values[c.key][1]) for c in columns)
 
 
+def _changed(old: Job | None, new: Job) -> bool:
+    """Whether `new` may show differently from `old`; every stored change moves updated_at."""
+    return old is None or (old.updated_at, old.stalled) != (new.updated_at, new.stalled)
+
+
 def _cell_key(cells: tuple[Text, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((cell.plain, str(cell.style)) for cell in cells)
 
@@ -140,8 +145,11 @@ def _start_worker(settings: Settings | None) -> str:
     ensure = getattr(worker, "ensure_worker", None)
     if ensure is None:
         return "the worker will pick it up when it starts"
-    ensure(settings)
-    return "the worker runs it"
+    status = ensure(settings)
+    pid = getattr(status, "pid", None)
+    if getattr(status, "started", False):
+        return f"started a worker (pid {pid})"
+    return f"the worker (pid {pid}) picks it up"
 
 
 def cancel_command(job_id: int) -> Command:
@@ -407,7 +415,7 @@ class TransfersPane(Vertical):
         self.refresh_count += 1
         jobs = sorted(event.jobs, key=lambda job: job.id, reverse=True)
         self._notify_transitions(jobs)
-        self._jobs = {job.id: job for job in jobs}
+        previous, self._jobs = self._jobs, {job.id: job for job in jobs}
         if not jobs:
             self._show_empty()
             return
@@ -416,7 +424,7 @@ class TransfersPane(Vertical):
         if order != self._order:
             self._rebuild()
         else:
-            self._update_cells(jobs)
+            self._update_cells([job for job in jobs if _changed(previous.get(job.id), job)])
         self._show_detail(event.detail)
 
     @on(DetailLoaded)
@@ -495,7 +503,7 @@ class TransfersPane(Vertical):
         self._select(self._order[index])
 
     def _update_cells(self, jobs: list[Job]) -> None:
-        """Change only the cells whose text or style changed."""
+        """Change only the cells of `jobs` whose text or style changed."""
         table = self.table
         for job in jobs:
             cells = row_cells(job, self._columns)
