@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -104,6 +105,13 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def first_line(proc: subprocess.Popen[str], timeout: float = 15.0) -> str:
+    """The first line `proc` prints, waiting at most `timeout` seconds."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return proc.stdout.readline()
+
+
 def job_in(queue: TransferQueue, job_id: int, *states: str) -> Job | None:
     job = queue.get(job_id)
     return job if job.state in states else None
@@ -159,7 +167,7 @@ def test_worker_started_detached_outlives_its_starter_and_sighup(
     )
     # The starter leads its own process group, like a shell job in a terminal that closes.
     starter = start([sys.executable, "-c", starter_code], reaper, start_new_session=True)
-    line = starter.stdout.readline().split()
+    line = first_line(starter, timeout=20).split()
     job_id, worker_pid, started = int(line[0]), int(line[1]), line[2]
     reaper(worker_pid)
     assert started == "True"
@@ -249,11 +257,12 @@ def test_watch_prints_a_line_per_change_and_ends_with_the_job(
     job = open_queue(settings).enqueue("download", BIG, {"ref": BIG})
     # Two watchers at once, both attached before the worker starts.
     watchers = [start([*CLI, "transfers", "--watch"], reaper) for _ in range(2)]
-    time.sleep(0.5)
+    firsts = [first_line(watcher) for watcher in watchers]
     worker = start([*WORKER, "--idle-exit", "1"], reaper)
-    for watcher in watchers:
-        out, err = watcher.communicate(timeout=30)
+    for watcher, first in zip(watchers, firsts, strict=True):
+        rest, err = watcher.communicate(timeout=30)
         assert watcher.returncode == 0, err
+        out = first + rest
         assert "\033" not in out
         lines = out.splitlines()
         assert len(lines) >= 3
