@@ -14,6 +14,7 @@ replaced halfway through cannot be stitched together from two versions.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -160,7 +161,7 @@ def download_objects(
     if not jobs:
         return
     abort = threading.Event()
-    parts: list[tuple[ObjectJob, int, int]] = []
+    per_job: list[list[tuple[ObjectJob, int, int]]] = []
     for job in jobs:
         _open_preallocated(job)
         if job.size == 0:
@@ -169,7 +170,10 @@ def download_objects(
             continue
         starts = range(0, job.size, part_size)
         job._parts_left = len(starts)
-        parts.extend((job, s, min(s + part_size, job.size)) for s in starts)
+        per_job.append([(job, s, min(s + part_size, job.size)) for s in starts])
+    # Round-robin over objects, as s5cmd runs all files at once: the parts in flight
+    # spread over many keys instead of queueing on one object's partition or lock.
+    parts = [p for row in itertools.zip_longest(*per_job) for p in row if p is not None]
     if not parts:
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-part")
