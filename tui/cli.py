@@ -572,6 +572,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
     """Follow jobs live: redrawn in place on a terminal, one line per change otherwise."""
+    import os
+
     from tui.services.transfers import QUEUED, open_queue
     from tui.services.worker import watch_jobs, worker_status
 
@@ -592,6 +594,9 @@ def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
             shown = _watch_lines(frames)
     except KeyboardInterrupt:
         return 0  # stops watching; the jobs go on
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if not shown and not args.json:
         print("no transfers are queued or running")
     return 0
@@ -639,6 +644,86 @@ def _watch_json(frames: Any) -> bool:
         print(json.dumps([job.to_dict() for job in jobs], sort_keys=True, default=str), flush=True)
         shown = True
     return shown
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+@subcommand
+def _add_run(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="build an eval-framework run: print its commands, write a Determined file, launch",
+    )
+    run.add_argument("--preset", help="start from a saved preset")
+    run.add_argument("--checkpoint", metavar="REF", help="e.g. my-model:production or a folder")
+    run.add_argument("--task", dest="tasks", action="append", metavar="TASK", help="repeatable")
+    run.add_argument("--fewshot", dest="num_fewshot", type=int)
+    run.add_argument("--samples", dest="num_samples", type=int, help="per subject; default all")
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--output-dir")
+    run.add_argument("--llm-class")
+    run.add_argument("--models", dest="models_file", metavar="FILE")
+    run.add_argument("--llm-args", metavar="JSON", help='a JSON object, e.g. {"dtype": "bf16"}')
+    run.add_argument("--project", dest="wandb_project", help="W&B project for eval-framework")
+    run.add_argument("--entity", dest="wandb_entity")
+    run.add_argument("--no-upload", dest="upload_results", action="store_false", default=None)
+    run.add_argument("--description")
+    run.add_argument("--eval-command", dest="command", help="default: eval_framework")
+    what = run.add_mutually_exclusive_group()
+    what.add_argument("--determined", metavar="PATH", help="write a Determined experiment file")
+    what.add_argument("--launch", action="store_true", help="run it here, output streamed")
+    run.add_argument("--no-queue", action="store_true", help="with --launch: do not queue logging")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services import evalrun
+
+    base = evalrun.load_preset(args.preset, settings) if args.preset else evalrun.EvalRunConfig()
+    values: dict[str, Any] = dataclasses.asdict(base)
+    for name in evalrun.FIELDS:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    config, errors = evalrun.parse_form(values)
+    if errors:
+        raise CliError("; ".join(errors.values()))
+    secrets = evalrun.dropped_secrets(config)
+    if secrets:
+        print(f"note: {evalrun.secret_note(secrets)}", file=sys.stderr)
+    if args.determined:
+        print(evalrun.write_determined(config, Path(args.determined)))
+        return 0
+    if not args.launch:
+        for argv in evalrun.to_argvs(config):
+            print(evalrun.to_shell(argv))
+        return 0
+    keys = [s.reveal() for s in (settings.wandb_api_key, settings.aws_secret_access_key) if s]
+    handle = evalrun.launch(config, on_line=lambda line: print(line, flush=True), secrets=keys)
+    try:
+        code = handle.wait()
+    except KeyboardInterrupt:
+        handle.cancel()
+        handle.wait()
+        raise
+    if code == 0 and handle.run_dirs and not args.no_queue:
+        from tui.services.transfers import open_queue
+
+        queue = open_queue(settings)
+        try:
+            jobs = evalrun.queue_for_logging(
+                queue,
+                handle.run_dirs,
+                config.checkpoint,
+                project=config.wandb_project or None,
+                entity=config.wandb_entity or None,
+            )
+        finally:
+            queue.close()
+        print(f"queued for logging: {', '.join(str(job.id) for job in jobs)}")
+    return code or 0
 
 
 if __name__ == "__main__":
