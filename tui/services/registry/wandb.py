@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ API_TIMEOUT_SECONDS = 30
 # versions are found through the collection's alias list.
 ALIAS_SCAN = 50
 MAX_PAGE = 100
+DETAIL_WORKERS = 8
 # The SDK says "unable to parse ... response data" when the server answered null for
 # the project, type or collection asked for, i.e. when it does not exist.
 _NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
@@ -230,12 +232,13 @@ class WandbRegistry:
     ) -> list[Collection]:
         """Registry collections (and those of WANDB_PROJECT) of `type` ("" for every
         type) whose name, an alias or a tag contains `query`, having all of `tags`."""
-        # Type and tags are known from the listing; only survivors pay for details.
-        found = [
-            self._collection(c)
-            for c in self._sdk_collections()
-            if type in ("", c.type) and set(tags) <= set(c.tags)
+        # Type and tags are known from the listing; only survivors pay for details,
+        # fetched a few at a time since each costs a round trip.
+        wanted = [
+            c for c in self._sdk_collections() if type in ("", c.type) and set(tags) <= set(c.tags)
         ]
+        with ThreadPoolExecutor(max_workers=DETAIL_WORKERS) as pool:
+            found = list(pool.map(self._collection, wanted))
         needle = query.strip().lower()
         return [
             c
