@@ -278,13 +278,15 @@ def test_missing_things_are_one_line_not_found(shared) -> None:
 def test_an_unreachable_server_is_one_line_without_the_key(service, tmp_path) -> None:
     paths = Paths(*(tmp_path / part for part in ("d", "c", "s", "cf")))
     settings = load_settings(
-        {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9"}, paths=paths
+        # The key in the URL makes sure it would show if messages were not masked.
+        {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": f"http://127.0.0.1:9/{FAKE_KEY}"},
+        paths=paths,
     )
     with pytest.raises(RegistryError) as info:
         WandbRegistry(settings, timeout=2).resolve("my-model:latest")
     message = str(info.value)
     assert "\n" not in message and FAKE_KEY not in message
-    assert message.startswith("connecting to W&B:")
+    assert message.startswith("connecting to W&B:") and "127.0.0.1:9/****" in message
 
 
 def test_a_project_without_models_adds_no_collections(service, shared) -> None:
