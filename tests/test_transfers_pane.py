@@ -432,6 +432,29 @@ async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(
         assert pane.table.has_focus
 
 
+async def test_columns_shrink_on_a_narrow_terminal_and_the_cursor_stays(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    first = queue.enqueue("download", "wandb-registry-model/my-model:production", {"ref": "p"})
+    queue.enqueue("upload", "results of mmlu", {"dst": "s3://bucket/mmlu"})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == first.id, "first")
+        assert cell(app, first.id, "kind") == "download"
+        assert cell(app, first.id, "what") == "wandb-registry-model/my-model:production"
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: cell(app, first.id, "kind") == "down", "narrow columns")
+        assert cell(app, first.id, "what").endswith("…")
+        assert pane.table.cursor_row == 1 and pane.selected_job is not None
+        assert pane.selected_job.id == first.id
+        # Each column's width includes its one-cell gap; borders and scrollbar take four.
+        assert sum(column.content_width for column in pane.table.columns.values()) == 80 - 4
+
+
 async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
     queue: TransferQueue, queue_file: Path
 ) -> None:

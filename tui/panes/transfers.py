@@ -41,6 +41,7 @@ from tui.services.transfers import (
     JobStateError,
     TransferQueue,
     TransferQueueError,
+    mask_text,
     open_queue,
 )
 from tui.widgets.confirm import ConfirmScreen
@@ -106,7 +107,7 @@ def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
     active = job.state == RUNNING and not job.stalled
     values: dict[str, tuple[str, str]] = {
         "kind": (SHORT_KINDS.get(job.kind, job.kind) if narrow else job.kind, ""),
-        "what": (job.title, ""),
+        "what": (mask_text(job.title), ""),
         "state": (SHORT_STATES.get(state, state) if narrow else state, STATE_STYLES.get(state, "")),
         "progress": (text_bar(job.fraction, 5 if narrow else 10), ""),
         "bytes": (bytes_cell(job.bytes_done, job.bytes_total), ""),
@@ -189,6 +190,24 @@ def sync_command(settings: Settings | None) -> Command:
 
 _STOP = object()
 _SELECT = object()
+
+
+@dataclass
+class _WatchState:
+    """What the watcher thread remembers between polls."""
+
+    version: int | None = None
+    dirty: bool = True
+    last_post: float = 0.0
+    last_list: float = 0.0
+    error: str | None = None
+
+    def wait(self) -> float:
+        """Seconds until the next poll: sooner when a listing waits only for the throttle."""
+        if not self.dirty:
+            return POLL_SECONDS
+        due = self.last_post + MIN_REFRESH_SECONDS - time.monotonic()
+        return max(0.0, min(POLL_SECONDS, due))
 
 
 class TransfersPane(Vertical):
@@ -357,37 +376,43 @@ class TransfersPane(Vertical):
 
     def _watch_loop(self, queue: TransferQueue) -> None:
         worker = get_current_worker()
-        version: int | None = None
-        dirty, last_post, last_list = True, 0.0, 0.0
+        state = _WatchState()
         while not worker.is_cancelled:
-            wait = POLL_SECONDS
-            if dirty:
-                wait = max(0.0, min(wait, last_post + MIN_REFRESH_SECONDS - time.monotonic()))
             try:
-                command = self._commands.get(timeout=wait)
+                command = self._commands.get(timeout=state.wait())
             except queues.Empty:
                 command = None
             if command is _STOP:
                 return
             try:
-                if command is _SELECT:
-                    self.post_message(self.DetailLoaded(self._detail(queue)))
-                elif command is not None:
-                    self._run_command(queue, command)  # type: ignore[arg-type]
-                    dirty, last_post = True, 0.0  # show the effect of a key at once
-                now_version = queue.data_version()
-                now = time.monotonic()
-                if now_version != version or now - last_list >= RESCAN_SECONDS:
-                    version, dirty = now_version, True
-                if dirty and now - last_post >= MIN_REFRESH_SECONDS:
-                    self.post_message(self.JobsListed(queue.list(), self._detail(queue)))
-                    dirty, last_post, last_list = False, now, now
+                self._watch_step(queue, state, command)
             except TransferQueueError as exc:
                 self.post_message(self.Unavailable(one_line(exc)))
                 return
-            except Exception as exc:  # a busy or damaged queue: say so, keep watching
-                self.post_message(self.Notice(one_line(exc), "error"))
+            except Exception as exc:  # a busy or damaged queue: say so once, keep watching
+                error = one_line(exc)
+                if error != state.error:
+                    self.post_message(self.Notice(error, "error"))
+                state.error = error
                 time.sleep(RESCAN_SECONDS)
+            else:
+                state.error = None
+
+    def _watch_step(self, queue: TransferQueue, state: _WatchState, command: object) -> None:
+        """Carry out `command`, then post a listing if the queue changed and the last
+        listing is old enough."""
+        if command is _SELECT:
+            self.post_message(self.DetailLoaded(self._detail(queue)))
+        elif command is not None:
+            self._run_command(queue, command)  # type: ignore[arg-type]
+            state.dirty, state.last_post = True, 0.0  # show the effect of a key at once
+        version = queue.data_version()
+        now = time.monotonic()
+        if version != state.version or now - state.last_list >= RESCAN_SECONDS:
+            state.version, state.dirty = version, True
+        if state.dirty and now - state.last_post >= MIN_REFRESH_SECONDS:
+            self.post_message(self.JobsListed(queue.list(), self._detail(queue)))
+            state.dirty, state.last_post, state.last_list = False, now, now
 
     def _detail(self, queue: TransferQueue) -> Job | None:
         job_id = self._selected_id
