@@ -11,6 +11,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -310,7 +311,9 @@ def test_transfers_add_download_starts_a_worker_and_watch_waits_for_it(
     assert [j.id for j in open_queue(settings).list()] == [1]
 
 
-def test_log_job_writes_the_run_offline_and_waits_for_sync(env, settings, reaper):
+def test_log_job_writes_the_run_offline_then_sync_retries_without_a_server(
+    env, settings, monkeypatch, reaper
+):
     from tui.services.evallog import pending_runs
 
     results = next(Path(__file__).resolve().parents[1].glob("tui/demo_data/**/metadata.json"))
@@ -325,6 +328,26 @@ def test_log_job_writes_the_run_offline_and_waits_for_sync(env, settings, reaper
     assert Path(logged.result["wandb_file"]).stat().st_size > 0
     assert [run.run_id for run in pending_runs(settings)] == [logged.result["run_id"]]
     assert logged.files_done == logged.files_total == 4
+
+    # A sync job with a key but no server: retried with backoff, then failed; the offline
+    # run stays pending and the key shows nowhere.
+    secret = "sync-test-key-0123456789abcdef"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port}")
+    sync = queue.enqueue("sync", "pending runs", {}, max_attempts=2)
+    worker = start([*WORKER, "--idle-exit", "0.2"], reaper)
+    assert worker.wait(timeout=30) == 0
+    failed = queue.get(sync.id)
+    assert failed.state == "failed" and failed.attempts == 2
+    assert "1 of 1 run(s) not synced" in failed.last_error
+    assert "not reachable" in failed.last_error
+    assert queue.get(job.id).state == "pending_sync"
+    log = log_path(settings).read_text()
+    assert f"job {sync.id} sync 'pending runs': queued" in log  # the first, retryable failure
+    assert secret not in log and secret not in failed.last_error
 
 
 def test_cancel_stops_a_running_download_and_the_worker_goes_on(

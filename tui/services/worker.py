@@ -16,6 +16,8 @@ Job payloads (plain JSON, never secrets):
   "checkpoint_alias": A or null, "offline": bool, "force": bool, "s3_prefix": URI or null}`
   — written offline first with `evallog.log_run` (the `.wandb` file is the durable record),
   then uploaded with `evallog.sync_pending` when a key is set and `offline` is false.
+- `sync`: `{}` (any payload) — `evallog.sync_pending`: every pending offline run; log jobs
+  waiting on a run that got synced are marked done.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from tui.services.settings import Settings, parse_seconds, read_env
 from tui.services.transfers import (
     DONE,
+    PENDING_SYNC,
     QUEUED,
     RUNNING,
     Handler,
@@ -370,8 +373,12 @@ def _serve(
 
 
 def default_handlers(settings: Settings) -> dict[str, Handler]:
-    """The job kinds this worker runs: `download` and `log`."""
-    return {"download": _download_handler(settings), "log": _log_handler(settings)}
+    """The job kinds this worker runs: `download`, `log` and `sync`."""
+    return {
+        "download": _download_handler(settings),
+        "log": _log_handler(settings),
+        "sync": _sync_handler(settings),
+    }
 
 
 @contextlib.contextmanager
@@ -465,7 +472,7 @@ def _log_handler(settings: Settings) -> Handler:
             return PendingSync(result) if logged.pending_sync else result
         if logged.pending_sync or logged.lineage_pending:
             try:
-                result |= _upload(evallog, settings, logged.run_id)
+                result |= _upload(evallog, settings, logged.run_id, progress.queue)
             except RetryableError as exc:
                 if job.attempts < job.max_attempts:
                     raise
@@ -477,9 +484,10 @@ def _log_handler(settings: Settings) -> Handler:
     return run
 
 
-def _upload(evallog: Any, settings: Settings, run_id: str) -> dict[str, Any]:
+def _upload(evallog: Any, settings: Settings, run_id: str, queue: TransferQueue) -> dict[str, Any]:
     """`wandb sync` the pending offline runs (ours among them), then their lineage."""
     synced = {r.run_id: r for r in evallog.sync_pending(settings)}
+    _finish_log_jobs(queue, {r.run_id for r in synced.values() if r.ok})
     mine = synced.get(run_id)
     if mine is None:
         return {"pending_sync": False, "lineage_pending": False}  # synced meanwhile
@@ -490,6 +498,39 @@ def _upload(evallog: Any, settings: Settings, run_id: str) -> dict[str, Any]:
         "lineage_pending": not mine.lineage_applied,
         "sync_message": mine.message,
     }
+
+
+def _sync_handler(settings: Settings) -> Handler:
+    """Upload every pending offline run; those already synced are not sent again."""
+
+    def run(job: Job, progress: Progress) -> dict[str, Any]:
+        from tui.services import evallog
+
+        progress.update(files_done=0, files_total=len(evallog.pending_runs(settings)))
+        results = evallog.sync_pending(settings)  # EvalLogError without a key: not retried
+        synced = [r for r in results if r.ok]
+        progress.update(files_done=len(synced), files_total=len(results))
+        _finish_log_jobs(progress.queue, {r.run_id for r in synced})
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise RetryableError(
+                f"{len(failed)} of {len(results)} run(s) not synced; run {failed[0].run_id}: "
+                f"{failed[0].message}"
+            )
+        return {
+            "synced": [r.run_id for r in synced],
+            "lineage_pending": [r.run_id for r in synced if not r.lineage_applied],
+        }
+
+    return run
+
+
+def _finish_log_jobs(queue: TransferQueue, run_ids: set[str]) -> None:
+    """Mark the log jobs waiting on these now-synced runs done."""
+    for job in queue.list([PENDING_SYNC]):
+        result = job.result or {}
+        if job.kind == "log" and result.get("run_id") in run_ids:
+            queue.finish(job.id, {**result, "pending_sync": False})
 
 
 # --- watching ------------------------------------------------------------------------
