@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -402,3 +403,16 @@ def test_sizes_times_and_metadata_read_well() -> None:
         (0, "ok", "true"),
         (0, "n", "1,234"),
     ]
+
+
+async def test_a_key_right_after_closing_the_filter_reaches_the_tree(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("slash", *"mis")
+        # Both keys queued before either is handled, as when typed quickly over SSH.
+        app.post_message(events.Key("enter", "\r"))
+        app.post_message(events.Key("q", "q"))
+        await pilot.pause()
+        assert app.query_one(FilterInput).value == "mis"
+        assert app.return_code == 0
+        assert widget.query_text == "mis"

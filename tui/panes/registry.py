@@ -106,7 +106,7 @@ class RegistryPane(Vertical):
     # -- actions ---------------------------------------------------------------------
 
     def action_open_filter(self) -> None:
-        self.query_one(FilterInput).open()
+        self.query_one(FilterInput).open(return_to=self.collection_tree)
 
     def action_clear_filter(self) -> None:
         if self.collection_tree.query_text:
@@ -206,7 +206,3 @@ class RegistryPane(Vertical):
         self.collection_tree.apply_filter(event.value)
         if not self.collection_tree.shown_collections:
             self.detail_view.show_note("nothing to show")
-
-    @on(FilterInput.FilterClosed)
-    def _filter_closed(self) -> None:
-        self.collection_tree.focus()

@@ -8,6 +8,7 @@ from textual import on
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Input
 
 # Long enough to skip the intermediate states of a word typed quickly, short enough to
@@ -16,11 +17,15 @@ DEBOUNCE_SECONDS = 0.15
 
 
 class FilterInput(Input):
-    """Posts `FilterChanged` once typing pauses and `FilterClosed` on Escape or Enter."""
+    """Posts `FilterChanged` once typing pauses; Escape clears and closes, Enter closes."""
 
+    # Priority: run when the app reads the key, before a key typed right after it is
+    # handed to the (by then hidden) box.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear_and_close", "Clear filter", id="filter.close"),
-        Binding("enter", "keep_and_close", "Keep filter", show=False, id="filter.keep"),
+        Binding("escape", "clear_and_close", "Clear filter", priority=True, id="filter.close"),
+        Binding(
+            "enter", "keep_and_close", "Keep filter", show=False, priority=True, id="filter.keep"
+        ),
     ]
 
     class FilterChanged(Message):
@@ -30,16 +35,16 @@ class FilterInput(Input):
             super().__init__()
             self.value = value
 
-    class FilterClosed(Message):
-        """The box was closed; focus should go back to what it filters."""
-
     def __init__(self, *, placeholder: str = "filter", id: str | None = None) -> None:
         super().__init__(placeholder=placeholder, id=id, select_on_focus=False, compact=True)
         self._timer: Timer | None = None
+        self._return_to: Widget | None = None
         self.display = False
 
-    def open(self) -> None:
-        """Show the box and focus it, keeping any filter already typed."""
+    def open(self, return_to: Widget | None = None) -> None:
+        """Show the box and focus it, keeping any filter already typed; closing it
+        focuses `return_to`."""
+        self._return_to = return_to
         self.display = True
         self.focus()
 
@@ -51,7 +56,9 @@ class FilterInput(Input):
                 self.value = ""
             self.post_message(self.FilterChanged(""))
         self.display = False
-        self.post_message(self.FilterClosed())
+        # At once, not on the next turn of the loop: a key typed right after Enter or
+        # Escape must reach the widget behind the box, not the hidden box.
+        self.screen.set_focus(self._return_to)
 
     def action_clear_and_close(self) -> None:
         self.close(clear=True)
