@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from tui.services.refs import DEFAULT_ALIAS, MODEL_REGISTRY, ArtifactRef, RefError, parse_ref
+from tui.services.refs import DEFAULT_ALIAS, ArtifactRef, RefError, parse_ref
 from tui.services.registry.protocol import (
     Collection,
     FileEntry,
@@ -198,12 +198,12 @@ class WandbRegistry:
                 overrides["base_url"] = self.settings.wandb_base_url
             if self.settings.wandb_entity:
                 overrides["entity"] = self.settings.wandb_entity
-            assert self.settings.wandb_api_key is not None
+            key = self.settings.wandb_api_key
             with _quiet_wandb_core():
                 return wandb.Api(
                     overrides=overrides,
                     timeout=self.timeout,
-                    api_key=self.settings.wandb_api_key.reveal(),
+                    api_key=key.reveal() if key else None,
                 )
 
     @contextmanager
@@ -235,7 +235,9 @@ class WandbRegistry:
         # Type and tags are known from the listing; only survivors pay for details,
         # fetched a few at a time since each costs a round trip.
         wanted = [
-            c for c in self._sdk_collections() if type in ("", c.type) and set(tags) <= set(c.tags)
+            c
+            for c in self._sdk_collections(type or "model")
+            if type in ("", c.type) and set(tags) <= set(c.tags)
         ]
         with ThreadPoolExecutor(max_workers=DETAIL_WORKERS) as pool:
             found = list(pool.map(self._collection, wanted))
@@ -246,13 +248,14 @@ class WandbRegistry:
             if not needle or any(needle in text.lower() for text in (c.name, *c.aliases, *c.tags))
         ]
 
-    def _sdk_collections(self) -> Iterator[Any]:
+    def _sdk_collections(self, project_type: str) -> Iterator[Any]:
+        """Every registry collection, then WANDB_PROJECT's collections of `project_type`."""
         with self._errors("listing W&B registry collections"):
             yield from self.api.registries().collections()
         if project := self.settings.wandb_project:
             try:
                 with self._errors(f"listing the collections of project {project}"):
-                    yield from self.api.artifact_collections(project, "model")
+                    yield from self.api.artifact_collections(project, project_type)
             except NotFoundError:
                 return
 
@@ -424,6 +427,3 @@ def _check_alias(alias: str) -> None:
         ArtifactRef(name="x", alias=alias)
     except RefError as exc:
         raise RegistryError(f"bad alias: {exc}") from None
-
-
-__all__ = ["MODEL_REGISTRY", "WandbRegistry"]
