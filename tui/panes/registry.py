@@ -32,7 +32,9 @@ class RegistryPane(Vertical):
     """Browse collections → versions; `/` filters by name, alias or tag."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "open_filter", "Filter", id="registry.filter"),
+        # Priority: the filter opens when the app reads `/`, so what is typed right after
+        # it lands in the box (no collection name holds a `/`).
+        Binding("slash", "open_filter", "Filter", priority=True, id="registry.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="registry.clear_filter"),
         Binding("r", "reload", "Reload", id="registry.reload"),
     ]

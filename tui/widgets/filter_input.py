@@ -46,7 +46,7 @@ class FilterInput(Input):
         focuses `return_to`."""
         self._return_to = return_to
         self.display = True
-        self.focus()
+        self.screen.set_focus(self)  # at once, so the keys already typed land in here
 
     def close(self, *, clear: bool) -> None:
         """Hide the box; with `clear`, drop the filter at once."""
