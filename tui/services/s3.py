@@ -249,7 +249,7 @@ def _fetch_part(
         try:
             response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{end - 1}")
             _check_etag(job, response.get("ETag", ""))
-            _check_total(job, response.get("ContentRange", ""))
+            _check_range(job, response.get("ContentRange", ""), offset, end)
             body = response["Body"]
             try:
                 while offset < end:
@@ -290,11 +290,18 @@ def _check_etag(job: ObjectJob, etag: str) -> None:
         )
 
 
-def _check_total(job: ObjectJob, content_range: str) -> None:
+def _check_range(job: ObjectJob, content_range: str, start: int, end: int) -> None:
+    """The response must hold exactly bytes [start, end) of an object of the recorded size."""
     # "bytes 0-99/12345": the part after '/' is the object's whole size.
-    total = content_range.rpartition("/")[2]
+    span, _, total = content_range.removeprefix("bytes ").partition("/")
+    if not content_range:
+        if (start, end) == (0, job.size):
+            return  # a whole-object answer is the range asked for
+        raise S3Error(f"{job.uri}: the server ignored the Range header")
     if total.isdigit() and int(total) != job.size:
         raise S3Error(f"{job.uri} is {total} bytes now, not {job.size} as recorded")
+    if span != f"{start}-{end - 1}":
+        raise S3Error(f"{job.uri}: asked for bytes {start}-{end - 1}, got {span}")
 
 
 def _backoff(failures: int, cancel: threading.Event | None, abort: threading.Event) -> None:
