@@ -37,6 +37,8 @@ VARIABLES: dict[str, str] = {
     "EVALWB_REGISTRY_DIR": "folder of the embedded local registry (default: under the data dir)",
     "EVALWB_WORKER_IDLE_SEC": "seconds the detached transfer worker waits idle before it exits "
     "(default 300)",
+    "EVALWB_THEME": "app colours: ansi uses the terminal's own palette (best over SSH), or a "
+    "Textual theme name (default: textual-dark)",
 }
 
 SECRET_VARIABLES = frozenset({"WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY"})
@@ -135,6 +137,7 @@ class Settings:
     aws_secret_access_key: Secret | None = None
     aws_endpoint_url: str | None = None
     evalwb_registry_dir: Path | None = None
+    evalwb_theme: str | None = None
 
     @property
     def registry_dir(self) -> Path:
@@ -208,6 +211,7 @@ def load_settings(
         aws_secret_access_key=Secret(secret) if secret else None,
         aws_endpoint_url=get("AWS_ENDPOINT_URL") or get("AWS_S3_ENDPOINT_URL"),
         evalwb_registry_dir=_path(get("EVALWB_REGISTRY_DIR")),
+        evalwb_theme=(get("EVALWB_THEME") or "").strip().lower() or None,
     )
 
 
