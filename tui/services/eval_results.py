@@ -1,0 +1,296 @@
+"""Eval results per model version, found through lineage in the registry.
+
+eval-framework logs each eval as a run that used the checkpoint artifact and produced a
+results artifact (type `eval`) holding `aggregated_results.json`. So the results of a
+model version are the eval artifacts whose producing run is among the version's
+`used_by` runs. Everything here goes through the `Registry` protocol; only reading one
+stored file needs a backend that can serve its bytes (`object_path` on the local
+registry, `download_entry` on the W&B backend) or a `file://` reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from tui.services.refs import MODEL_REGISTRY
+from tui.services.registry.protocol import FileEntry, Registry, RegistryError, RunInfo, Version
+from tui.services.results import AGGREGATED
+
+EVAL_TYPE = "eval"
+# Versions of a model collection tabulated; older ones are left out of the table.
+MAX_MODEL_VERSIONS = 200
+# Versions read per eval collection: eval-framework adds one per distinct result content.
+MAX_EVAL_VERSIONS = 50
+# Lineage calls in flight at once: each is a round trip on the W&B backend.
+PARALLEL_CALLS = 8
+COLUMN_SEPARATOR = " / "
+# The headline metric of a task, first match wins; else the first plain `Average …` key.
+HEADLINE_METRICS = (
+    "Average Accuracy Loglikelihood",
+    "Average Accuracy Completion",
+    "Average Accuracy Normalized Loglikelihood",
+    "Average Partial Evaluation Accuracy",
+)
+
+Value = float | int | None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The aggregated results of one eval artifact, tied to the model version it evaluated."""
+
+    version: str
+    task: str
+    eval_ref: str
+    run: RunInfo
+    values: Mapping[str, Value]
+    created_at: str = ""
+    # The task's own first metric (from the artifact's metadata), when known.
+    primary: str | None = None
+
+
+@dataclass(frozen=True)
+class LineageDetail:
+    """A version's producing run and each run that used it with the eval artifacts it made."""
+
+    ref: str
+    produced_by: RunInfo | None
+    used_by: tuple[tuple[RunInfo, tuple[Version, ...]], ...]
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """Eval metrics by version of one collection: rows are versions (oldest first),
+    columns are `TASK / metric key`."""
+
+    collection: str
+    versions: tuple[str, ...]
+    results: tuple[EvalResult, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """Every `task / metric` logged for any version, tasks sorted, keys as logged."""
+        seen: dict[str, None] = {}
+        for result in sorted(self.results, key=lambda r: r.task):
+            for key in result.values:
+                seen.setdefault(column_name(result.task, key))
+        return list(seen)
+
+    @property
+    def default_columns(self) -> list[str]:
+        """One headline metric per task."""
+        chosen: dict[str, str] = {}
+        for result in sorted(self.results, key=lambda r: r.task):
+            key = headline_metric(result.values, result.primary)
+            if key is not None:
+                chosen.setdefault(result.task, column_name(result.task, key))
+        return list(chosen.values())
+
+    def value(self, version: str, column: str) -> Value:
+        """The value in a cell; None when that version has no such result."""
+        task, _, key = column.partition(COLUMN_SEPARATOR)
+        for result in self._by_version().get(version, ()):
+            if result.task == task and key in result.values:
+                return result.values[key]
+        return None
+
+    def series(self, column: str) -> list[tuple[str, float]]:
+        """(version, value) oldest first, for a chart; missing and NaN values left out."""
+        points = []
+        for version in self.versions:
+            value = self.value(version, column)
+            if isinstance(value, int | float) and math.isfinite(value):
+                points.append((version, float(value)))
+        return points
+
+    def _by_version(self) -> dict[str, list[EvalResult]]:
+        grouped: dict[str, list[EvalResult]] = {}
+        # Newest eval first, so a task evaluated twice shows its latest result.
+        for result in sorted(self.results, key=lambda r: r.created_at, reverse=True):
+            grouped.setdefault(result.version, []).append(result)
+        return grouped
+
+
+def column_name(task: str, key: str) -> str:
+    """`ARC / Average Accuracy Loglikelihood`."""
+    return f"{task}{COLUMN_SEPARATOR}{key}"
+
+
+def headline_metric(values: Mapping[str, Value], primary: str | None = None) -> str | None:
+    """The key a table shows for a task by default: `Average <primary>` when logged."""
+    for key in (f"Average {primary}" if primary else "", *HEADLINE_METRICS):
+        if key in values:
+            return key
+    plain = [k for k in values if k.startswith("Average ") and " - " not in k and "(" not in k]
+    return plain[0] if plain else next(iter(values), None)
+
+
+def checkpoint_ref(version: Version, alias: str | None = None) -> str:
+    """How a user writes this version: `name:alias` for the local or model registry (a
+    bare name means the model registry), else `[entity/]project/name:alias`."""
+    ref = version.ref(alias)
+    if version.project in ("local", MODEL_REGISTRY):
+        return f"{ref.name}:{ref.alias}"
+    return str(ref)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def results_by_version(
+    registry: Registry,
+    collection: str,
+    *,
+    max_versions: int = MAX_MODEL_VERSIONS,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> ResultsTable:
+    """The eval results logged for the newest `max_versions` versions of `collection`.
+
+    Eval artifacts that cannot be read are left out and named in `problems`, so one
+    damaged artifact does not hide the others.
+    """
+    versions = list(reversed(registry.list_versions(collection, limit=max_versions)))
+    used = _runs_using(registry, versions)
+    problems: list[str] = []
+    results: list[EvalResult] = []
+    if used:
+        for run_id, evals in eval_index(registry, cancelled=cancelled).items():
+            if cancelled():
+                break
+            for model_version, run in used.get(run_id, ()):
+                for eval_version in evals:
+                    try:
+                        results.append(_result(registry, model_version, eval_version, run))
+                    except (RegistryError, OSError, ValueError) as exc:
+                        problems.append(f"{eval_version.collection}:{eval_version.version}: {exc}")
+    return ResultsTable(
+        collection=collection,
+        versions=tuple(v.version for v in versions),
+        results=tuple(results),
+        problems=tuple(problems),
+    )
+
+
+def lineage_detail(registry: Registry, version: Version) -> LineageDetail:
+    """The run that produced `version`, and every run that used it with the eval
+    artifacts that run produced."""
+    lineage = registry.lineage(version.ref())
+    index = eval_index(registry) if lineage.used_by else {}
+    return LineageDetail(
+        ref=f"{version.collection}:{version.version}",
+        produced_by=lineage.produced_by,
+        used_by=tuple((run, tuple(index.get(run.id, ()))) for run in lineage.used_by),
+    )
+
+
+def eval_index(
+    registry: Registry, *, cancelled: Callable[[], bool] = lambda: False
+) -> dict[str, list[Version]]:
+    """Run id → the eval artifact versions that run produced."""
+    evals: list[Version] = []
+    for collection in registry.list_collections(type=EVAL_TYPE):
+        if cancelled():
+            return {}
+        evals.extend(registry.list_versions(collection.name, limit=MAX_EVAL_VERSIONS))
+    index: dict[str, list[Version]] = {}
+    for version, run in zip(evals, _parallel(registry.lineage, evals), strict=True):
+        if run is not None and run.produced_by is not None:
+            index.setdefault(run.produced_by.id, []).append(version)
+    return index
+
+
+def read_aggregated(registry: Registry, version: Version) -> dict[str, Value]:
+    """The `aggregated_results.json` of an eval artifact version (bare NaN allowed)."""
+    entries = [e for e in registry.files(version.ref()) if Path(e.path).name == AGGREGATED]
+    if not entries:
+        raise RegistryError(f"holds no {AGGREGATED}")
+    # The shortest path: the run folder's own file, not one nested deeper.
+    entry = min(entries, key=lambda e: len(e.path))
+    data = json.loads(read_entry(registry, version, entry))
+    if not isinstance(data, dict):
+        raise ValueError(f"{entry.path} is not a JSON object")
+    return {
+        str(key): value
+        for key, value in data.items()
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    }
+
+
+def read_entry(registry: Registry, version: Version, entry: FileEntry) -> bytes:
+    """The bytes of one manifest entry, from wherever this backend keeps them."""
+    if entry.ref is not None:
+        parsed = urlparse(entry.ref)
+        if parsed.scheme != "file":
+            raise RegistryError(f"{entry.path} is a {parsed.scheme}:// reference; not read here")
+        return Path(unquote(parsed.path)).read_bytes()
+    object_path = getattr(registry, "object_path", None)
+    if object_path is not None:
+        return Path(object_path(entry)).read_bytes()
+    download_entry = getattr(registry, "download_entry", None)
+    if download_entry is None:
+        raise RegistryError("this registry backend cannot serve stored files")
+    with tempfile.TemporaryDirectory(prefix="evalwb-results-") as tmp:
+        dest = Path(tmp) / "file"
+        download_entry(version.ref(), entry, dest, lambda n: None)
+        return dest.read_bytes()
+
+
+def _runs_using(
+    registry: Registry, versions: Sequence[Version]
+) -> dict[str, list[tuple[Version, RunInfo]]]:
+    """Run id → the versions it used, each with the run as that version's lineage has it."""
+    used: dict[str, list[tuple[Version, RunInfo]]] = {}
+    for version, lineage in zip(versions, _parallel(registry.lineage, versions), strict=True):
+        for run in lineage.used_by if lineage is not None else ():
+            used.setdefault(run.id, []).append((version, run))
+    return used
+
+
+def _result(registry: Registry, model: Version, evaluation: Version, run: RunInfo) -> EvalResult:
+    task = evaluation.metadata.get("task_name")
+    return EvalResult(
+        version=model.version,
+        task=str(task or run.job_type or evaluation.collection),
+        eval_ref=f"{evaluation.collection}:{evaluation.version}",
+        run=run,
+        values=read_aggregated(registry, evaluation),
+        created_at=evaluation.created_at,
+        primary=_primary_metric(evaluation.metadata),
+    )
+
+
+def _primary_metric(metadata: Mapping[str, Any]) -> str | None:
+    """eval-framework's `primary_metrics`, else the first of the task's own metrics."""
+    task_metadata = metadata.get("task_metadata")
+    for names in (
+        metadata.get("primary_metrics"),
+        task_metadata.get("metrics") if isinstance(task_metadata, Mapping) else None,
+    ):
+        if isinstance(names, list) and names and isinstance(names[0], str):
+            return names[0]
+    return None
+
+
+def _parallel(call: Callable[[Any], Any], versions: Iterable[Version]) -> list[Any]:
+    """`call(version.ref())` for each version, a few at once; None where it failed."""
+
+    def safe(version: Version) -> Any:
+        try:
+            return call(version.ref())
+        except RegistryError:
+            return None
+
+    items = list(versions)
+    if len(items) < 2:
+        return [safe(v) for v in items]
+    with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+        return list(pool.map(safe, items))
