@@ -1,29 +1,68 @@
-"""The Textual app: header, footer and the panes, on whichever registry is configured.
+"""The Textual app: header, tabs for the three panes, footer; help, palette and keymap.
 
 The registry opens in a thread worker (the W&B backend alone takes about half a second
-to import), so the first screen appears at once.
+to import), so the first screen appears at once. The Run and Transfers panes are
+imported in a thread too, once the registry listing is up, so they never delay it.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.message import Message
 from textual.notifications import SeverityLevel
-from textual.widgets import ContentSwitcher, Footer, Header
+from textual.widget import Widget
+from textual.widgets import Footer, Header, LoadingIndicator, TabbedContent, TabPane
 
+from tui.commands import PaletteCommand, PaneCommands
+from tui.keymap import (
+    BindingRow,
+    KeymapError,
+    active_rows,
+    bindings_of,
+    keymap_path,
+    known_binding_ids,
+    load_keymap,
+    node_rows,
+    unknown_ids,
+)
+from tui.messages import CheckpointPicked
 from tui.panes.registry import RegistryPane
+from tui.screens.help import HelpScreen, Sections
 from tui.services.registry import Registry, open_registry
 from tui.services.settings import Settings, mask
 from tui.widgets.format import one_line, short_path
 
 TITLE = "evalwb-tui"
 # EVALWB_THEME=ansi uses the terminal's own palette, which survives SSH and tmux.
-THEMES = {"ansi": "ansi-dark"}
+THEME_ALIASES = {"ansi": "ansi-dark", "default": "textual-dark"}
+# The Run and Transfers panes load at the latest this long after start, even when the
+# registry listing never arrives (a slow or unreachable backend).
+PANES_LOAD_DEADLINE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    """A tab: its id, its label, the keys that show it."""
+
+    id: str
+    label: str
+    key: str
+    fkey: str
+
+
+PANES = (
+    PaneSpec("registry", "Registry", "1", "f2"),
+    PaneSpec("run", "Run", "2", "f3"),
+    PaneSpec("transfers", "Transfers", "3", "f4"),
+)
 
 
 def backend_title(settings: Settings, registry: Registry | None) -> str:
@@ -36,13 +75,31 @@ def backend_title(settings: Settings, registry: Registry | None) -> str:
     return f"W&B {settings.wandb_entity or '(default entity)'}"
 
 
+def _pane_bindings() -> list[BindingType]:
+    bindings: list[BindingType] = []
+    for pane in PANES:
+        action = f"show_pane('{pane.id}')"
+        # A digit is typed into a text box when one has the focus; the F-key always
+        # switches (priority), so a form full of inputs can still be left.
+        bindings.append(Binding(pane.key, action, pane.label, show=False, id=f"app.{pane.id}"))
+        bindings.append(
+            Binding(
+                pane.fkey, action, pane.label, show=False, priority=True, id=f"app.{pane.id}.fkey"
+            )
+        )
+    return bindings
+
+
 class EvalWBApp(App[None]):
-    """evalwb-tui: the registry today; run configuration and transfers join as panes."""
+    """evalwb-tui: Registry, Run and Transfers panes on whichever registry is configured."""
 
     CSS_PATH = "app.tcss"
     TITLE = TITLE
+    COMMANDS = App.COMMANDS | {PaneCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q,ctrl+q", "quit", "Quit", key_display="q", id="app.quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", id="app.help"),
+        *_pane_bindings(),
     ]
 
     class RegistryOpened(Message):
@@ -53,26 +110,81 @@ class EvalWBApp(App[None]):
             self.registry = registry
             self.error = error
 
+    class PanesImported(Message):
+        """The Run and Transfers pane classes are imported (or failed: `error`)."""
+
+        def __init__(self, factories: dict[str, Callable[[], Widget]], error: str = "") -> None:
+            super().__init__()
+            self.factories = factories
+            self.error = error
+
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.registry = registry
         self.sub_title = backend_title(settings, registry)
+        self.keymap: dict[str, str] = {}
+        self._panes_requested = False
+        self._pending_checkpoint: str | None = None
+        # The widget that had the focus in each pane when the user left it.
+        self._last_focus: dict[str, Widget] = {}
+
+    # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with ContentSwitcher(initial="registry", id="panes"):
-            yield RegistryPane(id="registry")
+        with TabbedContent(initial="registry", id="panes"):
+            for pane in PANES:
+                with TabPane(f"{pane.key} {pane.label}", id=pane.id):
+                    if pane.id == "registry":
+                        yield RegistryPane(id="registry-pane")
+                    else:
+                        yield LoadingIndicator()
         yield Footer()
 
     def on_mount(self) -> None:
-        theme = THEMES.get(os.environ.get("EVALWB_THEME", "").strip().lower())
-        if theme:
-            self.theme = theme
+        self._apply_theme()
+        self._apply_keymap()
         if self.registry is not None:
             self.query_one(RegistryPane).set_registry(self.registry)
         else:
             self._open_registry()
+        self.set_timer(PANES_LOAD_DEADLINE_SECONDS, self._load_panes)
+
+    def _apply_theme(self) -> None:
+        wanted = self.settings.evalwb_theme
+        if not wanted:
+            return
+        theme = THEME_ALIASES.get(wanted, wanted)
+        if theme not in self.available_themes:
+            names = ", ".join(["ansi", *sorted(self.available_themes)])
+            self.notify(
+                f"EVALWB_THEME={wanted!r} is not a theme; use one of: {names}",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self.theme = theme
+
+    def _apply_keymap(self) -> None:
+        path = keymap_path(self.settings.paths.config)
+        try:
+            keymap = load_keymap(path)
+        except KeymapError as exc:
+            self.notify(f"keys ignored: {exc}", severity="error", markup=False, timeout=10)
+            return
+        unknown = unknown_ids(keymap, known_binding_ids())
+        if unknown:
+            self.notify(
+                f"{path}: no binding has the id {', '.join(unknown)} (press ? for the ids)",
+                severity="warning",
+                markup=False,
+                timeout=10,
+            )
+        self.keymap = keymap
+        self.set_keymap(keymap)
+
+    # -- the registry ------------------------------------------------------------------
 
     @work(thread=True, exit_on_error=False, group="registry")
     def _open_registry(self) -> None:
@@ -88,9 +200,174 @@ class EvalWBApp(App[None]):
         pane = self.query_one(RegistryPane)
         if event.registry is None:
             pane.show_unavailable(event.error or "the registry could not be opened")
+            self._load_panes()
             return
         self.registry = event.registry
         pane.set_registry(event.registry)
+
+    @on(RegistryPane.CollectionsLoaded)
+    def _listing_shown(self) -> None:
+        # The listing is drawn on the next refresh; the other panes load after it.
+        self.call_after_refresh(self._load_panes)
+
+    # -- the other panes, loaded in the background ----------------------------------------
+
+    def _load_panes(self) -> None:
+        if not self._panes_requested:
+            self._panes_requested = True
+            self._import_panes()
+
+    @work(thread=True, exit_on_error=False, group="panes")
+    def _import_panes(self) -> None:
+        try:
+            from tui.panes.run_config import RunConfigPane
+            from tui.panes.transfers import TransfersPane
+        except Exception as exc:  # a broken install: say so in the tabs, keep the registry
+            self.post_message(self.PanesImported({}, one_line(exc)))
+            return
+        factories: dict[str, Callable[[], Widget]] = {
+            "run": partial(RunConfigPane, self.settings, id="run-pane"),
+            "transfers": partial(TransfersPane, settings=self.settings, id="transfers-pane"),
+        }
+        self.post_message(self.PanesImported(factories))
+
+    @on(PanesImported)
+    async def _panes_imported(self, event: PanesImported) -> None:
+        if event.error:
+            self.notify(f"Run and Transfers panes: {event.error}", severity="error", markup=False)
+            return
+        for pane_id, factory in event.factories.items():
+            tab = self.query_one(f"TabPane#{pane_id}", TabPane)
+            await tab.query(LoadingIndicator).remove()
+            await tab.mount(factory())
+        if self._pending_checkpoint is not None:
+            self._send_checkpoint(self._pending_checkpoint)
+            self._pending_checkpoint = None
+        active = self.query_one(TabbedContent).active
+        if active != "registry":
+            self._focus_pane(active)
+
+    def pane(self, pane_id: str) -> Widget | None:
+        """The pane widget of tab `pane_id`, once it is mounted."""
+        tab = self.query_one(f"TabPane#{pane_id}", TabPane)
+        children = [child for child in tab.children if not isinstance(child, LoadingIndicator)]
+        return children[0] if children else None
+
+    @property
+    def active_pane_id(self) -> str:
+        """The id of the tab on screen."""
+        return self.query_one(TabbedContent).active
+
+    # -- actions -----------------------------------------------------------------------
+
+    def action_show_pane(self, pane_id: str) -> None:
+        """Show tab `pane_id` and put the focus in its pane."""
+        self._remember_focus()
+        self.query_one(TabbedContent).active = pane_id
+        if self.pane(pane_id) is None:
+            self._load_panes()
+        self._focus_pane(pane_id)
+
+    def _focus_pane(self, pane_id: str) -> None:
+        pane = self.pane(pane_id)
+        if pane is None:
+            return
+        focused = self.screen.focused
+        if focused is not None and pane in focused.ancestors:
+            return
+        last = self._last_focus.get(pane_id)
+        if last is not None and last.is_attached and last in self.screen.focus_chain:
+            last.focus()
+        elif hasattr(pane, "focus_default"):
+            pane.focus_default()
+        else:
+            chain = [w for w in self.screen.focus_chain if pane in w.ancestors]
+            if chain:
+                chain[0].focus()
+
+    def _remember_focus(self) -> None:
+        focused = self.screen.focused
+        if focused is None:
+            return
+        for spec in PANES:
+            pane = self.pane(spec.id)
+            if pane is not None and pane in focused.ancestors:
+                self._last_focus[spec.id] = focused
+
+    def action_help(self) -> None:
+        """Show every key that acts now, with its binding id."""
+        path = keymap_path(self.settings.paths.config)
+        self.push_screen(HelpScreen(self.help_sections(), path))
+
+    @on(CheckpointPicked)
+    def _checkpoint_picked(self, event: CheckpointPicked) -> None:
+        event.stop()
+        self.action_show_pane("run")
+        if self.pane("run") is None:
+            self._pending_checkpoint = event.ref
+        else:
+            self._send_checkpoint(event.ref)
+
+    def _send_checkpoint(self, ref: str) -> None:
+        run = self.pane("run")
+        set_checkpoint = getattr(run, "set_checkpoint", None)
+        if set_checkpoint is not None:
+            set_checkpoint(ref)
+            self.notify(f"checkpoint {ref} in the Run pane", markup=False)
+
+    # -- help and palette, from the live bindings ---------------------------------------
+
+    def section_title(self, node: DOMNode) -> str:
+        """How the help screen names the owner of a binding."""
+        if node is self or node is self.screen:
+            return "app"
+        for pane in PANES:
+            if node is self.pane(pane.id):
+                return f"{pane.label} pane"
+        return type(node).__name__
+
+    def help_sections(self) -> Sections:
+        """The keys acting on the current screen, grouped by owner: pane, widgets, app."""
+        grouped: dict[str, list[BindingRow]] = {}
+        for row in active_rows(self):
+            grouped.setdefault(self.section_title(row.node), []).append(row)
+        pane_titles = [f"{p.label} pane" for p in PANES]
+
+        def order(title: str) -> int:
+            return 0 if title in pane_titles else 2 if title == "app" else 1
+
+        return [(title, grouped[title]) for title in sorted(grouped, key=order)]
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        """The current pane's actions, then switching panes, help and quit."""
+        commands: list[PaletteCommand] = []
+        spec = next(p for p in PANES if p.id == self.active_pane_id)
+        pane = self.pane(spec.id)
+        if pane is not None:
+            taken = frozenset(k for k, b in bindings_of(self, self.keymap) if b.priority)
+            for row in node_rows(self, pane, self.keymap, taken):
+                commands.append(
+                    PaletteCommand(
+                        f"{spec.label}: {row.description}",
+                        _help_text(row),
+                        partial(self.run_action, row.action, pane),
+                    )
+                )
+        app_rows: dict[str, list[BindingRow]] = {}
+        for row in node_rows(self, self, self.keymap):
+            if row.binding_id.startswith("app."):
+                app_rows.setdefault(row.action, []).append(row)
+        for action, rows in app_rows.items():
+            keys = ", ".join(key for row in rows for key in row.keys)
+            ids = ", ".join(row.binding_id for row in rows)
+            commands.append(
+                PaletteCommand(
+                    _app_command_name(rows[0]), f"{keys} · {ids}", partial(self.run_action, action)
+                )
+            )
+        return commands
+
+    # -- notifications -----------------------------------------------------------------
 
     def notify(
         self,
@@ -109,3 +386,16 @@ class EvalWBApp(App[None]):
             timeout=timeout,
             markup=markup,
         )
+
+
+def _help_text(row: BindingRow) -> str:
+    keys = ", ".join(row.keys) or "no key"
+    return f"{keys} · {row.binding_id}" if row.binding_id else keys
+
+
+def _app_command_name(row: BindingRow) -> str:
+    if row.action == "help":
+        return "Help: keys and binding ids"
+    if row.action == "quit":
+        return "Quit"
+    return f"Show the {row.description} pane"

@@ -1,0 +1,83 @@
+"""The help screen: every key that acts right now, what it does and its binding id.
+
+It is built from the live bindings (with the user's keymap applied), never written by
+hand, so it cannot drift from what the keys do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from tui.keymap import BindingRow
+
+# (section title, its rows), in the order shown.
+Sections = list[tuple[str, list[BindingRow]]]
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys by section (pane, focused widget, app); Escape, q or ? closes it."""
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > Vertical {
+        width: 100%;
+        max-width: 96;
+        height: 100%;
+        max-height: 40;
+        border: round $accent;
+        background: $surface;
+    }
+    HelpScreen #help-table {
+        height: 1fr;
+    }
+    HelpScreen #help-note {
+        color: $text-muted;
+        padding: 0 1;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark,f1", "close", "Close", id="help.close"),
+    ]
+
+    def __init__(self, sections: Sections, keymap_file: Path) -> None:
+        super().__init__()
+        self.sections = sections
+        self.keymap_file = keymap_file
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
+            yield Static(
+                f'Remap a key by its id in {self.keymap_file}, e.g. [keys] "registry.filter" = "f"',
+                id="help-note",
+                markup=False,
+            )
+
+    def on_mount(self) -> None:
+        self.query_one(Vertical).border_title = "keys (Esc closes)"
+        table = self.query_one(DataTable)
+        table.add_columns("where", "keys", "action", "id")
+        for title, rows in self.sections:
+            for index, row in enumerate(rows):
+                where = Text(title if index == 0 else "", style="bold")
+                table.add_row(where, ", ".join(row.keys), row.description, row.binding_id or "-")
+        table.focus()
+
+    @property
+    def rows(self) -> list[tuple[str, BindingRow]]:
+        """(section title, row) for every row shown."""
+        return [(title, row) for title, rows in self.sections for row in rows]
+
+    def action_close(self) -> None:
+        self.dismiss(None)
