@@ -262,23 +262,29 @@ def report(results: dict, sizes: dict[str, Path], heap: dict[str, dict[str, floa
     def med(samples: list, what: str | None = None) -> float:
         return statistics.median(s[0] if what is None else s[1][what] for s in samples)
 
+    def best(samples: list) -> float:
+        return min(s[0] for s in samples)
+
     print(
-        f"{'contender':<10} {'size':<7} {'MB':>6} {'wall s':>8} {'in-proc s':>10} {'peak MiB':>9}"
+        f"{'contender':<10} {'size':<7} {'MB':>6} {'wall s':>8} {'min wall':>9} "
+        f"{'in-proc s':>10} {'peak MiB':>9}"
     )
     for (tool, size), samples in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         mb = sum(f.stat().st_size for f in sizes[size].iterdir()) / 1e6
         print(
-            f"{tool:<10} {size:<7} {mb:>6.1f} {med(samples):>8.2f} "
+            f"{tool:<10} {size:<7} {mb:>6.1f} {med(samples):>8.2f} {best(samples):>9.2f} "
             f"{med(samples, 'work_s'):>10.2f} {med(samples, 'peak_rss_mib'):>9.0f}"
         )
     print()
     for size in sizes:
         ours, plain = results[("ours", size)], results[("plain", size)]
         print(
-            f"{size:<6} ours/plain: wall {med(ours) / med(plain):.3f}, "
+            f"{size:<6} ours/plain: wall {med(ours) / med(plain):.3f} "
+            f"(min {best(ours) / best(plain):.3f}), "
             f"in-process {med(ours, 'work_s') / med(plain, 'work_s'):.3f}, "
             f"peak RSS {med(ours, 'peak_rss_mib') / med(plain, 'peak_rss_mib'):.3f}"
         )
+    print(f"(medians of {len(ours)} rounds; load average {os.getloadavg()[0]:.1f})")
     small, big = list(sizes)
     growth = med(results[("ours", big)], "peak_rss_mib") / med(
         results[("ours", small)], "peak_rss_mib"
