@@ -646,6 +646,42 @@ def _watch_json(frames: Any) -> bool:
     return shown
 
 
+# --- serve ------------------------------------------------------------------------------
+
+
+@subcommand
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the app to a browser tab (textual-serve)",
+        description="Each browser tab runs its own copy of the app. Bound to 127.0.0.1 by "
+        "default: from another machine, forward the port over SSH "
+        "(ssh -L 8000:127.0.0.1:8000 HOST) and open http://127.0.0.1:8000.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--demo", dest="serve_demo", action="store_true", help="serve the app on the demo registry"
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import shlex
+
+    from textual_serve.server import Server
+
+    if not 1 <= args.port <= 65535:
+        raise CliError(f"--port must be between 1 and 65535, not {args.port}")
+    command = [sys.executable, "-m", "tui.cli"]
+    if args.demo or args.serve_demo:
+        _seeded_demo(settings)  # once here, so a seeding error shows before serving
+        command.append("--demo")
+    server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
+    server.serve()
+    return 0
+
+
 # --- run --------------------------------------------------------------------------------
 
 
