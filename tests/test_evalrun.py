@@ -626,3 +626,31 @@ def test_the_stand_in_refuses_options_eval_framework_lacks(tmp_path: Path) -> No
         timeout=30,
     )
     assert done.returncode == 2 and "unrecognized arguments: --tasks x" in done.stderr
+
+
+# --- the headless `run` command ------------------------------------------------------------
+
+
+def test_run_command_prints_writes_and_launches(isolated_env: Path, capsys) -> None:
+    from tui.cli import main
+
+    out_dir = isolated_env / "out"
+    common = ["run", "--checkpoint", "org/proj/my-model:v3", "--task", "arc", "--fewshot", "3"]
+    common += ["--samples", "10", "--output-dir", str(out_dir)]
+    assert main(common) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert parse_argv(shlex.split(printed[0])).tasks == ["ARC"]
+
+    det = isolated_env / "exp.yaml"
+    assert main([*common, "--determined", str(det)]) == 0
+    assert read_determined(det).checkpoint == "org/proj/my-model:v3"
+
+    assert main([*common, "--eval-command", shlex.join(PROGRAM), "--launch"]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluating HFLLM_checkpoint_org_proj_my-model_v3 on ARC" in out
+    assert "queued for logging: 1" in out
+
+    assert main(["run", "--task", "NOPE", "--output-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evalwb-tui: checkpoint: pick a model version")
+    assert "tasks: 'NOPE' is not one of" in err and "\n" not in err

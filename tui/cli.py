@@ -328,6 +328,12 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
     if not folders:
         raise CliError(f"no eval-framework results folder under {' '.join(args.results)}")
     runs = [read_run(folder) for folder in folders]  # every folder is checked before any log
+    models = sorted({run.llm_name for run in runs})
+    if ref is not None and len(models) > 1:
+        raise CliError(
+            f"--checkpoint names one model version, but the folders hold results of "
+            f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
+        )
     checkpoint, alias = _checkpoint(ref, settings)
     for run in runs:
         logged = log_run(
@@ -706,7 +712,8 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--entity", dest="wandb_entity")
     run.add_argument("--no-upload", dest="upload_results", action="store_false", default=None)
     run.add_argument("--description")
-    run.add_argument("--eval-command", dest="command", help="default: eval_framework")
+    # Not `command`: that name holds the chosen subcommand.
+    run.add_argument("--eval-command", help="the eval program (default: eval_framework)")
     what = run.add_mutually_exclusive_group()
     what.add_argument("--determined", metavar="PATH", help="write a Determined experiment file")
     what.add_argument("--launch", action="store_true", help="run it here, output streamed")
@@ -720,7 +727,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     base = evalrun.load_preset(args.preset, settings) if args.preset else evalrun.EvalRunConfig()
     values: dict[str, Any] = dataclasses.asdict(base)
     for name in evalrun.FIELDS:
-        given = getattr(args, name, None)
+        given = getattr(args, "eval_command" if name == "command" else name, None)
         if given is not None:
             values[name] = given
     config, errors = evalrun.parse_form(values)

@@ -213,7 +213,8 @@ def _field_value(name: str, raw: Any) -> Any:
     if name == "llm_args":
         return _json_object(raw) if isinstance(raw, str) else raw
     if name == "tasks":
-        return [raw] if isinstance(raw, str) else list(raw)
+        names = [raw] if isinstance(raw, str) else list(raw)
+        return [canonical_task(n) or n for n in names]
     if name == "upload_results":
         return bool(raw)
     return raw.strip() if isinstance(raw, str) else raw
