@@ -575,3 +575,15 @@ def test_cli_checkpoint_alias_groups_by_the_version_it_names(demo_registry_dir, 
     assert (ref.alias, alias) == ("v2", None)
     ref, alias = cli._checkpoint(parse_ref("no-such-model:best"), settings)
     assert (ref.alias, alias) == ("best", "best")
+
+
+def test_cli_refuses_one_checkpoint_for_results_of_two_models(tmp_path, monkeypatch, capsys):
+    from tui import cli
+
+    use_env(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["log", str(ARC_V3), str(ARC_V4), "--checkpoint", "my-model:v3"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "2 models" in err and "--checkpoint" in err
+    assert not (tmp_path / "wandb-dir").exists()
