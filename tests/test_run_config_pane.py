@@ -243,3 +243,22 @@ async def test_the_form_scrolls_to_every_field_at_80x24(tmp_path: Path, settings
         await until(pilot, lambda: form.content_region.contains_region(command.region), 5)
         assert form.scroll_offset.y > 0
         assert pane.query_one("#run-log").region.height >= 5
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot(snap_compare, settings: Settings, size: tuple[int, int]) -> None:
+    async def filled(pilot: Pilot) -> None:
+        pane = pilot.app.query_one(RunConfigPane)
+        pane.set_config(
+            evalrun.EvalRunConfig(
+                checkpoint="my-model:production",
+                tasks=["ARC", "MMLU"],
+                num_fewshot=3,
+                num_samples=0,
+                wandb_project="evals",
+            )
+        )
+        pane.query_one("#run-checkpoint", Input).focus()
+        await pilot.pause()
+
+    assert snap_compare(PaneApp(settings), terminal_size=size, run_before=filled)

@@ -497,7 +497,7 @@ class RunConfigPane(Vertical):
         elif event.returncode != 0:
             self.notify(f"run failed (exit status {event.returncode})", severity="error")
         else:
-            found = ", ".join(p.name for p in event.run_dirs) or "no result folder found"
+            found = ", ".join(p.parent.name for p in event.run_dirs) or "no result folder found"
             self.notify(f"run finished: {found}", markup=False)
             if event.run_dirs and self.queue_logging and self.settings is not None:
                 self._queue(event.run_dirs, self._launched)
