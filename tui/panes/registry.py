@@ -2,11 +2,18 @@
 
 Every registry call runs in a thread worker and reports back by message, so the pane
 stays responsive on a slow backend; failures become one-line notifications.
+
+Beyond browsing: eval results by version (`t`), lineage (`l`), moving an alias (`a`),
+copying a reference (`y`), searching versions everywhere (`s`), downloading through the
+transfer queue with progress in a status line (`d`), and handing the version to the Run
+pane (`e`) by the alias it was picked by.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,17 +22,41 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Tree
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
+from tui.messages import CheckpointPicked
+from tui.services.eval_results import checkpoint_ref
 from tui.services.registry.protocol import Collection, FileEntry, Lineage, Registry, Version
+from tui.services.transfers import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Job,
+    TransferQueue,
+    open_queue,
+)
+from tui.services.version_search import SearchHit
+from tui.services.worker import ensure_worker
+from tui.widgets.alias_dialog import AliasScreen
+from tui.widgets.choice import ChoiceScreen
+from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import DetailView, version_key
+from tui.widgets.download_status import DownloadStatus
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
-from tui.widgets.registry_tree import NodeData, RegistryTree
+from tui.widgets.lineage_view import LineageScreen
+from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree
+from tui.widgets.results_view import ResultsScreen
+from tui.widgets.search import SearchScreen
 
 # Holding an arrow key moves the cursor faster than files and lineage can be fetched;
 # they are fetched only once the cursor rests this long.
 DETAIL_DELAY_SECONDS = 0.1
+# How often the download watcher looks at the queue; a look is one cheap PRAGMA unless
+# another process wrote to it.
+DOWNLOAD_POLL_SECONDS = 0.1
 
 
 class RegistryPane(Vertical):
@@ -36,7 +67,14 @@ class RegistryPane(Vertical):
         # it lands in the box (no collection name holds a `/`).
         Binding("slash", "open_filter", "Filter", priority=True, id="registry.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="registry.clear_filter"),
-        Binding("r", "reload", "Reload", id="registry.reload"),
+        Binding("r", "reload", "Reload", show=False, id="registry.reload"),
+        Binding("e", "evaluate", "Evaluate", id="registry.evaluate"),
+        Binding("d", "download", "Download", id="registry.download"),
+        Binding("t", "results", "Results", id="registry.results"),
+        Binding("l", "lineage", "Lineage", id="registry.lineage"),
+        Binding("a", "move_alias", "Alias", id="registry.alias"),
+        Binding("y", "copy_ref", "Copy ref", id="registry.copy"),
+        Binding("s,ctrl+f", "search", "Search", key_display="s", id="registry.search"),
     ]
 
     class CollectionsLoaded(Message):
@@ -63,10 +101,38 @@ class RegistryPane(Vertical):
             self.key = key
             self.lineage = lineage
 
+    class AliasMoved(Message):
+        """`alias` moved to `version` (fresh collection data), or one line saying why not."""
+
+        def __init__(
+            self,
+            version: Version,
+            alias: str,
+            fresh: tuple[Collection, list[Version]] | None,
+            error: str | None = None,
+        ) -> None:
+            super().__init__()
+            self.version = version
+            self.alias = alias
+            self.fresh = fresh
+            self.error = error
+
+    class DownloadUpdate(Message):
+        """The watched download job as the queue has it, or why it could not be queued."""
+
+        def __init__(self, ref: str, job: Job | None, error: str | None = None) -> None:
+            super().__init__()
+            self.ref = ref
+            self.job = job
+            self.error = error
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.registry: Registry | None = None
         self._detail_timer: Timer | None = None
+        # version key -> the alias the user found it by (a search hit on an alias).
+        self._picked_by: dict[tuple[str, str], str] = {}
+        self._download_watch: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield FilterInput(
@@ -76,6 +142,7 @@ class RegistryPane(Vertical):
         with Horizontal(id="registry-body"):
             yield RegistryTree(id="registry-tree")
             yield DetailView(id="registry-detail")
+        yield DownloadStatus(id="registry-download")
 
     @property
     def collection_tree(self) -> RegistryTree:
@@ -208,3 +275,253 @@ class RegistryPane(Vertical):
         self.collection_tree.apply_filter(event.value)
         if not self.collection_tree.shown_collections:
             self.detail_view.show_note("nothing to show")
+
+    # -- the selection -------------------------------------------------------------------
+
+    @property
+    def download_status(self) -> DownloadStatus:
+        """The status line of the download started here."""
+        return self.query_one(DownloadStatus)
+
+    def _selected(self) -> NodeData:
+        node = self.collection_tree.cursor_node
+        return node.data if node is not None else None
+
+    def _selected_version(self, doing: str) -> Version | None:
+        """The version under the cursor, or None after saying how to pick one."""
+        data = self._selected()
+        if isinstance(data, Version):
+            return data
+        self.notify(
+            f"Pick a version to {doing}: Enter opens a collection, ↓ moves onto its versions",
+            severity="warning",
+        )
+        return None
+
+    def _registry_or_say(self) -> Registry | None:
+        if self.registry is None:
+            self.notify("The registry is not open yet", severity="warning")
+        return self.registry
+
+    def picked_alias(self, version: Version) -> str | None:
+        """The alias the user picked `version` by: a search hit on an alias, or the
+        collection filter naming one of its aliases exactly; None when picked by number."""
+        alias = self._picked_by.get(version_key(version))
+        if alias in version.aliases:
+            return alias
+        typed = self.collection_tree.query_text.strip().lower()
+        return next((a for a in version.aliases if a.lower() == typed), None)
+
+    def pick_ref(self, version: Version) -> str:
+        """The reference the Run pane and the clipboard get for `version`."""
+        return checkpoint_ref(version, self.picked_alias(version))
+
+    # -- evaluate, copy ------------------------------------------------------------------
+
+    def action_evaluate(self) -> None:
+        version = self._selected_version("evaluate")
+        if version is None:
+            return
+        ref = self.pick_ref(version)
+        self.post_message(CheckpointPicked(ref))
+        self.notify(f"{ref} goes to the Run pane", markup=False)
+
+    def action_copy_ref(self) -> None:
+        version = self._selected_version("copy its reference")
+        if version is None:
+            return
+        first = self.pick_ref(version)
+        others = [checkpoint_ref(version, a) for a in version.aliases]
+        refs = list(dict.fromkeys([first, *others, checkpoint_ref(version)]))
+
+        def copy(ref: str | None) -> None:
+            if ref is not None:
+                self.app.copy_to_clipboard(ref)
+                self.notify(f"Copied {ref}", markup=False)
+
+        self.app.push_screen(ChoiceScreen("Copy which reference? (Enter copies)", refs), copy)
+
+    # -- results, lineage, search --------------------------------------------------------
+
+    def action_results(self) -> None:
+        registry = self._registry_or_say()
+        data = self._selected()
+        if registry is None:
+            return
+        if isinstance(data, Collection):
+            name = data.name
+        elif isinstance(data, Version):
+            name = data.collection
+        else:
+            self.notify("Pick a collection to see its eval results", severity="warning")
+            return
+        self.app.push_screen(ResultsScreen(registry, name))
+
+    def action_lineage(self) -> None:
+        registry = self._registry_or_say()
+        version = self._selected_version("see its lineage") if registry else None
+        if registry is not None and version is not None:
+            self.app.push_screen(LineageScreen(registry, version))
+
+    def action_search(self) -> None:
+        registry = self._registry_or_say()
+        if registry is not None:
+            self.app.push_screen(SearchScreen(registry), self._jump_to)
+
+    def _jump_to(self, hit: SearchHit | None) -> None:
+        if hit is None:
+            return
+        version = hit.version
+        if hit.alias is not None:
+            self._picked_by[version_key(version)] = hit.alias
+        else:
+            self._picked_by.pop(version_key(version), None)
+        tree = self.collection_tree
+        if version.collection not in tree.shown_collections and tree.query_text:
+            self.query_one(FilterInput).close(clear=True)
+            tree.apply_filter("")
+        if not tree.reveal(version.collection, version.version):
+            self.notify(f"{version.collection} is not in the tree; press r to reload")
+        tree.focus()
+
+    # -- aliases -------------------------------------------------------------------------
+
+    def action_move_alias(self) -> None:
+        registry = self._registry_or_say()
+        version = self._selected_version("move an alias onto it") if registry else None
+        if registry is None or version is None:
+            return
+        collection = self._collection_of(version)
+        known = sorted(collection.aliases) if collection else sorted(version.aliases)
+        target = f"{version.collection}:{version.version}"
+
+        def named(alias: str | None) -> None:
+            if alias is not None:
+                self._confirm_alias(registry, version, alias, collection)
+
+        self.app.push_screen(AliasScreen(target, known), named)
+
+    def _collection_of(self, version: Version) -> Collection | None:
+        node = self.collection_tree.cursor_node
+        parent = node.parent if node is not None else None
+        data = parent.data if parent is not None else None
+        return data if isinstance(data, Collection) else None
+
+    def _confirm_alias(
+        self, registry: Registry, version: Version, alias: str, collection: Collection | None
+    ) -> None:
+        if alias in version.aliases:
+            self.notify(f"{version.collection}:{version.version} already is {alias!r}")
+            return
+        holder = collection.aliases.get(alias) if collection else None
+        question = (
+            f"Move alias {alias!r} of {version.collection} from {holder} to {version.version}?"
+            if holder
+            else f"Add alias {alias!r} to {version.collection}:{version.version}?"
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                shown = len(self.collection_tree.versions_of(version.collection))
+                self._move_alias(registry, version, alias, max(shown, PAGE_SIZE))
+            else:
+                self.notify(f"Alias {alias!r} left unchanged")
+
+        self.app.push_screen(ConfirmScreen(question, yes="Move", no="Cancel"), answered)
+
+    @work(thread=True, group="alias", exit_on_error=False)
+    def _move_alias(self, registry: Registry, version: Version, alias: str, limit: int) -> None:
+        try:
+            registry.set_alias(version.ref(), alias)
+            collection = registry.get_collection(version.collection)
+            versions = registry.list_versions(version.collection, limit=limit)
+        except Exception as exc:  # notified; the tree keeps what it showed
+            self.post_message(self.AliasMoved(version, alias, None, one_line(exc)))
+            return
+        self.post_message(self.AliasMoved(version, alias, (collection, versions)))
+
+    @on(AliasMoved)
+    def _alias_moved(self, event: AliasMoved) -> None:
+        where = f"{event.version.collection}:{event.version.version}"
+        if event.fresh is None:
+            self.notify(
+                f"Moving {event.alias!r} to {where} failed: {event.error}", severity="error"
+            )
+            return
+        self.collection_tree.replace_collection(*event.fresh)
+        self.notify(f"{event.version.collection}:{event.alias} now names {event.version.version}")
+
+    # -- downloads -----------------------------------------------------------------------
+
+    def action_download(self) -> None:
+        version = self._selected_version("download")
+        if version is None:
+            return
+        settings = getattr(self.app, "settings", None)
+        if settings is None:
+            self.notify("Downloads need the app's settings", severity="error")
+            return
+        ref = checkpoint_ref(version)
+        self._download_watch = self._download(settings, ref)
+
+    @work(thread=True, exclusive=True, group="download", exit_on_error=False)
+    def _download(self, settings: Any, ref: str) -> None:
+        worker = get_current_worker()
+        try:
+            queue = open_queue(settings)
+        except Exception as exc:  # the queue file cannot be opened: say so, once
+            self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
+            return
+        try:
+            job = _queued_download(queue, ref)
+            self.post_message(self.DownloadUpdate(ref, job))
+            ensure_worker(settings)
+            _watch(queue, job, lambda j: self.post_message(self.DownloadUpdate(ref, j)), worker)
+        except Exception as exc:  # queue or worker start failed: one line
+            self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
+        finally:
+            queue.close()
+
+    @on(DownloadUpdate)
+    def _download_update(self, event: DownloadUpdate) -> None:
+        if event.job is None:
+            self.notify(f"Download of {event.ref} failed: {event.error}", severity="error")
+            return
+        job = event.job
+        self.download_status.show_job(job, event.ref)
+        if job.state == DONE:
+            path = (job.result or {}).get("path", "?")
+            self.notify(f"Downloaded {event.ref} to {path}", markup=False, timeout=10)
+        elif job.state == FAILED:
+            self.notify(f"Download of {event.ref} failed: {job.last_error}", severity="error")
+        elif job.state == CANCELLED:
+            self.notify(f"Download of {event.ref} cancelled", severity="warning")
+
+
+def _queued_download(queue: TransferQueue, ref: str) -> Job:
+    """The queued or running download of `ref`, or a new one: pressing `d` twice must not
+    fetch the same checkpoint twice."""
+    for job in queue.list((QUEUED, RUNNING)):
+        if job.kind == "download" and job.payload.get("ref") == ref:
+            return job
+    return queue.enqueue("download", f"download {ref}", {"ref": ref, "root": None, "verify": False})
+
+
+def _watch(
+    queue: TransferQueue, job: Job, report: Callable[[Job], None], worker: Worker[None]
+) -> None:
+    """Report `job` each time the queue changed it, until it ends or `worker` is cancelled."""
+    seen: int | None = None  # read the job once first: it may have ended already
+    last = (job.state, job.bytes_done, job.attempts)
+    while not worker.is_cancelled:
+        version = queue.data_version()
+        if version != seen:
+            seen = version
+            job = queue.get(job.id)
+            now = (job.state, job.bytes_done, job.attempts)
+            if now != last:
+                last = now
+                report(job)
+            if job.state not in (QUEUED, RUNNING):
+                return
+        time.sleep(DOWNLOAD_POLL_SECONDS)

@@ -109,6 +109,8 @@ class RegistryTree(Tree[NodeData]):
         self._open_names: set[str] = set()
         self._collection_nodes: dict[str, TreeNode[NodeData]] = {}
         self._query = ""
+        # (collection, version) to put the cursor on once its page has loaded.
+        self._reveal: tuple[str, str] | None = None
 
     @property
     def query_text(self) -> str:
@@ -119,6 +121,10 @@ class RegistryTree(Tree[NodeData]):
     def shown_collections(self) -> list[str]:
         """Names of the collections the filter lets through, in tree order."""
         return list(self._collection_nodes)
+
+    def versions_of(self, collection: str) -> list[Version]:
+        """The versions of `collection` loaded so far, newest first."""
+        return list(self._versions.get(collection, []))
 
     def show_note(self, text: str) -> None:
         """Replace the tree's content with one dim line (loading, empty, unavailable)."""
@@ -139,6 +145,50 @@ class RegistryTree(Tree[NodeData]):
         if query != self._query:
             self._query = query
             self._rebuild()
+
+    def replace_collection(self, collection: Collection, versions: list[Version]) -> None:
+        """Show fresh data of one collection (after an alias moved), keeping the cursor."""
+        self._collections = [
+            collection if c.name == collection.name else c for c in self._collections
+        ]
+        self._versions[collection.name] = list(versions)
+        if len(versions) >= collection.version_count:
+            self._complete.add(collection.name)
+        else:
+            self._complete.discard(collection.name)
+        self._rebuild()
+
+    def reveal(self, collection: str, version: str) -> bool:
+        """Open `collection` and put the cursor on `version`, loading pages until it is
+        there; False when the collection is not shown (filtered away or unknown)."""
+        node = self._collection_nodes.get(collection)
+        if node is None:
+            return False
+        self._reveal = (collection, version)
+        node.expand()
+        self._open_names.add(collection)
+        self._try_reveal()
+        return True
+
+    def _try_reveal(self) -> None:
+        if self._reveal is None:
+            return
+        name, wanted = self._reveal
+        node = self._collection_nodes.get(name)
+        if node is None or name not in self._versions:
+            return  # its versions are loading; `_versions_loaded` comes back here
+        for child in node.children:
+            if isinstance(child.data, Version) and child.data.version == wanted:
+                self._reveal = None
+                self.get_node_at_line(0)  # lays the new lines out, so `child` knows its line
+                self.move_cursor(child)
+                self.post_message(self.NodeHighlighted(child))
+                return
+        if name in self._complete:
+            self._reveal = None
+            self.notify(f"{name}:{wanted} is no longer in the registry", severity="warning")
+        else:
+            self._start_load(name, len(self._versions[name]))
 
     def _rebuild(self) -> None:
         shown = [c for c in self._collections if collection_matches(c, self._query)]
@@ -233,11 +283,14 @@ class RegistryTree(Tree[NodeData]):
         node = self._collection_nodes.get(event.collection)
         if node is not None:
             self._fill(node, event.collection)
+            self._try_reveal()
 
     @on(LoadFailed)
     def _load_failed(self, event: LoadFailed) -> None:
         event.stop()
         self._loading.discard(event.collection)
+        if self._reveal is not None and self._reveal[0] == event.collection:
+            self._reveal = None
         node = self._collection_nodes.get(event.collection)
         if node is not None:
             if event.collection in self._versions:

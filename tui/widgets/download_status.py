@@ -1,0 +1,76 @@
+"""A one-line status of the pane's download: reference, bar, bytes, rate and ETA.
+
+It shows a job of the transfer queue as the queue has it; the pane polls the queue in
+a thread and hands each changed job here.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, ProgressBar
+
+from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
+from tui.widgets.progress_text import bytes_cell, duration, rate_cell
+
+
+def status_text(job: Job) -> str:
+    """`1.2M/3.4M 12M/s 3s left`, `queued`, `done`, or the last error in one line."""
+    if job.state == QUEUED:
+        waiting = f" (retry {job.attempts})" if job.attempts else ""
+        return f"queued{waiting}"
+    if job.state == RUNNING:
+        parts = [bytes_cell(job.bytes_done, job.bytes_total), rate_cell(job.rate)]
+        if job.eta is not None:
+            parts.append(f"{duration(job.eta)} left")
+        return " ".join(parts)
+    if job.state == DONE:
+        return f"done {bytes_cell(job.bytes_total or job.bytes_done, job.bytes_total)}"
+    if job.state == FAILED:
+        return f"failed: {job.last_error or 'unknown error'}"
+    if job.state == CANCELLED:
+        return "cancelled"
+    return job.state
+
+
+class DownloadStatus(Horizontal):
+    """Hidden until a download starts; then `#N ref [bar] bytes rate`."""
+
+    DEFAULT_CSS = """
+    DownloadStatus { height: 1; display: none; }
+    DownloadStatus.-shown { display: block; }
+    DownloadStatus #download-title { width: auto; max-width: 40%; margin-right: 1; }
+    DownloadStatus ProgressBar { width: auto; margin-right: 1; }
+    DownloadStatus ProgressBar Bar { width: 16; }
+    DownloadStatus #download-text { width: 1fr; }
+    DownloadStatus.-failed #download-text { color: $error; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.job: Job | None = None
+        self.text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="download-title", markup=False)
+        yield ProgressBar(total=None, show_eta=False, id="download-bar")
+        yield Label("", id="download-text", markup=False)
+
+    def show_job(self, job: Job, ref: str) -> None:
+        """Show `job` (downloading `ref`) as it stands."""
+        self.job = job
+        self.text = status_text(job)
+        self.add_class("-shown")
+        self.set_class(job.state == FAILED, "-failed")
+        self.query_one("#download-title", Label).update(f"↓ #{job.id} {ref}")
+        self.query_one("#download-text", Label).update(self.text)
+        bar = self.query_one(ProgressBar)
+        fraction = job.fraction
+        if fraction is None:
+            bar.update(total=None)
+        else:
+            bar.update(total=1000, progress=round(fraction * 1000))
+
+    def hide(self) -> None:
+        """Take the status line away."""
+        self.remove_class("-shown")
