@@ -200,7 +200,8 @@ class RunConfigPane(Vertical):
         self.last_export: Path | None = None
         self._launched = EvalRunConfig()
         self._chosen: list[str] = []
-        self._pending: deque[str] = deque()
+        # Bounded: lines older than the log keeps would be dropped by the log anyway.
+        self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
         self._filling = False
         self._shown: dict[str, str] = {}
 

@@ -741,29 +741,7 @@ def to_determined(
     """
     if not config.tasks:
         raise EvalRunError("tasks: choose at least one task")
-    key, value = checkpoint_arg(config)
-    hparams: dict[str, Any] = {
-        "llm_name": config.llm_class,
-        "llm_args": {key: value, **_public_llm_args(config)},
-        "output_dir": config.output_dir,
-    }
-    for hkey, hvalue in (
-        ("wandb_project", config.wandb_project),
-        ("wandb_entity", config.wandb_entity),
-    ):
-        if hvalue:
-            hparams[hkey] = hvalue
-    hparams["wandb_upload_results"] = config.upload_results
-    for hkey, hvalue in (
-        ("hf_upload_repo", config.hf_upload_repo),
-        ("hf_upload_dir", config.hf_upload_dir),
-        ("description", config.description),
-    ):
-        if hvalue:
-            hparams[hkey] = hvalue
-    tasks = [_task_args(config, t) for t in config.tasks]
-    several = len(tasks) > 1
-    hparams["task_args"] = {"type": "categorical", "vals": tasks} if several else tasks[0]
+    several = len(config.tasks) > 1
     resources_: dict[str, Any] = {"slots_per_trial": slots_per_trial}
     if resource_pool:
         resources_["resource_pool"] = resource_pool
@@ -773,20 +751,42 @@ def to_determined(
         "smaller_is_better": False,
     }
     if several:
-        searcher["max_concurrent_trials"] = len(tasks)
+        searcher["max_concurrent_trials"] = len(config.tasks)
     experiment: dict[str, Any] = {
         "name": name or default_experiment_name(config),
         "entrypoint": to_shell(_det_entrypoint(config, program)),
         "resources": resources_,
         "max_restarts": max_restarts,
         "searcher": searcher,
-        "hyperparameters": hparams,
+        "hyperparameters": determined_hyperparameters(config),
     }
     if config.description:
         experiment["description"] = config.description
     if image:
         experiment["environment"] = {"image": image}
     return experiment
+
+
+def determined_hyperparameters(config: EvalRunConfig) -> dict[str, Any]:
+    """The `hyperparameters` eval-framework's Determined context reads; empty ones left out."""
+    key, value = checkpoint_arg(config)
+    hparams: dict[str, Any] = {
+        "llm_name": config.llm_class,
+        "llm_args": {key: value, **_public_llm_args(config)},
+        "output_dir": config.output_dir,
+        "wandb_project": config.wandb_project,
+        "wandb_entity": config.wandb_entity,
+        "wandb_upload_results": config.upload_results,
+        "hf_upload_repo": config.hf_upload_repo,
+        "hf_upload_dir": config.hf_upload_dir,
+        "description": config.description,
+    }
+    hparams = {k: v for k, v in hparams.items() if v != ""}
+    tasks = [_task_args(config, t) for t in config.tasks]
+    several = len(tasks) > 1
+    # One trial per task: a grid over the categorical `task_args`.
+    hparams["task_args"] = {"type": "categorical", "vals": tasks} if several else tasks[0]
+    return hparams
 
 
 def _det_entrypoint(config: EvalRunConfig, program: str) -> list[str]:
