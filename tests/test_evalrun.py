@@ -229,6 +229,9 @@ def test_form_text_is_parsed_with_errors_for_bad_numbers_and_json() -> None:
     assert errors["llm_args"].startswith("llm args: invalid JSON at line 1 column 2")
     _, errors = evalrun.parse_form({"llm_args": "[1, 2]"})
     assert errors["llm_args"] == 'llm args: write a JSON object like {"dtype": "bfloat16"}'
+    _, errors = evalrun.parse_form({"max_tokens": "x", "num_samples": "9" * 5000})
+    assert errors["max_tokens"].endswith("(leave it empty for the task's default)")
+    assert errors["num_samples"] == "samples: 999999999999… is far too large"
 
 
 def test_task_names_ship_with_the_package_and_match_like_eval_framework() -> None:
@@ -315,6 +318,13 @@ def test_parse_argv_reads_eval_framework_commands_and_refuses_what_the_form_lack
                 ["eval_framework", "--task-name", "MMLU", "--num-fewshot", "2"],
             ]
         )
+
+
+def test_values_that_look_like_options_or_literals_survive(tmp_path: Path) -> None:
+    config = full_config(tmp_path, checkpoint="123", description="-x", tasks=["ARC"])
+    argv = to_argv(config)
+    assert "--description=-x" in argv and "artifact_name='123'" in argv
+    assert parse_argv(argv) == config
 
 
 def test_several_tasks_need_a_task_named_for_one_command(tmp_path: Path) -> None:
@@ -488,6 +498,7 @@ def launch_config(tmp_path: Path, **changes) -> EvalRunConfig:
         num_samples=10,
         output_dir=str(tmp_path / "out"),
         llm_args={"api_key": SECRET},
+        description="-quick check",  # a value that looks like an option
     )
     for key, value in changes.items():
         setattr(config, key, value)

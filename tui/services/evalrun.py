@@ -227,9 +227,14 @@ def _int_text(name: str, raw: Any, *, optional: bool) -> int | None:
     if not text and optional:
         return None
     if not re.fullmatch(r"-?\d+", text):
-        empty = " (leave it empty for all)" if optional else ""
+        empty = f" (leave it empty for {_EMPTY_MEANS[name]})" if optional else ""
         raise EvalRunError(f"{LABELS[name]}: {text!r} is not a whole number{empty}")
+    if len(text) > 12:
+        raise EvalRunError(f"{LABELS[name]}: {text[:12]}… is far too large")
     return int(text)
+
+
+_EMPTY_MEANS = {"num_samples": "all samples", "max_tokens": "the task's default"}
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -237,6 +242,8 @@ def _json_object(text: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise EvalRunError("llm args: nested too deeply; write a flat JSON object") from None
     except json.JSONDecodeError as exc:
         raise EvalRunError(
             f"llm args: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
@@ -530,20 +537,25 @@ def to_argv(
             )
         task = config.tasks[0]
     key, value = checkpoint_arg(config)
-    llm_args = [f"{key}={value}"]
+    llm_args = [f"{key}={_literal(value)}"]
     llm_args += [f"{k}={_literal(v)}" for k, v in _public_llm_args(config).items()]
     argv = [*program_words(config, program), "--llm-name", config.llm_class]
     if config.models_file:
-        argv += ["--models", config.models_file]
+        argv += _opt("--models", config.models_file)
     argv += ["--llm-args", *llm_args]
     argv += ["--task-name", canonical_task(task) or task, "--num-fewshot", str(config.num_fewshot)]
     if config.num_samples is not None:
         argv += ["--num-samples", str(config.num_samples)]
     if config.max_tokens is not None:
         argv += ["--max-tokens", str(config.max_tokens)]
-    argv += ["--batch-size", str(config.batch_size), "--output-dir", config.output_dir]
+    argv += ["--batch-size", str(config.batch_size), *_opt("--output-dir", config.output_dir)]
     argv += _optional(config)
     return argv
+
+
+def _opt(flag: str, value: str) -> list[str]:
+    # argparse reads a separate word starting with '-' as an option, not as the value.
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
 
 
 def _optional(config: EvalRunConfig) -> list[str]:
@@ -553,7 +565,7 @@ def _optional(config: EvalRunConfig) -> list[str]:
         ("--wandb-entity", config.wandb_entity),
     ):
         if value:
-            argv += [flag, value]
+            argv += _opt(flag, value)
     if not config.upload_results:
         argv.append("--no-wandb-upload-results")
     for flag, value in (
@@ -562,7 +574,7 @@ def _optional(config: EvalRunConfig) -> list[str]:
         ("--description", config.description),
     ):
         if value:
-            argv += [flag, value]
+            argv += _opt(flag, value)
     return argv
 
 
