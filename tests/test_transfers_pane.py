@@ -16,14 +16,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.binding import BindingType
 from textual.geometry import Region
 from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
-from textual.widgets import Footer
+from textual.widgets import ContentSwitcher, Footer, Static
 
 from tui.panes.transfers import (
     EMPTY_HINT,
@@ -453,6 +454,43 @@ async def test_columns_shrink_on_a_narrow_terminal_and_the_cursor_stays(
         assert pane.selected_job.id == first.id
         # Each column's width includes its one-cell gap; borders and scrollbar take four.
         assert sum(column.content_width for column in pane.table.columns.values()) == 80 - 4
+
+
+class SwitcherApp(App[None]):
+    """The pane as a hidden tab of a ContentSwitcher, the way the app holds its panes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [("t", "show('transfers')", "Transfers")]
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        with ContentSwitcher(initial="other"):
+            yield Static("another pane", id="other")
+            yield TransfersPane(queue_path=self.path, id="transfers")
+
+    def action_show(self, name: str) -> None:
+        self.query_one(ContentSwitcher).current = name
+
+
+async def test_a_hidden_pane_keeps_its_hands_off_the_focus_until_shown(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    job = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    app = SwitcherApp(queue_file)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        await pilot.pause(0.1)
+        assert app.focused is None  # keys on the other tab must not reach the pane
+        await pilot.press("s")
+        await pilot.pause(0.3)
+        assert len(queue.list()) == 1
+        await pilot.press("t")
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press("c", "y")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
 
 
 async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(

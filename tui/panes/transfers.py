@@ -345,7 +345,14 @@ class TransfersPane(Vertical):
         self.hint.border_title = "transfers"
         self.detail.border_title = "details"
         self._set_columns(self.size.width or 80)
+        self._claim_focus()
         self._watch()
+
+    def on_show(self) -> None:
+        self._claim_focus()
+
+    def on_hide(self) -> None:
+        self._claim_focus()
 
     def on_unmount(self) -> None:
         self._commands.put(_STOP)
@@ -542,8 +549,6 @@ class TransfersPane(Vertical):
             self._cells[job.id] = key
 
     def _show_empty(self) -> None:
-        focused = self.screen.focused
-        had_focus = focused is None or focused in (self.table, self.detail)
         self._order, self._cells = [], {}
         self._select(None)
         self.table.clear()
@@ -551,18 +556,37 @@ class TransfersPane(Vertical):
         self.detail.display = False
         self.hint.update(EMPTY_HINT)
         self.hint.display = True
-        if had_focus:
-            self.hint.focus()
+        self._claim_focus()
 
     def _show_table(self) -> None:
         if self.table.display:
             return
-        focused = self.screen.focused
         self.hint.display = False
         self.table.display = True
         self.detail.display = True
-        if focused is None or focused is self.hint:
-            self.table.focus()
+        self._claim_focus()
+
+    def _claim_focus(self) -> None:
+        """After the next layout: a hidden pane gives up the focus; a shown one takes it
+        when no shown widget has it."""
+        self.call_after_refresh(self._settle_focus)
+
+    def _settle_focus(self) -> None:
+        focused = self.screen.focused
+        chain = self.screen.focus_chain
+        if focused is not None and focused not in chain and self in focused.ancestors:
+            # Keys sent to a hidden tab would act on jobs nobody sees.
+            self.screen.set_focus(None)
+            focused = None
+        if (focused is None or focused not in chain) and (
+            self.table in chain or self.hint in chain
+        ):
+            self.focus_default()
+
+    def focus_default(self) -> None:
+        """Focus the job list (or the hint while there are no jobs), e.g. on switching
+        to this pane."""
+        (self.table if self.table.display else self.hint).focus()
 
     # -- selection -------------------------------------------------------------------
 
