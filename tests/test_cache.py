@@ -398,3 +398,20 @@ def test_asking_for_the_twin_itself_uses_it_in_place_or_names_the_missing_file(
     (shared / "tokenizer.json").unlink()
     with pytest.raises(DownloadError, match=r"tokenizer.json refers to .*, which is missing"):
         download("m-local", registry=registry, settings=settings)
+
+
+def test_journal_reset_voids_earlier_parts_and_cut_lines_are_skipped(tmp_path):
+    from tui.services.registry.protocol import FileEntry
+
+    entry = FileEntry(path="w.bin", size=10, digest="etag1", ref="s3://b/w.bin")
+    (tmp_path / "w.bin").write_bytes(b"\0" * 10)
+    lines = [
+        {"part": "w.bin", "start": 0, "end": 5, "etag": "etag1"},
+        {"part": "w.bin", "start": 5, "end": 10, "etag": "other"},
+    ]
+    journal = tmp_path / cache.JOURNAL
+    journal.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"part": "w.b')
+    assert cache._Journal.read(tmp_path).present(tmp_path, entry) == {(0, 5)}
+    with journal.open("a") as fh:
+        fh.write("\n" + json.dumps({"reset": "w.bin"}) + "\n")
+    assert cache._Journal.read(tmp_path).present(tmp_path, entry) == frozenset()

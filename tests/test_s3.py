@@ -295,3 +295,37 @@ def test_transient_and_permanent_errors_are_told_apart():
     assert not s3.is_transient(client_error("NoSuchKey", 404))
     assert not s3.is_transient(client_error("AccessDenied", 403))
     assert not s3.is_transient(s3.S3Error("changed since it was registered"))
+
+
+def test_sigkill_keeps_finished_parts_of_unfinished_files(tmp_path, settings, registry, moto_url):
+    # Two objects of a 16 MiB part and a 2 MiB part each: the small parts land first.
+    uri, data = put_checkpoint(moto_url, {"a.bin": 18 * MiB, "b.bin": 18 * MiB})
+    registry.add_version("m", uri, settings=settings)
+    code = """
+import time
+from tui.services.cache import download
+from tui.services.registry import open_registry
+from tui.services.settings import load_settings
+settings = load_settings()
+def slow(event):
+    if event.phase == "downloading":
+        time.sleep(0.1)
+download("m", registry=open_registry(settings), settings=settings, progress=slow)
+"""
+    env = {**env_for(tmp_path, moto_url), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env)
+    journal = settings.artifact_dir / ".partial" / "local" / "local" / "m" / "v0" / cache.JOURNAL
+    deadline = time.monotonic() + 20
+    while '"part"' not in (journal.read_text() if journal.exists() else ""):
+        assert proc.poll() is None, "the download ended before it was killed"
+        assert time.monotonic() < deadline, "no part was journaled"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert not [x for x in lines if "digest" in x and x["path"].endswith(".bin")]  # no whole file
+
+    result = download("m", registry=registry, settings=settings)
+    total = sum(map(len, data.values()))
+    assert 0 < result.bytes <= total - 2 * MiB  # at least one finished part was kept
+    assert same_bytes(result.path, data)

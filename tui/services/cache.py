@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -246,10 +246,14 @@ class _Reporter:
         self.sizes: dict[str, int] = {}
         self.per_file: dict[str, int] = {}
 
-    def start(self, entries: Sequence[FileEntry], files_total: int) -> None:
+    def start(
+        self, entries: Sequence[FileEntry], files_total: int, present: dict[str, int]
+    ) -> None:
+        """Begin counting: `entries` to fetch, of which `present` bytes are already here."""
         with self.lock:
             self.sizes = {e.path: e.size for e in entries}
-            self.total = sum(self.sizes.values())
+            self.per_file = dict(present)
+            self.total = sum(self.sizes.values()) - sum(present.values())
             self.files_total = files_total
             self.files_done = files_total - len(entries)
 
@@ -549,71 +553,144 @@ def _adopt_stale(final: Path, partial: Path, entries: Sequence[FileEntry]) -> No
     os.rename(final, partial)
 
 
-def _read_journal(partial: Path) -> dict[str, dict[str, Any]]:
-    records: dict[str, dict[str, Any]] = {}
-    try:
-        lines = (partial / JOURNAL).read_text().splitlines()
-    except OSError:
-        return records
-    for line in lines:
+@dataclass
+class _Journal:
+    """What an interrupted run left verified in a partial folder.
+
+    Lines are JSON: a whole file (`path`, size, mtime, digest); one S3 part of a file
+    (`part`, start, end, etag); or `reset`, written before a file is fetched from its
+    first byte, which voids every earlier line about that file.
+    """
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parts: dict[str, set[tuple[int, int, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, partial: Path) -> _Journal:
+        journal = cls()
         try:
-            record = json.loads(line)
-            records[record["path"]] = record
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash: that file is fetched again
-    return records
+            lines = (partial / JOURNAL).read_text().splitlines()
+        except OSError:
+            return journal
+        for line in lines:
+            try:
+                journal._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a line cut short by a crash: its file or part is fetched again
+        return journal
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        if "reset" in record:
+            self.files.pop(record["reset"], None)
+            self.parts.pop(record["reset"], None)
+        elif "part" in record:
+            part = (int(record["start"]), int(record["end"]), str(record["etag"]))
+            self.parts.setdefault(record["part"], set()).add(part)
+        else:
+            self.files[record["path"]] = record
+
+    def complete(self, partial: Path, entry: FileEntry) -> bool:
+        """True when `entry` was verified whole and is unchanged since."""
+        record = self.files.get(entry.path)
+        return (
+            bool(record)
+            and record.get("digest") == entry.digest
+            and _stat_matches(partial / entry.path, record)
+        )
+
+    def present(self, partial: Path, entry: FileEntry) -> frozenset[tuple[int, int]]:
+        """The S3 parts of `entry` already written, if its file still has its full size."""
+        try:
+            if (partial / entry.path).stat().st_size != entry.size:
+                return frozenset()
+        except OSError:
+            return frozenset()
+        parts = self.parts.get(entry.path, set())
+        return frozenset((start, end) for start, end, etag in parts if etag == entry.digest)
+
+
+class _JournalWriter:
+    """Appends journal lines; flushed at once, since a crash may come at any moment."""
+
+    def __init__(self, partial: Path) -> None:
+        self.partial = partial
+        self.fh = (partial / JOURNAL).open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+
+    def reset(self, entry: FileEntry) -> None:
+        self.write({"reset": entry.path})
+
+    def part(self, entry: FileEntry, start: int, end: int) -> None:
+        self.write({"part": entry.path, "start": start, "end": end, "etag": entry.digest})
+
+    def file(self, entry: FileEntry) -> None:
+        self.write({"path": entry.path, **_file_record(self.partial / entry.path, entry)})
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntry]) -> int:
     """Fetch every entry not yet verified into `partial`; the bytes transferred."""
     partial.mkdir(parents=True, exist_ok=True)
-    journal = _read_journal(partial)
-    todo = [
-        e
-        for e in entries
-        if not (
-            (r := journal.get(e.path))
-            and r.get("digest") == e.digest
-            and _stat_matches(partial / e.path, r)
-        )
-    ]
-    job.report.start(todo, len(entries))
+    journal = _Journal.read(partial)
+    todo = [e for e in entries if not journal.complete(partial, e)]
+    remote = [e for e in todo if e.ref is not None and e.ref.startswith(s3.SCHEME)]
+    present = {e.path: journal.present(partial, e) for e in remote}
+    job.report.start(
+        todo, len(entries), {p: sum(end - start for start, end in r) for p, r in present.items()}
+    )
     job.report.emit(
         "downloading", f"{version.collection}:{version.version}: {len(todo)} file(s) to fetch"
     )
-    with (partial / JOURNAL).open("a") as log:
-
-        def verified(entry: FileEntry) -> None:
-            record = {"path": entry.path, **_file_record(partial / entry.path, entry)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            job.report.file_done(entry.path)
-
-        remote = [e for e in todo if e.ref is not None and e.ref.startswith(s3.SCHEME)]
+    log = _JournalWriter(partial)
+    try:
+        for entry in todo:
+            if not present.get(entry.path):
+                log.reset(entry)
         if remote:
-            _fetch_s3(job, partial, remote, verified)
+            _fetch_s3(job, partial, remote, present, log)
         for entry in todo:
             if entry not in remote:
                 job.check_cancel()
                 _fetch_one(job, version, entry, partial / entry.path)
-                verified(entry)
-    return sum(e.size for e in todo)
+                log.file(entry)
+                job.report.file_done(entry.path)
+    finally:
+        log.close()
+    return job.report.done
 
 
 def _fetch_s3(
-    job: _Job, partial: Path, entries: Sequence[FileEntry], verified: Callable[[FileEntry], None]
+    job: _Job,
+    partial: Path,
+    entries: Sequence[FileEntry],
+    present: dict[str, frozenset[tuple[int, int]]],
+    log: _JournalWriter,
 ) -> None:
-    """All s3:// entries at once through one pool of ranged GETs."""
+    """All s3:// entries at once through one pool of ranged GETs, journaling each part."""
+
+    def done(item: s3.ObjectJob) -> None:
+        log.file(item.tag)
+        job.report.file_done(item.tag.path)
+
     try:
         client = s3.make_client(job.settings)
         jobs = [
-            s3.ObjectJob(e.ref or "", partial / e.path, e.size, e.digest, tag=e) for e in entries
+            s3.ObjectJob(
+                e.ref or "", partial / e.path, e.size, e.digest, tag=e, present=present[e.path]
+            )
+            for e in entries
         ]
         s3.download_objects(
             jobs,
             client,
-            on_bytes=lambda j, n: job.report.add_bytes(j.tag.path, n),
-            on_done=lambda j: verified(j.tag),
+            on_bytes=lambda item, n: job.report.add_bytes(item.tag.path, n),
+            on_part=lambda item, start, end: log.part(item.tag, start, end),
+            on_done=done,
             cancel=job.cancel,
         )
     except s3.S3Cancelled:

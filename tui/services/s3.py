@@ -138,6 +138,9 @@ class ObjectJob:
     etag: str
     # Anything the caller wants back in its callbacks (e.g. the manifest entry).
     tag: Any = None
+    # (start, end) byte ranges already in `dest` from an earlier, interrupted run; with
+    # any, `dest` is kept as it is rather than truncated, and those parts are skipped.
+    present: frozenset[tuple[int, int]] = frozenset()
     _parts_left: int = field(default=0, repr=False)
     _fd: int = field(default=-1, repr=False)
 
@@ -148,38 +151,37 @@ def download_objects(
     *,
     on_bytes: Callable[[ObjectJob, int], None] | None = None,
     on_done: Callable[[ObjectJob], None] | None = None,
+    on_part: Callable[[ObjectJob, int, int], None] | None = None,
     cancel: threading.Event | None = None,
     part_size: int = PART_SIZE,
     workers: int = WORKERS,
 ) -> None:
     """Fetch every job with parallel ranged GETs; `on_done` runs once a file is whole.
 
-    `on_bytes` is called from worker threads with the bytes just written; `on_done` is
-    called from the calling thread. Raises S3Error (S3Cancelled on cancel); files of jobs
-    not reported done may hold partial content.
+    `on_bytes` is called from worker threads with the bytes just written; `on_part`
+    (with the part's start and end) and `on_done` from the calling thread, so a caller
+    can journal them without locks. Raises S3Error (S3Cancelled on cancel); files of
+    jobs not reported done may hold partial content.
     """
     if not jobs:
         return
-    abort = threading.Event()
-    per_job: list[list[tuple[ObjectJob, int, int]]] = []
-    for job in jobs:
-        _open_preallocated(job)
-        if job.size == 0:
-            _check_empty(job, client)
-            _finish(job, on_done)
-            continue
-        starts = range(0, job.size, part_size)
-        job._parts_left = len(starts)
-        per_job.append([(job, s, min(s + part_size, job.size)) for s in starts])
-    # Round-robin over objects, as s5cmd runs all files at once: the parts in flight
-    # spread over many keys instead of queueing on one object's partition or lock.
-    parts = [p for row in itertools.zip_longest(*per_job) for p in row if p is not None]
+    try:
+        parts = _plan(jobs, client, part_size, on_done)
+    except BaseException:
+        for job in jobs:
+            _close(job)
+        raise
     if not parts:
         return
+    abort = threading.Event()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-part")
     try:
-        futures: dict[Future[None], ObjectJob] = {
-            pool.submit(_fetch_part, client, job, start, end, on_bytes, cancel, abort): job
+        futures: dict[Future[None], tuple[ObjectJob, int, int]] = {
+            pool.submit(_fetch_part, client, job, start, end, on_bytes, cancel, abort): (
+                job,
+                start,
+                end,
+            )
             for job, start, end in parts
         }
         pending = set(futures)
@@ -188,7 +190,9 @@ def download_objects(
             # Finish the files that completed before raising the first failure.
             for future in sorted(done, key=lambda f: f.exception() is not None):
                 future.result()
-                job = futures[future]
+                job, start, end = futures[future]
+                if on_part is not None:
+                    on_part(job, start, end)
                 job._parts_left -= 1
                 if job._parts_left == 0:
                     _finish(job, on_done)
@@ -202,9 +206,38 @@ def download_objects(
             _close(job)
 
 
+def _plan(
+    jobs: Sequence[ObjectJob],
+    client: Any,
+    part_size: int,
+    on_done: Callable[[ObjectJob], None] | None,
+) -> list[tuple[ObjectJob, int, int]]:
+    """Open every file and list the parts still to fetch; finish the jobs needing none."""
+    per_job: list[list[tuple[ObjectJob, int, int]]] = []
+    for job in jobs:
+        _open_preallocated(job)
+        if job.size == 0:
+            _check_empty(job, client)
+            _finish(job, on_done)
+            continue
+        ranges = [(s, min(s + part_size, job.size)) for s in range(0, job.size, part_size)]
+        todo = [(job, s, e) for s, e in ranges if (s, e) not in job.present]
+        job._parts_left = len(todo)
+        if not todo:
+            _finish(job, on_done)
+            continue
+        per_job.append(todo)
+    # Round-robin over objects, as s5cmd runs all files at once: the parts in flight
+    # spread over many keys instead of queueing on one object's partition or lock.
+    return [p for row in itertools.zip_longest(*per_job) for p in row if p is not None]
+
+
 def _open_preallocated(job: ObjectJob) -> None:
     job.dest.parent.mkdir(parents=True, exist_ok=True)
-    job._fd = os.open(job.dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    flags = os.O_RDWR | os.O_CREAT
+    if not job.present:
+        flags |= os.O_TRUNC  # nothing of an earlier run is worth keeping
+    job._fd = os.open(job.dest, flags, 0o644)
     # A sparse file of the final size lets parts land in any order.
     os.ftruncate(job._fd, job.size)
 
