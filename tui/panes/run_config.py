@@ -5,6 +5,10 @@ is previewed as it will run. Launching streams the command's output into the log
 form from a reader thread: lines are buffered and drawn on a short timer, so a chatty
 process cannot flood the event loop. A finished run's result folders are queued for
 logging to W&B.
+
+Wiring: the app mounts `RunConfigPane(settings)`, calls `set_checkpoint(ref)` when a version
+is picked in the Registry pane, and may follow `RunStarted`, `RunFinished`, `LoggingQueued`
+and `Refused`. Every binding has an id (`run.launch`, `run.export`, ...) for remapping.
 """
 
 from __future__ import annotations
@@ -202,7 +206,6 @@ class RunConfigPane(Vertical):
         self._chosen: list[str] = []
         # Bounded: lines older than the log keeps would be dropped by the log anyway.
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
-        self._filling = False
         self._shown: dict[str, str] = {}
 
     # -- layout --------------------------------------------------------------------------
@@ -256,18 +259,14 @@ class RunConfigPane(Vertical):
 
     def set_config(self, config: EvalRunConfig) -> None:
         """Fill every field from `config`."""
-        self._filling = True
-        try:
-            for name in INPUT_FIELDS:
-                value = getattr(config, name)
-                if name == "llm_args":
-                    value = json.dumps(value) if value else ""
-                self.query_one(f"#run-{name}", Input).value = _text(value)
-            self.query_one("#run-upload_results", Checkbox).value = config.upload_results
-            self._chosen = [evalrun.canonical_task(t) or t for t in config.tasks]
-            self._show_tasks(self.query_one("#run-task-filter", Input).value)
-        finally:
-            self._filling = False
+        for name in INPUT_FIELDS:
+            value = getattr(config, name)
+            if name == "llm_args":
+                value = json.dumps(value) if value else ""
+            self.query_one(f"#run-{name}", Input).value = _text(value)
+        self.query_one("#run-upload_results", Checkbox).value = config.upload_results
+        self._chosen = [evalrun.canonical_task(t) or t for t in config.tasks]
+        self._show_tasks(self.query_one("#run-task-filter", Input).value)
         self.refresh_checks()
 
     def form_values(self) -> dict[str, Any]:
@@ -321,13 +320,12 @@ class RunConfigPane(Vertical):
     def _input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "run-task-filter":
             self._show_tasks(event.value)
-        elif event.input.id and event.input.id.startswith("run-") and not self._filling:
+        elif event.input.id and event.input.id.startswith("run-"):
             self.refresh_checks()
 
     @on(Checkbox.Changed, "#run-upload_results")
     def _upload_changed(self) -> None:
-        if not self._filling:
-            self.refresh_checks()
+        self.refresh_checks()
 
     # -- tasks ---------------------------------------------------------------------------
 
