@@ -63,7 +63,6 @@ LOADING_HINT = "reading the transfer queue…"
 EMPTY_HINT = "No transfers yet: press d on a Registry version or run `evalwb-tui log DIR`."
 SHORT_KINDS = {"download": "down", "upload": "up"}
 SHORT_STATES = {"pending sync": "to sync", "cancelling": "stopping"}
-FINISHED = (DONE, FAILED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,10 @@ def _start_worker(settings: Settings | None) -> str:
     ensure = getattr(worker, "ensure_worker", None)
     if ensure is None:
         return "the worker will pick it up when it starts"
-    status = ensure(settings)
+    try:
+        status = ensure(settings)
+    except Exception as exc:  # the job is queued all the same; say why nothing runs it yet
+        return f"no worker could be started ({one_line(exc)}); run `evalwb-tui worker`"
     pid = getattr(status, "pid", None)
     if getattr(status, "started", False):
         return f"started a worker (pid {pid})"
