@@ -355,6 +355,21 @@ async def test_a_job_whose_runner_died_shows_stalled_and_cancels_at_once(
         assert queue.get(job.id).state == CANCELLED
 
 
+async def test_a_secret_in_a_title_never_reaches_the_screen(
+    queue: TransferQueue, queue_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "wandb-" + "Zq9" * 14
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    job = queue.enqueue("download", f"m:v1 with {secret}", {"ref": "m:v1"})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == job.id, "detail")
+        await pilot.pause()
+        assert "****" in cell(app, job.id, "what") and "****" in detail_text(app)
+        assert "Zq9Zq9" not in screen_text(app) + detail_text(app)
+
+
 async def test_cancelling_a_queued_job_is_immediate(queue: TransferQueue, queue_file: Path) -> None:
     job = queue.enqueue("log", "results of gsm8k", {"total": 10, "seconds": 0.1})
     app = PaneApp(queue_file)
