@@ -81,11 +81,10 @@ def _pane_bindings() -> list[BindingType]:
         action = f"show_pane('{pane.id}')"
         # A digit is typed into a text box when one has the focus; the F-key always
         # switches (priority), so a form full of inputs can still be left.
-        bindings.append(Binding(pane.key, action, pane.label, show=False, id=f"app.{pane.id}"))
+        label = f"{pane.label} pane"
+        bindings.append(Binding(pane.key, action, label, show=False, id=f"app.{pane.id}"))
         bindings.append(
-            Binding(
-                pane.fkey, action, pane.label, show=False, priority=True, id=f"app.{pane.id}.fkey"
-            )
+            Binding(pane.fkey, action, label, show=False, priority=True, id=f"app.{pane.id}.fkey")
         )
     return bindings
 
@@ -237,15 +236,18 @@ class EvalWBApp(App[None]):
             self.notify(f"Run and Transfers panes: {event.error}", severity="error", markup=False)
             return
         for pane_id, factory in event.factories.items():
-            tab = self.query_one(f"TabPane#{pane_id}", TabPane)
+            tabs = self.query(f"TabPane#{pane_id}").results(TabPane)
+            tab = next(tabs, None)
+            if tab is None:  # the app is closing
+                return
             await tab.query(LoadingIndicator).remove()
             await tab.mount(factory())
         if self._pending_checkpoint is not None:
             self._send_checkpoint(self._pending_checkpoint)
             self._pending_checkpoint = None
-        active = self.query_one(TabbedContent).active
-        if active != "registry":
-            self._focus_pane(active)
+            self.action_show_pane("run")
+        elif self.active_pane_id != "registry":
+            self._focus_pane(self.active_pane_id)
 
     def pane(self, pane_id: str) -> Widget | None:
         """The pane widget of tab `pane_id`, once it is mounted."""
@@ -263,6 +265,11 @@ class EvalWBApp(App[None]):
     def action_show_pane(self, pane_id: str) -> None:
         """Show tab `pane_id` and put the focus in its pane."""
         self._remember_focus()
+        pane = self.pane(pane_id)
+        focused = self.screen.focused
+        if focused is not None and pane is None:
+            # A hidden pane must not keep the focus: its keys would act on what is not shown.
+            self.screen.set_focus(None)
         self.query_one(TabbedContent).active = pane_id
         if self.pane(pane_id) is None:
             self._load_panes()
@@ -313,7 +320,6 @@ class EvalWBApp(App[None]):
         set_checkpoint = getattr(run, "set_checkpoint", None)
         if set_checkpoint is not None:
             set_checkpoint(ref)
-            self.notify(f"checkpoint {ref} in the Run pane", markup=False)
 
     # -- help and palette, from the live bindings ---------------------------------------
 
@@ -398,4 +404,4 @@ def _app_command_name(row: BindingRow) -> str:
         return "Help: keys and binding ids"
     if row.action == "quit":
         return "Quit"
-    return f"Show the {row.description} pane"
+    return f"Show the {row.description}"

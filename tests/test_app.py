@@ -1,0 +1,362 @@
+"""The app around the panes: tabs and their keys, a version sent to the Run pane, the
+command palette, the help screen, keys.toml remapping, the theme, and `serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
+from textual.widgets import Input, TabbedContent
+
+from tui.app import EvalWBApp
+from tui.keymap import KeymapError, load_keymap
+from tui.messages import CheckpointPicked
+from tui.panes.registry import RegistryPane
+from tui.screens.help import HelpScreen
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import Paths, Settings, load_settings
+from tui.widgets.filter_input import FilterInput
+from tui.widgets.registry_tree import RegistryTree
+
+SIZE = (100, 30)
+
+
+def make_settings(tmp_path: Path, registry_dir: Path, **env: str) -> Settings:
+    paths = Paths(*(tmp_path / name for name in ("data", "cache", "state", "config")))
+    return load_settings({"EVALWB_REGISTRY_DIR": str(registry_dir), **env}, paths=paths)
+
+
+@pytest.fixture
+def settings(isolated_env: Path, demo_registry_dir: Path) -> Settings:
+    return make_settings(isolated_env, demo_registry_dir)
+
+
+@pytest.fixture
+def app(settings: Settings) -> EvalWBApp:
+    return EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+
+
+async def wait_for(pilot: Pilot, ready: Callable[[], object], what: str) -> None:
+    """Let the app work until `ready()`; at most five seconds."""
+    for _ in range(250):
+        if ready():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def started(pilot: Pilot) -> EvalWBApp:
+    """The app with its listing shown and all three panes mounted."""
+    app = pilot.app
+    assert isinstance(app, EvalWBApp)
+    tree = app.query_one(RegistryTree)
+    await wait_for(pilot, lambda: "my-model" in tree.shown_collections, "the collections")
+    await wait_for(pilot, lambda: app.pane("run") and app.pane("transfers"), "the panes")
+    return app
+
+
+def focused_pane(app: EvalWBApp) -> str | None:
+    focused = app.screen.focused
+    for pane_id in ("registry", "run", "transfers"):
+        pane = app.pane(pane_id)
+        if focused is not None and pane is not None and pane in focused.ancestors:
+            return pane_id
+    return None
+
+
+def notifications(app: EvalWBApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def checkpoint_input(app: EvalWBApp) -> Input:
+    return app.query_one("#run-checkpoint", Input)
+
+
+async def test_digits_and_function_keys_switch_panes_and_focus_lands_in_them(
+    app: EvalWBApp,
+) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert focused_pane(app) == "registry"
+        for key, pane_id in (("2", "run"), ("3", "transfers"), ("1", "registry")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.query_one(TabbedContent).active == pane_id
+            assert focused_pane(app) == pane_id
+        for key, pane_id in (("f3", "run"), ("f4", "transfers"), ("f3", "run")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.query_one(TabbedContent).active == pane_id
+            assert focused_pane(app) == pane_id
+
+
+async def test_a_digit_typed_in_a_form_field_stays_in_the_field(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        checkpoint_input(app).focus()
+        await pilot.press("m", "1", "3")
+        await pilot.pause()
+        assert checkpoint_input(app).value == "m13"
+        assert app.query_one(TabbedContent).active == "run"
+        await pilot.press("f2")  # an F-key leaves a form full of inputs
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "registry"
+        assert isinstance(app.screen.focused, RegistryTree)
+
+
+async def test_evaluate_on_a_version_fills_the_run_pane(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tree = app.query_one(RegistryTree)
+        await pilot.press("down", "down", "enter")  # my-model, third collection
+        my_model = tree.root.children[2]
+        await wait_for(pilot, lambda: len(my_model.children) == 5, "the versions of my-model")
+        await pilot.press("down")
+        version = tree.cursor_node.data
+        await pilot.press("e")
+        await wait_for(pilot, lambda: checkpoint_input(app).value, "the checkpoint field")
+        assert checkpoint_input(app).value.startswith(f"{version.collection}:")
+        assert app.query_one(TabbedContent).active == "run"
+        assert focused_pane(app) == "run"
+
+
+async def test_a_pick_before_the_run_pane_loaded_is_kept(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        # Posted at once: the Run pane is still being imported.
+        app.query_one(RegistryPane).post_message(CheckpointPicked("my-model:production"))
+        await started(pilot)
+        await wait_for(pilot, lambda: checkpoint_input(app).value, "the checkpoint field")
+        assert checkpoint_input(app).value == "my-model:production"
+        assert app.query_one(TabbedContent).active == "run"
+
+
+async def palette_entries(pilot: Pilot) -> list[str]:
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), "the palette")
+    results = pilot.app.screen.query_one(CommandList)
+    await wait_for(pilot, lambda: results.option_count > 0, "the palette's entries")
+    await pilot.pause(0.1)
+    return [str(results.get_option_at_index(i).prompt) for i in range(results.option_count)]
+
+
+async def test_palette_offers_the_current_panes_actions_and_runs_them(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        entries = "\n".join(await palette_entries(pilot))
+        for name in ("Registry: Filter", "Registry: Evaluate", "Show the Run pane", "Quit"):
+            assert name in entries
+        assert "Transfers: Retry" not in entries
+        await pilot.press("escape")
+        await pilot.press("3")
+        entries = "\n".join(await palette_entries(pilot))
+        assert "Transfers: Retry" in entries and "Registry: Filter" not in entries
+        await pilot.press(*"show the registry", "enter")
+        await wait_for(pilot, lambda: app.query_one(TabbedContent).active == "registry", "tab 1")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
+        await pilot.press(*"registry: filter")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
+
+
+async def test_palette_shows_a_pane_key_taken_by_the_app_as_no_key(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        commands = {c.name: c.help for c in app.palette_commands()}
+        run_actions = [name for name in commands if name.startswith("Run: ")]
+        assert run_actions, "the Run pane's actions are offered"
+        for name in run_actions:  # F2-F4 switch panes everywhere, so no entry may claim them
+            assert not any(f in commands[name].split(" · ")[0] for f in ("f2", "f3", "f4"))
+
+
+def help_rows(app: EvalWBApp) -> list[tuple[str, str, str]]:
+    screen = app.screen
+    assert isinstance(screen, HelpScreen)
+    return [(title, ", ".join(row.keys), row.binding_id) for title, row in screen.rows]
+
+
+async def test_help_lists_the_bindings_with_their_ids(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        rows = help_rows(app)
+        assert ("Registry pane", "/", "registry.filter") in rows
+        assert ("Registry pane", "e", "registry.evaluate") in rows
+        assert ("app", "?, f1", "app.help") in rows
+        assert ("app", "f3", "app.run.fkey") in rows
+        table_text = str(app.screen.query_one("#help-table").render_line(2).text)
+        assert "registry." in table_text or "app." in table_text
+        await pilot.press("escape")
+        await pilot.press("f3")
+        checkpoint_input(app).focus()
+        await pilot.press("question_mark")  # typed into the field, not a help request
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        rows = help_rows(app)
+        assert ("Run pane", "f5", "run.launch") in rows
+        assert not any(binding_id.startswith("registry.") for _, _, binding_id in rows)
+
+
+async def test_keys_toml_remaps_a_binding_by_id(settings: Settings) -> None:
+    settings.paths.config.mkdir(parents=True)
+    (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filter" = "f"\n')
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert not isinstance(app.screen.focused, FilterInput)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
+        await pilot.press(*"mistral", "enter")
+        tree = app.query_one(RegistryTree)
+        await wait_for(pilot, lambda: tree.shown_collections == ["mistral-7b-dpo"], "the filter")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        assert ("Registry pane", "f", "registry.filter") in help_rows(app)
+        assert notifications(app) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('[keys]\n"registry.filter" = \n', "not valid TOML"),
+        ('[keys]\n"registry.filter" = 3\n', "must be a string"),
+        ('[keys]\n"registry.filter" = "ctrl f"\n', "cannot name"),
+        ('keys = "f"\n', "must be a table"),
+        (b"\xff\xfe[keys]", "cannot be read"),
+    ],
+)
+def test_a_damaged_keys_file_names_the_file(
+    tmp_path: Path, content: str | bytes, says: str
+) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(KeymapError) as caught:
+        load_keymap(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and says in message and "\n" not in message
+
+
+def test_keys_file_values(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    assert load_keymap(path) == {}  # no file, no remapping
+    path.write_text('[keys]\n"app.help" = "h, f1"\n"registry.search" = "?"\n')
+    assert load_keymap(path) == {"app.help": "h,f1", "registry.search": "?"}
+
+
+async def test_a_damaged_keys_file_is_one_notification(settings: Settings) -> None:
+    settings.paths.config.mkdir(parents=True)
+    path = settings.paths.config / "keys.toml"
+    path.write_text('[keys]\n"registry.filter" = "f\n')
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        (message,) = notifications(app)
+        assert str(path) in message and "not valid TOML" in message and "\n" not in message
+        await pilot.press("slash")  # the default keys still work
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
+
+
+async def test_an_unknown_binding_id_is_named(settings: Settings) -> None:
+    settings.paths.config.mkdir(parents=True)
+    (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filtre" = "f"\n')
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        (message,) = notifications(app)
+        assert "registry.filtre" in message and "keys.toml" in message
+
+
+@pytest.mark.parametrize(("value", "theme"), [("ansi", "ansi-dark"), ("nord", "nord")])
+async def test_evalwb_theme(
+    isolated_env: Path, demo_registry_dir: Path, value: str, theme: str
+) -> None:
+    settings = make_settings(isolated_env, demo_registry_dir, EVALWB_THEME=value)
+    app = EvalWBApp(settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == theme
+
+
+async def test_an_unknown_theme_is_one_warning(isolated_env: Path, demo_registry_dir: Path) -> None:
+    settings = make_settings(isolated_env, demo_registry_dir, EVALWB_THEME="solarised-pink")
+    app = EvalWBApp(settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        (message,) = notifications(app)
+        assert "EVALWB_THEME" in message and "ansi" in message
+        assert app.theme == "textual-dark"
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status, response.read().decode()
+
+
+def test_serve_answers_on_127_0_0_1_and_stops(isolated_env: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "serve", "--demo", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
+    try:
+        status, page, deadline = 0, "", time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status, page = get(f"http://127.0.0.1:{port}/")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert status == 200, proc.stdout.read().decode() if proc.poll() is not None else ""
+        assert "evalwb-tui" in page
+        assert f"ws://127.0.0.1:{port}/ws" in page  # the browser's app connection
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_serve_refuses_a_bad_port(isolated_env: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "serve", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "evalwb-tui: --port must be between 1 and 65535, not 70000"
