@@ -290,7 +290,7 @@ def _fetch_part(
                     chunk = body.read(min(CHUNK, end - offset))
                     if not chunk:
                         raise ConnectionResetError("response ended early")
-                    os.pwrite(job._fd, chunk, offset)
+                    _pwrite_all(job._fd, chunk, offset)
                     offset += len(chunk)
                     wrote += len(chunk)
                     if on_bytes is not None:
@@ -306,6 +306,13 @@ def _fetch_part(
                     f"{job.uri}: giving up after {MAX_ATTEMPTS} attempts: {_describe(exc)}"
                 ) from None
             _backoff(failures, cancel, abort)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _check_stop(job: ObjectJob, cancel: threading.Event | None, abort: threading.Event) -> None:
