@@ -615,18 +615,27 @@ def test_finished_runs_are_queued_for_logging(tmp_path: Path) -> None:
     queue = TransferQueue(tmp_path / "queue.sqlite")
     try:
         jobs = evalrun.queue_for_logging(
-            queue, handle.run_dirs, "org/proj/my-model:v3", project="evals"
+            queue, handle.run_dirs, "org/proj/my-model:production", version="v3", project="evals"
         )
         assert [j.kind for j in jobs] == ["log"]
         stored = queue.get(jobs[0].id)
+        # The payload of a log job as the worker's log handler reads it (tui/services/worker.py).
         assert stored.payload == {
-            "results_dir": str(handle.run_dirs[0]),
+            "results": str(handle.run_dirs[0]),
             "checkpoint": "org/proj/my-model:v3",
+            "checkpoint_alias": "production",
             "project": "evals",
         }
-        assert read_run(Path(stored.payload["results_dir"])).task_name == "ARC"
+        assert read_run(Path(stored.payload["results"])).task_name == "ARC"
     finally:
         queue.close()
+
+
+def test_log_jobs_group_by_version_not_by_a_moving_alias(tmp_path: Path) -> None:
+    assert evalrun.log_checkpoint("my-model:production", "v3") == ("my-model:v3", "production")
+    assert evalrun.log_checkpoint("my-model:v3", "v3") == ("my-model:v3", None)
+    assert evalrun.log_checkpoint("e/p/m:best") == ("e/p/m:best", None)
+    assert evalrun.log_checkpoint(str(tmp_path)) == (None, None)
 
 
 def test_the_stand_in_refuses_options_eval_framework_lacks(tmp_path: Path) -> None:
@@ -656,12 +665,47 @@ def test_run_command_prints_writes_and_launches(isolated_env: Path, capsys) -> N
     assert main([*common, "--determined", str(det)]) == 0
     assert read_determined(det).checkpoint == "org/proj/my-model:v3"
 
-    assert main([*common, "--eval-command", shlex.join(PROGRAM), "--launch"]) == 0
+    assert main([*common, "--eval-command", shlex.join(PROGRAM), "--launch", "--no-queue"]) == 0
     out = capsys.readouterr().out
     assert "Evaluating HFLLM_checkpoint_org_proj_my-model_v3 on ARC" in out
-    assert "queued for logging: 1" in out
+    assert "queued for logging" not in out
 
     assert main(["run", "--task", "NOPE", "--output-dir", str(out_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("evalwb-tui: checkpoint: pick a model version")
     assert "tasks: 'NOPE' is not one of" in err and "\n" not in err
+
+
+def test_run_launch_queues_a_log_job_the_real_worker_logs(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """End to end: the run's results reach W&B's offline record through the worker."""
+    from tui.cli import main
+    from tui.services.transfers import DONE, PENDING_SYNC, open_queue
+    from tui.services.worker import worker_status
+
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "1")
+    argv = ["run", "--checkpoint", "my-model:production", "--task", "ARC", "--fewshot", "3"]
+    argv += ["--samples", "10", "--output-dir", str(isolated_env / "out")]
+    argv += ["--eval-command", shlex.join(PROGRAM), "--launch"]
+    assert main(argv) == 0
+    assert "queued for logging: job 1" in capsys.readouterr().out
+    settings = load_settings()
+    queue = open_queue(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while queue.get(1).state not in (DONE, PENDING_SYNC) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        job = queue.get(1)
+    finally:
+        queue.close()
+    assert job.state == PENDING_SYNC, job.last_error  # no key: logged offline, awaiting sync
+    # Grouped by the version `production` stood for in the demo registry, not the alias.
+    assert job.payload["checkpoint"].startswith("my-model:v")
+    assert job.payload["checkpoint_alias"] == "production"
+    assert list((isolated_env / "wandb").rglob("*.wandb"))
+    deadline = time.monotonic() + 15
+    while worker_status(settings).alive and time.monotonic() < deadline:
+        time.sleep(0.2)  # it stops by itself once idle
+    assert not worker_status(settings).alive

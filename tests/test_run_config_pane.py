@@ -15,7 +15,7 @@ from textual.widgets import Button, Input, SelectionList, Static
 
 from tui.panes.run_config import PromptScreen, RunConfigPane
 from tui.services import evalrun
-from tui.services.settings import Paths, Settings, load_settings
+from tui.services.settings import Settings, load_settings
 from tui.services.transfers import open_queue
 
 FAKE = Path(__file__).with_name("fake_eval_framework.py")
@@ -32,7 +32,8 @@ class PaneApp(App[None]):
         self.messages: list[Message] = []
 
     def compose(self) -> ComposeResult:
-        yield RunConfigPane(self.settings, id="run")
+        # The worker that logs queued results is covered by test_evalrun; not started here.
+        yield RunConfigPane(self.settings, start_worker=False, id="run")
 
     def on_run_config_pane_run_started(self, message: Message) -> None:
         self.messages.append(message)
@@ -48,10 +49,9 @@ class PaneApp(App[None]):
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    base = tmp_path / "dirs"
-    paths = Paths(data=base / "d", cache=base / "c", state=base / "s", config=base / "cfg")
-    return load_settings({}, paths=paths)
+def settings(isolated_env: Path) -> Settings:
+    """Settings of an environment whose every folder is under tmp_path."""
+    return load_settings()
 
 
 async def until(pilot: Pilot, check: Callable[[], object], timeout: float = 20.0) -> None:
@@ -167,7 +167,7 @@ async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) ->
             jobs = [queue.get(job_id) for job_id in queued.job_ids]
         finally:
             queue.close()
-        assert sorted(Path(j.payload["results_dir"]) for j in jobs) == finished.run_dirs
+        assert sorted(Path(j.payload["results"]) for j in jobs) == finished.run_dirs
         assert {j.payload["checkpoint"] for j in jobs} == {"org/proj/my-model:v3"}
 
 

@@ -752,21 +752,34 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         handle.wait()
         raise
     if code == 0 and handle.run_dirs and not args.no_queue:
-        from tui.services.transfers import open_queue
-
-        queue = open_queue(settings)
-        try:
-            jobs = evalrun.queue_for_logging(
-                queue,
-                handle.run_dirs,
-                config.checkpoint,
-                project=config.wandb_project or None,
-                entity=config.wandb_entity or None,
-            )
-        finally:
-            queue.close()
-        print(f"queued for logging: {', '.join(str(job.id) for job in jobs)}")
+        _queue_run_logging(config, handle.run_dirs, settings)
     return code or 0
+
+
+def _queue_run_logging(config: Any, run_dirs: list[Path], settings: Settings) -> None:
+    from tui.services import evalrun
+    from tui.services.refs import parse_ref
+    from tui.services.transfers import open_queue
+    from tui.services.worker import ensure_worker
+
+    version = None
+    if not evalrun.is_local_checkpoint(config.checkpoint):
+        version = _checkpoint(parse_ref(config.checkpoint), settings)[0].alias  # best effort
+    queue = open_queue(settings)
+    try:
+        jobs = evalrun.queue_for_logging(
+            queue,
+            run_dirs,
+            config.checkpoint,
+            version=version,
+            project=config.wandb_project or None,
+            entity=config.wandb_entity or None,
+        )
+    finally:
+        queue.close()
+    worker = ensure_worker(settings, wait=3.0)
+    ids = ", ".join(str(job.id) for job in jobs)
+    print(f"queued for logging: job {ids} (worker pid {worker.pid})")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Log, OptionList, Sel
 from tui.services import evalrun
 from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
 from tui.services.settings import Settings
+from tui.widgets.format import one_line
 
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
@@ -193,16 +194,19 @@ class RunConfigPane(Vertical):
         settings: Settings | None = None,
         *,
         queue_logging: bool = True,
+        start_worker: bool = True,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.settings = settings
         self.queue_logging = queue_logging
+        self.start_worker = start_worker
         self.handle: LaunchHandle | None = None
         self.errors: dict[str, str] = {}
         self.config = EvalRunConfig()
         self.last_export: Path | None = None
         self._launched = EvalRunConfig()
+        self._picked: tuple[str, str | None] = ("", None)
         self._chosen: list[str] = []
         # Bounded: lines older than the log keeps would be dropped by the log anyway.
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
@@ -252,9 +256,14 @@ class RunConfigPane(Vertical):
 
     # -- the form <-> config -------------------------------------------------------------
 
-    def set_checkpoint(self, ref: str) -> None:
-        """Fill the checkpoint field (from a Registry pick) and check the form again."""
+    def set_checkpoint(self, ref: str, version: str | None = None) -> None:
+        """Fill the checkpoint field (from a Registry pick) and check the form again.
+
+        `version` (`v3`) is what the reference's alias stands for now; results logged from
+        this run are grouped by it rather than by the moving alias.
+        """
         self.query_one("#run-checkpoint", Input).value = ref
+        self._picked = (ref.strip(), version)
         self.refresh_checks()
 
     def set_config(self, config: EvalRunConfig) -> None:
@@ -513,16 +522,35 @@ class RunConfigPane(Vertical):
                     queue,
                     run_dirs,
                     config.checkpoint or None,
+                    version=self._version_of(config.checkpoint),
                     project=config.wandb_project or None,
                     entity=config.wandb_entity or None,
                 )
             finally:
                 queue.close()
+            if self.start_worker:
+                from tui.services.worker import ensure_worker
+
+                ensure_worker(self.settings)
         except Exception as exc:  # shown; the results stay on disk to be logged by hand
-            self._pending.append(f"error: could not queue for logging: {exc}")
+            self._pending.append(f"error: could not queue for logging: {one_line(exc)}")
             return
         self._pending.append(f"# queued for logging: {len(jobs)} job(s)")
         self.post_message(self.LoggingQueued([job.id for job in jobs]))
+
+    def _version_of(self, checkpoint: str) -> str | None:
+        """The version the checkpoint's alias stands for: from the pick, else asked of the
+        app's registry (best effort; the alias itself is used when neither knows)."""
+        ref, version = self._picked
+        if ref == checkpoint.strip() and version:
+            return version
+        registry = getattr(self.app, "registry", None)
+        if registry is None or evalrun.is_local_checkpoint(checkpoint):
+            return None
+        try:
+            return registry.resolve(checkpoint.strip()).version
+        except Exception:  # unknown here or unreachable: group by the alias instead
+            return None
 
     def action_cancel_run(self) -> None:
         if self.handle is None or not self.handle.running:

@@ -1263,24 +1263,44 @@ def launch(
     return handle.start()
 
 
+def log_checkpoint(checkpoint: str, version: str | None = None) -> tuple[str | None, str | None]:
+    """The (reference, alias) a log job groups results by.
+
+    Results are grouped by version (`m:v3`), not by a moving alias: with the `version` the
+    alias stood for, the reference names that version and the alias is kept beside it. A
+    checkpoint folder on disk is no registry version: (None, None).
+    """
+    text = checkpoint.strip()
+    if not text or is_local_checkpoint(text):
+        return None, None
+    ref = parse_ref(text)
+    if version is None or ref.alias == version:
+        return str(ref), None
+    return str(ref.with_alias(version)), ref.alias
+
+
 def queue_for_logging(
     queue: TransferQueue,
     run_dirs: Iterable[Path],
     checkpoint: str | None,
     *,
+    version: str | None = None,
     project: str | None = None,
     entity: str | None = None,
 ) -> list[Job]:
-    """Queue one "log" job per result folder; the worker logs them to W&B."""
+    """Queue one "log" job per result folder, in the payload the worker's log handler reads
+    (`tui.services.worker`); the worker logs them to W&B. `version` is what the checkpoint's
+    alias resolved to, when known."""
+    ref, alias = log_checkpoint(checkpoint or "", version)
     jobs = []
     for run_dir in run_dirs:
-        payload: dict[str, Any] = {"results_dir": str(Path(run_dir).absolute())}
-        if checkpoint:
-            payload["checkpoint"] = checkpoint
-        if project:
-            payload["project"] = project
-        if entity:
-            payload["entity"] = entity
+        payload = {
+            "results": str(Path(run_dir).absolute()),
+            "checkpoint": ref,
+            "checkpoint_alias": alias,
+            "project": project,
+            "entity": entity,
+        }
         title = f"log {Path(run_dir).parent.name}/{Path(run_dir).name}"
-        jobs.append(queue.enqueue("log", title, payload))
+        jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
     return jobs
