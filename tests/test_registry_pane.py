@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from textual import events
+from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
+from textual.widgets import ProgressBar, Tree
 
 from tui.app import EvalWBApp
+from tui.messages import CheckpointPicked
+from tui.panes.registry import RegistryPane
 from tui.services.registry.local import INDEX_NAME, LocalRegistry
 from tui.services.registry.protocol import Collection, RunInfo, Version
-from tui.services.settings import Paths, Settings
+from tui.services.settings import Paths, Settings, load_settings
+from tui.services.transfers import DONE, FAILED, Runner, open_queue
+from tui.services.worker import default_handlers, worker_status
+from tui.widgets.alias_dialog import AliasScreen
+from tui.widgets.choice import ChoiceScreen
+from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import DetailView
 from tui.widgets.filter_input import FilterInput
+from tui.widgets.lineage_view import LineageScreen
+from tui.widgets.progress_text import bytes_cell
 from tui.widgets.registry_tree import RegistryTree
+from tui.widgets.results_view import ResultsScreen
+from tui.widgets.search import SearchScreen
 
 SIZE = (100, 30)
 
@@ -323,8 +341,11 @@ async def test_reload_picks_up_a_new_collection(app: EvalWBApp, registry: LocalR
         assert widget.shown_collections[-1] == "zephyr-nano"
 
 
-async def test_ansi_theme_for_ssh(app: EvalWBApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EVALWB_THEME", "ansi")
+async def test_ansi_theme_for_ssh(tmp_path: Path, registry: LocalRegistry) -> None:
+    from dataclasses import replace
+
+    settings = replace(settings_for(tmp_path, registry.root), evalwb_theme="ansi")
+    app = EvalWBApp(settings, registry)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "ansi-dark"
@@ -419,3 +440,328 @@ async def test_keys_typed_in_one_burst_land_where_they_belong(app: EvalWBApp) ->
         assert app.query_one(FilterInput).value == "mis"
         assert app.return_code == 0
         assert widget.query_text == "mis"
+
+
+# -- the rest of the pane, on the seeded demo registry ------------------------------------
+
+
+class PaneApp(App[None]):
+    """The Registry pane alone, recording what it hands to the Run pane."""
+
+    def __init__(self, settings: Settings, registry: LocalRegistry) -> None:
+        super().__init__()
+        self.settings = settings
+        self.registry = registry
+        self.picked: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield RegistryPane(id="registry")
+
+    def on_mount(self) -> None:
+        self.query_one(RegistryPane).set_registry(self.registry)
+
+    def on_checkpoint_picked(self, event: CheckpointPicked) -> None:
+        self.picked.append(event.ref)
+
+
+def notes(app: App) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path, demo_registry_dir: Path) -> PaneApp:
+    return PaneApp(settings_for(tmp_path, demo_registry_dir), LocalRegistry(demo_registry_dir))
+
+
+async def open_version(pilot: Pilot, collection: str, version: str) -> Version:
+    """Move the cursor onto `collection:version` by keys; the version it lands on."""
+    widget = await collections_shown(pilot)
+    index = widget.shown_collections.index(collection)
+    await pilot.press(*["down"] * index, "enter")
+    node = widget.root.children[index]
+    await wait_for(
+        pilot, lambda: any(isinstance(c.data, Version) for c in node.children), "versions"
+    )
+    labels = [c.data.version for c in node.children if isinstance(c.data, Version)]
+    await pilot.press(*["down"] * (labels.index(version) + 1))
+    data = widget.cursor_node.data
+    assert isinstance(data, Version) and data.version == version
+    return data
+
+
+async def test_t_shows_the_results_of_my_model_by_version(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v4")
+        await pilot.press("t")
+        screen = demo_app.screen
+        assert isinstance(screen, ResultsScreen) and screen.collection == "my-model"
+        await wait_for(pilot, lambda: screen.table is not None, "the results")
+        arc = "ARC / Average Accuracy Loglikelihood"
+        column = screen.columns.index(arc) + 1
+        v3 = screen.table.value("v3", arc)
+        v4 = screen.table.value("v4", arc)
+        assert str(screen.data_table.get_row("v3")[column]) == f"{v3:.4g}"
+        assert str(screen.data_table.get_row("v4")[column]) == f"{v4:.4g}"
+        assert screen.chart.data == [v3, v4]
+        await pilot.press("escape")
+        assert isinstance(demo_app.focused, RegistryTree)
+
+
+async def test_l_lists_the_eval_runs_that_used_a_version(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v3")
+        await pilot.press("l")
+        screen = demo_app.screen
+        assert isinstance(screen, LineageScreen)
+        await wait_for(pilot, lambda: screen.detail is not None, "the lineage")
+        text = text_of(screen.query_one(Tree))
+        assert "my-model:v3" in text and "produced by" in text
+        assert "my-model-pretrain-step40000" in text
+        assert "used by (8 runs)" in text
+        assert "ARC-fewshot_3__samples_10_31c6f · ARC" in text
+        assert "→ HFLLM_checkpoint_org_proj_my-model_v3__ARC__fs3s10_31c6f:v0" in text
+        await pilot.press("escape")
+        assert not isinstance(demo_app.screen, LineageScreen)
+
+
+async def test_a_moves_an_alias_after_confirmation(demo_app: PaneApp) -> None:
+    registry = demo_app.registry
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v2")
+        await pilot.press("a")
+        assert isinstance(demo_app.screen, AliasScreen)
+        await pilot.press(*"production", "enter")
+        confirm = demo_app.screen
+        assert isinstance(confirm, ConfirmScreen)
+        assert confirm.question == "Move alias 'production' of my-model from v3 to v2?"
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any("now names v2" in n for n in notes(demo_app)), "the move")
+        assert registry.resolve("my-model:production").version == "v2"
+        widget = tree(demo_app)
+        assert widget.cursor_node.data.version == "v2"
+        assert "production" in widget.cursor_node.data.aliases
+        assert str(widget.root.children[2].label).startswith("my-model (5) production")
+        await wait_for(pilot, lambda: "production" in detail_text(demo_app), "the detail")
+
+
+async def test_moving_latest_is_refused_and_cancel_changes_nothing(demo_app: PaneApp) -> None:
+    registry = demo_app.registry
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v2")
+        await pilot.press("a", *"latest", "enter")
+        dialog = demo_app.screen
+        assert isinstance(dialog, AliasScreen)  # still open, saying why
+        problem = text_of(dialog.query_one("#alias-problem"))
+        assert "'latest' always names the newest version" in problem
+        await pilot.press("escape")
+        assert not isinstance(demo_app.screen, AliasScreen)
+
+        # A confirmation answered No leaves the alias where it was.
+        await pilot.press("a", *"best", "enter")
+        assert isinstance(demo_app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await wait_for(
+            pilot, lambda: any("left unchanged" in n for n in notes(demo_app)), "the note"
+        )
+        assert registry.resolve("my-model:best").version == "v4"
+        assert registry.resolve("my-model:latest").version == "v4"
+
+
+async def test_y_copies_a_reference_and_says_so(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v3")
+        await pilot.press("y")
+        chooser = demo_app.screen
+        assert isinstance(chooser, ChoiceScreen)
+        assert chooser.choices == ["my-model:v3", "my-model:production"]
+        await pilot.press("down", "enter")
+        assert demo_app.clipboard == "my-model:production"
+        assert "Copied my-model:production" in notes(demo_app)
+
+
+async def test_search_jumps_to_a_version_found_by_a_metadata_value(demo_app: PaneApp) -> None:
+    loss = str(demo_app.registry.resolve("my-model:v3").metadata["train_loss"])
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("s")
+        search = demo_app.screen
+        assert isinstance(search, SearchScreen)
+        await pilot.press(*loss)
+        await wait_for(pilot, lambda: len(search.hits) == 2, "the hits")
+        assert "metadata train_loss" in text_of(search.query_one("#search-hits"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
+        data = widget.cursor_node.data
+        assert (data.collection, data.version) == ("my-model", "v3")
+        await wait_for(pilot, lambda: detail_text(demo_app).startswith("my-model:v3"), "detail")
+        # Found by a number, it goes to the Run pane by its number.
+        await pilot.press("e")
+        assert demo_app.picked == ["my-model:v3"]
+
+
+async def test_e_sends_the_alias_a_version_was_found_by(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("ctrl+f", *"candidate")
+        search = demo_app.screen
+        await wait_for(pilot, lambda: len(search.hits) == 4, "the hits")
+        await pilot.press("down", "down", "down", "enter")  # the third: my-model:v4
+        await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
+        assert widget.cursor_node.data.version == "v4"
+        await pilot.press("e")
+        assert demo_app.picked == ["my-model:candidate"]
+        # Moving on to a version reached by the arrows sends its number.
+        await pilot.press("down", "e")
+        assert demo_app.picked[-1] == "my-model:v3"
+        # On a collection, `e` asks for a version instead.
+        await pilot.press("home", "e")
+        assert len(demo_app.picked) == 2
+        assert any(n.startswith("Pick a version to evaluate") for n in notes(demo_app))
+
+
+async def test_a_filter_naming_an_alias_picks_by_that_alias(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("slash", *"best", "enter")
+        await wait_for(pilot, lambda: widget.query_text == "best", "the filter")
+        await open_version(pilot, "mistral-7b-dpo", "v2")
+        await pilot.press("e")
+        assert demo_app.picked == ["mistral-7b-dpo:best"]
+
+
+# -- downloads through the transfer queue ----------------------------------------------
+
+
+async def wait_long(pilot: Pilot, ready: Callable[[], object], what: str, seconds: float) -> None:
+    """Let the app work until `ready()`, at most `seconds` (a worker process starts)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def worker_settings(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """Settings a worker process started from this test reads the same way."""
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "5")
+    return load_settings()
+
+
+def downloaded_to(app: App, ref: str) -> Path | None:
+    prefix = f"Downloaded {ref} to "
+    found = [n[len(prefix) :] for n in notes(app) if n.startswith(prefix)]
+    return Path(found[0]) if found else None
+
+
+async def test_d_downloads_through_a_detached_worker(
+    worker_settings: Settings, demo_registry_dir: Path
+) -> None:
+    app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
+    pid = None
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            version = await open_version(pilot, "llama-3-8b-sft", "v1")
+            await pilot.press("d")
+            status = app.query_one(RegistryPane).download_status
+            await wait_for(pilot, lambda: status.job is not None, "the queued job")
+            assert (status.display and status.text in ("queued", "done")) or "/" in status.text
+            await wait_long(
+                pilot, lambda: downloaded_to(app, "llama-3-8b-sft:v1"), "the download", 30
+            )
+            pid = worker_status(worker_settings).pid
+            folder = downloaded_to(app, "llama-3-8b-sft:v1")
+            assert folder is not None and (folder / "config.json").is_file()
+            assert folder.is_relative_to(worker_settings.artifact_dir)
+            assert status.job.state == DONE
+            assert status.text == f"done {bytes_cell(version.size, version.size)}"
+            assert status.query_one(ProgressBar).percentage == 1.0
+            assert "llama-3-8b-sft:v1" in text_of(status.query_one("#download-title"))
+            # The Transfers pane reads the same queue: the job is there, done.
+            (job,) = open_queue(worker_settings).list()
+            assert (job.kind, job.state, job.payload["ref"]) == (
+                "download",
+                DONE,
+                "llama-3-8b-sft:v1",
+            )
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)  # the worker this test started, by its pid
+            deadline = time.monotonic() + 10
+            while worker_status(worker_settings).alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+async def test_download_status_follows_the_job_in_the_queue(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This test runs the job itself, step by step, so no detached worker may take it.
+    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    queue = open_queue(worker_settings)
+    app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        version = await open_version(pilot, "llama-3-8b-sft", "v1")
+        await pilot.press("d")
+        status = app.query_one(RegistryPane).download_status
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        assert status.text == "queued"
+        await pilot.press("d")  # again: the same job is watched, none added
+        await pilot.pause(0.2)
+        assert len(queue.list()) == 1
+
+        job = queue.claim_next(os.getpid())
+        assert job is not None
+        size, claim = version.size, job.claim_token
+        queue.report(job.id, bytes_done=size // 4, bytes_total=size, claim=claim)
+        time.sleep(0.2)
+        queue.report(job.id, bytes_done=size // 2, bytes_total=size, claim=claim)
+        await wait_for(pilot, lambda: status.job.bytes_done == size // 2, "the progress")
+        assert status.text.startswith(bytes_cell(size // 2, size) + " ")
+        assert status.text.split()[1].endswith("/s")
+        assert status.query_one(ProgressBar).percentage == pytest.approx(0.5, abs=0.01)
+        assert app.is_running and isinstance(app.focused, RegistryTree)
+
+        # Handed back, a real runner with the worker's handlers finishes it.
+        queue.release(job.id, claim=claim)
+        runner = threading.Thread(
+            target=lambda: Runner(
+                open_queue(worker_settings), default_handlers(worker_settings)
+            ).run_until_idle(20)
+        )
+        runner.start()
+        try:
+            await wait_long(
+                pilot, lambda: downloaded_to(app, "llama-3-8b-sft:v1"), "the download", 20
+            )
+        finally:
+            runner.join(25)
+        folder = downloaded_to(app, "llama-3-8b-sft:v1")
+        assert folder is not None and (folder / "config.json").is_file()
+
+
+async def test_a_failed_download_is_one_line(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    registry = LocalRegistry(demo_registry_dir)
+    app = PaneApp(worker_settings, registry)
+    async with app.run_test(size=(80, 24)) as pilot:
+        version = await open_version(pilot, "llama-3-8b-sft", "v1")
+        # The stored bytes of one file are gone: the download cannot complete.
+        entry = registry.files(version.ref())[0]
+        registry.object_path(entry).unlink()
+        await pilot.press("d")
+        status = app.query_one(RegistryPane).download_status
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        queue = open_queue(worker_settings)
+        runner = Runner(queue, default_handlers(worker_settings))
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.job.state == FAILED, "the failure", 10)
+        (error,) = [n for n in notes(app) if n.startswith("Download of llama-3-8b-sft:v1 failed")]
+        assert "\n" not in error and "missing" in error
+        assert status.text.startswith("failed: ") and status.has_class("-failed")

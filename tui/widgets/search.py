@@ -97,7 +97,7 @@ class SearchScreen(ModalScreen[SearchHit | None]):
     def key_down(self) -> None:
         hits = self.query_one(OptionList)
         if self.focused is self.query_one(Input) and hits.option_count:
-            hits.focus()
+            hits.focus()  # the same key then reaches the list and highlights its first hit
 
     def _search(self, query: str) -> None:
         self._timer = None
@@ -134,9 +134,8 @@ class SearchScreen(ModalScreen[SearchHit | None]):
         self.searched, self.hits = event.query, event.hits
         listing = self.query_one(OptionList)
         listing.clear_options()
+        # No highlight yet: the ↓ that moves focus into the list highlights the first hit.
         listing.add_options([hit_label(hit) for hit in event.hits])
-        if event.hits:
-            listing.highlighted = 0
         count = len(event.hits)
         status.update(f"{count} version{'s' if count != 1 else ''} match {event.query!r}")
 
