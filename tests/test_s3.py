@@ -309,7 +309,7 @@ from tui.services.settings import load_settings
 settings = load_settings()
 def slow(event):
     if event.phase == "downloading":
-        time.sleep(0.1)
+        time.sleep(0.05)
 download("m", registry=open_registry(settings), settings=settings, progress=slow)
 """
     env = {**env_for(tmp_path, moto_url), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
