@@ -105,6 +105,22 @@ async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
     await pilot.pause()
 
 
+async def fill_at_once(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
+    """The form `fill_valid_form` types, set in one go for tests about what follows."""
+    pane.set_config(
+        evalrun.EvalRunConfig(
+            checkpoint="org/proj/my-model:v3",
+            tasks=["ARC", "GSM8K_OLMES"],
+            num_fewshot=3,
+            num_samples=10,
+            output_dir=str(out),
+            command=COMMAND,
+        )
+    )
+    await pilot.pause()
+    assert pane.errors == {}
+
+
 async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) -> None:
     app = PaneApp(settings)
     out = tmp_path / "out"
@@ -178,7 +194,7 @@ async def test_cancel_a_running_launch(
     app = PaneApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(RunConfigPane)
-        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await fill_at_once(pilot, pane, tmp_path / "out")
         await pilot.press("f5")
         await until(pilot, lambda: any("Generating responses" in x for x in pane.log_lines))
         assert pane.query_one("#run-launch", Button).disabled
@@ -200,7 +216,7 @@ async def test_presets_save_and_load_from_the_keyboard(tmp_path: Path, settings:
     app = PaneApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(RunConfigPane)
-        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await fill_at_once(pilot, pane, tmp_path / "out")
         await type_into(pilot, "llm_args", '{"dtype": "bfloat16", "api_key": "sk-hidden-1"}')
         note = pane.query_one("#run-secret-note", Static)
         assert note.display and "api_key" in str(note.render())
@@ -225,7 +241,7 @@ async def test_a_missing_eval_command_says_how_to_install(tmp_path: Path, settin
     app = PaneApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(RunConfigPane)
-        await fill_valid_form(pilot, pane, tmp_path / "out")
+        await fill_at_once(pilot, pane, tmp_path / "out")
         await type_into(pilot, "command", "eval_framework_missing_here")
         await pilot.press("f5")
         refused = [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
