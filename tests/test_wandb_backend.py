@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -257,6 +258,18 @@ def test_download_through_the_sdk_gives_the_stored_bytes(service, shared, tmp_pa
     stored = {(root / e.path).read_bytes() for e in entries}
     cached = [p for p in Path(os.environ["WANDB_CACHE_DIR"]).rglob("*") if p.is_file()]
     assert not [p for p in cached if p.read_bytes() in stored], "skip_cache still cached bytes"
+
+
+def test_file_urls_serve_the_stored_bytes(service, shared) -> None:
+    wandb, local = shared
+    urls = wandb.file_urls("my-model-local:v3")
+    assert urls == {}, "reference entries have no download URL"
+    urls = wandb.file_urls("my-model:v3")
+    entries = local.files("my-model:v3")
+    assert sorted(urls) == [e.path for e in entries]
+    for entry in entries:
+        with urllib.request.urlopen(urls[entry.path], timeout=10) as response:
+            assert response.read() == local.object_path(entry).read_bytes()
 
 
 # -- errors, imports and the terminal -----------------------------------------------------

@@ -358,6 +358,16 @@ class WandbRegistry:
             key=lambda f: f.path,
         )
 
+    def file_urls(self, ref: ArtifactRef | str) -> dict[str, str]:
+        """Download URLs of a version's stored files by path (references have none).
+
+        W&B's URLs are signed and expire; fetch them right before downloading.
+        """
+        ref = _as_ref(ref)
+        art = self._artifact(ref)
+        with self._errors(f"listing the files of {ref}"):
+            return {f.name: f.direct_url for f in art.files(per_page=MAX_PAGE)}
+
     def lineage(self, ref: ArtifactRef | str) -> Lineage:
         """The run that produced a version and the runs that used it."""
         ref = _as_ref(ref)
