@@ -566,6 +566,7 @@ def test_cancel_stops_the_process_group_and_no_further_task_starts(
     started = time.monotonic()
     handle.cancel()
     assert handle.wait(10) == -15
+    assert lines.wait_for("[stopped by SIGTERM]")
     assert time.monotonic() - started < 5
     assert handle.cancelled and handle.run_dirs == []
     deadline = time.monotonic() + 5
@@ -585,6 +586,7 @@ def test_cancel_kills_a_command_that_ignores_sigterm(
     lines.wait_for("Generating responses")
     handle.cancel()
     assert handle.wait(10) == -9
+    assert lines.wait_for("[stopped by SIGKILL]")
 
 
 def test_a_missing_program_says_how_to_install_eval_framework(tmp_path: Path) -> None:

@@ -1201,7 +1201,9 @@ class LaunchHandle:
             for raw in proc.stdout:
                 self._emit(clean_line(raw, self._secrets))
         code = proc.wait()
-        self._emit(f"[exit status {code}]")
+        self._emit(
+            f"[stopped by {signal.Signals(-code).name}]" if code < 0 else f"[exit status {code}]"
+        )
         return code
 
     def _new_runs(self) -> list[Path]:
