@@ -204,7 +204,7 @@ async def test_results_screen_shows_the_table_and_charts_the_column_under_the_cu
         await pilot.press("c")
         chooser = app.screen
         assert isinstance(chooser, ColumnChooser)
-        await pilot.press(*"arc normalized loglikelihood (micro")
+        await pilot.press(*"arc normalized (micro")
         listing = chooser.query_one(SelectionList)
         await wait_for(pilot, lambda: listing.option_count == 2, "the filtered metrics")
         await pilot.press("down", "space", "enter")

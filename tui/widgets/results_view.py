@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, SelectionList, Sparkline, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
@@ -28,6 +29,7 @@ from tui.widgets.format import one_line
 
 # Options listed at once in the column chooser; the filter narrows the rest.
 CHOOSER_LIMIT = 300
+FILTER_DEBOUNCE_SECONDS = 0.15
 
 
 def format_value(value: Value) -> Text:
@@ -74,6 +76,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
         super().__init__()
         self.all_columns = list(columns)
         self.chosen = list(chosen)
+        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -103,7 +106,10 @@ class ColumnChooser(ModalScreen[list[str] | None]):
     @on(Input.Changed)
     def _filter(self, event: Input.Changed) -> None:
         event.stop()
-        self._fill(event.value)
+        # Refilling hundreds of options per keystroke lags; wait for typing to pause.
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(FILTER_DEBOUNCE_SECONDS, lambda: self._fill(event.value))
 
     @on(SelectionList.SelectionToggled)
     def _toggled(self, event: SelectionList.SelectionToggled) -> None:
