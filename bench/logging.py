@@ -65,7 +65,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds per contender")
     parser.add_argument("--scale", type=int, default=10, help="repeat factor of the jsonl files")
-    parser.add_argument("--child", choices=("ours", "plain", "heap"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("ours", "plain", "heap", "parts"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--content", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -125,8 +127,36 @@ class AnonSampler(threading.Thread):
         self.join()
 
 
+def child_parts(folder: Path) -> dict[str, float]:
+    """Seconds of ours' own work around the SDK calls, step by step (no SDK)."""
+    marks = [time.perf_counter()]
+    from tui.services import evallog
+    from tui.services.results import read_run
+    from tui.services.settings import load_settings
+
+    marks.append(time.perf_counter())
+    settings = load_settings()
+    run = read_run(folder)
+    marks.append(time.perf_counter())
+    alias = evallog.content_alias(folder)
+    marks.append(time.perf_counter())
+    index = evallog.LogIndex.open(settings)
+    index.find(evallog.dedupe_key(None, "bench", run.llm_name, alias))
+    index.close()
+    with tempfile.TemporaryDirectory() as scratch:
+        evallog.artifact_files(run, Path(scratch))
+        evallog.run_config(run, evallog.grouping(run, None, None), None)
+        list(evallog.table_rows(run))
+    marks.append(time.perf_counter())
+    names = ("import", "read", "alias", "index+config")
+    return {name: b - a for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
+
+
 def run_child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
+    if args.child == "parts":
+        print(json.dumps(child_parts(args.folder)))
+        return
     if args.child == "heap":
         # The SDK mmaps each file to hash it, and those file-backed pages count in RSS
         # for ours and plain alike; anonymous memory and the Python heap do not.
@@ -254,7 +284,18 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         size: launch(["--child", "heap", "--folder", str(folder)], work / f"heap-{size}")[1]
         for size, folder in sizes.items()
     }
+    parts = {
+        size: launch(["--child", "parts", "--folder", str(folder)], work / f"parts-{size}")[1]
+        for size, folder in sizes.items()
+    }
     report(results, sizes, heap)
+    for size, steps in parts.items():
+        shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in steps.items())
+        plain = statistics.median(s[0] for s in results[("plain", size)])
+        print(
+            f"ours' own work ({size}, no SDK): {shown}; total {sum(steps.values()) * 1000:.0f} ms"
+            f" = {sum(steps.values()) / plain:.1%} of plain's median wall"
+        )
     return 0
 
 
