@@ -278,3 +278,21 @@ def test_snapshot(snap_compare, settings: Settings, size: tuple[int, int]) -> No
         await pilot.pause()
 
     assert snap_compare(PaneApp(settings), terminal_size=size, run_before=filled)
+
+
+async def test_submit_without_det_explains(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_at_once(pilot, pane, tmp_path / "out")
+        await pilot.press("f9")
+        assert "export a Determined file first" in app.messages[-1].reasons[0]
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: pane.last_export is not None)
+        await pilot.press("f9")
+        await until(pilot, lambda: any("det: command not found" in x for x in pane.log_lines))
