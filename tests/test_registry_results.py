@@ -15,6 +15,10 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Input, SelectionList, Static
 
+from tests.wandb_emulator import (
+    WandbService,
+    wandb_service,  # noqa: F401 - a fixture
+)
 from tui.services.demo import EXPECTED_ARTIFACTS, RESULTS_DIR, DemoInfo
 from tui.services.eval_results import (
     checkpoint_ref,
@@ -241,3 +245,23 @@ async def test_results_of_a_collection_without_evals_say_so(registry: LocalRegis
         note = screen.query_one("#results-note", Static)
         assert "no eval results" in str(note.render())
         assert screen.data_table.row_count == 4
+
+
+# -- the W&B backend, on the emulator ----------------------------------------------------
+
+
+def test_results_through_the_wandb_backend_match_the_local_registry(
+    request: pytest.FixtureRequest, demo_seed: DemoInfo
+) -> None:
+    service: WandbService = request.getfixturevalue("wandb_service")
+    local = LocalRegistry(demo_seed.root)
+    backend = service.serve(local)
+    try:
+        table = results_by_version(backend, "my-model")
+        expected = results_by_version(local, "my-model")
+        assert table.versions == expected.versions and table.problems == ()
+        assert table.value("v4", ARC) == expected.value("v4", ARC)
+        assert table.series(ARC) == expected.series(ARC)
+        assert set(table.default_columns) == set(expected.default_columns)
+    finally:
+        service.check()

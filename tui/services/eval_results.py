@@ -13,15 +13,24 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from tui.services.refs import MODEL_REGISTRY
-from tui.services.registry.protocol import FileEntry, Registry, RegistryError, RunInfo, Version
+from tui.services.registry.protocol import (
+    FileEntry,
+    Lineage,
+    Registry,
+    RegistryError,
+    RunInfo,
+    Version,
+)
 from tui.services.results import AGGREGATED
 
 EVAL_TYPE = "eval"
@@ -31,6 +40,7 @@ MAX_MODEL_VERSIONS = 200
 MAX_EVAL_VERSIONS = 50
 # Lineage calls in flight at once: each is a round trip on the W&B backend.
 PARALLEL_CALLS = 8
+FETCH_TIMEOUT_SECONDS = 30
 COLUMN_SEPARATOR = " / "
 # The headline metric of a task, first match wins; else the first plain `Average …` key.
 HEADLINE_METRICS = (
@@ -41,6 +51,7 @@ HEADLINE_METRICS = (
 )
 
 Value = float | int | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -160,18 +171,20 @@ def results_by_version(
     """
     versions = list(reversed(registry.list_versions(collection, limit=max_versions)))
     used = _runs_using(registry, versions)
-    problems: list[str] = []
-    results: list[EvalResult] = []
-    if used:
-        for run_id, evals in eval_index(registry, cancelled=cancelled).items():
-            if cancelled():
-                break
-            for model_version, run in used.get(run_id, ()):
-                for eval_version in evals:
-                    try:
-                        results.append(_result(registry, model_version, eval_version, run))
-                    except (RegistryError, OSError, ValueError) as exc:
-                        problems.append(f"{eval_version.collection}:{eval_version.version}: {exc}")
+    index = eval_index(registry, cancelled=cancelled) if used else {}
+    jobs = [
+        (model_version, eval_version, run)
+        for run_id, evals in index.items()
+        for model_version, run in used.get(run_id, ())
+        for eval_version in evals
+    ]
+    outcomes = _map(lambda job: _result(registry, *job), jobs, cancelled)
+    results = [o for o in outcomes if isinstance(o, EvalResult)]
+    problems = [
+        f"{job[1].collection}:{job[1].version}: {outcome}"
+        for job, outcome in zip(jobs, outcomes, strict=True)
+        if isinstance(outcome, Exception)
+    ]
     return ResultsTable(
         collection=collection,
         versions=tuple(v.version for v in versions),
@@ -195,16 +208,18 @@ def lineage_detail(registry: Registry, version: Version) -> LineageDetail:
 def eval_index(
     registry: Registry, *, cancelled: Callable[[], bool] = lambda: False
 ) -> dict[str, list[Version]]:
-    """Run id → the eval artifact versions that run produced."""
-    evals: list[Version] = []
-    for collection in registry.list_collections(type=EVAL_TYPE):
-        if cancelled():
-            return {}
-        evals.extend(registry.list_versions(collection.name, limit=MAX_EVAL_VERSIONS))
+    """Run id → the eval artifact versions that run produced; collections or versions
+    that cannot be read are skipped."""
+    collections = registry.list_collections(type=EVAL_TYPE)
+    pages = _map(
+        lambda c: registry.list_versions(c.name, limit=MAX_EVAL_VERSIONS), collections, cancelled
+    )
+    evals = [v for page in pages if isinstance(page, list) for v in page]
+    lineages = _map(lambda v: registry.lineage(v.ref()), evals, cancelled)
     index: dict[str, list[Version]] = {}
-    for version, run in zip(evals, _parallel(registry.lineage, evals), strict=True):
-        if run is not None and run.produced_by is not None:
-            index.setdefault(run.produced_by.id, []).append(version)
+    for version, lineage in zip(evals, lineages, strict=True):
+        if isinstance(lineage, Lineage) and lineage.produced_by is not None:
+            index.setdefault(lineage.produced_by.id, []).append(version)
     return index
 
 
@@ -236,12 +251,31 @@ def read_entry(registry: Registry, version: Version, entry: FileEntry) -> bytes:
     if object_path is not None:
         return Path(object_path(entry)).read_bytes()
     download_entry = getattr(registry, "download_entry", None)
-    if download_entry is None:
+    if download_entry is not None:
+        with tempfile.TemporaryDirectory(prefix="evalwb-results-") as tmp:
+            dest = Path(tmp) / "file"
+            download_entry(version.ref(), entry, dest, lambda n: None)
+            return dest.read_bytes()
+    file_urls = getattr(registry, "file_urls", None)
+    if file_urls is None:
         raise RegistryError("this registry backend cannot serve stored files")
-    with tempfile.TemporaryDirectory(prefix="evalwb-results-") as tmp:
-        dest = Path(tmp) / "file"
-        download_entry(version.ref(), entry, dest, lambda n: None)
-        return dest.read_bytes()
+    url = file_urls(version.ref()).get(entry.path)
+    if url is None:
+        raise RegistryError(f"{entry.path} has no download URL")
+    return _fetch(url, entry)
+
+
+def _fetch(url: str, entry: FileEntry) -> bytes:
+    """GET a signed file URL (no credentials travel with it); at most the manifest size."""
+    try:
+        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as response:
+            data = response.read(entry.size + 1)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RegistryError(f"{entry.path}: download failed ({reason})") from None
+    if len(data) != entry.size:
+        raise RegistryError(f"{entry.path}: got {len(data)} bytes, the manifest says {entry.size}")
+    return data
 
 
 def _runs_using(
@@ -249,8 +283,9 @@ def _runs_using(
 ) -> dict[str, list[tuple[Version, RunInfo]]]:
     """Run id → the versions it used, each with the run as that version's lineage has it."""
     used: dict[str, list[tuple[Version, RunInfo]]] = {}
-    for version, lineage in zip(versions, _parallel(registry.lineage, versions), strict=True):
-        for run in lineage.used_by if lineage is not None else ():
+    lineages = _map(lambda v: registry.lineage(v.ref()), versions)
+    for version, lineage in zip(versions, lineages, strict=True):
+        for run in lineage.used_by if isinstance(lineage, Lineage) else ():
             used.setdefault(run.id, []).append((version, run))
     return used
 
@@ -280,17 +315,23 @@ def _primary_metric(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _parallel(call: Callable[[Any], Any], versions: Iterable[Version]) -> list[Any]:
-    """`call(version.ref())` for each version, a few at once; None where it failed."""
+def _map(
+    call: Callable[[Any], T],
+    items: Sequence[Any],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> list[T | Exception]:
+    """`call(item)` for each item, a few at once (each may be a round trip); a failure
+    is returned in its place, and once `cancelled` the remaining items are skipped."""
 
-    def safe(version: Version) -> Any:
+    def safe(item: Any) -> T | Exception:
+        if cancelled():
+            return RegistryError("cancelled")
         try:
-            return call(version.ref())
-        except RegistryError:
-            return None
+            return call(item)
+        except (RegistryError, OSError, ValueError) as exc:
+            return exc
 
-    items = list(versions)
     if len(items) < 2:
-        return [safe(v) for v in items]
+        return [safe(item) for item in items]
     with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
         return list(pool.map(safe, items))
