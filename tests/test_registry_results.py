@@ -265,3 +265,15 @@ def test_results_through_the_wandb_backend_match_the_local_registry(
         assert set(table.default_columns) == set(expected.default_columns)
     finally:
         service.check()
+
+
+def test_results_screen_snapshot_at_80x24(snap_compare, demo_seed: DemoInfo) -> None:
+    app = ResultsApp(LocalRegistry(demo_seed.root), "my-model")
+
+    async def loaded(pilot: Pilot) -> None:
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: getattr(screen, "table", None) is not None, "the table")
+        await pilot.press("right")  # the chart follows the cursor to ARC_OLMES
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
