@@ -765,3 +765,21 @@ async def test_a_failed_download_is_one_line(
         (error,) = [n for n in notes(app) if n.startswith("Download of llama-3-8b-sft:v1 failed")]
         assert "\n" not in error and "missing" in error
         assert status.text.startswith("failed: ") and status.has_class("-failed")
+
+
+async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        widget = await collections_shown(pilot)
+        await pilot.press("slash", *"mistral", "enter")
+        await wait_for(pilot, lambda: widget.shown_collections == ["mistral-7b-dpo"], "filter")
+        await pilot.press("s", *"stable")
+        search = demo_app.screen
+        await wait_for(pilot, lambda: len(search.hits) == 1, "the hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
+        data = widget.cursor_node.data
+        assert (data.collection, data.version) == ("llama-3-8b-sft", "v1")
+        assert widget.query_text == "" and len(widget.shown_collections) == 4
+        assert demo_app.focused is widget
+        await pilot.press("e")
+        assert demo_app.picked == ["llama-3-8b-sft:stable"]

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -267,6 +265,10 @@ def read_entry(registry: Registry, version: Version, entry: FileEntry) -> bytes:
 
 def _fetch(url: str, entry: FileEntry) -> bytes:
     """GET a signed file URL (no credentials travel with it); at most the manifest size."""
+    # Imported here: only the W&B backend needs it, and the app's start should not pay.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as response:
             data = response.read(entry.size + 1)
