@@ -679,7 +679,7 @@ async def test_d_downloads_through_a_detached_worker(
             assert folder is not None and (folder / "config.json").is_file()
             assert folder.is_relative_to(worker_settings.artifact_dir)
             assert status.job.state == DONE
-            assert status.text == f"done {bytes_cell(version.size, version.size)}"
+            assert status.text == f"done: {bytes_cell(version.size, version.size)}"
             assert status.query_one(ProgressBar).percentage == 1.0
             assert "llama-3-8b-sft:v1" in text_of(status.query_one("#download-title"))
             # The Transfers pane reads the same queue: the job is there, done.
@@ -742,6 +742,16 @@ async def test_download_status_follows_the_job_in_the_queue(
             runner.join(25)
         folder = downloaded_to(app, "llama-3-8b-sft:v1")
         assert folder is not None and (folder / "config.json").is_file()
+
+        # Asked again, the cache answers: no bytes move, and the status says so.
+        await pilot.press("d")
+        await wait_for(pilot, lambda: status.job.state == "queued", "the second job")
+        await asyncio.to_thread(
+            Runner(open_queue(worker_settings), default_handlers(worker_settings)).run_once
+        )
+        hit = f"llama-3-8b-sft:v1: already in the cache: {folder}"
+        await wait_long(pilot, lambda: hit in notes(app), "the cache hit", 10)
+        assert status.text == "done: already in the cache"
 
 
 async def test_a_failed_download_is_one_line(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -27,6 +27,7 @@ from textual.worker import Worker, get_current_worker
 from tui.messages import CheckpointPicked
 from tui.services.eval_results import checkpoint_ref
 from tui.services.registry.protocol import Collection, FileEntry, Lineage, Registry, Version
+from tui.services.settings import Settings
 from tui.services.transfers import (
     CANCELLED,
     DONE,
@@ -43,7 +44,7 @@ from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import DetailView, version_key
-from tui.widgets.download_status import DownloadStatus
+from tui.widgets.download_status import DownloadStatus, reused
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
 from tui.widgets.lineage_view import LineageScreen
@@ -465,7 +466,7 @@ class RegistryPane(Vertical):
         self._download_watch = self._download(settings, ref)
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
-    def _download(self, settings: Any, ref: str) -> None:
+    def _download(self, settings: Settings, ref: str) -> None:
         worker = get_current_worker()
         try:
             queue = open_queue(settings)
@@ -491,7 +492,9 @@ class RegistryPane(Vertical):
         self.download_status.show_job(job, event.ref)
         if job.state == DONE:
             path = (job.result or {}).get("path", "?")
-            self.notify(f"Downloaded {event.ref} to {path}", markup=False, timeout=10)
+            why = reused(job)
+            note = f"{event.ref}: {why}: {path}" if why else f"Downloaded {event.ref} to {path}"
+            self.notify(note, markup=False, timeout=10)
         elif job.state == FAILED:
             self.notify(f"Download of {event.ref} failed: {job.last_error}", severity="error")
         elif job.state == CANCELLED:

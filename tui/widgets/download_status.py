@@ -25,12 +25,25 @@ def status_text(job: Job) -> str:
             parts.append(f"{duration(job.eta)} left")
         return " ".join(parts)
     if job.state == DONE:
-        return f"done {bytes_cell(job.bytes_total or job.bytes_done, job.bytes_total)}"
+        return (
+            f"done: {reused(job) or bytes_cell(job.bytes_total or job.bytes_done, job.bytes_total)}"
+        )
     if job.state == FAILED:
         return f"failed: {job.last_error or 'unknown error'}"
     if job.state == CANCELLED:
         return "cancelled"
     return job.state
+
+
+def reused(job: Job) -> str | None:
+    """Why a finished download moved no bytes (a `-local` twin used in place, a cache
+    hit), or None when it fetched them."""
+    result = job.result or {}
+    if result.get("local_twin"):
+        return "the -local twin's files are used in place"
+    if result.get("cache_hit"):
+        return "already in the cache"
+    return None
 
 
 class DownloadStatus(Horizontal):
