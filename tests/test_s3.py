@@ -309,11 +309,14 @@ from tui.services.settings import load_settings
 settings = load_settings()
 def slow(event):
     if event.phase == "downloading":
+        print(event.done, flush=True)
         time.sleep(0.05)
 download("m", registry=open_registry(settings), settings=settings, progress=slow)
 """
     env = {**env_for(tmp_path, moto_url), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
     journal = settings.artifact_dir / ".partial" / "local" / "local" / "m" / "v0" / cache.JOURNAL
     deadline = time.monotonic() + 20
     while '"part"' not in (journal.read_text() if journal.exists() else ""):
@@ -321,11 +324,13 @@ download("m", registry=open_registry(settings), settings=settings, progress=slow
         assert time.monotonic() < deadline, "no part was journaled"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    out, _ = proc.communicate(timeout=10)
     lines = [json.loads(x) for x in journal.read_text().splitlines()]
     assert not [x for x in lines if "digest" in x and x["path"].endswith(".bin")]  # no whole file
+    total = sum(map(len, data.values()))
+    # The part was journaled while a 16 MiB part was still under way, not at the end.
+    assert max(int(x) for x in out.split()) < total - 8 * MiB
 
     result = download("m", registry=registry, settings=settings)
-    total = sum(map(len, data.values()))
     assert 0 < result.bytes <= total - 2 * MiB  # at least one finished part was kept
     assert same_bytes(result.path, data)

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,7 +186,8 @@ def download_objects(
         }
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # Wake per finished part, so each is journaled while the others still run.
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             # Finish the files that completed before raising the first failure.
             for future in sorted(done, key=lambda f: f.exception() is not None):
                 future.result()
