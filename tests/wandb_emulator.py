@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import hashlib
 import json
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -87,6 +91,22 @@ MODELS: dict[str, str | None] = {
     "ServerFeaturesQuery": "wandb.sdk.internal._generated:ServerFeaturesQuery",
     "IsProjectReadOnly": f"{APIS}:IsProjectReadOnly",
     "Run": None,
+    # Sent by wandb-core to upload runs and artifacts; the Python SDK has no models for
+    # these, so the field check is all they get.
+    **dict.fromkeys(
+        (
+            "UpsertBucket",
+            "CreateRunFiles",
+            "RunResumeStatus",
+            "CreateArtifact",
+            "CreateArtifactManifest",
+            "UpdateArtifactManifest",
+            "CreateArtifactFiles",
+            "CommitArtifact",
+            "UseArtifact",
+            "Runs",
+        )
+    ),
     **{
         name: f"{ARTIFACTS}:{name}"
         for name in (
@@ -108,6 +128,7 @@ MODELS: dict[str, str | None] = {
             "ArtifactMembershipFiles",
             "ArtifactCreatedBy",
             "ArtifactUsedBy",
+            "ArtifactType",
             "AddAliases",
             "DeleteAliases",
             "UpdateArtifact",
@@ -337,6 +358,602 @@ class Executor:
         return out
 
 
+# --- Uploads: runs and artifacts the SDK and `wandb sync` put on the server ------------
+
+
+@dataclass
+class RunRecord:
+    """A run as the server keeps it: what UpsertBucket and the file stream sent."""
+
+    entity: str
+    project: str
+    name: str
+    display_name: str = ""
+    group: str | None = None
+    job_type: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: dict[int, str] = field(default_factory=dict)
+    events: dict[int, str] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+    state: str = "running"
+    exitcode: int | None = None
+    created_at: str = EPOCH
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.entity, self.project, self.name
+
+
+@dataclass
+class ArtifactRecord:
+    """One artifact version created through CreateArtifact, with its stored files."""
+
+    index: int
+    entity: str
+    project: str
+    collection: str
+    type: str
+    digest: str
+    version_index: int
+    client_id: str | None = None
+    sequence_client_id: str | None = None
+    description: str | None = None
+    metadata: str = "{}"
+    aliases: list[str] = field(default_factory=list)
+    state: str = "PENDING"
+    created_by: tuple[str, str, str] | None = None
+    manifest: dict[str, Any] | None = None
+    manifest_digest: str | None = None
+    created_at: str = EPOCH
+
+    @property
+    def id(self) -> str:
+        return gid("Artifact", self.index)
+
+    @property
+    def version(self) -> str:
+        return f"v{self.version_index}"
+
+
+class Faults:
+    """Requests to fail on purpose: the next N matching a path or operation name.
+
+    `add("UpsertBucket", 3)` answers the next three UpsertBucket requests with 500;
+    `add("/file_stream", 2, drop=True)` closes the connection of the next two file
+    stream posts without an answer. A match is a substring of `OPERATION` or
+    `METHOD /path`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[list[Any]] = []
+        self.hits: list[str] = []
+
+    def add(self, match: str, count: int = 1, *, drop: bool = False) -> None:
+        """Fail the next `count` requests matching `match` (500, or a dropped link)."""
+        with self._lock:
+            self._rules.append([match, count, "drop" if drop else "500"])
+
+    def clear(self) -> None:
+        """Forget every pending fault."""
+        with self._lock:
+            self._rules.clear()
+
+    def take(self, *keys: str) -> str | None:
+        """The fault for a request known by `keys` ("500", "drop"), used up; or None."""
+        with self._lock:
+            for rule in self._rules:
+                if rule[1] > 0 and any(rule[0] in k for k in keys if k):
+                    rule[1] -= 1
+                    self.hits.append(f"{rule[2]} {keys[0]}")
+                    return str(rule[2])
+        return None
+
+    @property
+    def pending(self) -> int:
+        """How many faults are still to be served."""
+        with self._lock:
+            return sum(rule[1] for rule in self._rules)
+
+
+def _config_values(raw: Any) -> dict[str, Any]:
+    """The `{key: {"value": v}}` config the SDK sends, as a dict."""
+    data = _json_arg(raw) or {}
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
+def _storage_name(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Uploads:
+    """The server side of uploads: runs, artifacts, stored bytes and use edges.
+
+    Bytes go to files under `root`, named by what they are, so a 256 MiB upload never
+    sits in memory.
+    """
+
+    def __init__(self, root: Path, base_url: Callable[[], str], entity: str) -> None:
+        self.root = root
+        self.base_url = base_url
+        self.entity = entity
+        self.runs: dict[tuple[str, str, str], RunRecord] = {}
+        self.artifacts: list[ArtifactRecord] = []
+        # (run key, artifact id of an uploaded artifact or registry "collection:version")
+        self.used: list[tuple[tuple[str, str, str], str]] = []
+        self.lock = threading.RLock()
+
+    # Stored bytes.
+
+    def blob(self, kind: str, *parts: str) -> Path:
+        """Where the bytes PUT for `kind` (`artifact`, `manifest`, `run`) and `parts` live."""
+        return self.root / kind / _storage_name("/".join(parts))
+
+    def upload_url(self, kind: str, *parts: str) -> str:
+        return f"{self.base_url()}/storage/{kind}/" + "/".join(quote(p, safe="") for p in parts)
+
+    def stored_size(self, kind: str, *parts: str) -> int | None:
+        path = self.blob(kind, *parts)
+        return path.stat().st_size if path.exists() else None
+
+    # Runs.
+
+    def run_record(self, entity: str | None, project: str | None, name: str) -> RunRecord:
+        key = (entity or self.entity, project or "uncategorized", name)
+        if key not in self.runs:
+            self.runs[key] = RunRecord(*key, created_at=_now())
+        return self.runs[key]
+
+    def find_run(self, entity: str | None, project: str, name: str) -> RunRecord | None:
+        return self.runs.get((entity or self.entity, project, name))
+
+    def upsert_bucket(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        inserted = (data.get("entityName") or self.entity, data.get("modelName"), data["name"])
+        inserted_new = inserted not in self.runs
+        run = self.run_record(data.get("entityName"), data.get("modelName"), data["name"])
+        for attr, key in (
+            ("display_name", "displayName"),
+            ("group", "groupName"),
+            ("job_type", "jobType"),
+            ("notes", "notes"),
+            ("state", "state"),
+        ):
+            if data.get(key) is not None:
+                setattr(run, attr, data[key])
+        if data.get("tags") is not None:
+            run.tags = list(data["tags"])
+        if data.get("config") is not None:
+            run.config.update(_config_values(data["config"]))
+        if data.get("summaryMetrics") is not None:
+            run.summary.update(_config_values(data["summaryMetrics"]))
+        return {"bucket": self.run_node(run), "inserted": inserted_new}
+
+    def file_stream(self, entity: str, project: str, name: str, body: Mapping[str, Any]) -> None:
+        """Apply one file stream post: history/events lines at offsets, summary, exit."""
+        with self.lock:
+            run = self.run_record(entity, project, name)
+            for file_name, chunk in (body.get("files") or {}).items():
+                lines = list(chunk.get("content") or ())
+                offset = int(chunk.get("offset") or 0)
+                if file_name == "wandb-history.jsonl":
+                    run.history.update({offset + i: line for i, line in enumerate(lines)})
+                elif file_name == "wandb-events.jsonl":
+                    run.events.update({offset + i: line for i, line in enumerate(lines)})
+                elif file_name == "wandb-summary.json" and lines:
+                    run.summary = json.loads(lines[-1])
+            if body.get("complete"):
+                run.exitcode = body.get("exitcode")
+                run.state = "finished" if not run.exitcode else "failed"
+
+    def create_run_files(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        run = self.run_record(data["entityName"], data["projectName"], data["runName"])
+        urls = [
+            {"name": f, "uploadUrl": self.upload_url("run", *run.key, f)} for f in data["files"]
+        ]
+        return {
+            "runID": self.run_node(run)["id"],
+            "uploadHeaders": [],
+            "files": urls,
+        }
+
+    def run_node(self, run: RunRecord) -> dict[str, Any]:
+        config = {**run.config}
+        history = [json.loads(run.history[i]) for i in sorted(run.history)]
+        keys = sorted({k for row in history for k in row})
+        project = {
+            "__typename": "Project",
+            "id": gid("Project", run.entity, run.project),
+            "internalId": gid("ProjectInternalId", run.entity, run.project),
+            "name": run.project,
+            "entity": {"__typename": "Entity", "id": gid("Entity", run.entity), "name": run.entity},
+        }
+        return {
+            "__typename": "Run",
+            "id": gid("Run", *run.key),
+            "name": run.name,
+            "displayName": run.display_name or run.name,
+            "description": run.notes,
+            "notes": run.notes,
+            "project": project,
+            "projectId": 1,
+            "tags": list(run.tags),
+            "sweepName": None,
+            "state": run.state,
+            "group": run.group,
+            "jobType": run.job_type,
+            "commit": None,
+            "readOnly": False,
+            "createdAt": run.created_at,
+            "heartbeatAt": run.created_at,
+            "config": json.dumps(config),
+            "summaryMetrics": json.dumps(run.summary),
+            "systemMetrics": "{}",
+            "historyLineCount": len(run.history),
+            "historyKeys": {"lastStep": len(history) - 1, "keys": {k: {} for k in keys}},
+            "history": lambda a: [json.dumps(row) for row in history],
+            "sampledHistory": lambda a: [history],
+            "wandbConfig": lambda a: json.dumps(
+                {k: v for k, v in config.items() if k in (a.get("keys") or config)}
+            ),
+            "user": {"__typename": "User", "name": "tester", "username": "tester"},
+            "files": lambda a: self.run_files(run, a),
+            "inputArtifacts": lambda a: connection(
+                self.used_by_run(run), a, self.artifact_node_any
+            ),
+            "outputArtifacts": lambda a: connection(
+                [r for r in self.artifacts if r.created_by == run.key], a, self.artifact_node
+            ),
+            "sweep": None,
+            "bucket": None,
+        }
+
+    def run_files(self, run: RunRecord, args: Mapping[str, Any]) -> dict[str, Any]:
+        names = sorted(n for n in run.files if not args.get("names") or n in args["names"])
+
+        def node(name: str) -> dict[str, Any]:
+            url = f"{self.base_url()}/storage/run/" + "/".join(
+                quote(p, safe="") for p in (*run.key, name)
+            )
+            return {
+                "__typename": "File",
+                "id": gid("File", *run.key, name),
+                "name": name,
+                "url": url,
+                "directUrl": url,
+                "sizeBytes": run.files[name],
+                "mimetype": None,
+                "updatedAt": run.created_at,
+                "md5": None,
+            }
+
+        return connection(names, args, node)
+
+    def project_runs(self, entity: str, project: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        found = [r for r in self.runs.values() if (r.entity, r.project) == (entity, project)]
+        filt = _json_arg(args.get("filters"))
+        found = [r for r in found if matches(filt, self.run_fields(r))]
+        return connection(found, args, self.run_node)
+
+    @staticmethod
+    def run_fields(run: RunRecord) -> dict[str, Any]:
+        fields = {"name": run.name, "group": run.group, "jobType": run.job_type, "tags": run.tags}
+        fields |= {"display_name": run.display_name, "state": run.state}
+        fields |= {f"config.{k}.value": v.get("value") for k, v in run.config.items()}
+        fields |= {f"config.{k}": v.get("value") for k, v in run.config.items()}
+        return fields
+
+    # Artifacts.
+
+    def sequence(self, entity: str, project: str, name: str) -> list[ArtifactRecord]:
+        return [
+            r
+            for r in self.artifacts
+            if (r.entity, r.project, r.collection) == (entity, project, name)
+        ]
+
+    def create_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        entity = data.get("entityName") or self.entity
+        project, name = data["projectName"], data["artifactCollectionName"]
+        siblings = self.sequence(entity, project, name)
+        # Same content in the same collection is the same version: a retried or resumed
+        # upload finds the one it started instead of making another.
+        same = [r for r in siblings if r.digest == data["digest"]]
+        if same:
+            record = same[0]
+        else:
+            record = ArtifactRecord(
+                index=len(self.artifacts) + 1,
+                entity=entity,
+                project=project,
+                collection=name,
+                type=data["artifactTypeName"],
+                digest=data["digest"],
+                version_index=len(siblings),
+                client_id=data.get("clientID"),
+                sequence_client_id=data.get("sequenceClientID"),
+                description=data.get("description"),
+                metadata=data.get("metadata") or "{}",
+                created_at=_now(),
+            )
+            self.artifacts.append(record)
+        if data.get("runName"):
+            run = self.run_record(entity, project, data["runName"])
+            record.created_by = record.created_by or run.key
+        for alias in data.get("aliases") or ():
+            self.move_alias(record, alias["alias"] if isinstance(alias, Mapping) else alias)
+        return {"artifact": self.artifact_node(record)}
+
+    def move_alias(self, record: ArtifactRecord, alias: str) -> None:
+        for other in self.sequence(record.entity, record.project, record.collection):
+            if alias in other.aliases and other is not record:
+                other.aliases.remove(alias)
+        if alias not in record.aliases:
+            record.aliases.append(alias)
+
+    def by_id(self, artifact_id: str) -> ArtifactRecord:
+        parts = ungid(artifact_id)
+        if len(parts) != 2 or parts[0] != "Artifact" or not parts[1].isdigit():
+            raise GraphQLFailure(f"not an uploaded artifact id: {artifact_id!r}")
+        index = int(parts[1])
+        if not 0 < index <= len(self.artifacts):
+            raise GraphQLFailure(f"no artifact {artifact_id!r}")
+        return self.artifacts[index - 1]
+
+    def create_manifest(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        record = self.by_id(data["artifactID"])
+        record.manifest_digest = data.get("digest")
+        return {"artifactManifest": self.manifest_node(record)}
+
+    def update_manifest(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        record = self.by_id(ungid(data["artifactManifestID"])[1])
+        if data.get("digest"):
+            record.manifest_digest = data["digest"]
+        return {"artifactManifest": self.manifest_node(record)}
+
+    def manifest_node(self, record: ArtifactRecord) -> dict[str, Any]:
+        return {
+            "__typename": "ArtifactManifest",
+            "id": gid("ArtifactManifest", record.id),
+            "file": {
+                "__typename": "File",
+                "id": gid("File", "manifest", record.index),
+                "name": "wandb_manifest.json",
+                "displayName": "wandb_manifest.json",
+                "uploadUrl": self.upload_url("manifest", str(record.index)),
+                "uploadHeaders": [],
+                "directUrl": self.upload_url("manifest", str(record.index)),
+            },
+        }
+
+    def create_artifact_files(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        data = args["input"]
+        nodes = []
+        for item in data["artifactFiles"]:
+            record = self.by_id(item["artifactID"])
+            stored = self.stored_size("artifact", item["md5"])
+            nodes.append(
+                {
+                    "__typename": "File",
+                    "id": gid("File", record.index, item["name"]),
+                    "name": item["name"],
+                    "displayName": item["name"],
+                    # Content the server already holds is not sent again.
+                    "uploadUrl": None
+                    if stored is not None
+                    else self.upload_url("artifact", item["md5"]),
+                    "uploadHeaders": [],
+                    "uploadMultipartUrls": None,
+                    "storagePath": f"wandb_artifacts/{_storage_name(item['md5'])}",
+                    "artifact": {"__typename": "Artifact", "id": record.id},
+                }
+            )
+        return {"files": {"edges": [{"node": n} for n in nodes]}}
+
+    def commit_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.by_id(args["input"]["artifactID"])
+        path = self.blob("manifest", str(record.index))
+        if not path.exists():
+            raise GraphQLFailure(f"commit of {record.collection}:{record.version}: no manifest")
+        record.manifest = json.loads(path.read_bytes())
+        record.state = "COMMITTED"
+        self.move_alias(record, "latest")
+        return {"artifact": self.artifact_node(record)}
+
+    def use_artifact(self, args: Mapping[str, Any]) -> None:
+        data = args["input"]
+        run = self.run_record(data.get("entityName"), data.get("projectName"), data["runName"])
+        target = data["artifactID"]
+        if (run.key, target) not in self.used:
+            self.used.append((run.key, target))
+
+    def used_by_run(self, run: RunRecord) -> list[str]:
+        return [target for key, target in self.used if key == run.key]
+
+    def users_of(self, artifact_id: str) -> list[RunRecord]:
+        return [self.runs[key] for key, target in self.used if target == artifact_id]
+
+    def artifact_node_any(self, artifact_id: str) -> dict[str, Any]:
+        return self.artifact_node(self.by_id(artifact_id))
+
+    def manifest_size(self, record: ArtifactRecord) -> tuple[int, int]:
+        contents = (record.manifest or {}).get("contents") or {}
+        return sum(int(e.get("size") or 0) for e in contents.values()), len(contents)
+
+    def alias_node(self, record: ArtifactRecord, alias: str) -> dict[str, Any]:
+        return {
+            "__typename": "ArtifactAlias",
+            "id": gid("ArtifactAlias", record.index, alias),
+            "alias": alias,
+            "artifactCollection": {
+                "__typename": "ArtifactSequence",
+                "name": record.collection,
+                "project": self.project_info(record.entity, record.project),
+            },
+        }
+
+    def project_info(self, entity: str, project: str) -> dict[str, Any]:
+        return {
+            "__typename": "Project",
+            "id": gid("Project", entity, project),
+            "internalId": gid("ProjectInternalId", entity, project),
+            "name": project,
+            "entity": {"__typename": "Entity", "id": gid("Entity", entity), "name": entity},
+        }
+
+    def artifact_node(self, record: ArtifactRecord) -> dict[str, Any]:
+        size, count = self.manifest_size(record)
+        manifest_url = f"{self.base_url()}/storage/manifest/{record.index}"
+        return {
+            "__typename": "Artifact",
+            "id": record.id,
+            "artifactSequence": {
+                "__typename": "ArtifactSequence",
+                "id": gid("ArtifactCollection", record.project, record.collection),
+                "name": record.collection,
+                "project": self.project_info(record.entity, record.project),
+                "latestArtifact": None,
+            },
+            "versionIndex": record.version_index,
+            "artifactType": {"__typename": "ArtifactType", "name": record.type},
+            "description": record.description,
+            "metadata": record.metadata,
+            "ttlDurationSeconds": -2,
+            "ttlIsInherited": True,
+            "tags": [],
+            "historyStep": None,
+            "state": record.state,
+            "size": size,
+            "digest": record.digest,
+            "digestAlgorithm": "MANIFEST_MD5",
+            "commitHash": None,
+            "fileCount": count,
+            "createdAt": record.created_at,
+            "updatedAt": record.created_at,
+            "aliases": [self.alias_node(record, a) for a in record.aliases],
+            "currentManifest": {
+                "__typename": "ArtifactManifest",
+                "id": gid("ArtifactManifest", record.id),
+                "file": {"__typename": "File", "directUrl": manifest_url},
+            },
+            "createdBy": lambda _a: self.creator(record),
+            "usedBy": lambda _a: {
+                "edges": [{"node": self.run_node(r)} for r in self.users_of(record.id)]
+            },
+        }
+
+    def creator(self, record: ArtifactRecord) -> dict[str, Any] | None:
+        return self.run_node(self.runs[record.created_by]) if record.created_by else None
+
+    def membership_node(self, record: ArtifactRecord) -> dict[str, Any]:
+        return {
+            "__typename": "ArtifactCollectionMembership",
+            "id": gid("ArtifactCollectionMembership", record.index),
+            "versionIndex": record.version_index,
+            "createdAt": record.created_at,
+            "aliases": [self.alias_node(record, a) for a in record.aliases],
+            "artifactCollection": self.sequence_node(
+                record.entity, record.project, record.collection
+            ),
+            "artifact": self.artifact_node(record),
+            "files": lambda a: self.artifact_files(record, a),
+        }
+
+    def sequence_node(self, entity: str, project: str, name: str) -> dict[str, Any]:
+        versions = self.sequence(entity, project, name)
+        first = versions[0]
+        return {
+            "__typename": "ArtifactSequence",
+            "id": gid("ArtifactCollection", project, name),
+            "name": name,
+            "description": None,
+            "createdAt": first.created_at,
+            "updatedAt": first.created_at,
+            "project": self.project_info(entity, project),
+            "defaultArtifactType": {"__typename": "ArtifactType", "name": first.type},
+            "tags": {"edges": []},
+            "artifactMembership": lambda a: self.membership_by_alias(versions, a["aliasName"]),
+            "aliases": lambda a: connection(
+                sorted({al for r in versions for al in r.aliases}),
+                a,
+                lambda al: self.alias_node(self.by_alias(versions, al), al),  # type: ignore[arg-type]
+            ),
+            "artifacts": lambda a: connection(
+                sorted(versions, key=lambda r: -r.version_index),
+                a,
+                self.artifact_node,
+                edge=lambda r: {"version": r.version},
+            ),
+            "digestAlgorithm": "MANIFEST_MD5",
+        }
+
+    @staticmethod
+    def by_alias(versions: list[ArtifactRecord], alias: str) -> ArtifactRecord | None:
+        for r in versions:
+            if alias in r.aliases or alias == r.version:
+                return r
+        return None
+
+    def membership_by_alias(
+        self, versions: list[ArtifactRecord], alias: str
+    ) -> dict[str, Any] | None:
+        record = self.by_alias(versions, alias)
+        return self.membership_node(record) if record else None
+
+    def membership_by_name(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        collection, _, alias = name.partition(":")
+        return self.membership_by_alias(
+            self.sequence(entity, project, collection), alias or "latest"
+        )
+
+    def artifact_by_name(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        collection, _, alias = name.partition(":")
+        record = self.by_alias(self.sequence(entity, project, collection), alias or "latest")
+        return self.artifact_node(record) if record else None
+
+    def artifact_files(self, record: ArtifactRecord, args: Mapping[str, Any]) -> dict[str, Any]:
+        contents = (record.manifest or {}).get("contents") or {}
+        names = sorted(n for n, e in contents.items() if not e.get("ref"))
+        if wanted := args.get("names"):
+            names = [n for n in names if n in wanted]
+
+        def node(name: str) -> dict[str, Any]:
+            entry = contents[name]
+            url = self.upload_url("artifact", entry["digest"])
+            return {
+                "__typename": "File",
+                "id": gid("File", record.index, name),
+                "name": name,
+                "displayName": name,
+                "url": url,
+                "directUrl": url,
+                "sizeBytes": int(entry.get("size") or 0),
+                "storagePath": None,
+                "mimetype": None,
+                "updatedAt": record.created_at,
+                "digest": entry["digest"],
+                "md5": entry["digest"],
+            }
+
+        return connection(names, args, node)
+
+    def has_project(self, entity: str, project: str) -> bool:
+        places = {(r.entity, r.project) for r in self.runs.values()}
+        places |= {(r.entity, r.project) for r in self.artifacts}
+        return (entity, project) in places
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 # --- The W&B view of a local registry -------------------------------------------------
 
 
@@ -351,12 +968,14 @@ class RegistryGraph:
         entity: str,
         organization: str,
         username: str,
+        uploads: Uploads,
     ) -> None:
         self.registry = registry
         self.base_url = base_url
         self.entity = entity
         self.organization = organization
         self.username = username
+        self.uploads = uploads
         self.lock = threading.RLock()
 
     # Plain nodes.
@@ -368,6 +987,8 @@ class RegistryGraph:
     def project(self, name: str, entity: str | None = None) -> dict[str, Any]:
         """A project of the org entity, or of `entity` (where lineage runs live)."""
         entity = entity or self.entity
+        if name != MODEL_REGISTRY:
+            return self.user_project(name, entity)
         return {
             "__typename": "Project",
             "id": gid("Project", entity, name),
@@ -386,6 +1007,41 @@ class RegistryGraph:
             "artifactType": lambda a: self.artifact_type(name, a["name"]),
             "artifactCollections": lambda a: self.project_collections(name, a),
             "run": lambda a: self.run(entity, name, a["name"]),
+        }
+
+    def user_project(self, name: str, entity: str) -> dict[str, Any]:
+        """A project of runs and their artifacts: uploaded ones and lineage runs."""
+        up = self.uploads
+
+        def collection(a: Mapping[str, Any]) -> dict[str, Any] | None:
+            found = up.sequence(entity, name, a["name"])
+            return up.sequence_node(entity, name, a["name"]) if found else None
+
+        def artifact_type(a: Mapping[str, Any]) -> dict[str, Any]:
+            return {
+                "__typename": "ArtifactType",
+                "id": gid("ArtifactType", entity, name, a["name"]),
+                "name": a["name"],
+                "artifactCollection": collection,
+            }
+
+        return {
+            **up.project_info(entity, name),
+            "description": "",
+            "createdAt": EPOCH,
+            "updatedAt": EPOCH,
+            "access": "PRIVATE",
+            "readOnly": False,
+            "artifactCollectionMembership": lambda a: up.membership_by_name(
+                entity, name, a["name"]
+            ),
+            "artifactCollection": collection,
+            "artifact": lambda a: up.artifact_by_name(entity, name, a["name"]),
+            "artifactType": artifact_type,
+            "run": lambda a: self.run(entity, name, a["name"]),
+            "bucket": lambda a: self.run(entity, name, a["name"]),
+            "runs": lambda a: up.project_runs(entity, name, a),
+            "runCount": lambda a: up.project_runs(entity, name, a)["totalCount"],
         }
 
     @staticmethod
@@ -456,6 +1112,10 @@ class RegistryGraph:
             "createdBy": lambda _a: self.created_by(v),
             "usedBy": lambda _a: {
                 "edges": [{"node": self.run_info(r)} for r in self.lineage(v).used_by]
+                + [
+                    {"node": self.uploads.run_node(r)}
+                    for r in self.uploads.users_of(gid("Artifact", v.collection, v.version))
+                ]
             },
         }
 
@@ -539,6 +1199,8 @@ class RegistryGraph:
         return run.entity or self.entity, run.project or "runs"
 
     def run(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        if uploaded := self.uploads.find_run(entity, project, name):
+            return self.uploads.run_node(uploaded)
         for run in self.all_runs():
             if run.id == name and self._run_place(run) == (entity, project):
                 return self.run_info(run)
@@ -661,6 +1323,8 @@ class RegistryGraph:
         return self.registry.resolve(ArtifactRef(name=collection, alias=version))
 
     def artifact_by_id(self, artifact_id: str) -> dict[str, Any] | None:
+        if len(ungid(artifact_id)) == 2:
+            return self.uploads.artifact_node_any(artifact_id)
         try:
             return self.artifact(self.version_by_id(artifact_id))
         except NotFoundError:
@@ -740,11 +1404,34 @@ class RegistryGraph:
             "addAliases": self.add_aliases,
             "deleteAliases": self.delete_aliases,
             "updateArtifact": self.update_artifact,
+            "model": lambda a: (
+                self.project_by_name(a.get("entityName"), a["name"])
+                or self.user_project(a["name"], a.get("entityName") or self.entity)
+            ),
+            "upsertBucket": self.uploads.upsert_bucket,
+            "createRunFiles": self.uploads.create_run_files,
+            "createArtifact": self.uploads.create_artifact,
+            "createArtifactManifest": self.uploads.create_manifest,
+            "updateArtifactManifest": self.uploads.update_manifest,
+            "createArtifactFiles": self.uploads.create_artifact_files,
+            "commitArtifact": self.uploads.commit_artifact,
+            "useArtifact": self.use_artifact,
         }
 
+    def use_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """A run declares it used an artifact: uploaded, or a registry version."""
+        target = args["input"]["artifactID"]
+        if len(ungid(target)) != 2:
+            self.version_by_id(target)  # a registry version that must exist
+        self.uploads.use_artifact(args)
+        return {"artifact": self.artifact_by_id(target)}
+
     def entity_by_name(self, name: str | None) -> dict[str, Any] | None:
-        if name not in (self.entity, self.username) and not any(
-            self._run_place(run)[0] == name for run in self.all_runs()
+        uploaded = any(r.entity == name for r in self.uploads.runs.values())
+        if (
+            not uploaded
+            and name not in (self.entity, self.username)
+            and not any(self._run_place(run)[0] == name for run in self.all_runs())
         ):
             return None
         org = {
@@ -764,6 +1451,8 @@ class RegistryGraph:
         entity = entity or self.entity
         if name == MODEL_REGISTRY and entity == self.entity:
             return self.project(name)
+        if self.uploads.has_project(entity, name):
+            return self.project(name, entity)
         if any(self._run_place(run) == (entity, name) for run in self.all_runs()):
             return self.project(name, entity)
         return None
@@ -828,22 +1517,103 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _faulted(self, *keys: str) -> bool:
+        """Serve an injected fault for this request, if one is due; True when served."""
+        fault = self.server.emulator.faults.take(f"{self.command} {self.path}", *keys)
+        if fault is None:
+            return False
+        if fault == "drop":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self._send(500, b'{"errors": [{"message": "injected fault"}]}')
+        return True
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return b"".join(self._chunks())
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _chunks(self) -> Iterator[bytes]:
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            yield self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline().strip():
+            pass
+
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+        raw = self._body()
+        emulator = self.server.emulator
         if self.path.startswith("/sdk/otel/"):
             self._send(200, b"", "application/x-protobuf")
             return
+        if m := re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", self.path):
+            if self._faulted():
+                return
+            emulator.record("POST /file_stream")
+            parts = [unquote(p) for p in m.groups()]
+            emulator.uploads.file_stream(*parts, json.loads(raw))
+            self._send(200, json.dumps({"exitcode": None, "limits": {}}).encode())
+            return
         if self.path.rstrip("/") != "/graphql":
-            self.server.emulator.record_error(f"POST to unknown path {self.path}")
+            emulator.record_error(f"POST to unknown path {self.path}")
             self._send(404, b"{}")
             return
-        status, payload = self.server.emulator.answer(raw)
+        with contextlib.suppress(ValueError, AttributeError):
+            if self._faulted(operation_name(json.loads(raw))):
+                return
+        status, payload = emulator.answer(raw)
         self._send(status, json.dumps(payload).encode())
+
+    def do_PUT(self) -> None:
+        emulator = self.server.emulator
+        m = re.fullmatch(r"/storage/(artifact|manifest|run)/(.+)", self.path)
+        if m is None:
+            emulator.record_error(f"PUT to unknown path {self.path}")
+            self._send(404, b"{}")
+            return
+        if self._faulted():
+            return
+        kind, parts = m.group(1), [unquote(p) for p in m.group(2).split("/")]
+        emulator.record(f"PUT /storage/{kind}")
+        target = emulator.uploads.blob(kind, *parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
+        # Written aside and renamed: a connection lost mid-upload stores nothing.
+        with partial.open("wb") as out:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                for chunk in self._chunks():
+                    out.write(chunk)
+            else:
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    chunk = self.rfile.read(min(CHUNK, left))
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    left -= len(chunk)
+                if left:
+                    partial.unlink()
+                    return
+        partial.replace(target)
+        if kind == "run":
+            with emulator.uploads.lock:
+                run = emulator.uploads.run_record(*parts[:3])
+                run.files[parts[3]] = target.stat().st_size
+        self._send(200, b"")
 
     def do_GET(self) -> None:
         emulator = self.server.emulator
         try:
+            if m := re.fullmatch(r"/storage/(artifact|manifest|run)/(.+)", self.path):
+                parts = [unquote(p) for p in m.group(2).split("/")]
+                path = emulator.uploads.blob(m.group(1), *parts)
+                if not path.exists():
+                    raise NotFoundError(f"nothing stored at {self.path}")
+                emulator.record(f"GET /storage/{m.group(1)}")
+                self._stream(path)
+                return
             if m := re.fullmatch(r"/manifests/(.+)/(v\d+)\.json", self.path):
                 body = emulator.manifest_bytes(unquote(m.group(1)), m.group(2))
                 self._send(200, body)
@@ -890,6 +1660,7 @@ class WandbEmulator:
         max_seconds: float = 300.0,
     ) -> None:
         self.errors: list[str] = []
+        self.faults = Faults()
         self.operations: list[str] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.max_seconds = max_seconds
@@ -897,13 +1668,17 @@ class WandbEmulator:
         self._server.emulator = self
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        self._storage = tempfile.TemporaryDirectory(prefix="wandb-emulator-")
+        self.uploads = Uploads(Path(self._storage.name), lambda: self.base_url, entity)
         self.graph = RegistryGraph(
             registry,
             base_url=lambda: self.base_url,
             entity=entity,
             organization=organization,
             username=username,
+            uploads=self.uploads,
         )
+        self.uploads.lock = self.graph.lock
 
     @property
     def base_url(self) -> str:
@@ -989,6 +1764,7 @@ class WandbEmulator:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self._storage.cleanup()
 
     def __enter__(self) -> WandbEmulator:
         return self.start()
