@@ -121,11 +121,16 @@ class RegistryPane(Vertical):
     class DownloadUpdate(Message):
         """The watched download job as the queue has it, or why it could not be queued."""
 
-        def __init__(self, ref: str, job: Job | None, error: str | None = None) -> None:
+        def __init__(
+            self, ref: str, job: Job | None, error: str | None = None, *, first: bool = False
+        ) -> None:
             super().__init__()
             self.ref = ref
             self.job = job
             self.error = error
+            # The first report of a download the user just asked for: the status line
+            # follows it from now on (earlier downloads still notify when they end).
+            self.first = first
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -133,7 +138,7 @@ class RegistryPane(Vertical):
         self._detail_timer: Timer | None = None
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
-        self._download_watch: Worker[None] | None = None
+        self._status_job: int | None = None
 
     def compose(self) -> ComposeResult:
         yield FilterInput(
@@ -382,7 +387,7 @@ class RegistryPane(Vertical):
             self.query_one(FilterInput).close(clear=True)
             tree.apply_filter("")
         if not tree.reveal(version.collection, version.version):
-            self.notify(f"{version.collection} is not in the tree; press r to reload")
+            self.notify(f"{version.collection} is not in the tree; press r to reload", markup=False)
         tree.focus()
 
     # -- aliases -------------------------------------------------------------------------
@@ -412,7 +417,9 @@ class RegistryPane(Vertical):
         self, registry: Registry, version: Version, alias: str, collection: Collection | None
     ) -> None:
         if alias in version.aliases:
-            self.notify(f"{version.collection}:{version.version} already is {alias!r}")
+            self.notify(
+                f"{version.collection}:{version.version} already is {alias!r}", markup=False
+            )
             return
         holder = collection.aliases.get(alias) if collection else None
         question = (
@@ -426,7 +433,7 @@ class RegistryPane(Vertical):
                 shown = len(self.collection_tree.versions_of(version.collection))
                 self._move_alias(registry, version, alias, max(shown, PAGE_SIZE))
             else:
-                self.notify(f"Alias {alias!r} left unchanged")
+                self.notify(f"Alias {alias!r} left unchanged", markup=False)
 
         self.app.push_screen(ConfirmScreen(question, yes="Move", no="Cancel"), answered)
 
@@ -446,11 +453,14 @@ class RegistryPane(Vertical):
         where = f"{event.version.collection}:{event.version.version}"
         if event.fresh is None:
             self.notify(
-                f"Moving {event.alias!r} to {where} failed: {event.error}", severity="error"
+                f"Moving {event.alias!r} to {where} failed: {event.error}",
+                severity="error",
+                markup=False,
             )
             return
         self.collection_tree.replace_collection(*event.fresh)
-        self.notify(f"{event.version.collection}:{event.alias} now names {event.version.version}")
+        version = event.version
+        self.notify(f"{version.collection}:{event.alias} now names {version.version}", markup=False)
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -462,10 +472,9 @@ class RegistryPane(Vertical):
         if settings is None:
             self.notify("Downloads need the app's settings", severity="error")
             return
-        ref = checkpoint_ref(version)
-        self._download_watch = self._download(settings, ref)
+        self._download(settings, checkpoint_ref(version))
 
-    @work(thread=True, exclusive=True, group="download", exit_on_error=False)
+    @work(thread=True, group="download", exit_on_error=False)
     def _download(self, settings: Settings, ref: str) -> None:
         worker = get_current_worker()
         try:
@@ -475,7 +484,7 @@ class RegistryPane(Vertical):
             return
         try:
             job = _queued_download(queue, ref)
-            self.post_message(self.DownloadUpdate(ref, job))
+            self.post_message(self.DownloadUpdate(ref, job, first=True))
             ensure_worker(settings)
             _watch(queue, job, lambda j: self.post_message(self.DownloadUpdate(ref, j)), worker)
         except Exception as exc:  # queue or worker start failed: one line
@@ -486,19 +495,26 @@ class RegistryPane(Vertical):
     @on(DownloadUpdate)
     def _download_update(self, event: DownloadUpdate) -> None:
         if event.job is None:
-            self.notify(f"Download of {event.ref} failed: {event.error}", severity="error")
+            self.notify(
+                f"Download of {event.ref} failed: {event.error}", severity="error", markup=False
+            )
             return
         job = event.job
-        self.download_status.show_job(job, event.ref)
+        if event.first:
+            self._status_job = job.id
+        if job.id == self._status_job:
+            self.download_status.show_job(job, event.ref)
         if job.state == DONE:
             path = (job.result or {}).get("path", "?")
             why = reused(job)
             note = f"{event.ref}: {why}: {path}" if why else f"Downloaded {event.ref} to {path}"
             self.notify(note, markup=False, timeout=10)
         elif job.state == FAILED:
-            self.notify(f"Download of {event.ref} failed: {job.last_error}", severity="error")
+            self.notify(
+                f"Download of {event.ref} failed: {job.last_error}", severity="error", markup=False
+            )
         elif job.state == CANCELLED:
-            self.notify(f"Download of {event.ref} cancelled", severity="warning")
+            self.notify(f"Download of {event.ref} cancelled", severity="warning", markup=False)
 
 
 def _queued_download(queue: TransferQueue, ref: str) -> Job:
