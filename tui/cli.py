@@ -295,6 +295,11 @@ def _add_log(sub: Any) -> None:
     log.add_argument("--force", action="store_true", help="log results already logged again")
     log.add_argument("--s3-prefix", metavar="URI", help="upload result files to s3://bucket/prefix")
     log.add_argument("--json", action="store_true", help="print one JSON record per run")
+    log.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with a key: queue the logging for the transfer worker and return at once",
+    )
     log.set_defaults(handler=_log)
 
     sync = sub.add_parser("sync", help="upload offline runs with wandb sync, then their lineage")
@@ -335,6 +340,8 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
         )
     checkpoint, alias = _checkpoint(ref, settings)
+    if settings.wandb_api_key is not None and not args.offline:
+        return _log_through_worker(args, settings, folders, checkpoint, alias)
     for run in runs:
         logged = log_run(
             run,
@@ -359,6 +366,63 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
                 flush=True,
             )
     return 0
+
+
+def _log_through_worker(
+    args: argparse.Namespace,
+    settings: Settings,
+    folders: list[Path],
+    checkpoint: Any,
+    alias: str | None,
+) -> int:
+    """Online logging: one log job per folder for the detached worker, which writes each
+    run offline first and then uploads it, so the upload outlives this command."""
+    from tui.services.transfers import DONE, open_queue
+    from tui.services.worker import MOVING_STATES, ensure_worker, watch_jobs
+
+    queue = open_queue(settings)
+    jobs = []
+    for folder in folders:
+        payload = {
+            "results": str(folder.absolute()),
+            "project": args.project,
+            "entity": args.entity,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "checkpoint_alias": alias,
+            "force": args.force,
+            "s3_prefix": args.s3_prefix,
+        }
+        title = f"log {folder.parent.name}/{folder.name}"
+        jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
+    worker = ensure_worker(settings, wait=3.0)
+    ids = ", ".join(str(job.id) for job in jobs)
+    print(
+        f"queued for logging: job {ids} (worker pid {worker.pid}); the upload goes on "
+        "if this command stops (evalwb-tui transfers --watch)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.no_wait:
+        return 0
+    mine = {job.id for job in jobs}
+    final = {job.id: job for job in queue.list() if job.id in mine}
+    for frame in watch_jobs(queue, include_new=False):
+        final.update((job.id, job) for job in frame if job.id in mine)
+        if not any(final[i].state in MOVING_STATES for i in mine):
+            break  # other jobs in the queue are not ours to wait for
+    for job in sorted(final.values(), key=lambda j: j.id):
+        if args.json:
+            print(json.dumps({"job": job.id, "state": job.state, **(job.result or {})}), flush=True)
+        elif job.state == DONE and job.result:
+            r = job.result
+            print(
+                f"logged  {r['name']}: run {r['run_id']} (online) group {r['group']} "
+                f"artifact {r['artifact_name']}:{r['artifact_alias']}",
+                flush=True,
+            )
+        else:
+            print(f"job {job.id} {job.state}: {job.title} {job.last_error or ''}".rstrip())
+    return 0 if all(job.state == DONE for job in final.values()) else 1
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
