@@ -527,6 +527,7 @@ def test_cli_log_prints_only_its_records_and_sync_needs_a_key(tmp_path):
     assert record["artifact_name"] == expected["artifact_name"]
     assert record["artifact_alias"] == expected["alias"]
     assert record["group"] == expected["group_in_eval_framework"]
+    assert record["id"] == record["run_id"] and record["run_id"] in record["run_dir"]
     assert (record["mode"], record["pending_sync"], record["skipped_duplicate"]) == (
         "offline",
         True,

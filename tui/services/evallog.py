@@ -96,8 +96,8 @@ class LoggedRun:
     lineage_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The record `evalwb-tui log --json` prints."""
-        return asdict(self)
+        """The record `evalwb-tui log --json` prints; `id` repeats `run_id`."""
+        return {"id": self.run_id, **asdict(self)}
 
 
 @dataclass(frozen=True)
