@@ -24,7 +24,7 @@ from tui.panes.registry import RegistryPane
 from tui.services.registry.local import INDEX_NAME, LocalRegistry
 from tui.services.registry.protocol import Collection, RunInfo, Version
 from tui.services.settings import Paths, Settings, load_settings
-from tui.services.transfers import DONE, FAILED, Runner, open_queue
+from tui.services.transfers import DONE, FAILED, QUEUED, Runner, open_queue
 from tui.services.worker import default_handlers, worker_status
 from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
@@ -575,8 +575,8 @@ async def test_y_copies_a_reference_and_says_so(demo_app: PaneApp) -> None:
         assert isinstance(chooser, ChoiceScreen)
         assert chooser.choices == ["my-model:v3", "my-model:production"]
         await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: "Copied my-model:production" in notes(demo_app), "note")
         assert demo_app.clipboard == "my-model:production"
-        assert "Copied my-model:production" in notes(demo_app)
 
 
 async def test_search_jumps_to_a_version_found_by_a_metadata_value(demo_app: PaneApp) -> None:
@@ -615,8 +615,9 @@ async def test_e_sends_the_alias_a_version_was_found_by(demo_app: PaneApp) -> No
         assert demo_app.picked[-1] == "my-model:v3"
         # On a collection, `e` asks for a version instead.
         await pilot.press("home", "e")
+        asked = lambda: any(n.startswith("Pick a version to evaluate") for n in notes(demo_app))  # noqa: E731
+        await wait_for(pilot, asked, "the note")
         assert len(demo_app.picked) == 2
-        assert any(n.startswith("Pick a version to evaluate") for n in notes(demo_app))
 
 
 async def test_a_filter_naming_an_alias_picks_by_that_alias(demo_app: PaneApp) -> None:
@@ -745,7 +746,7 @@ async def test_download_status_follows_the_job_in_the_queue(
 
         # Asked again, the cache answers: no bytes move, and the status says so.
         await pilot.press("d")
-        await wait_for(pilot, lambda: status.job.state == "queued", "the second job")
+        await wait_for(pilot, lambda: status.job.state == QUEUED, "the second job")
         await asyncio.to_thread(
             Runner(open_queue(worker_settings), default_handlers(worker_settings)).run_once
         )
@@ -771,8 +772,10 @@ async def test_a_failed_download_is_one_line(
         queue = open_queue(worker_settings)
         runner = Runner(queue, default_handlers(worker_settings))
         await asyncio.to_thread(runner.run_once)
-        await wait_long(pilot, lambda: status.job.state == FAILED, "the failure", 10)
-        (error,) = [n for n in notes(app) if n.startswith("Download of llama-3-8b-sft:v1 failed")]
+        failed = "Download of llama-3-8b-sft:v1 failed"
+        await wait_long(pilot, lambda: any(failed in n for n in notes(app)), "the failure", 10)
+        assert status.job.state == FAILED
+        (error,) = [n for n in notes(app) if n.startswith(failed)]
         assert "\n" not in error and "missing" in error
         assert status.text.startswith("failed: ") and status.has_class("-failed")
 
