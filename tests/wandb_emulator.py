@@ -418,45 +418,55 @@ class ArtifactRecord:
         return f"v{self.version_index}"
 
 
+@dataclass
+class _Fault:
+    match: str
+    count: int
+    kind: str  # "500", "drop" or "delay"
+    seconds: float = 0.0
+
+
 class Faults:
-    """Requests to fail on purpose: the next N matching a path or operation name.
+    """Requests to fail or hold on purpose: the next N matching a path or operation name.
 
     `add("UpsertBucket", 3)` answers the next three UpsertBucket requests with 500;
     `add("/file_stream", 2, drop=True)` closes the connection of the next two file
-    stream posts without an answer. A match is a substring of `OPERATION` or
-    `METHOD /path`.
+    stream posts without an answer; `add("PUT /storage", 1, delay=5)` holds the next
+    upload five seconds before taking it. A match is a substring of the operation name
+    or of `METHOD /path`. `hits` lists the faults served, in order.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rules: list[list[Any]] = []
+        self._rules: list[_Fault] = []
         self.hits: list[str] = []
 
-    def add(self, match: str, count: int = 1, *, drop: bool = False) -> None:
-        """Fail the next `count` requests matching `match` (500, or a dropped link)."""
+    def add(self, match: str, count: int = 1, *, drop: bool = False, delay: float = 0.0) -> None:
+        """Fail the next `count` requests matching `match` (500, dropped, or held)."""
+        kind = "drop" if drop else "delay" if delay else "500"
         with self._lock:
-            self._rules.append([match, count, "drop" if drop else "500"])
+            self._rules.append(_Fault(match, count, kind, min(delay, 60.0)))
 
     def clear(self) -> None:
         """Forget every pending fault."""
         with self._lock:
             self._rules.clear()
 
-    def take(self, *keys: str) -> str | None:
-        """The fault for a request known by `keys` ("500", "drop"), used up; or None."""
+    def take(self, *keys: str) -> _Fault | None:
+        """The fault due for a request known by `keys`, counted as served; or None."""
         with self._lock:
             for rule in self._rules:
-                if rule[1] > 0 and any(rule[0] in k for k in keys if k):
-                    rule[1] -= 1
-                    self.hits.append(f"{rule[2]} {keys[0]}")
-                    return str(rule[2])
+                if rule.count > 0 and any(rule.match in k for k in keys if k):
+                    rule.count -= 1
+                    self.hits.append(f"{rule.kind} {keys[-1]}")
+                    return rule
         return None
 
     @property
     def pending(self) -> int:
         """How many faults are still to be served."""
         with self._lock:
-            return sum(rule[1] for rule in self._rules)
+            return sum(rule.count for rule in self._rules)
 
 
 def _config_values(raw: Any) -> dict[str, Any]:
@@ -1522,7 +1532,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.emulator.faults.take(f"{self.command} {self.path}", *keys)
         if fault is None:
             return False
-        if fault == "drop":
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+            return False
+        if fault.kind == "drop":
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

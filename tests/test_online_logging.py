@@ -1,0 +1,253 @@
+"""Online logging through the detached worker, against the W&B API emulator.
+
+A log job writes the run offline first, then the worker uploads it with `wandb sync` and
+applies its lineage. Everything the server ends with is read back with the SDK's own
+`wandb.Api`. Processes are real (the CLI, the worker, `wandb sync`, `wandb-core`), killed
+in finalizers; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+from tui.services.evallog import content_alias, run_artifact_name
+from tui.services.registry.local import LocalRegistry
+from tui.services.results import read_run
+from tui.services.settings import Settings, load_settings
+from tui.services.transfers import DONE, RUNNING, Job, open_queue
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
+CLI = [sys.executable, "-m", "tui.cli"]
+PROJECT, CHECKPOINT = "evals", "my-model:v3"
+
+
+@pytest.fixture
+def env(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolated folders (the SDK's too), a key, and a short worker idle time."""
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        folder = isolated_env / name.lower()
+        folder.mkdir()
+        monkeypatch.setenv(name, str(folder))
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "2")
+    return isolated_env
+
+
+@pytest.fixture
+def serve(
+    env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., WandbEmulator]]:
+    """Start an emulator over the demo registry (optionally on a given port) and point
+    WANDB_BASE_URL at it; every one started is stopped at the end."""
+    started: list[WandbEmulator] = []
+
+    def start(port: int = 0) -> WandbEmulator:
+        emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=port, max_seconds=120)
+        started.append(emulator.start())
+        monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def reap() -> Iterator[Callable[[int], None]]:
+    """Register a process id; it and its descendants are SIGKILLed at the end."""
+    pids: list[int] = []
+    yield pids.append
+    for pid in pids:
+        kill_tree(pid)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, found through /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and everything it started, as a crash would end them."""
+    for target in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `check` until it returns something true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def settings_now() -> Settings:
+    return load_settings(dict(os.environ))
+
+
+def enqueue_log(settings: Settings) -> Job:
+    payload = {"results": str(RESULTS), "project": PROJECT, "checkpoint": CHECKPOINT}
+    return open_queue(settings).enqueue("log", "ARC demo results", payload)
+
+
+def start_worker(reap: Callable[[int], None]) -> subprocess.Popen[bytes]:
+    """A worker started as `ensure_worker` starts one: its own session, no terminal."""
+    proc = subprocess.Popen(
+        [*CLI, "worker", "--idle-exit", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    reap(proc.pid)
+    return proc
+
+
+def job_done(settings: Settings, job_id: int) -> Job | None:
+    job = open_queue(settings).get(job_id)
+    assert job.state not in ("failed", "cancelled", "pending_sync"), job.last_error
+    return job if job.state == DONE else None
+
+
+def api(emulator: WandbEmulator) -> Any:
+    import wandb
+
+    return wandb.Api(api_key=FAKE_KEY, overrides={"base_url": emulator.base_url}, timeout=30)
+
+
+def check_server(emulator: WandbEmulator, job: Job) -> None:
+    """The server holds exactly one run and one results artifact version for the job,
+    with group, config, summary, aliases, files and the lineage edge; read with wandb.Api."""
+    run = read_run(RESULTS)
+    name, alias = run_artifact_name(run), content_alias(RESULTS)
+    assert (job.result["artifact_name"], job.result["artifact_alias"]) == (name, alias)
+    client = api(emulator)
+    runs = list(client.runs(f"team/{PROJECT}"))
+    assert [r.id for r in runs] == [job.result["run_id"]]
+    [wb_run] = runs
+    assert (wb_run.group, wb_run.job_type, wb_run.state) == (CHECKPOINT, "ARC", "finished")
+    assert wb_run.config["checkpoint_name"] == "my-model"
+    assert wb_run.config["checkpoint_version"] == "v3"
+    for key, value in run.aggregated.items():
+        assert wb_run.summary[f"ARC/{key}"] == pytest.approx(value, nan_ok=True)
+    results = client.artifacts("eval", f"team/{PROJECT}/{name}")
+    assert [a.version for a in results] == ["v0"]
+    artifact = client.artifact(f"team/{PROJECT}/{name}:{alias}")
+    assert sorted(artifact.aliases) == sorted([alias, "latest"])
+    assert sorted(f.name for f in artifact.files()) == sorted(run.files)
+    assert artifact.logged_by().id == wb_run.id
+    model = client.artifact(f"team/wandb-registry-model/{CHECKPOINT}")
+    assert wb_run.id in [r.id for r in model.used_by()]
+    assert emulator.errors == []
+
+
+def test_log_command_killed_and_hung_up_the_worker_still_uploads(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    command = subprocess.Popen(
+        [*CLI, "log", str(RESULTS), "--project", PROJECT, "--checkpoint", CHECKPOINT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own terminal session, as over SSH
+    )
+    reap(command.pid)
+    job = wait_for(
+        "the log job to start",
+        lambda: [j for j in open_queue(settings).list() if j.state in (RUNNING, DONE)],
+    )[0]
+    os.killpg(command.pid, signal.SIGHUP)  # the terminal goes away...
+    os.kill(command.pid, signal.SIGKILL)  # ...and the command with it
+    command.wait(timeout=10)
+    status = open_queue(settings).get(job.id)
+    assert status.state in (RUNNING, DONE)
+    done = wait_for("the worker to finish the job", lambda: job_done(settings, job.id), 60)
+    assert done.result["pending_sync"] is False and done.result["lineage_pending"] is False
+    check_server(emulator, done)
+
+
+def test_worker_killed_mid_upload_a_new_worker_resumes_without_doubles(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    # The first results-file upload is held, so the worker is surely mid-upload.
+    emulator.faults.add("PUT /storage/artifact", 1, delay=20)
+    job = enqueue_log(settings)
+    first = start_worker(reap)
+    wait_for("an upload to be under way", lambda: emulator.faults.hits, 60)
+    kill_tree(first.pid)
+    assert open_queue(settings).get(job.id).state == RUNNING
+    # Killed with an artifact created but not committed, and no run finished.
+    assert any(a.state == "PENDING" for a in emulator.uploads.artifacts)
+    assert all(r.state == "running" for r in emulator.uploads.runs.values())
+    start_worker(reap)
+    done = wait_for("the new worker to finish the job", lambda: job_done(settings, job.id), 60)
+    assert done.attempts == 2
+    check_server(emulator, done)
+    assert [r.name for r in emulator.uploads.runs.values()] == [done.result["run_id"]]
+
+
+def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled(
+    env: Path,
+    serve: Callable[..., WandbEmulator],
+    reap: Callable[[int], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    settings = settings_now()
+    job = enqueue_log(settings)
+    start_worker(reap)
+    # Nobody listens yet: the run is written offline and the upload waits to be retried.
+    waiting = wait_for(
+        "a failed first attempt",
+        lambda: (j := open_queue(settings).get(job.id)).last_error and j.state == "queued" and j,
+        60,
+    )
+    assert "not reachable" in waiting.last_error
+    emulator = serve(port)
+    for operation in ("UpsertBucket", "CreateArtifact", "CommitArtifact"):
+        emulator.faults.add(operation, 2)
+    emulator.faults.add("/file_stream", 2, drop=True)
+    emulator.faults.add("PUT /storage", 2, drop=True)
+    done = wait_for("the retried job to finish", lambda: job_done(settings, job.id), 90)
+    assert done.attempts >= 2
+    assert emulator.faults.pending == 0, emulator.faults.hits
+    check_server(emulator, done)
+    [record] = emulator.uploads.runs.values()
+    assert len(record.history) == 1  # one logged step, sent again after a drop, kept once
