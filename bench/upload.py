@@ -1,0 +1,292 @@
+"""Upload benchmark: online logging through the worker against the plain SDK.
+
+    uv run python bench/upload.py [--runs 3] [--mib 256]
+
+The large eval-framework fixture (about 2,000 samples, 14 MB of result files) with its
+`evaluation.log` grown to `--mib` MiB (a 256 MiB file in the results artifact) is put on
+the W&B API emulator (`tests/wandb_emulator.py`, its own process, a fresh one per
+measurement so nothing is deduplicated against an earlier upload) by two contenders,
+each a whole process with a fresh HOME, state dir and WANDB_DIR, rounds interleaved,
+medians of `--runs` rounds:
+
+- ours: `evalwb-tui log FOLDER` with a key: a log job for the detached worker, which
+  writes the run offline (the durable record), uploads it with `wandb sync` and reports
+  back; the command returns when the job is done.
+- plain: `wandb.init` online, `log` (the same metrics and table), `Artifact.add_file` of
+  the same files, `log_artifact`, `finish`; content computed beforehand.
+
+Each measurement checks what reached the server: one run, and the results artifact
+with every file byte.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Keep the bench folder off sys.path: its `logging.py` would shadow the stdlib module.
+HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", HERE) and Path(p).resolve() != Path(HERE)]
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+LARGE = (
+    REPO.parent
+    / "shared/fixtures/eval-framework/dev/large/HFLLM_checkpoint_org_proj_my-model_v3"
+    / "v0.15.4_ARC/fewshot_3__samples_None_77286"
+)
+KEY = "0123456789abcdef0123456789abcdef01234567"  # the emulator takes any 40-char key
+PROJECT = "bench"
+BIG_FILE = "evaluation.log"
+TIMEOUT_SEC = 900
+SDK_SETTINGS = {
+    "silent": True,
+    "quiet": True,
+    "console": "off",
+    "x_disable_stats": True,
+    "x_disable_meta": True,
+    "x_disable_machine_info": True,
+    "x_save_requirements": False,
+    "save_code": False,
+    "disable_code": True,
+    "disable_git": True,
+    "disable_job_creation": True,
+    "init_timeout": 120,
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="rounds per contender")
+    parser.add_argument("--mib", type=int, default=256, help="size of the big result file")
+    parser.add_argument("--child", choices=("plain", "check"), help=argparse.SUPPRESS)
+    parser.add_argument("--content", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+# --- the plain contender, and the check, each in its own process -------------------------
+
+
+def child_plain(content_file: Path) -> None:
+    import wandb
+
+    content = json.loads(content_file.read_text())
+    run = wandb.init(
+        project=PROJECT,
+        group=content["group"],
+        job_type=content["job_type"],
+        name=content["name"],
+        tags=content["tags"],
+        config=content["config"],
+        dir=os.environ["WANDB_DIR"],
+        settings=wandb.Settings(mode="online", **SDK_SETTINGS),
+    )
+    table = wandb.Table(columns=content["columns"], data=content["rows"])
+    run.log({**content["metrics"], "results": table})
+    artifact = wandb.Artifact(content["artifact"], type="eval", metadata=content["metadata"])
+    for name, path in sorted(content["files"].items()):
+        artifact.add_file(path, name=name)
+    run.log_artifact(artifact, aliases=[content["alias"]])
+    run.finish()
+
+
+def child_check(content_file: Path) -> None:
+    """What reached the server, read with wandb.Api: runs and the artifact's file sizes."""
+    import wandb
+
+    content = json.loads(content_file.read_text())
+    api = wandb.Api(timeout=60)
+    runs = [r.id for r in api.runs(f"team/{PROJECT}")]
+    artifact = api.artifact(f"team/{PROJECT}/{content['artifact']}:{content['alias']}")
+    sizes = {e.path: e.size for e in artifact.manifest.entries.values()}
+    print(json.dumps({"runs": runs, "sizes": sizes, "aliases": artifact.aliases}))
+
+
+# --- setup -----------------------------------------------------------------------------
+
+
+def results_copy(root: Path, mib: int) -> Path:
+    """The large fixture (same folder names) with its evaluation.log grown to `mib` MiB."""
+    dst = root / LARGE.relative_to(LARGE.parents[2])
+    shutil.copytree(LARGE, dst)
+    block = os.urandom(1 << 20)
+    with (dst / BIG_FILE).open("ab") as out:
+        for i in range(mib):
+            out.write(i.to_bytes(4, "big") + block[4:])  # no two MiB alike
+    return dst
+
+
+def plain_content(folder: Path, work: Path) -> Path:
+    """What ours logs for `folder`, precomputed, for the plain SDK contender to log."""
+    from tui.services import evallog
+    from tui.services.results import read_run
+
+    run = read_run(folder)
+    group = evallog.grouping(run, None, None)
+    alias = evallog.content_alias(folder)
+    scratch = work / "content"
+    scratch.mkdir()
+    content = {
+        "group": group.group,
+        "job_type": run.task_name,
+        "name": evallog.run_name(run),
+        "tags": evallog.run_tags(run),
+        "config": evallog.run_config(run, group, None),
+        "columns": list(evallog.TABLE_COLUMNS),
+        "rows": list(evallog.table_rows(run)),
+        "metrics": evallog.metrics_payload(run),
+        "artifact": evallog.run_artifact_name(run),
+        "alias": alias,
+        "metadata": evallog.artifact_metadata(run, group, alias),
+        "files": {k: str(v) for k, v in evallog.artifact_files(run, scratch).items()},
+    }
+    path = scratch / "content.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def fresh_env(home: Path, base_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "AWS_", "EVALWB"))}
+    for name in (
+        "HOME",
+        "XDG_DATA_HOME",
+        "XDG_STATE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_CACHE_HOME",
+        "WANDB_DIR",
+        "WANDB_CONFIG_DIR",
+        "WANDB_CACHE_DIR",
+        "WANDB_DATA_DIR",
+    ):
+        (home / name.lower()).mkdir(parents=True)
+        env[name] = str(home / name.lower())
+    env.update(
+        WANDB_API_KEY=KEY,
+        WANDB_BASE_URL=base_url,
+        WANDB_SILENT="true",
+        EVALWB_WORKER_IDLE_SEC="1",
+    )
+    return env
+
+
+class Emulator:
+    """The emulator in its own process, stopped on exit."""
+
+    def __enter__(self) -> str:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", str(TIMEOUT_SEC)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not url.startswith("http://127.0.0.1:"):
+            raise SystemExit("the W&B emulator did not start")
+        return url
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_SEC, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[1:4]} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    return done.stdout
+
+
+def wait_worker_gone(env: dict[str, str]) -> None:
+    """The round's worker exits after its idle second; let it go before the next round."""
+    lock = Path(env["XDG_STATE_HOME"]) / "evalwb-tui" / "worker.lock"
+    deadline = time.monotonic() + 15
+    while lock.exists() and time.monotonic() < deadline:
+        probe = subprocess.run(["fuser", str(lock)], capture_output=True, check=False)
+        if probe.returncode != 0:
+            return
+        time.sleep(0.2)
+
+
+def measure_one(tool: str, folder: Path, content: Path, home: Path) -> float:
+    with Emulator() as base_url:
+        env = fresh_env(home, base_url)
+        if tool == "ours":
+            argv = [sys.executable, "-m", "tui.cli", "log", str(folder), "--project", PROJECT]
+        else:
+            argv = [sys.executable, __file__, "--child", "plain", "--content", str(content)]
+        start = time.perf_counter()
+        run(argv, env, home)
+        wall = time.perf_counter() - start
+        check = json.loads(
+            run(
+                [sys.executable, __file__, "--child", "check", "--content", str(content)], env, home
+            )
+        )
+        if tool == "ours":
+            wait_worker_gone(env)
+    expected = {
+        k: Path(v).stat().st_size for k, v in json.loads(content.read_text())["files"].items()
+    }
+    if len(check["runs"]) != 1 or check["sizes"] != expected:
+        raise SystemExit(f"{tool}: the server holds {check}, expected one run and {expected}")
+    return wall
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child == "plain":
+        child_plain(args.content)
+        return 0
+    if args.child == "check":
+        child_check(args.content)
+        return 0
+    if not LARGE.is_dir():
+        print(f"large fixture not found at {LARGE}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="evalwb-bench-upload-"))
+    try:
+        folder = results_copy(work / "results", args.mib)
+        content = plain_content(folder, work)
+        walls: dict[str, list[float]] = {"ours": [], "plain": []}
+        n = 0
+        for round_ in range(args.runs):
+            for tool in ("ours", "plain") if round_ % 2 == 0 else ("plain", "ours"):
+                n += 1
+                walls[tool].append(measure_one(tool, folder, content, work / f"p{n}"))
+        report(walls, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(walls: dict[str, list[float]], folder: Path) -> None:
+    mib = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    print(f"{'contender':<10} {'MiB':>7} {'median s':>9} {'min s':>7} {'max s':>7}  rounds")
+    for tool, samples in walls.items():
+        print(
+            f"{tool:<10} {mib:>7.1f} {statistics.median(samples):>9.2f} {min(samples):>7.2f} "
+            f"{max(samples):>7.2f}  {', '.join(f'{s:.2f}' for s in samples)}"
+        )
+    ratio = statistics.median(walls["ours"]) / statistics.median(walls["plain"])
+    print(f"\nours/plain (median wall): {ratio:.3f}  (load average {os.getloadavg()[0]:.1f})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
