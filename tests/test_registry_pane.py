@@ -613,11 +613,21 @@ async def test_e_sends_the_alias_a_version_was_found_by(demo_app: PaneApp) -> No
         # Moving on to a version reached by the arrows sends its number.
         await pilot.press("down", "e")
         assert demo_app.picked[-1] == "my-model:v3"
-        # On a collection, `e` asks for a version instead.
+        # On a collection, `e` offers its aliases.
         await pilot.press("home", "e")
-        asked = lambda: any(n.startswith("Pick a version to evaluate") for n in notes(demo_app))  # noqa: E731
-        await wait_for(pilot, asked, "the note")
-        assert len(demo_app.picked) == 2
+        chooser = demo_app.screen
+        assert isinstance(chooser, ChoiceScreen)
+        assert chooser.choices == [
+            "llama-3-8b-sft:production",
+            "llama-3-8b-sft:candidate",
+            "llama-3-8b-sft:best",
+            "llama-3-8b-sft:stable",
+            "llama-3-8b-sft:latest",
+        ]
+        await pilot.press("down", "down", "down", "enter")
+        assert demo_app.picked[-1] == "llama-3-8b-sft:stable"
+        await pilot.press("e", "escape")
+        assert len(demo_app.picked) == 3
 
 
 async def test_a_filter_naming_an_alias_picks_by_that_alias(demo_app: PaneApp) -> None:

@@ -29,7 +29,7 @@ from tui.services.eval_results import (
     results_by_version,
 )
 from tui.services.registry.local import LocalRegistry
-from tui.services.registry.protocol import Version
+from tui.services.registry.protocol import Collection, Version
 from tui.services.version_search import search_versions
 from tui.widgets.results_view import ColumnChooser, ResultsScreen
 
@@ -155,6 +155,9 @@ def test_checkpoint_refs_read_as_users_write_them() -> None:
     assert checkpoint_ref(registry, "best") == "m:best"
     project = Version(collection="m", version="v1", project="proj", entity="team")
     assert checkpoint_ref(project) == "team/proj/m:v1"
+    collection = Collection(name="m", project="wandb-registry-model", entity="org")
+    assert checkpoint_ref(collection, "production") == "m:production"
+    assert checkpoint_ref(Collection(name="m")) == "m:latest"
 
 
 # -- the results screen ---------------------------------------------------------------

@@ -48,7 +48,7 @@ from tui.widgets.download_status import DownloadStatus, reused
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
 from tui.widgets.lineage_view import LineageScreen
-from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree
+from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree, key_aliases
 from tui.widgets.results_view import ResultsScreen
 from tui.widgets.search import SearchScreen
 
@@ -325,12 +325,22 @@ class RegistryPane(Vertical):
     # -- evaluate, copy ------------------------------------------------------------------
 
     def action_evaluate(self) -> None:
-        version = self._selected_version("evaluate")
-        if version is None:
+        data = self._selected()
+        if isinstance(data, Collection):
+            # On a collection the user picks by alias, the way checkpoints are named.
+            aliases = [*key_aliases(data), "latest"]
+            refs = [checkpoint_ref(data, alias) for alias in aliases]
+            question = f"Evaluate which alias of {data.name}? (Enter picks)"
+            self.app.push_screen(ChoiceScreen(question, refs), self._evaluate)
             return
-        ref = self.pick_ref(version)
-        self.post_message(CheckpointPicked(ref))
-        self.notify(f"{ref} goes to the Run pane", markup=False)
+        version = self._selected_version("evaluate")
+        if version is not None:
+            self._evaluate(self.pick_ref(version))
+
+    def _evaluate(self, ref: str | None) -> None:
+        if ref is not None:
+            self.post_message(CheckpointPicked(ref))
+            self.notify(f"{ref} goes to the Run pane", markup=False)
 
     def action_copy_ref(self) -> None:
         version = self._selected_version("copy its reference")

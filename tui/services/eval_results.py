@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 from tui.services.refs import MODEL_REGISTRY
 from tui.services.registry.protocol import (
+    Collection,
     FileEntry,
     Lineage,
     Registry,
@@ -143,11 +144,12 @@ def headline_metric(values: Mapping[str, Value], primary: str | None = None) -> 
     return plain[0] if plain else next(iter(values), None)
 
 
-def checkpoint_ref(version: Version, alias: str | None = None) -> str:
-    """How a user writes this version: `name:alias` for the local or model registry (a
-    bare name means the model registry), else `[entity/]project/name:alias`."""
-    ref = version.ref(alias)
-    if version.project in ("local", MODEL_REGISTRY):
+def checkpoint_ref(item: Version | Collection, alias: str | None = None) -> str:
+    """How a user writes a version (or a collection at `alias`): `name:alias` for the
+    local or model registry (a bare name means the model registry), else
+    `[entity/]project/name:alias`."""
+    ref = item.ref(alias) if alias or isinstance(item, Version) else item.ref()
+    if item.project in ("local", MODEL_REGISTRY):
         return f"{ref.name}:{ref.alias}"
     return str(ref)
 
