@@ -6,7 +6,11 @@ Requests are the SDK's own query documents posted the way `wandb-core` posts the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -281,3 +285,210 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- uploads: the operations wandb-core sends, as it sends them (captured, wandb 0.31) ---
+
+UPSERT_BUCKET = """
+mutation UpsertBucket ($id: String, $name: String, $project: String, $entity: String,
+  $groupName: String, $config: JSONString, $jobType: String, $tags: [String!]) {
+  upsertBucket(input: {id:$id,name:$name,groupName:$groupName,modelName:$project,
+    entityName:$entity,config:$config,jobType:$jobType,tags:$tags}) {
+    bucket { id name displayName description config sweepName
+      project { id name entity { id name } } historyLineCount }
+    inserted
+  }
+}
+"""
+CREATE_ARTIFACT = """
+mutation CreateArtifact ($input: CreateArtifactInput!) {
+  createArtifact(input: $input) { ... CreatedArtifact }
+}
+fragment CreatedArtifact on CreateArtifactPayload {
+  artifact { id state artifactSequence { latestArtifact { id } } }
+}
+"""
+CREATE_MANIFEST = """
+mutation CreateArtifactManifest ($artifactID: ID!, $baseArtifactID: ID, $name: String!,
+  $digest: String!, $entityName: String!, $projectName: String!, $runName: String!,
+  $manifestType: ArtifactManifestType!, $includeUpload: Boolean!) {
+  createArtifactManifest(input: {artifactID:$artifactID,baseArtifactID:$baseArtifactID,
+    name:$name,digest:$digest,entityName:$entityName,projectName:$projectName,
+    runName:$runName,type:$manifestType}) {
+    artifactManifest { id file { id uploadUrl @include(if: $includeUpload)
+      uploadHeaders @include(if: $includeUpload) } }
+  }
+}
+"""
+CREATE_FILES = """
+mutation CreateArtifactFiles ($input: CreateArtifactFilesInput!) {
+  createArtifactFiles(input: $input) { files { edges { node { storagePath uploadUrl
+    uploadHeaders uploadMultipartUrls { uploadID uploadUrlParts { partNumber uploadUrl } }
+    artifact { id } } } } }
+}
+"""
+COMMIT = """
+mutation CommitArtifact ($artifactID: ID!) {
+  commitArtifact(input: {artifactID:$artifactID}) { artifact { id digest } }
+}
+"""
+USE = """
+mutation UseArtifact($entityName: String!, $projectName: String!, $runName: String!,
+  $artifactID: ID!) {
+  useArtifact(input: {entityName: $entityName, projectName: $projectName,
+    runName: $runName, artifactID: $artifactID}) {
+    artifact { id digest description state createdAt metadata }
+  }
+}
+"""
+ARTIFACT_USED_BY = """
+query ArtifactUsedBy($id: ID!) {
+  artifact(id: $id) { usedBy { edges { node { __typename id name
+    project { id internalId name entity { name } } } } } }
+}
+"""
+
+
+def ok(em: WandbEmulator, query: str, variables: dict) -> dict:
+    status, body = post(em, query, variables)
+    assert status == 200, body
+    return body["data"]
+
+
+def put(url: str, data: bytes) -> int:
+    request = urllib.request.Request(url, data=data, method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
+
+
+def upload(em: WandbEmulator, content: bytes, *, run: str = "r1", alias: str = "H-1") -> str:
+    """What wandb-core sends for one run logging one artifact of one file; its id."""
+    ok(em, UPSERT_BUCKET, {"name": run, "project": "evals", "entity": "team", "groupName": "m:v3"})
+    md5 = base64.b64encode(hashlib.md5(content).digest()).decode()
+    created = ok(
+        em,
+        CREATE_ARTIFACT,
+        {
+            "input": {
+                "entityName": "team",
+                "projectName": "evals",
+                "runName": run,
+                "artifactCollectionName": "results",
+                "artifactTypeName": "eval",
+                "digest": hashlib.md5(md5.encode()).hexdigest(),
+                "aliases": [{"alias": alias, "artifactCollectionName": "results"}],
+            }
+        },
+    )["createArtifact"]["artifact"]
+    artifact_id = created["id"]
+    manifest = {"artifactID": artifact_id, "name": "wandb_manifest.json", "digest": ""}
+    manifest |= {"entityName": "team", "projectName": "evals", "runName": run}
+    manifest |= {"manifestType": "FULL", "includeUpload": True}
+    manifest_file = ok(em, CREATE_MANIFEST, manifest)["createArtifactManifest"]
+    files = {"artifactID": artifact_id, "name": "scores.json", "md5": md5, "digest": md5}
+    [edge] = ok(em, CREATE_FILES, {"input": {"artifactFiles": [files]}})["createArtifactFiles"][
+        "files"
+    ]["edges"]
+    if edge["node"]["uploadUrl"]:
+        assert put(edge["node"]["uploadUrl"], content) == 200
+    body = {"version": 1, "storagePolicy": "wandb-storage-policy-v1", "storagePolicyConfig": {}}
+    body["contents"] = {"scores.json": {"digest": md5, "size": len(content)}}
+    put(manifest_file["artifactManifest"]["file"]["uploadUrl"], json.dumps(body).encode())
+    ok(em, COMMIT, {"artifactID": artifact_id})
+    return artifact_id
+
+
+def test_an_upload_is_stored_and_read_back_with_the_sdk_queries(emulator: WandbEmulator) -> None:
+    artifact_id = upload(emulator, b'{"acc": 0.5}')
+    stream = {"files": {"wandb-history.jsonl": {"offset": 0, "content": ['{"acc": 0.5}']}}}
+    stream["files"]["wandb-summary.json"] = {"offset": 0, "content": ['{"acc": 0.5}']}
+    request = urllib.request.Request(
+        f"{emulator.base_url}/files/team/evals/r1/file_stream",
+        data=json.dumps({**stream, "complete": True, "exitcode": 0}).encode(),
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    [run] = emulator.uploads.runs.values()
+    assert (run.group, run.state, run.summary, len(run.history)) == (
+        "m:v3",
+        "finished",
+        {"acc": 0.5},
+        1,
+    )
+
+    found = ok(
+        emulator,
+        ARTIFACT_MEMBERSHIP_BY_NAME_GQL,
+        {"entity": "team", "project": "evals", "name": "results:H-1", "includeAliases": True},
+    )
+    artifact = found["project"]["artifactCollectionMembership"]["artifact"]
+    assert artifact["id"] == artifact_id and artifact["state"] == "COMMITTED"
+    assert sorted(a["alias"] for a in artifact["aliases"]) == ["H-1", "latest"]
+    variables = {"entity": "team", "project": "evals", "collection": "results", "alias": "H-1"}
+    files = ok(emulator, GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL, variables)["project"][
+        "artifactCollection"
+    ]["artifactMembership"]["files"]["edges"]
+    assert get(files[0]["node"]["directUrl"]) == (200, b'{"acc": 0.5}')
+    assert emulator.errors == []
+
+
+def test_the_same_content_again_is_the_same_version_and_is_not_sent_twice(
+    emulator: WandbEmulator,
+) -> None:
+    first = upload(emulator, b"same bytes")
+    puts = emulator.operations.count("PUT /storage/artifact")
+    assert upload(emulator, b"same bytes", alias="H-2") == first  # a resumed upload
+    assert emulator.operations.count("PUT /storage/artifact") == puts
+    second = upload(emulator, b"other bytes", alias="H-2")
+    assert second != first
+    aliases = {a.version: sorted(a.aliases) for a in emulator.uploads.artifacts}
+    assert aliases == {"v0": ["H-1"], "v1": ["H-2", "latest"]}  # aliases move
+    assert emulator.errors == []
+
+
+def test_use_artifact_of_a_registry_version_shows_in_used_by(emulator: WandbEmulator) -> None:
+    registry_id = post(emulator, ARTIFACT_MEMBERSHIP_BY_NAME_GQL, MEMBERSHIP)[1]["data"]["project"][
+        "artifactCollectionMembership"
+    ]["artifact"]["id"]
+    ok(emulator, UPSERT_BUCKET, {"name": "eval1", "project": "evals", "entity": "team"})
+    use = {"entityName": "team", "projectName": "evals", "runName": "eval1"}
+    ok(emulator, USE, {**use, "artifactID": registry_id})
+    ok(emulator, USE, {**use, "artifactID": registry_id})  # a retry adds no second edge
+    edges = ok(emulator, ARTIFACT_USED_BY, {"id": registry_id})["artifact"]["usedBy"]["edges"]
+    assert [e["node"]["name"] for e in edges] == ["eval1"]
+    assert emulator.errors == []
+
+
+def test_faults_answer_500_drop_the_connection_or_hold_then_pass(
+    emulator: WandbEmulator,
+) -> None:
+    variables = {"name": "r1", "project": "evals", "entity": "team"}
+    emulator.faults.add("UpsertBucket", 1)
+    emulator.faults.add("UpsertBucket", 1, drop=True)
+    emulator.faults.add("UpsertBucket", 1, delay=0.3)
+    assert post(emulator, UPSERT_BUCKET, variables)[0] == 500
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        post(emulator, UPSERT_BUCKET, variables)
+    started = time.monotonic()
+    assert post(emulator, UPSERT_BUCKET, variables)[0] == 200
+    assert time.monotonic() - started >= 0.3
+    assert post(emulator, UPSERT_BUCKET, variables)[0] == 200
+    assert emulator.faults.pending == 0
+    assert emulator.faults.hits == ["500 UpsertBucket", "drop UpsertBucket", "delay UpsertBucket"]
+    assert emulator.errors == []
+
+
+def test_an_upload_cut_short_stores_nothing(emulator: WandbEmulator) -> None:
+    url = emulator.uploads.upload_url("artifact", "digest")
+    host, port = emulator.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        path = url.removeprefix(emulator.base_url)
+        sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+        sock.sendall(b"x" * 10)
+    deadline = time.monotonic() + 5
+    while emulator.operations.count("PUT /storage/artifact") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert emulator.uploads.stored_size("artifact", "digest") is None
+    assert put(url, b"y" * 1000) == 200
+    assert emulator.uploads.stored_size("artifact", "digest") == 1000

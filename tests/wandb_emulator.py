@@ -216,6 +216,15 @@ def _field_matches(value: Any, cond: Any, key: str) -> bool:
     return True
 
 
+def _defined(value: Any) -> Any:
+    """`value` without the object fields bound to variables that were not sent."""
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items() if v is not Undefined}
+    if isinstance(value, list):
+        return [_defined(v) for v in value]
+    return value
+
+
 def _json_arg(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str) and raw else raw
 
@@ -301,7 +310,7 @@ class Executor:
             a.name.value: value_from_ast_untyped(a.value, self.variables)
             for a in field.arguments or ()
         }
-        return {k: v for k, v in values.items() if v is not Undefined}
+        return _defined(values)
 
     @staticmethod
     def _applies(condition: Any, typename: str | None) -> bool:
