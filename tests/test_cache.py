@@ -415,3 +415,29 @@ def test_journal_reset_voids_earlier_parts_and_cut_lines_are_skipped(tmp_path):
     with journal.open("a") as fh:
         fh.write("\n" + json.dumps({"reset": "w.bin"}) + "\n")
     assert cache._Journal.read(tmp_path).present(tmp_path, entry) == frozenset()
+
+
+def test_waiting_for_the_real_artifact_can_be_cancelled(tmp_path, registry):
+    settings = settings_for(tmp_path, WANDB_ARTIFACT_WAIT_TIMEOUT_SEC="60")
+    shared = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m-local", f"file://{shared}")
+    (shared / "config.json").unlink()
+    cancel = threading.Event()
+    events: list[cache.DownloadProgress] = []
+    timer = threading.Timer(0.3, cancel.set)  # mid-sleep, long after the first poll
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(DownloadCancelled):
+            download(
+                "m",
+                registry=registry,
+                settings=settings,
+                progress=events.append,
+                cancel=cancel,
+                poll_interval=30,
+            )
+    finally:
+        timer.cancel()
+    assert [e.phase for e in events].count("waiting") == 1
+    assert time.monotonic() - started < 5  # not the 30 s poll interval

@@ -360,26 +360,34 @@ def _wait_for_real(
     deadline = job.clock.monotonic() + timeout
     example = _local_path(missing[0]) or missing[0].path
     while True:
+        note = ""
         try:
             job.registry.resolve(job.ref)
             return
         except NotFoundError:
             pass
+        except (RegistryError, OSError) as exc:
+            # A blip during an hour-long wait is no reason to give up the wait.
+            note = f" (last check failed: {' '.join(str(exc).split())[:200]})"
         left = deadline - job.clock.monotonic()
         if left <= 0:
             raise DownloadError(
                 f"{job.ref} did not appear within {timeout:g} s "
                 f"(WANDB_ARTIFACT_WAIT_TIMEOUT_SEC), and its twin {twin_ref} misses "
-                f"{len(missing)} file(s), e.g. {example}"
+                f"{len(missing)} file(s), e.g. {example}{note}"
             )
         job.report.emit(
             "waiting",
             f"waiting for {job.ref}: {twin_ref} misses {len(missing)} file(s), e.g. "
-            f"{example}; {left:.0f} s left",
+            f"{example}; {left:.0f} s left{note}",
             seconds_left=left,
         )
         job.check_cancel()
-        job.clock.sleep(max(0.0, min(poll_interval, left)))
+        delay = max(0.0, min(poll_interval, left))
+        if job.cancel is not None:
+            job.cancel.wait(delay)  # wakes at once on cancel
+        else:
+            job.clock.sleep(delay)
         job.check_cancel()
 
 
