@@ -5,7 +5,9 @@ results artifact (type `eval`) holding `aggregated_results.json`. So the results
 model version are the eval artifacts whose producing run is among the version's
 `used_by` runs. Everything here goes through the `Registry` protocol; only reading one
 stored file needs a backend that can serve its bytes (`object_path` on the local
-registry, `download_entry` on the W&B backend) or a `file://` reference.
+registry, `download_entry` or the signed `file_urls` on the W&B backend) or a `file://`
+reference. On W&B the eval artifacts are found among the registry's collections and
+WANDB_PROJECT's, which is where the W&B backend lists collections from.
 """
 
 from __future__ import annotations
