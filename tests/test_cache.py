@@ -441,3 +441,14 @@ def test_waiting_for_the_real_artifact_can_be_cancelled(tmp_path, registry):
         timer.cancel()
     assert [e.phase for e in events].count("waiting") == 1
     assert time.monotonic() - started < 5  # not the 30 s poll interval
+
+
+def test_a_version_larger_than_the_free_space_is_refused_up_front(tmp_path, settings, registry):
+    make_checkpoint(tmp_path / "src")
+    registry.add_version("m", tmp_path / "src")
+    with sqlite3.connect(registry.index_path) as conn:  # a manifest claiming 1 EiB
+        conn.execute("UPDATE files SET size = ? WHERE path = 'tokenizer.json'", (2**60,))
+    with pytest.raises(DownloadError, match=r"needs \d+\.\d GiB more .* WANDB_ARTIFACT_DIR"):
+        download("m", registry=registry, settings=settings)
+    partial = tmp_path / "cache" / ".partial" / "local" / "local" / "m" / "v0"
+    assert [p.name for p in partial.iterdir()] == []  # nothing fetched

@@ -648,9 +648,9 @@ def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntr
     todo = [e for e in entries if not journal.complete(partial, e)]
     remote = [e for e in todo if e.ref is not None and e.ref.startswith(s3.SCHEME)]
     present = {e.path: journal.present(partial, e) for e in remote}
-    job.report.start(
-        todo, len(entries), {p: sum(end - start for start, end in r) for p, r in present.items()}
-    )
+    already = {p: sum(end - start for start, end in r) for p, r in present.items()}
+    _check_space(job, partial, sum(e.size for e in todo) - sum(already.values()))
+    job.report.start(todo, len(entries), already)
     job.report.emit(
         "downloading", f"{version.collection}:{version.version}: {len(todo)} file(s) to fetch"
     )
@@ -670,6 +670,16 @@ def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntr
     finally:
         log.close()
     return job.report.done
+
+
+def _check_space(job: _Job, partial: Path, needed: int) -> None:
+    """Refuse to start what cannot fit, rather than fail with a full disk halfway."""
+    free = shutil.disk_usage(partial).free
+    if needed > free:
+        raise DownloadError(
+            f"{job.ref} needs {needed / 2**30:.1f} GiB more but {partial.parent} has "
+            f"{free / 2**30:.1f} GiB free; free space or set WANDB_ARTIFACT_DIR elsewhere"
+        )
 
 
 def _fetch_s3(
