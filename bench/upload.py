@@ -101,14 +101,17 @@ def child_plain(content_file: Path) -> None:
 
 
 def child_check(content_file: Path) -> None:
-    """What reached the server, read with wandb.Api: runs and the artifact's file sizes."""
+    """What reached the server, read with wandb.Api: the runs, and the artifact's files
+    downloaded back."""
     import wandb
 
     content = json.loads(content_file.read_text())
     api = wandb.Api(timeout=60)
     runs = [r.id for r in api.runs(f"team/{PROJECT}")]
     artifact = api.artifact(f"team/{PROJECT}/{content['artifact']}:{content['alias']}")
-    sizes = {e.path: e.size for e in artifact.manifest.entries.values()}
+    root = Path(artifact.download(str(content_file.parent / "download"), skip_cache=True))
+    sizes = {p.name: p.stat().st_size for p in root.iterdir()}  # the bytes the server holds
+    shutil.rmtree(root)
     print(json.dumps({"runs": runs, "sizes": sizes, "aliases": artifact.aliases}))
 
 
