@@ -1,0 +1,363 @@
+"""UI benchmark: start-up against a bare Textual app, a big registry, a download's stall.
+
+    uv run python bench/ui.py [--runs 5] [--collections 200] [--versions 50] [--size-mib 1024]
+
+1. Start-up. `evalwb-tui --demo` and a minimal Textual app that shows one static line
+   each run as a whole process under a pseudo-terminal (100×30); the time is from just
+   before the process starts to the moment its output holds the marker text (the last
+   demo collection's name; the minimal app's line). Runs are interleaved; medians and
+   their ratio are reported (target: at most 1.5×).
+2. A local registry of `--collections` × `--versions` (tiny `file://` entries, seeded
+   with LocalRegistry in a RAM-backed temporary folder where there is one). Under Pilot:
+   opening a collection (Enter on it → its versions in the tree) and filtering (Enter in
+   the filter box → the tree holds the matching collections; and typing, which waits for
+   the box's pause in typing first). Target: under 100 ms.
+3. Event-loop stall: a `--size-mib` download of a `file://` entry queued and run by the
+   detached transfer worker while the app shows the Transfers pane; a 10 ms
+   `set_interval` ticker records the longest gap (target: under 50 ms).
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path, where a sibling benchmark's
+# module (bench/logging.py) would shadow the standard library's; put the repo root there.
+sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
+
+import argparse
+import asyncio
+import fcntl
+import os
+import re
+import select
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import tempfile
+import termios
+import time
+from collections.abc import Callable
+
+MINIMAL_APP = """
+from textual.app import App
+from textual.widgets import Static
+
+class Minimal(App):
+    def compose(self):
+        yield Static("minimal-ready")
+
+Minimal().run()
+"""
+# Escape sequences (CSI, OSC/DCS strings, charset and keypad selections) stripped from a
+# terminal's output before looking for text in it.
+_ESCAPES = re.compile(
+    rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]"
+    rb"|\x1b[\]P^_][^\x07\x1b]*(?:\x07|\x1b\\)"
+    rb"|\x1b[()][0-9A-Za-z]|\x1b[=>78]"
+)
+COLUMNS, ROWS = 100, 30
+START_TIMEOUT = 60.0
+
+
+# -- 1. start-up --------------------------------------------------------------------------
+
+
+def time_to_text(argv: list[str], marker: str, env: dict[str, str]) -> float:
+    """Seconds from spawning `argv` on a pty until `marker` is on its screen; then quits it."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+    )
+    os.close(slave)
+    seen, needle, elapsed = b"", marker.encode(), None
+    try:
+        while elapsed is None:
+            if time.perf_counter() - started > START_TIMEOUT:
+                raise RuntimeError(f"{argv[0]} showed no {marker!r} in {START_TIMEOUT:.0f} s")
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                seen += os.read(master, 65536)
+                if needle in _ESCAPES.sub(b"", seen):
+                    elapsed = time.perf_counter() - started
+        os.write(master, b"\x11")  # ctrl+q
+        _drain_until_exit(master, proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        os.close(master)
+    return elapsed
+
+
+def _drain_until_exit(master: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+
+def startup(runs: int, env: dict[str, str]) -> dict[str, float]:
+    script = Path(sys.executable).with_name("evalwb-tui")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
+    subprocess.run([*command, "demo", "seed"], env=env, check=True, capture_output=True)
+    ours = [*command, "--demo"]
+    minimal = [sys.executable, "-c", MINIMAL_APP]
+    time_to_text(minimal, "minimal-ready", env)  # warm the file cache for both
+    time_to_text(ours, "my-model-local", env)
+    bare, app = [], []
+    for _ in range(runs):
+        bare.append(time_to_text(minimal, "minimal-ready", env))
+        app.append(time_to_text(ours, "my-model-local", env))
+    return {"minimal": statistics.median(bare), "evalwb": statistics.median(app)}
+
+
+# -- 2. a big registry --------------------------------------------------------------------
+
+
+def seed_big(root: Path, collections: int, versions: int) -> list[str]:
+    from tui.services.registry.local import LocalRegistry
+
+    weights = root / "weights.bin"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(b"\0" * 64)
+    registry = LocalRegistry(root / "registry")
+    names = [f"model-{i:03d}" for i in range(collections)]
+    for i, name in enumerate(names):
+        registry.create_collection(name, tags=[f"family-{i % 10}"])
+        for j in range(versions):
+            aliases = ["production"] if j == versions // 2 else []
+            registry.add_version(
+                name, weights.as_uri(), aliases=aliases, metadata={"step": 1000 * j}
+            )
+    return names
+
+
+async def _until(pilot, ready: Callable[[], object], what: str, limit: float = 30.0) -> float:
+    """Seconds until `ready()`, polling as often as the loop allows."""
+    started = time.perf_counter()
+    while not ready():
+        if time.perf_counter() - started > limit:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - started
+
+
+async def key_to(pilot, key: str, ready: Callable[[], object], what: str) -> float:
+    """Seconds from pressing `key` until `ready()`: the press runs beside the polling, so
+    the time is not the press's own wait for the app to go idle."""
+    started = time.perf_counter()
+    press = asyncio.ensure_future(pilot.press(key))
+    await _until(pilot, ready, what)
+    elapsed = time.perf_counter() - started
+    await press
+    return elapsed
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def big_registry(settings, registry_root: Path, names: list[str], versions: int):
+    from tui.app import EvalWBApp
+    from tui.services.registry.local import LocalRegistry
+    from tui.widgets.filter_input import DEBOUNCE_SECONDS
+    from tui.widgets.registry_tree import RegistryTree
+
+    app = EvalWBApp(settings, LocalRegistry(registry_root))
+    opened, entered, typed = [], [], []
+    async with app.run_test(size=(120, 40)) as pilot:
+        tree = app.query_one(RegistryTree)
+        await _until(pilot, lambda: len(tree.shown_collections) == len(names), "the listing")
+        await pilot.pause(0.5)
+        for name in names[5:200:40]:
+            tree.move_cursor(tree.root.children[names.index(name)])
+            await pilot.pause(0.05)
+            opened.append(
+                await key_to(
+                    pilot, "enter", lambda n=name: len(tree.versions_of(n)) == versions, name
+                )
+            )
+            await pilot.press("enter")  # collapse again
+        for query in ("model-1", "family-3", "model-19", "production", "model-07"):
+            await pilot.press("slash", *query)
+            entered.append(
+                await key_to(pilot, "enter", lambda q=query: tree.query_text == q, query)
+            )
+            await pilot.press("slash", "ctrl+u")  # empty the box, keep it open
+            await _until(pilot, lambda: tree.query_text == "", "the filter emptied")
+            await pilot.press(*query[:-1])
+            await pilot.pause(DEBOUNCE_SECONDS * 2)
+            typed.append(
+                await key_to(pilot, query[-1], lambda q=query: tree.query_text == q, query)
+            )
+            await pilot.press("escape")
+            await _until(pilot, lambda: tree.query_text == "", "the filter cleared")
+    return opened, entered, typed, DEBOUNCE_SECONDS
+
+
+# -- 3. a download's event-loop stall -----------------------------------------------------
+
+
+def seed_download(root: Path, size_mib: int) -> str:
+    from tui.services.registry.local import LocalRegistry
+
+    big = root / "big" / "model.safetensors"
+    big.parent.mkdir(parents=True)
+    with big.open("wb") as out:  # real bytes, not a sparse file: the md5 check reads them
+        block = os.urandom(1 << 20)
+        for _ in range(size_mib):
+            out.write(block)
+    LocalRegistry(root / "registry").add_version("big-model", big.as_uri(), aliases=["bench"])
+    return "big-model:bench"
+
+
+async def download_stall(settings, registry_root: Path, ref: str, limit: float):
+    from tui.app import EvalWBApp
+    from tui.services.registry.local import LocalRegistry
+    from tui.services.transfers import CANCELLED, DONE, FAILED, open_queue
+    from tui.services.worker import ensure_worker
+
+    app = EvalWBApp(settings, LocalRegistry(registry_root))
+    gaps: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.pane("transfers") is not None, "the Transfers pane")
+        await pilot.press("3")
+        await pilot.pause(0.5)
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        queue = open_queue(settings)
+        job = queue.enqueue("download", ref, {"ref": ref})
+        started = time.perf_counter()
+        app.set_interval(0.01, tick)
+        ensure_worker(settings, wait=5.0)
+        finished = (DONE, FAILED, CANCELLED)
+        await _until(pilot, lambda: queue.get(job.id).state in finished, "the download", limit)
+        seconds = time.perf_counter() - started
+        failed = queue.get(job.id).error
+        queue.close()
+    if failed:
+        raise RuntimeError(f"the download failed: {failed}")
+    gaps.sort()
+    return seconds, gaps[-1], gaps[int(len(gaps) * 0.99)], len(gaps)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def stop_worker() -> None:
+    """End the transfer worker this run started (it would exit when idle anyway)."""
+    from tui.services.settings import load_settings
+    from tui.services.worker import worker_status
+
+    status = worker_status(load_settings())
+    if status.alive and status.pid:
+        os.kill(status.pid, signal.SIGTERM)
+
+
+def isolated_env(base: Path) -> dict[str, str]:
+    """HOME, XDG dirs and the registry inside `base`, so nothing touches the real user."""
+    env = dict(os.environ)
+    for name in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        folder = base / name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        env[name] = str(folder)
+    for name in ("WANDB_API_KEY", "EVALWB_THEME", "EVALWB_REGISTRY_DIR"):
+        env.pop(name, None)
+    env["EVALWB_REGISTRY_DIR"] = str(base / "demo-registry")
+    env["WANDB_DIR"] = str(base / "wandb")
+    env["EVALWB_WORKER_IDLE_SEC"] = "5"
+    env["TERM"] = "xterm-256color"
+    return env
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--collections", type=int, default=200)
+    parser.add_argument("--versions", type=int, default=50)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    args = parser.parse_args()
+
+    ram = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    base = Path(tempfile.mkdtemp(prefix="evalwb-bench-ui-"))
+    fast = Path(tempfile.mkdtemp(prefix="evalwb-bench-ui-", dir=ram))
+    rows: list[tuple[str, str, str]] = []
+    try:
+        env = isolated_env(base)
+        os.environ.update(env)  # the worker and Settings read the same environment
+
+        say("start-up, interleaved runs…")
+        times = startup(args.runs, env)
+        ratio = times["evalwb"] / times["minimal"]
+        rows.append(("start-up: minimal Textual app, one line", ms(times["minimal"]), ""))
+        rows.append(("start-up: evalwb-tui --demo to the listing", ms(times["evalwb"]), ""))
+        rows.append(("start-up ratio", f"{ratio:.2f}x", "<= 1.5x"))
+
+        from tui.services.settings import load_settings
+
+        settings = load_settings()
+        seed_start = time.perf_counter()
+        names = seed_big(fast, args.collections, args.versions)
+        seeded = time.perf_counter() - seed_start
+        say(f"seeded {args.collections} x {args.versions} versions in {seeded:.1f} s")
+        opened, entered, typed, debounce = asyncio.run(
+            big_registry(settings, fast / "registry", names, args.versions)
+        )
+        size = f"{args.collections}x{args.versions}"
+        rows.append(
+            (f"open a collection ({size}), median", ms(statistics.median(opened)), "< 100 ms")
+        )
+        rows.append((f"open a collection ({size}), max", ms(max(opened)), "< 100 ms"))
+        rows.append((f"filter, Enter ({size}), median", ms(statistics.median(entered)), "< 100 ms"))
+        rows.append((f"filter, Enter ({size}), max", ms(max(entered)), "< 100 ms"))
+        rows.append(
+            (
+                f"filter, last key typed ({size}), median",
+                ms(statistics.median(typed)),
+                f"incl. {ms(debounce)} pause",
+            )
+        )
+
+        say(f"downloading {args.size_mib} MiB through the worker…")
+        ref = seed_download(base, args.size_mib)
+        seconds, worst, p99, ticks = asyncio.run(
+            download_stall(settings, base / "registry", ref, limit=600.0)
+        )
+        rows.append((f"download {args.size_mib} MiB via the worker", f"{seconds:.1f} s", ""))
+        rows.append(("  longest event-loop gap (10 ms ticker)", ms(worst), "< 50 ms"))
+        rows.append((f"  99th percentile gap ({ticks} ticks)", ms(p99), ""))
+    finally:
+        stop_worker()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(fast, ignore_errors=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':>9}  target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>9}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
