@@ -248,6 +248,7 @@ async def test_results_of_a_collection_without_evals_say_so(registry: LocalRegis
         note = screen.query_one("#results-note", Static)
         assert "no eval results" in str(note.render())
         assert screen.data_table.row_count == 4
+        assert not screen.chart.display and screen.chart.data == []
 
 
 # -- the W&B backend, on the emulator ----------------------------------------------------

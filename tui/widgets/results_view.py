@@ -241,13 +241,11 @@ class ResultsScreen(ModalScreen[None]):
     def _chart(self) -> None:
         column = self.charted
         caption = self.query_one("#results-caption", Static)
-        if self.table is None or column is None:
-            caption.update("")
-            self.chart.data = []
-            return
-        points = self.table.series(column)
-        caption.update(chart_caption(column, points))
+        points = self.table.series(column) if self.table and column else []
+        caption.update(chart_caption(column, points) if column else "")
         self.chart.data = [value for _, value in points]
+        # An empty sparkline still draws a baseline, which reads as a row of zeros.
+        self.chart.display = bool(points)
 
     @on(DataTable.CellHighlighted)
     def _cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
