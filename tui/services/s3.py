@@ -5,8 +5,10 @@ touches an `s3://` reference never needs them. The endpoint comes from
 `AWS_ENDPOINT_URL` (or the SDK's `AWS_S3_ENDPOINT_URL`) for MinIO, Ceph and the like.
 
 Downloads split every object into fixed-size parts fetched by one shared thread pool
-with ranged GETs, written straight into a preallocated file with `os.pwrite`, so no
-part is ever buffered whole and no file is assembled afterwards. A part cut short by a
+with ranged GETs, round-robin over the objects, written straight into a preallocated
+file with `os.pwrite`, so no part is ever buffered whole and no file is assembled
+afterwards. Each finished part is reported, so a caller can journal it and skip it
+(`ObjectJob.present`) after a crash. A part cut short by a
 reset connection, a 5xx or throttling resumes from its last written byte after a
 backoff. Every response's ETag must equal the one the manifest recorded, so an object
 replaced halfway through cannot be stitched together from two versions.
