@@ -675,6 +675,24 @@ class Uploads:
             if (r.entity, r.project, r.collection) == (entity, project, name)
         ]
 
+    def sequences(self, entity: str, project: str, type_name: str | None = None) -> list[str]:
+        """Names of the project's artifact collections (of `type_name`), oldest first."""
+        found = [
+            r.collection
+            for r in self.artifacts
+            if (r.entity, r.project) == (entity, project) and type_name in (None, r.type)
+        ]
+        return list(dict.fromkeys(found))
+
+    def collections(
+        self, entity: str, project: str, args: Mapping[str, Any], type_name: str | None = None
+    ) -> dict[str, Any]:
+        """The project's collections as a connection, filtered like the registry's."""
+        names = self.sequences(entity, project, type_name)
+        filt = _json_arg(args.get("filters"))
+        names = [n for n in names if matches(filt, {"name": n, "tag": [], "description": None})]
+        return connection(names, args, lambda n: self.sequence_node(entity, project, n))
+
     def create_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         entity = data.get("entityName") or self.entity
@@ -1036,12 +1054,17 @@ class RegistryGraph:
             found = up.sequence(entity, name, a["name"])
             return up.sequence_node(entity, name, a["name"]) if found else None
 
-        def artifact_type(a: Mapping[str, Any]) -> dict[str, Any]:
+        def artifact_type(a: Mapping[str, Any]) -> dict[str, Any] | None:
+            if not up.sequences(entity, name, a["name"]):
+                return None
             return {
                 "__typename": "ArtifactType",
                 "id": gid("ArtifactType", entity, name, a["name"]),
                 "name": a["name"],
+                "description": None,
+                "createdAt": EPOCH,
                 "artifactCollection": collection,
+                "artifactCollections": lambda b: up.collections(entity, name, b, a["name"]),
             }
 
         return {
@@ -1057,6 +1080,7 @@ class RegistryGraph:
             "artifactCollection": collection,
             "artifact": lambda a: up.artifact_by_name(entity, name, a["name"]),
             "artifactType": artifact_type,
+            "artifactCollections": lambda a: up.collections(entity, name, a),
             "run": lambda a: self.run(entity, name, a["name"]),
             "bucket": lambda a: self.run(entity, name, a["name"]),
             "runs": lambda a: up.project_runs(entity, name, a),
