@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.wandb_emulator import WandbService, wandb_service  # noqa: F401 - a fixture
 from tui.services import cache
 from tui.services.cache import (
     CheckpointError,
@@ -452,3 +453,49 @@ def test_a_version_larger_than_the_free_space_is_refused_up_front(tmp_path, sett
         download("m", registry=registry, settings=settings)
     partial = tmp_path / "cache" / ".partial" / "local" / "local" / "m" / "v0"
     assert [p.name for p in partial.iterdir()] == []  # nothing fetched
+
+
+def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, request):
+    service: WandbService = request.getfixturevalue("wandb_service")
+    make_checkpoint(tmp_path / "src" / "hf")
+    registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
+    wandb = service.serve(registry)
+    start = len(service.emulator.requests)
+    events: list[cache.DownloadProgress] = []
+
+    result = download(
+        "wb-model:production",
+        registry=wandb,
+        settings=service.settings,
+        root=tmp_path / "cache",
+        progress=events.append,
+    )
+
+    entries = registry.files("wb-model:v0")
+    assert result.path.name == "hf" and result.version.entity  # the org entity's registry
+    assert all(cache.md5_b64_of(result.folder / e.path) == e.digest for e in entries)
+    assert result.bytes == sum(e.size for e in entries)
+    fetched = [op for op, _ in service.emulator.requests[start:] if op == "GET /files"]
+    assert len(fetched) == len(entries)
+    assert any(e.phase == "downloading" and e.file_done == e.file_size > 0 for e in events)
+    again = download(
+        "wb-model:production",
+        registry=wandb,
+        settings=service.settings,
+        root=tmp_path / "cache",
+    )
+    assert again.cache_hit and again.bytes == 0
+    service.check()
+
+
+def test_the_wandb_key_goes_only_to_the_wandb_server(tmp_path):
+    settings = settings_for(
+        tmp_path, WANDB_API_KEY="k" * 40, WANDB_BASE_URL="http://127.0.0.1:8080"
+    )
+    own = cache._auth_headers(settings, "http://127.0.0.1:8080/files/m/v0/config.json")
+    assert own["Authorization"].startswith("Basic ")
+    for elsewhere in (
+        "http://127.0.0.1:9000/bucket/x?X-Amz-Signature=1",
+        "https://127.0.0.1:8080/x",
+    ):
+        assert cache._auth_headers(settings, elsewhere) == {}

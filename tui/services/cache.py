@@ -28,6 +28,8 @@ import os
 import shutil
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,9 @@ LOCKS_DIR = ".locks"
 ALIASES_DIR = ".aliases"
 RESERVED = frozenset({MARKER, JOURNAL})
 COPY_CHUNK = 8 * 1024 * 1024
+HTTP_ATTEMPTS = 4
+# Refused or throttled answers worth asking again (an expired signed URL is refused).
+HTTP_RETRY_CODES = frozenset({401, 403, 408, 429})
 DEFAULT_POLL_SECONDS = 10.0
 LOCK_POLL_SECONDS = 0.05
 LOCAL_ENTITY = "local"
@@ -84,6 +89,17 @@ class EntryDownloader(Protocol):
     def download_entry(
         self, ref: ArtifactRef, entry: FileEntry, dest: Path, progress: Callable[[int], None]
     ) -> None: ...
+
+
+@runtime_checkable
+class FileUrlSource(Protocol):
+    """A backend that hands out download URLs of its stored files (the W&B backend).
+
+    The URLs may be signed and expire, so they are asked for right before use and
+    asked for again when one is refused.
+    """
+
+    def file_urls(self, ref: ArtifactRef | str) -> dict[str, str]: ...
 
 
 @runtime_checkable
@@ -220,6 +236,7 @@ class _Job:
     cancel: threading.Event | None
     clock: Any
     started: float
+    urls: dict[str, str] = field(default_factory=dict)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -729,6 +746,8 @@ def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> Non
                 version.ref(), entry, dest, lambda n: job.report.add_bytes(entry.path, n)
             )
             digest = md5_b64_of(dest)
+        elif isinstance(job.registry, FileUrlSource):
+            digest = _fetch_url(job, job.registry, version, entry, dest)
         else:
             raise DownloadError(
                 f"{job.ref}: this registry backend cannot fetch stored files ({entry.path})"
@@ -751,6 +770,61 @@ def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> Non
             f"{job.ref}: {entry.path} has md5 {digest}, not {entry.digest} as the manifest "
             "says; its source changed or is damaged"
         )
+
+
+def _fetch_url(
+    job: _Job, source: FileUrlSource, version: Version, entry: FileEntry, dest: Path
+) -> str:
+    """Stream a stored file from its download URL while hashing; the base64 md5.
+
+    A refused URL (expired signature) is asked for again; resets and 5xx are retried
+    with backoff. The file restarts from its first byte each time.
+    """
+    for attempt in range(1, HTTP_ATTEMPTS + 1):
+        if attempt > 1 or not job.urls:
+            job.urls = source.file_urls(version.ref())
+        url = job.urls.get(entry.path)
+        if url is None:
+            raise DownloadError(f"{job.ref}: the registry gives no download URL for {entry.path}")
+        written = [0]
+        try:
+            return _http_copy(job, url, dest, entry, written)
+        except (urllib.error.URLError, OSError) as exc:
+            job.report.add_bytes(entry.path, -written[0])  # those bytes come again
+            code = exc.code if isinstance(exc, urllib.error.HTTPError) else None
+            why = f"HTTP {code}" if code else " ".join(str(exc).split()) or type(exc).__name__
+            if (code is not None and code < 500 and code not in HTTP_RETRY_CODES) or (
+                attempt == HTTP_ATTEMPTS
+            ):
+                raise DownloadError(f"{job.ref}: cannot download {entry.path}: {why}") from None
+            job.check_cancel()
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _http_copy(job: _Job, url: str, dest: Path, entry: FileEntry, written: list[int]) -> str:
+    hasher = hashlib.md5()
+    request = urllib.request.Request(url, headers=_auth_headers(job.settings, url))
+    with urllib.request.urlopen(request, timeout=60) as response, dest.open("wb") as out:
+        while chunk := response.read(COPY_CHUNK):
+            job.check_cancel()
+            hasher.update(chunk)
+            out.write(chunk)
+            written[0] += len(chunk)
+            job.report.add_bytes(entry.path, len(chunk))
+    return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+def _auth_headers(settings: Settings, url: str) -> dict[str, str]:
+    """W&B's key as basic auth, but only for the W&B server itself, never a storage host."""
+    base, key = settings.wandb_base_url, settings.wandb_api_key
+    if not base or key is None:
+        return {}
+    target, own = urlparse(url), urlparse(base)
+    if (target.scheme, target.netloc) != (own.scheme, own.netloc):
+        return {}
+    token = base64.b64encode(f"api:{key.reveal()}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _copy(job: _Job, source: Path, dest: Path, entry: FileEntry) -> str:
@@ -926,6 +1000,7 @@ __all__ = [
     "DownloadProgress",
     "DownloadResult",
     "EntryDownloader",
+    "FileUrlSource",
     "ObjectStore",
     "UnsafePathError",
     "cache_root",
