@@ -64,10 +64,10 @@ class Terminal:
         return self.wait(lambda screen: text in screen, repr(text))
 
 
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Terminal]:
+def open_terminal(tmp_path: Path, extra: dict[str, str]) -> Terminal:
+    """A 100×30 tmux terminal running bash with HOME and every app folder in tmp_path."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = {
         # The environment's own console script comes first, as after `uv sync`.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -78,20 +78,42 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
         "PS1": PROMPT,
         "EVALWB_REGISTRY_DIR": str(tmp_path / "registry"),
         "WANDB_DIR": str(tmp_path / "wandb"),
-        "WANDB_MODE": "offline",
         "TMUX_TMPDIR": str(tmp_path),
+        **extra,
     }
     term = Terminal(f"evalwb-e2e-{uuid.uuid4().hex[:8]}", env)
     # -e: a tmux server started elsewhere would not hand its own environment to the shell.
     given = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     term.tmux("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", *given, "bash", "--norc")
-    try:
+    return term
+
+
+@pytest.fixture
+def terminals(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Terminal]]:
+    """Opens terminals (each on its own tmux server); every server is killed afterwards."""
+    opened: list[Terminal] = []
+
+    def open_one(extra: dict[str, str]) -> Terminal:
+        term = open_terminal(tmp_path, extra)
+        opened.append(term)
         term.wait_text(PROMPT.strip())
-        yield term
+        return term
+
+    try:
+        yield open_one
     finally:
-        subprocess.run(
-            ["tmux", "-L", term.socket, "kill-server"], env=env, capture_output=True, timeout=10
-        )
+        for term in opened:
+            subprocess.run(
+                ["tmux", "-L", term.socket, "kill-server"],
+                env=term.env,
+                capture_output=True,
+                timeout=10,
+            )
+
+
+@pytest.fixture
+def terminal(terminals: Callable[[dict[str, str]], Terminal]) -> Terminal:
+    return terminals({"WANDB_MODE": "offline"})
 
 
 def tree_column(screen: str) -> str:
@@ -135,14 +157,44 @@ def test_demo_in_tmux(terminal: Terminal) -> None:
     assert "evalwb-tui" in screen.splitlines()[0]
 
     # `q` quits and gives the terminal back: the prompt, and nothing the app left behind.
+    quit_cleanly(terminal, "evalwb-tui: demo registry")
+
+
+def quit_cleanly(terminal: Terminal, *allowed: str) -> None:
+    """`q`, then the prompt is back and nothing but `allowed` lines was left on screen."""
     terminal.keys("q")
     terminal.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), "the shell prompt")
-    screen = terminal.screen(joined=True)
-    lines = [line for line in screen.splitlines() if line.strip()]
+    lines = [line for line in terminal.screen(joined=True).splitlines() if line.strip()]
     assert lines[-1].strip() == PROMPT.strip()
     stray = [
         line
         for line in lines[:-1]
-        if not line.startswith(PROMPT.strip()) and not line.startswith("evalwb-tui: demo registry")
+        if not line.startswith(PROMPT.strip()) and not line.startswith(allowed)
     ]
     assert stray == []
+
+
+def test_wandb_backend_writes_nothing_outside_the_app(
+    terminals: Callable[[dict[str, str]], Terminal], demo_registry_dir: Path
+) -> None:
+    """The W&B backend starts wandb-core and talks to a server; none of it may reach the
+    terminal: no SDK banner, warning or subprocess output over the app or after it."""
+    from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+    from tui.services.registry.local import LocalRegistry
+
+    with WandbEmulator(LocalRegistry(demo_registry_dir), max_seconds=120) as emulator:
+        terminal = terminals({"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url})
+        terminal.type("evalwb-tui")
+        terminal.keys("Enter")
+        screen = terminal.wait_text("my-model-local")
+        assert "W&B" in screen.splitlines()[0]
+        terminal.keys("Down", "Down", "Enter")
+        terminal.wait(lambda s: "v4" in tree_column(s), "the versions of my-model")
+        terminal.keys("Down", "Down")
+        screen = terminal.wait(lambda s: "production" in s and "metadata" in s, "details")
+        time.sleep(1.0)  # files and lineage come through wandb-core meanwhile
+        screen = terminal.screen()
+        assert "W&B" in screen.splitlines()[0]
+        assert FAKE_KEY not in screen
+        quit_cleanly(terminal)
+        assert emulator.errors == []
