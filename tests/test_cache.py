@@ -499,3 +499,40 @@ def test_the_wandb_key_goes_only_to_the_wandb_server(tmp_path):
         "https://127.0.0.1:8080/x",
     ):
         assert cache._auth_headers(settings, elsewhere) == {}
+
+
+class FileUrlsThroughProxy:
+    """The real W&B backend, with its file URLs routed through a faulty proxy."""
+
+    def __init__(self, backend: object, emulator_url: str, proxy_url: str) -> None:
+        self.backend, self.emulator_url, self.proxy_url = backend, emulator_url, proxy_url
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    def file_urls(self, ref: object) -> dict[str, str]:
+        urls = self.backend.file_urls(ref)
+        return {p: u.replace(self.emulator_url, self.proxy_url) for p, u in urls.items()}
+
+
+def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, registry, request):
+    from tests.faulty_proxy import FaultyProxy
+
+    service: WandbService = request.getfixturevalue("wandb_service")
+    make_checkpoint(tmp_path / "src", shards=1, shard_bytes=400_000)
+    registry.add_version("wb-flaky", tmp_path / "src")
+    backend = service.serve(registry)
+    base = service.emulator.base_url
+    host, port = base.rsplit("/", 1)[1].split(":")
+    # urllib opens one connection per file: the first is throttled, the next cut short
+    # (after the headers, inside the body).
+    with FaultyProxy((host, int(port)), after_bytes=170, cuts=1, slow_downs=1) as proxy:
+        flaky = FileUrlsThroughProxy(backend, base, proxy.url)
+        result = download(
+            "wb-flaky", registry=flaky, settings=service.settings, root=tmp_path / "cache"
+        )
+    assert proxy.slow_down_count == 1 and proxy.cut_count == 1
+    entries = registry.files("wb-flaky:v0")
+    assert all(cache.md5_b64_of(result.folder / e.path) == e.digest for e in entries)
+    assert result.bytes == sum(e.size for e in entries)
+    service.check()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -789,7 +790,7 @@ def _fetch_url(
         written = [0]
         try:
             return _http_copy(job, url, dest, entry, written)
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             job.report.add_bytes(entry.path, -written[0])  # those bytes come again
             code = exc.code if isinstance(exc, urllib.error.HTTPError) else None
             why = f"HTTP {code}" if code else " ".join(str(exc).split()) or type(exc).__name__
@@ -812,6 +813,9 @@ def _http_copy(job: _Job, url: str, dest: Path, entry: FileEntry, written: list[
             out.write(chunk)
             written[0] += len(chunk)
             job.report.add_bytes(entry.path, len(chunk))
+    if written[0] != entry.size:
+        # read(n) returns short data, not an error, when the connection drops early.
+        raise ConnectionResetError(f"the response ended after {written[0]} of {entry.size} bytes")
     return base64.b64encode(hasher.digest()).decode("ascii")
 
 
