@@ -492,3 +492,33 @@ def test_an_upload_cut_short_stores_nothing(emulator: WandbEmulator) -> None:
     assert emulator.uploads.stored_size("artifact", "digest") is None
     assert put(url, b"y" * 1000) == 200
     assert emulator.uploads.stored_size("artifact", "digest") == 1000
+
+
+def test_runs_of_a_project_are_listed_and_filtered_like_the_sdk_asks(
+    emulator: WandbEmulator,
+) -> None:
+    from wandb.apis.public.runs import _create_runs_query
+
+    for name, group, x in (("r1", "m:v3", 1), ("r2", "m:v4", 2), ("r3", "m:v3", 3)):
+        config = json.dumps({"x": {"value": x}})
+        ok(
+            emulator,
+            UPSERT_BUCKET,
+            {
+                "name": name,
+                "project": "evals",
+                "entity": "team",
+                "groupName": group,
+                "config": config,
+            },
+        )
+
+    def runs(filters: dict) -> list[tuple[str, int]]:
+        variables = {"entity": "team", "project": "evals", "filters": json.dumps(filters)}
+        edges = ok(emulator, _create_runs_query(lazy=False), variables)["project"]["runs"]["edges"]
+        return [(e["node"]["name"], json.loads(e["node"]["config"])["x"]["value"]) for e in edges]
+
+    assert runs({}) == [("r1", 1), ("r2", 2), ("r3", 3)]
+    assert runs({"group": "m:v3"}) == [("r1", 1), ("r3", 3)]
+    assert runs({"config.x.value": {"$in": [2, 3]}}) == [("r2", 2), ("r3", 3)]
+    assert emulator.errors == []
