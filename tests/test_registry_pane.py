@@ -25,7 +25,7 @@ from tui.services.registry.local import INDEX_NAME, LocalRegistry
 from tui.services.registry.protocol import Collection, RunInfo, Version
 from tui.services.settings import Paths, Settings, load_settings
 from tui.services.transfers import DONE, FAILED, QUEUED, Runner, open_queue
-from tui.services.worker import default_handlers, worker_status
+from tui.services.worker import default_handlers, log_path, worker_status
 from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -674,18 +674,24 @@ async def test_d_downloads_through_a_detached_worker(
     worker_settings: Settings, demo_registry_dir: Path
 ) -> None:
     app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
-    pid = None
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             version = await open_version(pilot, "llama-3-8b-sft", "v1")
             await pilot.press("d")
             status = app.query_one(RegistryPane).download_status
             await wait_for(pilot, lambda: status.job is not None, "the queued job")
-            assert (status.display and status.text in ("queued", "done")) or "/" in status.text
-            await wait_long(
-                pilot, lambda: downloaded_to(app, "llama-3-8b-sft:v1"), "the download", 30
-            )
-            pid = worker_status(worker_settings).pid
+            assert status.has_class("-shown") and status.text
+            try:
+                await wait_long(
+                    pilot, lambda: downloaded_to(app, "llama-3-8b-sft:v1"), "the download", 60
+                )
+            except AssertionError:
+                log = log_path(worker_settings)
+                tail = log.read_text()[-2000:] if log.exists() else "(no worker log)"
+                raise AssertionError(
+                    f"no download note; status {status.text!r}, notes {notes(app)}, "
+                    f"worker log:\n{tail}"
+                ) from None
             folder = downloaded_to(app, "llama-3-8b-sft:v1")
             assert folder is not None and (folder / "config.json").is_file()
             assert folder.is_relative_to(worker_settings.artifact_dir)
@@ -701,8 +707,10 @@ async def test_d_downloads_through_a_detached_worker(
                 "llama-3-8b-sft:v1",
             )
     finally:
+        # The worker this test started (its state dir is the test's own), by its pid.
+        pid = worker_status(worker_settings).pid
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)  # the worker this test started, by its pid
+            os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
             while worker_status(worker_settings).alive and time.monotonic() < deadline:
                 time.sleep(0.05)
