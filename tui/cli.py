@@ -324,7 +324,7 @@ def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.evallog import DEFAULT_PROJECT, log_run
+    from tui.services.evallog import DEFAULT_PROJECT, choose_mode, log_run
     from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
@@ -340,7 +340,7 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
         )
     checkpoint, alias = _checkpoint(ref, settings)
-    if settings.wandb_api_key is not None and not args.offline:
+    if not args.offline and choose_mode(settings, None) == "online":
         return _log_through_worker(args, settings, folders, checkpoint, alias)
     for run in runs:
         logged = log_run(
@@ -377,7 +377,7 @@ def _log_through_worker(
 ) -> int:
     """Online logging: one log job per folder for the detached worker, which writes each
     run offline first and then uploads it, so the upload outlives this command."""
-    from tui.services.transfers import DONE, open_queue
+    from tui.services.transfers import DONE, PENDING_SYNC, open_queue
     from tui.services.worker import MOVING_STATES, ensure_worker, watch_jobs
 
     queue = open_queue(settings)
@@ -413,16 +413,18 @@ def _log_through_worker(
     for job in sorted(final.values(), key=lambda j: j.id):
         if args.json:
             print(json.dumps({"job": job.id, "state": job.state, **(job.result or {})}), flush=True)
-        elif job.state == DONE and job.result:
+        elif job.state in (DONE, PENDING_SYNC) and job.result:
             r = job.result
+            state = "online" if job.state == DONE else "offline, pending sync"
             print(
-                f"logged  {r['name']}: run {r['run_id']} (online) group {r['group']} "
+                f"logged  {r['name']}: run {r['run_id']} ({state}) group {r['group']} "
                 f"artifact {r['artifact_name']}:{r['artifact_alias']}",
                 flush=True,
             )
         else:
             print(f"job {job.id} {job.state}: {job.title} {job.last_error or ''}".rstrip())
-    return 0 if all(job.state == DONE for job in final.values()) else 1
+    # Pending sync keeps the run offline, as logging without a server does.
+    return 0 if all(job.state in (DONE, PENDING_SYNC) for job in final.values()) else 1
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
