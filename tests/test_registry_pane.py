@@ -24,12 +24,13 @@ from tui.panes.registry import RegistryPane
 from tui.services.registry.local import INDEX_NAME, LocalRegistry
 from tui.services.registry.protocol import Collection, RunInfo, Version
 from tui.services.settings import Paths, Settings, load_settings
-from tui.services.transfers import DONE, FAILED, QUEUED, Runner, open_queue
+from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, Runner, open_queue
 from tui.services.worker import default_handlers, log_path, worker_status
 from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import DetailView
+from tui.widgets.download_status import status_text
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.lineage_view import LineageScreen
 from tui.widgets.progress_text import bytes_cell
@@ -814,3 +815,22 @@ async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) ->
         assert demo_app.focused is widget
         await pilot.press("e")
         assert demo_app.picked == ["llama-3-8b-sft:stable"]
+
+
+def test_status_text_of_each_state() -> None:
+    job = Job(id=1, kind="download", title="t", payload={}, state=QUEUED)
+    assert status_text(job) == "queued"
+    job.attempts = 2
+    assert status_text(job) == "queued (retry 2)"
+    job.state = RUNNING
+    assert status_text(job) == "starting…"
+    job.bytes_done, job.bytes_total, job.rate, job.eta = 512 * 1024, 2 * 1024**2, 1024**2, 1.5
+    assert status_text(job) == "512K/2.0M 1.0M/s 2s left"
+    job.state, job.last_error = FAILED, "no such version"
+    assert status_text(job) == "failed: no such version"
+    job.state = CANCELLED
+    assert status_text(job) == "cancelled"
+    job.state, job.result = DONE, {"cache_hit": True}
+    assert status_text(job) == "done: already in the cache"
+    job.result = {"local_twin": True, "cache_hit": False}
+    assert status_text(job) == "done: the -local twin's files are used in place"

@@ -20,6 +20,8 @@ def status_text(job: Job) -> str:
         waiting = f" (retry {job.attempts})" if job.attempts else ""
         return f"queued{waiting}"
     if job.state == RUNNING:
+        if not job.bytes_done and not job.bytes_total:
+            return "starting…"  # resolving the version, or waiting for a file lock
         parts = [bytes_cell(job.bytes_done, job.bytes_total), rate_cell(job.rate)]
         if job.eta is not None:
             parts.append(f"{duration(job.eta)} left")
