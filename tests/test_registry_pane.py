@@ -1,4 +1,5 @@
-"""Pilot tests of the Registry pane on a real LocalRegistry seeded in tmp_path."""
+"""Pilot tests of the Registry pane: a small registry seeded in tmp_path, the demo registry
+for results, lineage, aliases, search and downloads through the real transfer queue."""
 
 from __future__ import annotations
 
