@@ -254,7 +254,7 @@ async def test_results_of_a_collection_without_evals_say_so(registry: LocalRegis
 # -- the W&B backend, on the emulator ----------------------------------------------------
 
 
-def test_results_through_the_wandb_backend_match_the_local_registry(
+def test_results_and_search_through_the_wandb_backend_match_the_local_registry(
     request: pytest.FixtureRequest, demo_seed: DemoInfo
 ) -> None:
     service: WandbService = request.getfixturevalue("wandb_service")
@@ -267,6 +267,13 @@ def test_results_through_the_wandb_backend_match_the_local_registry(
         assert table.value("v4", ARC) == expected.value("v4", ARC)
         assert table.series(ARC) == expected.series(ARC)
         assert set(table.default_columns) == set(expected.default_columns)
+        found = [
+            (h.version.collection, h.version.version) for h in search_versions(backend, "best")
+        ]
+        assert found == [
+            (h.version.collection, h.version.version) for h in search_versions(local, "best")
+        ]
+        assert ("my-model", "v4") in found
     finally:
         service.check()
 

@@ -1,19 +1,21 @@
 """Search the versions of every model collection by alias, tag, metadata or description.
 
 The registry can only filter collections by name, alias or tag; finding "the version
-trained on step 40000" means reading versions, so this pages through them with a bound
-on how many it reads and stops early once enough hits are found or it is cancelled.
+trained on step 40000" means reading versions, so this reads the newest page of every
+collection (a bound on how many) and skips the pages not started once it is cancelled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from tui.services.registry.protocol import Registry, Version
 
 MAX_HITS = 100
+PARALLEL_CALLS = 8
 # Versions read per collection, newest first: searching is for recent work.
 VERSIONS_PER_COLLECTION = 200
 
@@ -45,18 +47,25 @@ def search_versions(
     needle = query.strip().lower()
     if not needle:
         return []
-    hits: list[SearchHit] = []
-    for collection in registry.list_collections():
+
+    def page(name: str) -> list[Version]:
         if cancelled():
-            break
-        versions = registry.list_versions(collection.name, limit=VERSIONS_PER_COLLECTION)
-        for version in versions:
-            hit = match_version(version, needle)
-            if hit is not None:
-                hits.append(hit)
-                if len(hits) >= max_hits:
-                    return hits
-    return hits
+            return []
+        return registry.list_versions(name, limit=VERSIONS_PER_COLLECTION)
+
+    names = [c.name for c in registry.list_collections()]
+    # Each page is a round trip on the W&B backend: a few run at once, order kept.
+    with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+        pages = pool.map(page, names)
+        hits = [hit for versions in pages for hit in _matches(versions, needle)]
+    return hits[:max_hits]
+
+
+def _matches(versions: list[Version], needle: str) -> Iterator[SearchHit]:
+    for version in versions:
+        hit = match_version(version, needle)
+        if hit is not None:
+            yield hit
 
 
 def match_version(version: Version, needle: str) -> SearchHit | None:
