@@ -177,6 +177,8 @@ def test_log_command_killed_and_hung_up_the_worker_still_uploads(
 ) -> None:
     emulator = serve()
     settings = settings_now()
+    # One results file is held a second, so the upload is seen in flight.
+    emulator.faults.add("PUT /storage/artifact", 1, delay=1.0)
     command = subprocess.Popen(
         [*CLI, "log", str(RESULTS), "--project", PROJECT, "--checkpoint", CHECKPOINT],
         stdin=subprocess.DEVNULL,
@@ -194,9 +196,53 @@ def test_log_command_killed_and_hung_up_the_worker_still_uploads(
     command.wait(timeout=10)
     status = open_queue(settings).get(job.id)
     assert status.state in (RUNNING, DONE)
-    done = wait_for("the worker to finish the job", lambda: job_done(settings, job.id), 60)
+    seen: list[tuple[int, int]] = []
+
+    def finished() -> Job | None:
+        job_now = open_queue(settings).get(job.id)
+        if job_now.state == RUNNING and job_now.bytes_total:
+            seen.append((job_now.bytes_done, job_now.bytes_total))
+        return job_done(settings, job.id)
+
+    done = wait_for("the worker to finish the job", finished, 60)
     assert done.result["pending_sync"] is False and done.result["lineage_pending"] is False
+    # Upload progress reached the queue while the upload ran, and ended whole.
+    assert seen and all(d <= t for d, t in seen)
+    assert done.bytes_done == done.bytes_total >= max(t for _, t in seen)
     check_server(emulator, done)
+
+
+def test_upload_progress_is_read_from_wandb_core_operation_stats() -> None:
+    """The shape of wandb-core's sync status (a private API) that upload progress reads."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from tui.services.evallog import UploadTally
+
+    big = pb.Operation(desc="big.bin", progress="54.9MB/64.0MB")
+    stats = pb.OperationStats(
+        label="team/evals/r1",
+        total_operations=3,
+        operations=[
+            pb.Operation(desc="uploading artifact results", subtasks=[big]),
+            pb.Operation(desc="uploading config.yaml", progress="865B/865B"),
+            pb.Operation(desc="updating run metadata"),
+        ],
+    )
+    events: list[Any] = []
+    tally = UploadTally()
+    tally.add([stats])
+    tally.add([pb.OperationStats(label="team/evals/r1")])  # finished uploads leave the stats
+    tally.report(events.append)
+    files = {e.detail: (e.done, e.total) for e in events if e.stage == "upload_file"}
+    assert files == {
+        "artifact results/big.bin": (int(54.9 * 2**20), 64 * 2**20),
+        "config.yaml": (865, 865),
+    }
+    [total] = [(e.done, e.total) for e in events if e.stage == "upload"]
+    assert total == (int(54.9 * 2**20) + 865, 64 * 2**20 + 865)
+    assert [(e.done, e.total) for e in events if e.stage == "upload_files"] == [(1, 2)]
+    tally.finish()
+    assert tally.files["artifact results/big.bin"] == (64 * 2**20, 64 * 2**20)
 
 
 def test_worker_killed_mid_upload_a_new_worker_resumes_without_doubles(
@@ -243,9 +289,9 @@ def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled
     assert "not reachable" in waiting.last_error
     emulator = serve(port)
     for operation in ("UpsertBucket", "CreateArtifact", "CommitArtifact"):
-        emulator.faults.add(operation, 2)
-    emulator.faults.add("/file_stream", 2, drop=True)
-    emulator.faults.add("PUT /storage", 2, drop=True)
+        emulator.faults.add(operation, 1)
+    emulator.faults.add("/file_stream", 1, drop=True)
+    emulator.faults.add("PUT /storage", 1, drop=True)
     done = wait_for("the retried job to finish", lambda: job_done(settings, job.id), 90)
     assert done.attempts >= 2
     assert emulator.faults.pending == 0, emulator.faults.hits

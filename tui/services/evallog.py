@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -828,6 +828,124 @@ def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
     return _one_line(err or out, settings) or f"wandb sync exited with {proc.returncode}"
 
 
+# --- sync in this process: wandb-core's sync service, with upload progress --------------
+
+SYNC_POLL_SEC = 0.25
+_UPLOAD = re.compile(r"([\d.]+)\s*([KMGTP]?B)\s*/\s*([\d.]+)\s*([KMGTP]?B)")
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "PB": 1 << 50}
+
+
+class UploadTally:
+    """Bytes and files sent so far by a sync, from wandb-core's operation stats.
+
+    A file upload in flight is an operation (or a subtask of `uploading artifact X`) whose
+    `progress` reads like `54.9MB/64.0MB` (binary units). Finished uploads leave the
+    stats, so each file keeps the last count seen; files that start and finish between
+    two polls are not seen at all.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, int]] = {}
+
+    def add(self, stats: Iterable[Any]) -> None:
+        """Take the `stats` (wandb_internal OperationStats) of one status poll."""
+        for stat in stats:
+            self._walk("", stat.operations)
+
+    def _walk(self, parent: str, operations: Iterable[Any]) -> None:
+        for op in operations:
+            name = op.desc.removeprefix("uploading ")
+            path = f"{parent}/{name}" if parent else name
+            if m := _UPLOAD.fullmatch(op.progress.strip()):
+                done = int(float(m.group(1)) * _UNITS[m.group(2)])
+                total = int(float(m.group(3)) * _UNITS[m.group(4)])
+                before = self.files.get(path, (0, 0))
+                self.files[path] = (max(done, before[0]), max(total, before[1]))
+            self._walk(path, op.subtasks)
+
+    def finish(self) -> None:
+        """The sync succeeded: every file seen was sent whole."""
+        self.files = {path: (total, total) for path, (_, total) in self.files.items()}
+
+    def report(self, progress: ProgressFn | None) -> None:
+        """Emit `upload` (bytes), `upload_files` (files) and one `upload_file` per file."""
+        if progress is None:
+            return
+        for path, (done, total) in self.files.items():
+            progress(LogProgress("upload_file", done, total, path))
+        sizes = self.files.values()
+        progress(LogProgress("upload", sum(d for d, _ in sizes), sum(t for _, t in sizes)))
+        whole = sum(1 for d, t in sizes if d >= t)
+        progress(LogProgress("upload_files", whole, len(self.files)))
+
+
+def _sync_here(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
+    """Upload one offline run as `wandb sync` does (wandb.cli.beta_sync), through this
+    process's wandb-core, reporting progress; None when it worked, else the reason.
+
+    The sync service is a private API of wandb 0.31 (pinned in pyproject.toml, covered
+    by tests/test_online_logging.py); ImportError or AttributeError when an SDK lacks it.
+    """
+    import asyncio
+
+    from wandb.sdk import wandb_setup
+
+    import wandb
+
+    setup = wandb_setup.singleton()
+    service = setup.ensure_service()
+    sdk = wandb.Settings(
+        api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
+        base_url=settings.wandb_base_url or DEFAULT_BASE_URL,
+        silent=True,
+    )
+    tally = UploadTally()
+
+    async def sync() -> list[Any]:
+        init = await service.init_sync(
+            {Path(logged.wandb_file)},
+            sdk,
+            cwd=None,
+            live=False,
+            entity=logged.entity or "",
+            project=logged.project,
+            run_id="",
+            job_type="",
+            tag_replacements={},
+        )
+        sync_id = (await init.wait_async(timeout=SYNC_TIMEOUT_SEC)).id
+        handle = await service.sync(sync_id, parallelism=1)
+        finished = asyncio.ensure_future(handle.wait_async(timeout=SYNC_TIMEOUT_SEC))
+        while not finished.done():
+            status = await service.sync_status(sync_id)
+            tally.add((await status.wait_async(timeout=SYNC_TIMEOUT_SEC)).stats)
+            tally.report(progress)
+            await asyncio.wait({finished}, timeout=SYNC_POLL_SEC)
+        return list((await finished).messages)
+
+    try:
+        messages = setup.asyncer.run(sync)
+    except (ImportError, AttributeError):
+        raise
+    except Exception as exc:  # the service's own failures, whatever their kind
+        return _one_line(f"sync of {logged.run_dir} failed: {exc}", settings)
+    if Path(logged.wandb_file + ".synced").exists():
+        tally.finish()
+        tally.report(progress)
+        return None
+    errors = [m.content for m in messages if m.severity >= logging.ERROR]
+    return _one_line("\n".join(errors), settings) or "the sync did not finish"
+
+
+def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
+    """Sync one offline run in this process, or with the `wandb sync` command when this
+    SDK has no sync service; None when it worked, else the reason."""
+    try:
+        return _sync_here(logged, settings, progress)
+    except (ImportError, AttributeError):
+        return _run_sync(logged, settings)
+
+
 def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
     """Mark the synced run as a user of its model version; None when done."""
     import wandb
@@ -851,9 +969,15 @@ def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
     return None
 
 
-def sync_pending(settings: Settings, run_ids: Collection[str] | None = None) -> list[SyncResult]:
-    """Upload every pending offline run (or those of `run_ids`) with `wandb sync`, then
-    apply its lineage. Raises EvalLogError without a key; other failures are results."""
+def sync_pending(
+    settings: Settings,
+    run_ids: Collection[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> list[SyncResult]:
+    """Upload every pending offline run (or those of `run_ids`) as `wandb sync` does,
+    then apply its lineage; upload progress goes to `progress` (stages `upload`,
+    `upload_files`, `upload_file`). Raises EvalLogError without a key; other failures
+    are results."""
     pending = pending_runs(settings)
     if run_ids is not None:
         pending = [p for p in pending if p.run_id in run_ids]
@@ -875,17 +999,19 @@ def sync_pending(settings: Settings, run_ids: Collection[str] | None = None) -> 
     try:
         with _quiet_sdk_env(settings):
             for logged in pending:
-                results.append(_sync_one(logged, settings, index))
+                results.append(_sync_one(logged, settings, index, progress))
     finally:
         index.close()
     return results
 
 
-def _sync_one(logged: LoggedRun, settings: Settings, index: LogIndex) -> SyncResult:
+def _sync_one(
+    logged: LoggedRun, settings: Settings, index: LogIndex, progress: ProgressFn | None
+) -> SyncResult:
     if logged.pending_sync:
         if not Path(logged.run_dir).is_dir():
             return SyncResult(logged.run_id, logged.run_dir, False, False, "run folder is gone")
-        failure = _run_sync(logged, settings)
+        failure = _upload_run(logged, settings, progress)
         if failure is not None:
             return SyncResult(logged.run_id, logged.run_dir, False, False, failure)
     problem = _apply_lineage(logged, settings) if logged.lineage_pending else None

@@ -45,6 +45,7 @@ from tui.services.transfers import (
     PENDING_SYNC,
     QUEUED,
     RUNNING,
+    FileProgress,
     Handler,
     Job,
     PendingSync,
@@ -448,8 +449,13 @@ def _log_handler(settings: Settings) -> Handler:
         steps = 5 if upload else 4
 
         def report(event: Any) -> None:
-            if event.stage == "upload":  # S3 bytes of the result files
+            if event.stage == "upload":  # bytes: to S3, then to W&B
                 progress.update(bytes_done=event.done, bytes_total=event.total)
+            elif event.stage == "upload_files":  # while uploading: the files sent
+                progress.update(files_done=event.done, files_total=event.total)
+            elif event.stage == "upload_file":
+                state = DONE if event.done >= event.total else RUNNING
+                progress.update(file=FileProgress(event.detail, event.done, event.total, state))
             else:  # the logging steps, shown as files
                 progress.update(files_done=event.done, files_total=steps)
 
@@ -472,7 +478,7 @@ def _log_handler(settings: Settings) -> Handler:
             return PendingSync(result) if logged.pending_sync else result
         if logged.pending_sync or logged.lineage_pending:
             try:
-                result |= _upload(evallog, settings, logged.run_id, progress.queue)
+                result |= _upload(evallog, settings, logged.run_id, progress.queue, report)
             except RetryableError as exc:
                 if job.attempts < job.max_attempts:
                     raise
@@ -484,9 +490,12 @@ def _log_handler(settings: Settings) -> Handler:
     return run
 
 
-def _upload(evallog: Any, settings: Settings, run_id: str, queue: TransferQueue) -> dict[str, Any]:
-    """`wandb sync` the pending offline runs (ours among them), then their lineage."""
-    synced = {r.run_id: r for r in evallog.sync_pending(settings)}
+def _upload(
+    evallog: Any, settings: Settings, run_id: str, queue: TransferQueue, report: Any
+) -> dict[str, Any]:
+    """Sync the pending offline runs (ours among them), then their lineage; upload
+    progress goes to `report`."""
+    synced = {r.run_id: r for r in evallog.sync_pending(settings, progress=report)}
     _finish_log_jobs(queue, {r.run_id for r in synced.values() if r.ok})
     mine = synced.get(run_id)
     if mine is None:
