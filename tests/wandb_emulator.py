@@ -14,7 +14,20 @@ Files are served by the emulator itself: `GET /files/<collection>/<version>/<pat
 streams the bytes of the local registry's object store, and
 `GET /manifests/<collection>/<version>.json` serves the W&B manifest.
 
-Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--seed DIR]`.
+It also takes uploads, as the SDK (`wandb.init` online) and `wandb sync` send them
+through wandb-core: `UpsertBucket` (runs), `POST /files/<entity>/<project>/<run>/
+file_stream` (history, summary, events, exit), `CreateRunFiles`, `CreateArtifact`
+(the same digest in the same collection is the same version, so a resumed upload
+never makes a second one), `CreateArtifactManifest`/`UpdateArtifactManifest`,
+`CreateArtifactFiles`, `PUT /storage/...` (bytes really stored, in a temporary folder),
+`CommitArtifact` (moves `latest`) and `UseArtifact` (use edges, also onto registry
+versions). Uploaded runs and artifacts are read back through the same graph:
+`api.runs`, `api.artifact("entity/project/name:alias")`, files, `logged_by`, `used_by`.
+These operations have no generated model in the Python SDK; the field check is all
+they get. `faults` fails or holds chosen requests, for retry tests.
+
+Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--registry DIR]`
+prints the base URL and serves until stopped.
 """
 
 from __future__ import annotations
