@@ -544,9 +544,9 @@ class Uploads:
 
     def upsert_bucket(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
-        inserted = (data.get("entityName") or self.entity, data.get("modelName"), data["name"])
-        inserted_new = inserted not in self.runs
+        before = len(self.runs)
         run = self.run_record(data.get("entityName"), data.get("modelName"), data["name"])
+        inserted_new = len(self.runs) > before
         for attr, key in (
             ("display_name", "displayName"),
             ("group", "groupName"),
