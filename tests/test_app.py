@@ -94,7 +94,7 @@ async def test_digits_and_function_keys_switch_panes_and_focus_lands_in_them(
             await pilot.pause()
             assert app.query_one(TabbedContent).active == pane_id
             assert focused_pane(app) == pane_id
-        for key, pane_id in (("f3", "run"), ("f4", "transfers"), ("f3", "run")):
+        for key, pane_id in (("f4", "transfers"), ("f3", "run")):
             await pilot.press(key)
             await pilot.pause()
             assert app.query_one(TabbedContent).active == pane_id
@@ -158,29 +158,26 @@ async def test_palette_offers_the_current_panes_actions_and_runs_them(app: EvalW
         for name in ("Registry: Filter", "Registry: Evaluate", "Show the Run pane", "Quit"):
             assert name in entries
         assert "Transfers: Retry" not in entries
-        await pilot.press("escape")
-        await pilot.press("3")
-        entries = "\n".join(await palette_entries(pilot))
-        assert "Transfers: Retry" in entries and "Registry: Filter" not in entries
-        await pilot.press(*"show the registry", "enter")
-        await wait_for(pilot, lambda: app.query_one(TabbedContent).active == "registry", "tab 1")
-        await pilot.press("ctrl+p")
-        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
         await pilot.press(*"registry: filter")
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
 
 
-async def test_palette_shows_a_pane_key_taken_by_the_app_as_no_key(app: EvalWBApp) -> None:
+async def test_palette_follows_the_pane_on_screen(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
+        await pilot.press("3")
+        names = [c.name for c in app.palette_commands()]
+        assert "Transfers: Retry" in names and not any(n.startswith("Registry:") for n in names)
         await pilot.press("f3")
         commands = {c.name: c.help for c in app.palette_commands()}
         run_actions = [name for name in commands if name.startswith("Run: ")]
-        assert run_actions, "the Run pane's actions are offered"
+        assert "Run: Launch" in run_actions
         for name in run_actions:  # F2-F4 switch panes everywhere, so no entry may claim them
             assert not any(f in commands[name].split(" · ")[0] for f in ("f2", "f3", "f4"))
+        run = commands["Show the Run pane"]
+        assert run.startswith("2, f3") and "app.run.fkey" in run
 
 
 def help_rows(app: EvalWBApp) -> list[tuple[str, str, str]]:
