@@ -338,3 +338,26 @@ def test_the_registry_views_show_the_uploaded_results_and_lineage(
     if not [r for r in table.results if r.run.id == run_id]:
         pytest.xfail("eval_results.eval_index lists a project's eval versions by bare name")
     assert {r.version for r in table.results if r.run.id == run_id} == {"v3"}
+
+
+def test_without_the_sync_service_the_wandb_sync_command_uploads(
+    serve: Callable[..., WandbEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.services import evallog
+
+    def no_service(*args: object) -> None:
+        raise AttributeError("'ServiceConnection' object has no attribute 'init_sync'")
+
+    emulator = serve()
+    settings = settings_now()
+    logged = evallog.log_run(read_run(RESULTS), settings=settings, project=PROJECT, offline=True)
+    monkeypatch.setattr(evallog, "_sync_here", no_service)  # an SDK without it
+    [result] = evallog.sync_pending(settings)
+    assert result.ok, result.message
+    assert [r.name for r in emulator.uploads.runs.values()] == [logged.run_id]
+    [artifact] = [a for a in emulator.uploads.artifacts if a.type == "eval"]
+    assert (artifact.state, sorted(artifact.aliases)) == (
+        "COMMITTED",
+        [logged.artifact_alias, "latest"],
+    )
+    assert emulator.errors == []
