@@ -516,15 +516,6 @@ async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(app)
         await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
-        lags: list[float] = []
-        last = [time.monotonic()]
-
-        def tick() -> None:
-            now = time.monotonic()
-            lags.append(now - last[0])
-            last[0] = now
-
-        app.set_interval(0.01, tick)
         job = queue.enqueue("log", "chatty", {"total": 10 << 30, "seconds": seconds})
         # interval=0: every report is its own commit, the worst case for a watcher.
         with RunnerThread(queue_file, interval=0.0):
@@ -539,12 +530,8 @@ async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
             refreshes = pane.refresh_count - before
             await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done")
         reports = queue.get(job.id).result["reports"]
-        stall = max(lags)
-        print(
-            f"coalescing: {reports} reports, {refreshes} refreshes in {elapsed:.2f} s;"
-            f" longest event loop gap {stall * 1000:.0f} ms"
-        )
-        assert stall < 0.5  # loose: the machine is shared; typical is far below
+        # Event-loop stalls are measured by bench/ui.py, not asserted on a shared machine.
+        print(f"coalescing: {reports} reports, {refreshes} refreshes in {elapsed:.2f} s")
         assert reports > 20 * refreshes, (reports, refreshes)
         assert refreshes <= elapsed / MIN_REFRESH_SECONDS + 3, (refreshes, elapsed)
         assert len(seen - {None}) >= 3  # and still it moved on screen
