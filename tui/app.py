@@ -172,7 +172,7 @@ class EvalWBApp(App[None]):
         except KeymapError as exc:
             self.notify(f"keys ignored: {exc}", severity="error", markup=False, timeout=10)
             return
-        unknown = unknown_ids(keymap, known_binding_ids())
+        unknown = unknown_ids(keymap, known_binding_ids()) if keymap else []
         if unknown:
             self.notify(
                 f"{path}: no binding has the id {', '.join(unknown)} (press ? for the ids)",
