@@ -347,9 +347,9 @@ class EvalWBApp(App[None]):
     def palette_commands(self) -> list[PaletteCommand]:
         """The current pane's actions, then switching panes, help and quit."""
         commands: list[PaletteCommand] = []
-        spec = next(p for p in PANES if p.id == self.active_pane_id)
-        pane = self.pane(spec.id)
-        if pane is not None:
+        spec = next((p for p in PANES if p.id == self.active_pane_id), None)
+        pane = self.pane(spec.id) if spec is not None else None
+        if spec is not None and pane is not None:
             taken = frozenset(k for k, b in bindings_of(self, self.keymap) if b.priority)
             for row in node_rows(self, pane, self.keymap, taken):
                 commands.append(
