@@ -28,6 +28,7 @@ from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
 from tui.services.settings import Settings, load_settings
 from tui.services.transfers import DONE, RUNNING, Job, open_queue
+from tui.services.worker import log_path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
@@ -298,6 +299,7 @@ def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled
     check_server(emulator, done)
     [record] = emulator.uploads.runs.values()
     assert len(record.history) == 1  # one logged step, sent again after a drop, kept once
+    assert FAKE_KEY not in log_path(settings).read_text() + waiting.last_error
 
 
 def test_the_registry_views_show_the_uploaded_results_and_lineage(
