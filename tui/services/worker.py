@@ -515,8 +515,13 @@ def _sync_handler(settings: Settings) -> Handler:
     def run(job: Job, progress: Progress) -> dict[str, Any]:
         from tui.services import evallog
 
+        def report(event: Any) -> None:
+            if event.stage == "upload":  # bytes sent; files here count runs
+                progress.update(bytes_done=event.done, bytes_total=event.total)
+
         progress.update(files_done=0, files_total=len(evallog.pending_runs(settings)))
-        results = evallog.sync_pending(settings)  # EvalLogError without a key: not retried
+        # EvalLogError without a key: not retried.
+        results = evallog.sync_pending(settings, progress=report)
         synced = [r for r in results if r.ok]
         progress.update(files_done=len(synced), files_total=len(results))
         _finish_log_jobs(progress.queue, {r.run_id for r in synced})
