@@ -363,3 +363,22 @@ def test_without_the_sync_service_the_wandb_sync_command_uploads(
         [logged.artifact_alias, "latest"],
     )
     assert emulator.errors == []
+
+
+def test_a_sync_job_uploads_an_offline_run_and_reports_bytes(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    queue = open_queue(settings)
+    offline = {"results": str(RESULTS), "project": PROJECT, "offline": True}
+    logged = queue.enqueue("log", "offline results", offline)
+    emulator.faults.add("PUT /storage/artifact", 1, delay=1.0)  # seen in flight
+    sync = queue.enqueue("sync", "pending runs", {})
+    start_worker(reap)
+    done = wait_for("the sync job", lambda: job_done(settings, sync.id), 60)
+    run_id = open_queue(settings).get(logged.id).result["run_id"]
+    assert done.result == {"synced": [run_id], "lineage_pending": []}
+    assert done.bytes_done == done.bytes_total > 0
+    assert [r.name for r in emulator.uploads.runs.values()] == [run_id]
+    assert open_queue(settings).get(logged.id).state == DONE  # its log job is done too
