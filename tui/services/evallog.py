@@ -7,8 +7,9 @@ artifact named and aliased exactly as eval-framework 0.15.4 names it, so both to
 on which results are identical.
 
 With a key and a reachable server the run goes online; otherwise it is written offline
-under `settings.runs_dir` and listed as pending until `sync_pending` uploads it with
-`wandb sync` and applies its lineage. An index in the state dir remembers what was logged,
+under `settings.runs_dir` and listed as pending until `sync_pending` uploads it (as
+`wandb sync` does, through this process's wandb-core, with upload progress) and applies
+its lineage. An index in the state dir remembers what was logged,
 so the same results are not logged twice unless forced.
 
 `wandb` is imported inside functions only: importing this module stays cheap.
