@@ -28,7 +28,7 @@ from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
 from tui.services.settings import Settings, load_settings
 from tui.services.transfers import DONE, RUNNING, Job, open_queue
-from tui.services.worker import log_path
+from tui.services.worker import log_path, worker_status
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
@@ -192,6 +192,9 @@ def test_log_command_killed_and_hung_up_the_worker_still_uploads(
         "the log job to start",
         lambda: [j for j in open_queue(settings).list() if j.state in (RUNNING, DONE)],
     )[0]
+    worker = worker_status(settings)
+    assert worker.alive and worker.pid != command.pid
+    reap(worker.pid)  # detached: not below the command once that is gone
     os.killpg(command.pid, signal.SIGHUP)  # the terminal goes away...
     os.kill(command.pid, signal.SIGKILL)  # ...and the command with it
     command.wait(timeout=10)
