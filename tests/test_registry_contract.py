@@ -146,6 +146,13 @@ def test_versions_are_newest_first(registry: Registry) -> None:
     assert versions[0].aliases and "latest" in versions[0].aliases
 
 
+def test_versions_by_the_collections_own_path(registry: Registry) -> None:
+    collection = registry.get_collection("llama-3-8b-sft")
+    path = collection.ref().collection_path
+    assert "/" in path
+    assert version_names(registry.list_versions(path)) == ["v4", "v3", "v2", "v1", "v0"]
+
+
 def test_versions_page_with_offset_and_limit(registry: Registry) -> None:
     assert version_names(registry.list_versions("llama-3-8b-sft", offset=1, limit=2)) == [
         "v3",

@@ -214,7 +214,10 @@ def eval_index(
     that cannot be read are skipped."""
     collections = registry.list_collections(type=EVAL_TYPE)
     pages = _map(
-        lambda c: registry.list_versions(c.name, limit=MAX_EVAL_VERSIONS), collections, cancelled
+        # By path: a project's eval collection may share its name with a registry one.
+        lambda c: registry.list_versions(c.ref().collection_path, limit=MAX_EVAL_VERSIONS),
+        collections,
+        cancelled,
     )
     evals = [v for page in pages if isinstance(page, list) for v in page]
     lineages = _map(lambda v: registry.lineage(v.ref()), evals, cancelled)

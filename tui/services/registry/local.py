@@ -253,9 +253,14 @@ class LocalRegistry:
         offset: int = 0,
         limit: int | None = None,
     ) -> list[Version]:
-        """Versions newest first, optionally only those with `alias` (or `vN`) or `tag`."""
+        """Versions newest first, optionally only those with `alias` (or `vN`) or `tag`.
+
+        `collection` is a name or a `[entity/]project/name` path; the local registry is
+        one namespace, so only the name counts."""
         if offset < 0 or (limit is not None and limit < 0):
             raise RegistryError("offset and limit must not be negative")
+        if "/" in collection:
+            collection = _as_ref(collection).name
         where, params = ["c.name = ?"], [collection]
         index = _version_index(alias) if alias else None
         if index is not None:

@@ -132,7 +132,10 @@ class Registry(Protocol):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[Version]:
-        """Versions newest first, optionally only those with `alias` or `tag`, paged."""
+        """Versions newest first, optionally only those with `alias` or `tag`, paged.
+
+        `collection` is a bare name or a `[entity/]project/name` path
+        (`Collection.ref().collection_path`)."""
         ...
 
     def resolve(self, ref: ArtifactRef | str) -> Version:
