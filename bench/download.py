@@ -18,17 +18,7 @@ moto reads the whole object for every ranged GET, so its CPU, not the client, bo
 ranged transfers on this box; all ranged tools pay that alike at one part size.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark's
-# module (bench/logging.py) would shadow the standard library's; before any other
-# import, put the repo root there instead.
-sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
 import argparse
 import json
@@ -37,12 +27,16 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tui.services import s3
+
+REPO = Path(__file__).resolve().parents[1]
 
 MiB = 1024 * 1024
 BUCKET = "bench-ckpt"

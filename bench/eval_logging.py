@@ -1,6 +1,6 @@
 """Logging benchmark: `log_run` against the plain SDK calls that log the same content.
 
-    uv run python bench/logging.py [--runs 3] [--scale 10]
+    uv run python bench/eval_logging.py [--runs 3] [--scale 10]
 
 The large eval-framework fixture (about 2,000 samples, 14 MB of result files) is logged
 offline by two contenders, each as a whole process with its own fresh HOME, state dir and
@@ -18,26 +18,21 @@ Both run again on a synthetic copy whose `output.jsonl` and `results.jsonl` are 
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import tracemalloc
 from pathlib import Path
 
-# This file is named like the stdlib module the SDK imports; never let it shadow it.
-HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p not in ("", HERE) and Path(p).resolve() != Path(HERE)]
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
 
 LARGE = (
     REPO.parent
