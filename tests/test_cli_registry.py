@@ -155,3 +155,18 @@ def test_entry_point_bad_ref_exits_2_with_one_line(isolated_env) -> None:
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("evalwb-tui: ")
+
+
+def test_demo_flag_points_any_command_at_the_demo(isolated_env, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("EVALWB_REGISTRY_DIR")
+    code, out, err = run(capsys, "registry", "ls")
+    assert code == 0 and out == ""
+    assert "no model collections" in err and "--demo" in err
+
+    code, out, err = run(capsys, "--demo", "registry", "ls")
+    assert code == 0
+    assert "my-model" in out.split()
+    assert "demo registry in" in err
+
+    code, out, err = run(capsys, "demo", "seed")
+    assert "evalwb-tui --demo" in err  # says how to reach what it seeded

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="open the app on a seeded local registry (seeded on first use)",
+        help="use the seeded demo registry (seeded on first use), for the app or a command",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
@@ -76,13 +76,19 @@ def run_tui(settings: Settings, demo: bool) -> int:
 
 
 def _seeded_demo(settings: Settings) -> LocalRegistry:
-    from tui.services.demo import default_demo_root, seed_demo
     from tui.services.registry.local import LocalRegistry
+
+    return LocalRegistry(_demo_settings(settings).registry_dir)
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    """Settings on the seeded demo registry: local, whatever key the environment has."""
+    from tui.services.demo import default_demo_root, seed_demo
 
     root = default_demo_root(settings)
     print(f"evalwb-tui: demo registry in {root}", file=sys.stderr)
     seed_demo(root)
-    return LocalRegistry(root)
+    return dataclasses.replace(settings, evalwb_registry_dir=root, wandb_api_key=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command is None:
             return run_tui(settings, args.demo)
+        if args.demo and args.command not in ("demo", "serve"):
+            settings = _demo_settings(settings)
         return args.handler(args, settings) or 0
     except KeyboardInterrupt:
         print("evalwb-tui: interrupted", file=sys.stderr)
@@ -178,10 +186,21 @@ def _registry_ls(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json([_record(c) for c in collections])
         return 0
+    if not collections:
+        print(
+            f"evalwb-tui: no model collections in {_where(registry)}; add one with "
+            "'evalwb-tui registry add', or try the demo: 'evalwb-tui --demo registry ls'",
+            file=sys.stderr,
+        )
     for c in collections:
         aliases = ", ".join(f"{a}={v}" for a, v in sorted(c.aliases.items()))
         print(f"{c.name:<32} {c.version_count:>4} versions  {aliases}")
     return 0
+
+
+def _where(registry: Registry) -> str:
+    root = getattr(registry, "root", None)
+    return f"the local registry at {root}" if root is not None else "the W&B registry"
 
 
 def _registry_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -276,6 +295,12 @@ def _demo_seed(args: argparse.Namespace, settings: Settings) -> int:
     root = default_demo_root(settings)
     seed_demo(root)
     print(root)
+    if settings.evalwb_registry_dir is None:
+        print(
+            "evalwb-tui: use it with 'evalwb-tui --demo' (the app or any command), "
+            f"or set EVALWB_REGISTRY_DIR={root}",
+            file=sys.stderr,
+        )
     return 0
 
 
