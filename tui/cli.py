@@ -625,6 +625,10 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json([job.to_dict() for job in jobs])
         return 0
+    if not jobs:
+        which = "transfers" if args.all else "active transfers (--all lists finished ones too)"
+        print(f"evalwb-tui: no {which}", file=sys.stderr)
+        return 0
     print(_jobs_header())
     for job in jobs:
         print(_job_line(job))
