@@ -174,10 +174,67 @@ async def test_palette_follows_the_pane_on_screen(app: EvalWBApp) -> None:
         commands = {c.name: c.help for c in app.palette_commands()}
         run_actions = [name for name in commands if name.startswith("Run: ")]
         assert "Run: Launch" in run_actions
-        for name in run_actions:  # F2-F4 switch panes everywhere, so no entry may claim them
-            assert not any(f in commands[name].split(" · ")[0] for f in ("f2", "f3", "f4"))
+        for name in run_actions:  # F2-F4 switch panes everywhere; every action has a key
+            keys = commands[name].split(" · ")[0]
+            assert keys != "no key" and not {"f2", "f3", "f4"} & set(keys.split(", ")), name
+        assert commands["Run: Validate"].startswith("^t")
+        assert commands["Run: Export det"].startswith("^o")
         run = commands["Show the Run pane"]
         assert run.startswith("2, f3") and "app.run.fkey" in run
+
+
+async def test_run_keys_act_from_a_field_in_the_whole_app(app: EvalWBApp) -> None:
+    from tui.panes.run_config import PromptScreen
+
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        checkpoint_input(app).focus()
+        await pilot.press("ctrl+t")  # the empty form: validate refuses and says why
+        assert any(n.startswith("cannot launch:") for n in notifications(app))
+        await pilot.press("ctrl+o")  # export: refused too, the tab stays the Run pane
+        assert app.active_pane_id == "run" and not isinstance(app.screen, PromptScreen)
+        assert any(n.startswith("cannot export:") for n in notifications(app))
+        assert checkpoint_input(app).value == ""  # no key was typed into the field
+
+
+async def test_a_download_started_in_registry_is_notified_once(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.services.worker import worker_status
+
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "5")
+    settings = load_settings()  # as the worker process reads it
+    app = EvalWBApp(settings, LocalRegistry(demo_registry_dir))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            tree = app.query_one(RegistryTree)
+            index = tree.shown_collections.index("llama-3-8b-sft")
+            await pilot.press(*["down"] * index, "enter")
+            node = tree.root.children[index]
+            await wait_for(pilot, lambda: len(node.children) > 1, "the versions")
+            await pilot.press("down", "d")
+            done = [n for n in app._notifications if n.message.startswith("Downloaded ")]
+            for _ in range(60):  # the worker process starts, then copies
+                await pilot.pause(0.25)
+                done = [n for n in app._notifications if n.message.startswith("Downloaded ")]
+                if done:
+                    break
+            assert done, notifications(app)
+            await pilot.pause(1.0)  # the Transfers pane has listed the job as done
+            transfers = app.pane("transfers")
+            assert transfers is not None and transfers.selected_job.state == "done"
+            assert [n.title for n in app._notifications if n.title == "Transfer done"] == []
+    finally:
+        pid = worker_status(settings).pid
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while worker_status(settings).alive and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def help_rows(app: EvalWBApp) -> list[tuple[str, str, str]]:

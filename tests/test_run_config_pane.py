@@ -146,7 +146,7 @@ async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) ->
         assert not pane.query_one("#run-launch", Button).disabled
 
         # Copy: the exact commands, one per task, as the preview shows them.
-        await pilot.press("f3")
+        await pilot.press("ctrl+y")
         argvs = evalrun.to_argvs(pane.config)
         assert app.clipboard == evalrun.to_script(argvs)
         assert evalrun.parse_argvs([shlex.split(c) for c in app.clipboard.split(" && ")]) == (
@@ -156,7 +156,7 @@ async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) ->
         assert "--task-name ARC" in preview and "--task-name GSM8K_OLMES" in preview
 
         # Export: the prompt offers a path under the output dir; Enter accepts it.
-        await pilot.press("f4")
+        await pilot.press("ctrl+o")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
         default = app.screen.query_one(Input).value
         assert default.startswith(str(out))
@@ -290,7 +290,7 @@ async def test_submit_without_det_explains(
         await fill_at_once(pilot, pane, tmp_path / "out")
         await pilot.press("f9")
         assert "export a Determined file first" in app.messages[-1].reasons[0]
-        await pilot.press("f4")
+        await pilot.press("ctrl+o")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
         await pilot.press("enter")
         await until(pilot, lambda: pane.last_export is not None)

@@ -127,6 +127,9 @@ class EvalWBApp(App[None]):
         self._pending_checkpoint: str | None = None
         # The widget that had the focus in each pane when the user left it.
         self._last_focus: dict[str, Widget] = {}
+        # Transfer jobs whose end the pane that started them notifies (a Registry
+        # download): the Transfers pane stays quiet about them, one note per job.
+        self.jobs_notified_by_starter: set[int] = set()
 
     # -- layout ------------------------------------------------------------------------
 

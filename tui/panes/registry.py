@@ -512,6 +512,10 @@ class RegistryPane(Vertical):
         job = event.job
         if event.first:
             self._status_job = job.id
+            # This pane says when it ends (with the folder); the Transfers pane need not.
+            claimed = getattr(self.app, "jobs_notified_by_starter", None)
+            if claimed is not None:
+                claimed.add(job.id)
         if job.id == self._status_job:
             self.download_status.show_job(job, event.ref)
         if job.state == DONE:

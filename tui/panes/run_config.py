@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -131,9 +132,11 @@ class RunConfigPane(Vertical):
     """The run form, its command preview, buttons and the live log of a launched run."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f2", "validate", "Validate", id="run.validate"),
-        Binding("f3", "copy_command", "Copy cmd", id="run.copy"),
-        Binding("f4", "export", "Export det", id="run.export"),
+        # F2-F4 switch panes (app, priority) and F10-F12 are often taken by terminals:
+        # the rest are ctrl+letters that neither text inputs, Textual nor tmux claim.
+        Binding("ctrl+t", "validate", "Validate", id="run.validate"),
+        Binding("ctrl+y", "copy_command", "Copy cmd", id="run.copy"),
+        Binding("ctrl+o", "export", "Export det", id="run.export"),
         Binding("f5", "launch", "Launch", id="run.launch"),
         Binding("f6", "cancel_run", "Cancel run", id="run.cancel"),
         Binding("f7", "save_preset", "Save preset", id="run.save_preset"),
@@ -144,7 +147,6 @@ class RunConfigPane(Vertical):
     DEFAULT_CSS = """
     RunConfigPane { height: 1fr; }
     RunConfigPane #run-form { height: 1fr; border: round $primary 50%; padding: 0 1; }
-    RunConfigPane #run-form:focus-within { border: round $accent; }
     RunConfigPane .field-row { height: 1; }
     RunConfigPane .field-label { width: 15; color: $text-muted; }
     RunConfigPane .field-row Input { width: 1fr; }
@@ -211,6 +213,7 @@ class RunConfigPane(Vertical):
         # Bounded: lines older than the log keeps would be dropped by the log anyway.
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
         self._shown: dict[str, str] = {}
+        self._form_marked = False
 
     # -- layout --------------------------------------------------------------------------
 
@@ -242,6 +245,30 @@ class RunConfigPane(Vertical):
                 yield Label(label, classes="field-label")
                 yield Input(placeholder=placeholder, id=f"run-{name}", compact=True)
             yield Static("", id=f"err-{name}", classes="field-error")
+
+    # -- focus ---------------------------------------------------------------------------
+
+    def on_descendant_focus(self) -> None:
+        self._mark_form()
+
+    def on_descendant_blur(self) -> None:
+        self._mark_form()
+
+    def _mark_form(self) -> None:
+        """Accent the form's border while the focus is inside it.
+
+        An inline style on the form alone: a `:focus-within` rule would restyle all of the
+        form's widgets on every focus change (each Tab, each pane switch).
+        """
+        focused = self.screen.focused
+        form = self.query_one("#run-form")
+        inside = focused is not None and form in focused.ancestors
+        if inside == self._form_marked:
+            return
+        self._form_marked = inside
+        form.styles.border = (
+            ("round", Color.parse(self.app.current_theme.accent)) if inside else None
+        )
 
     def on_unmount(self) -> None:
         # The eval would outlive the log that shows it; stop it with the pane.
@@ -413,7 +440,7 @@ class RunConfigPane(Vertical):
 
     def action_submit(self) -> None:
         if self.last_export is None:
-            self._refuse("submit", ["export a Determined file first (F4)"])
+            self._refuse("submit", ["export a Determined file first (ctrl+o)"])
             return
         self._write_log(f"$ det experiment create {self.last_export} <empty context>")
         self._submit(self.last_export)

@@ -483,13 +483,18 @@ class TransfersPane(Vertical):
 
     def _notify_transitions(self, jobs: list[Job]) -> None:
         """Notify jobs that finished or failed since the last listing; jobs that had
-        already ended when the pane opened stay quiet."""
+        already ended when the pane opened stay quiet, and so do jobs whose starter
+        notifies their end (one note per job)."""
         before, self._states = self._states, {job.id: job.state for job in jobs}
         if before is None:
             return
+        # Jobs another pane started and reports on itself (a Registry download).
+        elsewhere = getattr(self.app, "jobs_notified_by_starter", ())
         for job in jobs:
             old = before.get(job.id)
             if old == job.state or job.state not in (DONE, FAILED, PENDING_SYNC):
+                continue
+            if job.id in elsewhere:
                 continue
             if job.state == DONE:
                 self.app.notify(f"#{job.id} {job.title}", title="Transfer done", markup=False)
