@@ -299,6 +299,9 @@ def isolated_env(base: Path) -> dict[str, str]:
         env[name] = str(folder)
     for name in ("WANDB_API_KEY", "EVALWB_THEME", "EVALWB_REGISTRY_DIR"):
         env.pop(name, None)
+    # Both apps start as on a user's machine: from cached bytecode (written by the warm-up
+    # runs), not compiling every changed module on every start.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["EVALWB_REGISTRY_DIR"] = str(base / "demo-registry")
     env["WANDB_DIR"] = str(base / "wandb")
     env["EVALWB_WORKER_IDLE_SEC"] = "5"

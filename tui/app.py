@@ -7,10 +7,12 @@ imported in a thread too, once the registry listing is up, so they never delay i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -19,7 +21,7 @@ from textual.dom import DOMNode
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.widget import Widget
-from textual.widgets import Footer, Header, LoadingIndicator, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from tui.commands import PaletteCommand, PaneCommands
 from tui.keymap import (
@@ -35,10 +37,13 @@ from tui.keymap import (
 )
 from tui.messages import CheckpointPicked
 from tui.panes.registry import RegistryPane
-from tui.screens.help import HelpScreen, Sections
 from tui.services.registry import Registry, open_registry
+from tui.services.registry.protocol import Collection
 from tui.services.settings import Settings, mask
 from tui.widgets.format import one_line, short_path
+
+if TYPE_CHECKING:
+    from tui.screens.help import Sections
 
 TITLE = "evalwb-tui"
 # EVALWB_THEME=ansi uses the terminal's own palette, which survives SSH and tmux.
@@ -46,6 +51,10 @@ THEME_ALIASES = {"ansi": "ansi-dark", "default": "textual-dark"}
 # The Run and Transfers panes load at the latest this long after start, even when the
 # registry listing never arrives (a slow or unreachable backend).
 PANES_LOAD_DEADLINE_SECONDS = 2.0
+
+
+class PaneLoading(Static):
+    """Stands in a tab until its pane is imported."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,10 @@ class EvalWBApp(App[None]):
         self.registry = registry
         self.sub_title = backend_title(settings, registry)
         self.keymap: dict[str, str] = {}
+        # The listing is read while Textual sets the screen up, so the first frame can
+        # hold it instead of a placeholder. Only when the registry is at hand already:
+        # opening one (W&B) stays a worker of the running app.
+        self._collections = _start_listing(registry) if registry is not None else None
         self._panes_requested = False
         self._pending_checkpoint: str | None = None
         # The widget that had the focus in each pane when the user left it.
@@ -139,17 +152,21 @@ class EvalWBApp(App[None]):
             for pane in PANES:
                 with TabPane(f"{pane.key} {pane.label}", id=pane.id):
                     if pane.id == "registry":
-                        yield RegistryPane(id="registry-pane")
+                        yield RegistryPane(
+                            registry=self.registry,
+                            collections=self._collections,
+                            id="registry-pane",
+                        )
                     else:
-                        yield LoadingIndicator()
+                        # A plain line, not a LoadingIndicator: one widget class (and its
+                        # CSS) fewer to set up before the first frame.
+                        yield PaneLoading("loading…")
         yield Footer()
 
     def on_mount(self) -> None:
         self._apply_theme()
         self._apply_keymap()
-        if self.registry is not None:
-            self.query_one(RegistryPane).set_registry(self.registry)
-        else:
+        if self.registry is None:
             self._open_registry()
         self.set_timer(PANES_LOAD_DEADLINE_SECONDS, self._load_panes)
 
@@ -243,7 +260,7 @@ class EvalWBApp(App[None]):
             tab = next(tabs, None)
             if tab is None:  # the app is closing
                 return
-            await tab.query(LoadingIndicator).remove()
+            await tab.query(PaneLoading).remove()
             await tab.mount(factory())
         if self._pending_checkpoint is not None:
             self._send_checkpoint(self._pending_checkpoint)
@@ -255,7 +272,7 @@ class EvalWBApp(App[None]):
     def pane(self, pane_id: str) -> Widget | None:
         """The pane widget of tab `pane_id`, once it is mounted."""
         tab = self.query_one(f"TabPane#{pane_id}", TabPane)
-        children = [child for child in tab.children if not isinstance(child, LoadingIndicator)]
+        children = [child for child in tab.children if not isinstance(child, PaneLoading)]
         return children[0] if children else None
 
     @property
@@ -306,6 +323,8 @@ class EvalWBApp(App[None]):
 
     def action_help(self) -> None:
         """Show every key that acts now, with its binding id."""
+        from tui.screens.help import HelpScreen
+
         path = keymap_path(self.settings.paths.config)
         self.push_screen(HelpScreen(self.help_sections(), path))
 
@@ -395,6 +414,20 @@ class EvalWBApp(App[None]):
             timeout=timeout,
             markup=markup,
         )
+
+
+def _start_listing(registry: Registry) -> Future[list[Collection]]:
+    """List `registry`'s collections in a thread of its own, started now."""
+    future: Future[list[Collection]] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(registry.list_collections())
+        except Exception as exc:  # the pane lists again in a worker and reports it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="registry-listing", daemon=True).start()
+    return future
 
 
 def _help_text(row: BindingRow) -> str:

@@ -15,7 +15,6 @@ day it is written.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +48,8 @@ def load_keymap(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise KeymapError(f"{path}: cannot be read ({exc})") from None
     try:
+        import tomllib  # only when a keys file exists
+
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KeymapError(f"{path}: not valid TOML ({exc})") from None

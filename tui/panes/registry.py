@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,32 +26,36 @@ from textual.widgets import Tree
 from textual.worker import Worker, get_current_worker
 
 from tui.messages import CheckpointPicked
-from tui.services.eval_results import checkpoint_ref
 from tui.services.registry.protocol import Collection, FileEntry, Lineage, Registry, Version
 from tui.services.settings import Settings
-from tui.services.transfers import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    Job,
-    TransferQueue,
-    open_queue,
-)
-from tui.services.version_search import SearchHit
-from tui.services.worker import ensure_worker
-from tui.widgets.alias_dialog import AliasScreen
-from tui.widgets.choice import ChoiceScreen
-from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import DetailView, version_key
-from tui.widgets.download_status import DownloadStatus, reused
+from tui.widgets.download_status import DownloadStatus
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
-from tui.widgets.lineage_view import LineageScreen
 from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree, key_aliases
-from tui.widgets.results_view import ResultsScreen
-from tui.widgets.search import SearchScreen
+
+if TYPE_CHECKING:
+    from tui.services.transfers import Job, TransferQueue
+    from tui.services.version_search import SearchHit
+    from tui.services.worker import WorkerStatus
+
+# The dialogs, the transfer queue and the eval results are imported when first used:
+# the pane's start-up only needs the tree, the detail view and the filter.
+
+
+def ensure_worker(settings: Settings) -> WorkerStatus:
+    """Start the detached transfer worker unless one runs."""
+    from tui.services.worker import ensure_worker as ensure
+
+    return ensure(settings)
+
+
+def checkpoint_ref(item: Collection | Version, alias: str | None = None) -> str:
+    """The reference the Run pane and the clipboard get (see `eval_results`)."""
+    from tui.services.eval_results import checkpoint_ref as ref
+
+    return ref(item, alias)
+
 
 # Holding an arrow key moves the cursor faster than files and lineage can be fetched;
 # they are fetched only once the cursor rests this long.
@@ -79,12 +84,16 @@ class RegistryPane(Vertical):
     ]
 
     class CollectionsLoaded(Message):
-        """The collection list arrived (or failed with `error`)."""
+        """The collection list arrived (or failed with `error`); `shown` when the pane
+        already shows it."""
 
-        def __init__(self, collections: list[Collection], error: str | None = None) -> None:
+        def __init__(
+            self, collections: list[Collection], error: str | None = None, *, shown: bool = False
+        ) -> None:
             super().__init__()
             self.collections = collections
             self.error = error
+            self.shown = shown
 
     class FilesLoaded(Message):
         """The file list of version `key` arrived, or one line saying why not."""
@@ -132,9 +141,18 @@ class RegistryPane(Vertical):
             # follows it from now on (earlier downloads still notify when they end).
             self.first = first
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry | None = None,
+        collections: Future[list[Collection]] | None = None,
+        id: str | None = None,
+    ) -> None:
+        """`registry` (with its listing maybe already under way in `collections`) is
+        browsed from the start; without it the app calls `set_registry` later."""
         super().__init__(id=id)
         self.registry: Registry | None = None
+        self._initial = (registry, collections)
         self._detail_timer: Timer | None = None
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
@@ -163,14 +181,29 @@ class RegistryPane(Vertical):
     def on_mount(self) -> None:
         self.collection_tree.border_title = "collections"
         self.detail_view.border_title = "details"
-        self.collection_tree.show_note("opening registry…")
         self.collection_tree.focus()
+        registry, collections = self._initial
+        self._initial = (None, None)
+        if registry is not None:
+            self.set_registry(registry, collections)
+        else:
+            self.collection_tree.show_note("opening registry…")
 
-    def set_registry(self, registry: Registry) -> None:
-        """Browse `registry`, loading its collections in the background."""
+    def set_registry(
+        self, registry: Registry, collections: Future[list[Collection]] | None = None
+    ) -> None:
+        """Browse `registry`, loading its collections in the background; a listing
+        already fetched in `collections` is shown at once (no placeholder in between)."""
         self.registry = registry
         self.collection_tree.registry = registry
-        self.action_reload()
+        if collections is not None and collections.done():
+            error = collections.exception()
+            if error is None:
+                self._collections_loaded(self.CollectionsLoaded(collections.result()))
+                self.post_message(self.CollectionsLoaded(collections.result(), shown=True))
+                return
+        self.collection_tree.show_note("loading collections…")
+        self._load_collections(registry, collections)
 
     def show_unavailable(self, error: str) -> None:
         """The registry could not be opened; say so where the collections would be."""
@@ -196,9 +229,11 @@ class RegistryPane(Vertical):
     # -- loading ---------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="collections", exit_on_error=False)
-    def _load_collections(self, registry: Registry) -> None:
+    def _load_collections(
+        self, registry: Registry, started: Future[list[Collection]] | None = None
+    ) -> None:
         try:
-            collections = registry.list_collections()
+            collections = started.result() if started else registry.list_collections()
         except Exception as exc:  # shown as a notification; the app keeps running
             self.post_message(self.CollectionsLoaded([], one_line(exc)))
             return
@@ -227,6 +262,8 @@ class RegistryPane(Vertical):
 
     @on(CollectionsLoaded)
     def _collections_loaded(self, event: CollectionsLoaded) -> None:
+        if event.shown:
+            return
         if event.error is not None:
             self.show_unavailable(event.error)
             return
@@ -331,6 +368,8 @@ class RegistryPane(Vertical):
             aliases = [*key_aliases(data), "latest"]
             refs = [checkpoint_ref(data, alias) for alias in aliases]
             question = f"Evaluate which alias of {data.name}? (Enter picks)"
+            from tui.widgets.choice import ChoiceScreen
+
             self.app.push_screen(ChoiceScreen(question, refs), self._evaluate)
             return
         version = self._selected_version("evaluate")
@@ -355,6 +394,8 @@ class RegistryPane(Vertical):
                 self.app.copy_to_clipboard(ref)
                 self.notify(f"Copied {ref}", markup=False)
 
+        from tui.widgets.choice import ChoiceScreen
+
         self.app.push_screen(ChoiceScreen("Copy which reference? (Enter copies)", refs), copy)
 
     # -- results, lineage, search --------------------------------------------------------
@@ -371,17 +412,23 @@ class RegistryPane(Vertical):
         else:
             self.notify("Pick a collection to see its eval results", severity="warning")
             return
+        from tui.widgets.results_view import ResultsScreen
+
         self.app.push_screen(ResultsScreen(registry, name))
 
     def action_lineage(self) -> None:
         registry = self._registry_or_say()
         version = self._selected_version("see its lineage") if registry else None
         if registry is not None and version is not None:
+            from tui.widgets.lineage_view import LineageScreen
+
             self.app.push_screen(LineageScreen(registry, version))
 
     def action_search(self) -> None:
         registry = self._registry_or_say()
         if registry is not None:
+            from tui.widgets.search import SearchScreen
+
             self.app.push_screen(SearchScreen(registry), self._jump_to)
 
     def _jump_to(self, hit: SearchHit | None) -> None:
@@ -415,6 +462,8 @@ class RegistryPane(Vertical):
             if alias is not None:
                 self._confirm_alias(registry, version, alias, collection)
 
+        from tui.widgets.alias_dialog import AliasScreen
+
         self.app.push_screen(AliasScreen(target, known), named)
 
     def _collection_of(self, version: Version) -> Collection | None:
@@ -444,6 +493,8 @@ class RegistryPane(Vertical):
                 self._move_alias(registry, version, alias, max(shown, PAGE_SIZE))
             else:
                 self.notify(f"Alias {alias!r} left unchanged", markup=False)
+
+        from tui.widgets.confirm import ConfirmScreen
 
         self.app.push_screen(ConfirmScreen(question, yes="Move", no="Cancel"), answered)
 
@@ -486,6 +537,8 @@ class RegistryPane(Vertical):
 
     @work(thread=True, group="download", exit_on_error=False)
     def _download(self, settings: Settings, ref: str) -> None:
+        from tui.services.transfers import open_queue
+
         worker = get_current_worker()
         try:
             queue = open_queue(settings)
@@ -518,6 +571,9 @@ class RegistryPane(Vertical):
                 claimed.add(job.id)
         if job.id == self._status_job:
             self.download_status.show_job(job, event.ref)
+        from tui.services.transfers import CANCELLED, DONE, FAILED
+        from tui.widgets.download_status import reused
+
         if job.state == DONE:
             path = (job.result or {}).get("path", "?")
             why = reused(job)
@@ -534,6 +590,8 @@ class RegistryPane(Vertical):
 def _queued_download(queue: TransferQueue, ref: str) -> Job:
     """The queued or running download of `ref`, or a new one: pressing `d` twice must not
     fetch the same checkpoint twice."""
+    from tui.services.transfers import QUEUED, RUNNING
+
     for job in queue.list((QUEUED, RUNNING)):
         if job.kind == "download" and job.payload.get("ref") == ref:
             return job
@@ -544,6 +602,8 @@ def _watch(
     queue: TransferQueue, job: Job, report: Callable[[Job], None], worker: Worker[None]
 ) -> None:
     """Report `job` each time the queue changed it, until it ends or `worker` is cancelled."""
+    from tui.services.transfers import QUEUED, RUNNING
+
     seen: int | None = None  # read the job once first: it may have ended already
     last = (job.state, job.bytes_done, job.attempts)
     while not worker.is_cancelled:

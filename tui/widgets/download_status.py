@@ -6,16 +6,23 @@ a thread and hands each changed job here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
-from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 from tui.widgets.progress_text import bytes_cell, duration, rate_cell
+
+if TYPE_CHECKING:
+    from tui.services.transfers import Job
 
 
 def status_text(job: Job) -> str:
     """`1.2M/3.4M 12M/s 3s left`, `queued`, `done`, or the last error in one line."""
+    # Imported here: the Registry pane composes this line long before its first download.
+    from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+
     if job.state == QUEUED:
         waiting = f" (retry {job.attempts})" if job.attempts else ""
         return f"queued{waiting}"
@@ -67,8 +74,9 @@ class DownloadStatus(Horizontal):
         self.text = ""
 
     def compose(self) -> ComposeResult:
+        # The bar is mounted with the first download (in `show_job`): the pane starts
+        # without setting up a widget it may never show.
         yield Label("", id="download-title", markup=False)
-        yield ProgressBar(total=None, show_eta=False, id="download-bar")
         yield Label("", id="download-text", markup=False)
 
     def show_job(self, job: Job, ref: str) -> None:
@@ -76,15 +84,25 @@ class DownloadStatus(Horizontal):
         self.job = job
         self.text = status_text(job)
         self.add_class("-shown")
+        from tui.services.transfers import FAILED
+
         self.set_class(job.state == FAILED, "-failed")
         self.query_one("#download-title", Label).update(f"↓ #{job.id} {ref}")
         self.query_one("#download-text", Label).update(self.text)
-        bar = self.query_one(ProgressBar)
+        bar = self._bar()
         fraction = job.fraction
         if fraction is None:
             bar.update(total=None)
         else:
             bar.update(total=1000, progress=round(fraction * 1000))
+
+    def _bar(self) -> ProgressBar:
+        bars = self.query(ProgressBar)
+        if bars:
+            return bars.first()
+        bar = ProgressBar(total=None, show_eta=False, id="download-bar")
+        self.mount(bar, before="#download-text")
+        return bar
 
     def hide(self) -> None:
         """Take the status line away."""
