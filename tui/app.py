@@ -102,6 +102,9 @@ class EvalWBApp(App[None]):
     """evalwb-tui: Registry, Run and Transfers panes on whichever registry is configured."""
 
     CSS_PATH = "app.tcss"
+    # The tree takes the focus when the screen starts (not the tabs first and then the
+    # tree: every focus change restyles and redraws before the first frame).
+    AUTO_FOCUS = "#registry-tree"
     TITLE = TITLE
     COMMANDS = App.COMMANDS | {PaneCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -227,7 +230,7 @@ class EvalWBApp(App[None]):
     @on(RegistryPane.CollectionsLoaded)
     def _listing_shown(self) -> None:
         # The listing is drawn on the next refresh; the other panes load after it.
-        self.call_after_refresh(self._load_panes)
+        self.set_timer(0.2, self._load_panes)
 
     # -- the other panes, loaded in the background ----------------------------------------
 
