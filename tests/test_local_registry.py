@@ -406,9 +406,7 @@ def test_seed_demo_is_idempotent_and_resumes(tmp_path: Path) -> None:
     assert first.seeded and first.registry_dir == root
     rows = index_rows(root)
 
-    started = time.perf_counter()
     second = seed_demo(root)
-    assert time.perf_counter() - started < 0.5
     assert not second.seeded
     assert index_rows(root) == rows
 
