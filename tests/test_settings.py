@@ -169,3 +169,10 @@ def test_env_example_lists_every_variable() -> None:
         lines = example.splitlines()
         index = next(i for i, line in enumerate(lines) if line.lstrip("#").startswith(name + "="))
         assert lines[index - 1].startswith("# "), name
+
+
+def test_an_unreadable_env_file_is_named(dirs) -> None:
+    cwd, paths = dirs
+    (cwd / ".env").write_bytes(b"WANDB_PROJECT=\xff\xfe\n")
+    with pytest.raises(SettingsError, match=r"cannot read .*\.env: it is not UTF-8 text"):
+        read_env(cwd, paths.config)

@@ -315,7 +315,7 @@ def _check_checkpoint(config: EvalRunConfig) -> str | None:
     try:
         parse_ref(text)
     except RefError as exc:
-        return f"checkpoint: {exc}; write [entity/project/]name:alias"
+        return f"checkpoint: {exc}"
     return None
 
 

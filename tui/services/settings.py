@@ -167,7 +167,12 @@ def read_env(cwd: Path | None = None, config_dir: Path | None = None) -> dict[st
     merged: dict[str, str] = {}
     for path in (config_dir / ".env", cwd / ".env"):
         if path.is_file():
-            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+            try:
+                values = dotenv_values(path)
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+                raise SettingsError(f"cannot read {path}: {reason}") from None
+            merged.update({k: v for k, v in values.items() if v is not None})
     merged.update(os.environ)
     return merged
 
