@@ -536,3 +536,39 @@ def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, 
     assert all(cache.md5_b64_of(result.folder / e.path) == e.digest for e in entries)
     assert result.bytes == sum(e.size for e in entries)
     service.check()
+
+
+def test_wandb_cache_is_used_only_when_wandb_cache_skip_is_false(
+    tmp_path, registry, request, monkeypatch
+):
+    import dataclasses
+
+    service: WandbService = request.getfixturevalue("wandb_service")
+    make_checkpoint(tmp_path / "src" / "hf", shards=2, shard_bytes=50_000)
+    registry.add_version("wb-cached", tmp_path / "src")
+    wandb = service.serve(registry)
+    wandb_cache = tmp_path / "wandb-cache"
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(wandb_cache))
+
+    def fetched(since: int) -> int:
+        return sum(1 for op, _ in service.emulator.requests[since:] if op == "GET /files")
+
+    def stored_in_wandb_cache() -> list[Path]:
+        return [p for p in (wandb_cache / "artifacts" / "obj").rglob("*") if p.is_file()]
+
+    download("wb-cached", registry=wandb, settings=service.settings, root=tmp_path / "a")
+    assert not (wandb_cache / "artifacts" / "obj").exists()  # skipped by default
+
+    use_cache = dataclasses.replace(service.settings, wandb_cache_skip=False)
+    entries = registry.files("wb-cached:v0")
+    start = len(service.emulator.requests)
+    download("wb-cached", registry=wandb, settings=use_cache, root=tmp_path / "b")
+    assert fetched(start) == len(entries)
+    assert len(stored_in_wandb_cache()) == len(entries)
+
+    start = len(service.emulator.requests)
+    again = download("wb-cached", registry=wandb, settings=use_cache, root=tmp_path / "c")
+    assert fetched(start) == 0  # every byte came from W&B's cache
+    assert not again.cache_hit
+    assert all(cache.md5_b64_of(again.folder / e.path) == e.digest for e in entries)
+    service.check()

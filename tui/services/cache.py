@@ -748,7 +748,7 @@ def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> Non
             )
             digest = md5_b64_of(dest)
         elif isinstance(job.registry, FileUrlSource):
-            digest = _fetch_url(job, job.registry, version, entry, dest)
+            digest = _fetch_stored(job, job.registry, version, entry, dest)
         else:
             raise DownloadError(
                 f"{job.ref}: this registry backend cannot fetch stored files ({entry.path})"
@@ -771,6 +771,51 @@ def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> Non
             f"{job.ref}: {entry.path} has md5 {digest}, not {entry.digest} as the manifest "
             "says; its source changed or is damaged"
         )
+
+
+def _fetch_stored(
+    job: _Job, source: FileUrlSource, version: Version, entry: FileEntry, dest: Path
+) -> str:
+    """A W&B stored file; through W&B's own artifact cache when WANDB_CACHE_SKIP is false.
+
+    The cache is keyed by md5, so a hit is copied instead of fetched, and a verified
+    fetch is placed there too, as the user asked W&B to keep its copies.
+    """
+    if job.settings.wandb_cache_skip:
+        return _fetch_url(job, source, version, entry, dest)
+    path, hit, opener = _wandb_cache_slot(job, entry)
+    if hit:
+        digest = _copy(job, path, dest, entry)
+        if digest == entry.digest:
+            return digest
+        job.report.add_bytes(entry.path, -entry.size)  # a damaged copy: fetch instead
+    digest = _fetch_url(job, source, version, entry, dest)
+    if digest == entry.digest:
+        try:
+            with dest.open("rb") as src, opener("wb") as out:
+                shutil.copyfileobj(src, out, COPY_CHUNK)
+        except OSError as exc:
+            raise DownloadError(
+                f"cannot store {entry.path} in W&B's artifact cache {path.parent} ({exc}); "
+                "fix WANDB_CACHE_DIR or set WANDB_CACHE_SKIP=true"
+            ) from None
+    return digest
+
+
+def _wandb_cache_slot(job: _Job, entry: FileEntry) -> tuple[Path, bool, Callable[..., Any]]:
+    """Where W&B's artifact cache keeps `entry`, whether it is there, and its writer."""
+    from wandb.sdk.artifacts.artifact_file_cache import get_artifact_file_cache
+
+    try:
+        path, hit, opener = get_artifact_file_cache().check_digest_obj_path(
+            entry.digest, entry.size
+        )
+    except OSError as exc:
+        raise DownloadError(
+            f"{job.ref}: W&B's artifact cache cannot be used ({exc}); "
+            "fix WANDB_CACHE_DIR or set WANDB_CACHE_SKIP=true"
+        ) from None
+    return Path(path), hit, opener
 
 
 def _fetch_url(
