@@ -364,3 +364,46 @@ def test_cancel_stops_a_running_download_and_the_worker_goes_on(
     assert stopped.state == "cancelled"
     assert stopped.files_done < stopped.files_total
     assert not list(settings.artifact_dir.rglob(cache.MARKER))  # nothing published
+
+
+def test_a_job_waiting_for_the_real_artifact_says_so_then_fails_on_the_timeout(
+    env, monkeypatch, reaper
+):
+    shared = env / "shared" / "ckpt"
+    shared.mkdir(parents=True)
+    (shared / "config.json").write_text("{}")
+    (shared / "model.safetensors").write_bytes(os.urandom(1000))
+    LocalRegistry(env / "registry").add_version("m-local", f"file://{shared}")
+    (shared / "model.safetensors").unlink()
+    monkeypatch.setenv("WANDB_ARTIFACT_WAIT_TIMEOUT_SEC", "2")
+    settings = load_settings(dict(os.environ))
+    queue = open_queue(settings)
+    job = queue.enqueue("download", "m", {"ref": "m"})
+    start([*WORKER, "--idle-exit", "1"], reaper)
+
+    wait_for("the job to run", lambda: job_in(queue, job.id, "running"))
+    waiting = wait_for("the note", lambda: queue.get(job.id).note)
+    assert waiting.startswith("waiting for m:latest: m-local:latest misses 1 file(s)")
+    assert "model.safetensors" in waiting and "s left" in waiting
+    listed = subprocess.run([*CLI, "transfers"], capture_output=True, text=True, timeout=30)
+    assert "(waiting for m:latest" in listed.stdout
+
+    failed = wait_for("the failure", lambda: job_in(queue, job.id, "failed"))
+    assert "did not appear within 2 s (WANDB_ARTIFACT_WAIT_TIMEOUT_SEC)" in failed.last_error
+    listed = subprocess.run([*CLI, "transfers"], capture_output=True, text=True, timeout=30)
+    assert "(waiting for" not in listed.stdout  # a failed job shows its state, not the note
+
+
+def test_cli_download_prints_the_wait_in_a_log_once_per_change(env, monkeypatch):
+    shared = env / "shared" / "ckpt"
+    shared.mkdir(parents=True)
+    (shared / "config.json").write_text("{}")
+    LocalRegistry(env / "registry").add_version("m-local", f"file://{shared}")
+    (shared / "config.json").unlink()
+    monkeypatch.setenv("WANDB_ARTIFACT_WAIT_TIMEOUT_SEC", "1")
+    done = subprocess.run([*CLI, "download", "m"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("evalwb-tui: waiting for m:latest: m-local:latest misses")
+    assert "WANDB_ARTIFACT_WAIT_TIMEOUT_SEC" in lines[1]

@@ -495,7 +495,7 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
         settings=settings,
         root=args.root,
         verify=args.verify,
-        progress=_progress_printer() if sys.stderr.isatty() else None,
+        progress=_progress_printer() if sys.stderr.isatty() else _status_printer(),
     )
     if result.offline_warning:
         print(f"evalwb-tui: {mask(result.offline_warning, settings)}", file=sys.stderr)
@@ -526,6 +526,24 @@ def _progress_printer() -> Callable[[Any], None]:
             text = event.message
         end = "\n" if event.phase == "done" else ""
         print(f"\r\033[K{text[:200]}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _status_printer() -> Callable[[Any], None]:
+    """For a log: a line on stderr when what the download waits for changes, without
+    repeating it for every tick of its countdown."""
+    import re
+
+    last = [""]
+
+    def show(event: Any) -> None:
+        if event.phase not in ("waiting", "locked"):
+            return
+        key = re.sub(r"\d+ s left", "", event.message)
+        if key != last[0]:
+            last[0] = key
+            print(f"evalwb-tui: {event.message}", file=sys.stderr, flush=True)
 
     return show
 
@@ -609,8 +627,14 @@ def _job_line(job: Any) -> str:
     tries = f"{job.attempts}/{job.max_attempts}"
     return (
         f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "
-        f"{human_duration(job.eta):<7} {tries:<5} {job.title}"
+        f"{human_duration(job.eta):<7} {tries:<5} {job.title}{_job_note(job)}"
     )
+
+
+def _job_note(job: Any) -> str:
+    """The handler's status line, e.g. what a download waits for, while it matters."""
+    note = getattr(job, "note", None)
+    return f"  ({note})" if note and job.state in ("queued", "running") else ""
 
 
 def _jobs_header() -> str:
@@ -732,7 +756,7 @@ def _watch_lines(frames: Any) -> bool:
         for job in jobs:
             percent = None if job.fraction is None else int(job.fraction * 100)
             key = (job.state, job.stalled, job.cancel_requested, job.attempts)
-            full = (*key, percent, job.files_done)
+            full = (*key, percent, job.files_done, _job_note(job))
             last = printed.get(job.id)
             if last == full:
                 continue

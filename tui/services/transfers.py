@@ -68,7 +68,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC = (
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC)
 ACTIVE_STATES = (QUEUED, RUNNING, PENDING_SYNC, FAILED)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.
 RATE_TAU = 3.0
@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS job_files (
     PRIMARY KEY (job_id, path)
 );
 """
+# Statements that bring a queue file from the version before each key up to it; a file
+# written by an older evalwb-tui keeps its jobs.
+_MIGRATIONS = {
+    2: "ALTER TABLE jobs ADD COLUMN note TEXT",
+}
 
 
 class TransferQueueError(RuntimeError):
@@ -192,6 +197,8 @@ class Job:
     owner_pid: int | None = None
     owner_host: str | None = None
     claim_token: str | None = None
+    # A short status line from the handler, e.g. what a download waits for.
+    note: str | None = None
     # Running, but its runner is gone: `recover` will queue it again.
     stalled: bool = False
     files: list[FileProgress] = field(default_factory=list)
@@ -343,6 +350,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         owner_pid=row["owner_pid"],
         owner_host=row["owner_host"],
         claim_token=row["claim_token"],
+        note=row["note"],
     )
 
 
@@ -418,9 +426,15 @@ class TransferQueue:
                 return  # watchers open without taking the write lock
             conn.execute("PRAGMA journal_mode = WAL")
             with self._write() as tx:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
+                # Read again under the write lock: another process may have upgraded it.
+                version = tx.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            tx.execute(statement)
+                    version = 1
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    tx.execute(_MIGRATIONS[step])
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
@@ -605,12 +619,13 @@ class TransferQueue:
         files_total: int | None = None,
         file: FileProgress | None = None,
         files: Iterable[FileProgress] = (),
+        note: str | None = None,
         claim: str | None = None,
     ) -> bool:
         """Store progress of a running job and update its smoothed rate and ETA.
 
-        Values left None stay as they are. Returns False when the job is no longer
-        running under `claim`, which tells the caller to stop.
+        Values left None stay as they are; an empty `note` clears it. Returns False when
+        the job is no longer running under `claim`, which tells the caller to stop.
         """
         updates = [*([file] if file else []), *files]
         now = time.time()
@@ -629,7 +644,7 @@ class TransferQueue:
             tx.execute(
                 "UPDATE jobs SET bytes_done = ?, bytes_total = ?, files_done = ?,"
                 " files_total = ?, rate = ?, rate_at = ?, eta = ?, updated_at = ?,"
-                " heartbeat_at = ? WHERE id = ?",
+                " heartbeat_at = ?, note = ? WHERE id = ?",
                 (
                     done,
                     total,
@@ -640,6 +655,7 @@ class TransferQueue:
                     eta,
                     now,
                     now,
+                    row["note"] if note is None else (note or None),
                     job_id,
                 ),
             )
@@ -885,13 +901,17 @@ class Progress:
         files_done: int | None = None,
         files_total: int | None = None,
         file: FileProgress | None = None,
+        note: str | None = None,
     ) -> None:
-        """Record progress; written now if the last write is older than `interval`."""
+        """Record progress; written now if the last write is older than `interval`.
+
+        `note` is a short status line ("" clears it)."""
         values = {
             "bytes_done": bytes_done,
             "bytes_total": bytes_total,
             "files_done": files_done,
             "files_total": files_total,
+            "note": note,
         }
         with self._lock:
             self._pending.update({k: v for k, v in values.items() if v is not None})

@@ -69,6 +69,8 @@ LOCK_TRIES, LOCK_RETRY_SEC = 20, 0.05
 POLL_SEC = 0.25
 RECOVER_EVERY_SEC = 60.0
 CANCEL_POLL_SEC = 0.1
+# A job's note is one status line in a pane or a `transfers` listing.
+MAX_NOTE_CHARS = 200
 # States a watcher still waits on; done, failed, cancelled and pending sync are ends.
 MOVING_STATES = (QUEUED, RUNNING)
 
@@ -408,11 +410,14 @@ def _download_handler(settings: Settings) -> Handler:
         from tui.services.registry import open_registry
 
         def report(event: Any) -> None:
+            # Waiting and lock messages are the only sign of life for up to an hour.
+            note = event.message if event.phase in ("waiting", "locked") else ""
             progress.update(
                 bytes_done=event.done,
                 bytes_total=event.total,
                 files_done=event.files_done,
                 files_total=event.files_total,
+                note=note[:MAX_NOTE_CHARS],
             )
 
         payload = job.payload
