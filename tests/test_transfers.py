@@ -24,6 +24,7 @@ from tui.services.transfers import (
     CANCELLED,
     DONE,
     FAILED,
+    PAUSED,
     PENDING_SYNC,
     QUEUED,
     RUNNING,
@@ -294,7 +295,7 @@ def test_cancel_queued_job(queue: TransferQueue) -> None:
     assert queue.cancel(job.id).state == CANCELLED
     assert queue.is_cancelled(job.id)
     assert queue.claim_next() is None
-    with pytest.raises(JobStateError, match="only queued or running"):
+    with pytest.raises(JobStateError, match="only queued, running or paused"):
         queue.cancel(job.id)
 
 
@@ -324,6 +325,106 @@ def test_a_failure_after_a_cancel_request_ends_cancelled(queue: TransferQueue) -
     assert queue.fail(job.id, TimeoutError("read timed out"), retryable=True)
     ended = queue.get(job.id)
     assert (ended.state, ended.last_error) == (CANCELLED, "TimeoutError: read timed out")
+
+
+def test_a_paused_queued_job_is_not_claimed_until_resumed(queue: TransferQueue) -> None:
+    job = queue.enqueue("download", "m:v1", {})
+    assert queue.pause(job.id).state == PAUSED
+    assert queue.claim_next() is None and queue.next_due_in() is None
+    with pytest.raises(JobStateError, match="only queued or running jobs can be paused"):
+        queue.pause(job.id)
+    assert queue.resume(job.id).state == QUEUED
+    assert queue.claim_next().id == job.id
+    with pytest.raises(JobStateError, match="only paused jobs can be resumed"):
+        queue.resume(job.id)
+    with pytest.raises(JobNotFoundError):
+        queue.pause(job.id + 1)
+
+
+def test_a_paused_job_can_be_cancelled(queue: TransferQueue) -> None:
+    job = queue.enqueue("download", "m:v1", {})
+    queue.pause(job.id)
+    assert queue.cancel(job.id).state == CANCELLED
+
+
+def start_slow_copy(queue: TransferQueue, tmp_path: Path) -> tuple[Job, Path, threading.Thread]:
+    """A 1 MiB copy in 4 KiB chunks, run by a runner in a thread, under way on return."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    payload = {"src": str(src), "dst": str(tmp_path / "dst.bin"), "chunk": 4096, "delay": 0.005}
+    job = queue.enqueue("download", "slow copy", payload)
+    runner = Runner(queue, {"download": copy_handler}, interval=0.02)
+    thread = threading.Thread(target=runner.run_once)
+    thread.start()
+    wait_for(lambda: queue.get(job.id).bytes_done > 0)
+    return job, src, thread
+
+
+def test_pause_running_job_hands_it_back_and_resume_continues(
+    queue: TransferQueue, tmp_path: Path
+) -> None:
+    job, src, thread = start_slow_copy(queue, tmp_path)
+    asked = queue.pause(job.id)
+    assert asked.state == RUNNING and asked.pause_requested
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    paused = queue.get(job.id)
+    size = src.stat().st_size
+    assert paused.state == PAUSED and not paused.pause_requested
+    assert 0 < paused.bytes_done < size and paused.claim_token is None
+    part = tmp_path / "dst.bin.part"
+    kept = part.stat().st_size
+    assert kept > 0 and not (tmp_path / "dst.bin").exists()
+    assert queue.claim_next() is None
+    assert queue.resume(job.id).bytes_done == paused.bytes_done  # progress kept
+    ended = Runner(queue, {"download": copy_handler}, interval=0.02).run_once()
+    assert ended.state == DONE and ended.bytes_done == ended.bytes_total == size
+    assert ended.result == {"bytes": size, "resumed_from": kept}
+    assert (tmp_path / "dst.bin").read_bytes() == src.read_bytes()
+
+
+def test_a_pause_withdrawn_before_the_hand_back_keeps_the_job_going(
+    queue: TransferQueue, tmp_path: Path
+) -> None:
+    job, _, thread = start_slow_copy(queue, tmp_path)
+    queue.pause(job.id)
+    assert queue.resume(job.id).state == RUNNING
+    thread.join(timeout=20)
+    # Done if the runner never saw the pause, else handed back as queued, never paused.
+    assert queue.get(job.id).state in (DONE, QUEUED)
+
+
+def test_pausing_a_job_whose_runner_died_pauses_it_at_once(queue: TransferQueue) -> None:
+    job = queue.enqueue("download", "m:v1", {})
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    queue.claim_next(int(dead.stdout))
+    queue.report(job.id, bytes_done=5, bytes_total=10)
+    queue.pause(job.id)  # its runner is gone: paused at once
+    back = queue.get(job.id)
+    assert (back.state, back.bytes_done) == (PAUSED, 5)
+
+
+def test_a_version_1_queue_file_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    from tui.services.transfers import _SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(_SCHEMA)
+    old.execute(
+        "INSERT INTO jobs (kind, title, payload, state, max_attempts, next_attempt_at,"
+        " created_at, updated_at) VALUES ('download', 'old', '{}', 'queued', 5, 0, 0, 0)"
+    )
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+    queue = TransferQueue(path)
+    [job] = queue.list()
+    assert (job.title, job.state, job.pause_requested) == ("old", QUEUED, False)
+    assert queue.pause(job.id).state == PAUSED
 
 
 def test_retry_requeues_failed_and_cancelled_jobs(queue: TransferQueue) -> None:
@@ -643,3 +744,29 @@ def _child(command: str, db: str, *rest: str) -> None:
 
 if __name__ == "__main__":
     _child(*sys.argv[1:])
+
+
+def test_cli_pauses_and_resumes_a_job_and_refuses_bad_ids_in_one_line() -> None:
+    from tui.services.settings import load_settings
+    from tui.services.transfers import open_queue
+
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "m:v1", {"ref": "m:v1"})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "tui.cli", "transfers", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=child_env())
+
+    paused = cli("pause", str(job.id))
+    assert (paused.returncode, paused.stdout) == (0, f"job {job.id} paused: m:v1\n")
+    assert queue.get(job.id).state == PAUSED
+    assert f"{job.id}  " in cli().stdout and " paused " in cli().stdout
+    again = cli("pause", str(job.id))
+    assert again.returncode == 2 and again.stdout == ""
+    assert len(again.stderr.splitlines()) == 1 and "only queued or running" in again.stderr
+    resumed = cli("resume", str(job.id))
+    assert (resumed.returncode, resumed.stdout) == (0, f"job {job.id} queued: m:v1\n")
+    assert queue.get(job.id).state == QUEUED
+    unknown = cli("resume", "999")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "999" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -553,7 +553,9 @@ def _status_printer() -> Callable[[Any], None]:
 
 @subcommand
 def _add_transfers(sub: Any) -> None:
-    transfers = sub.add_parser("transfers", help="list the transfer queue; cancel or retry jobs")
+    transfers = sub.add_parser(
+        "transfers", help="list the transfer queue; cancel, retry, pause or resume jobs"
+    )
     transfers.add_argument(
         "--json", action="store_true", help="print the jobs as JSON (with --watch: a line each)"
     )
@@ -571,6 +573,12 @@ def _add_transfers(sub: Any) -> None:
     retry = verbs.add_parser("retry", help="queue a failed or cancelled job again")
     retry.add_argument("id", type=int, help="job id, as listed")
     retry.set_defaults(handler=_transfers_retry)
+    pause = verbs.add_parser("pause", help="pause a queued or running job, keeping its progress")
+    pause.add_argument("id", type=int, help="job id, as listed")
+    pause.set_defaults(handler=_transfers_pause)
+    resume = verbs.add_parser("resume", help="queue a paused job again; it continues")
+    resume.add_argument("id", type=int, help="job id, as listed")
+    resume.set_defaults(handler=_transfers_resume)
     add = verbs.add_parser("add", help="queue a download for the transfer worker")
     add.add_argument("kind", choices=["download"], help="job kind")
     add.add_argument("ref", help="[entity/project/]name[:alias], e.g. my-model:production")
@@ -611,6 +619,8 @@ def _job_state(job: Any) -> str:
         return "stalled"  # its runner died; the next worker resumes it
     if job.state == "running" and job.cancel_requested:
         return "cancelling"
+    if job.state == "running" and getattr(job, "pause_requested", False):
+        return "pausing"
     wait = job.next_attempt_at - time.time()
     if job.state == "queued" and wait > 0.5:
         return f"retry {human_duration(wait)}"
@@ -676,6 +686,23 @@ def _transfers_retry(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.transfers import open_queue
 
     job = open_queue(settings).retry(args.id)
+    print(f"job {job.id} {job.state}: {job.title}")
+    return 0
+
+
+def _transfers_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.transfers import open_queue
+
+    job = open_queue(settings).pause(args.id)
+    told = "pausing (the runner hands it back)" if job.state == "running" else job.state
+    print(f"job {job.id} {told}: {job.title}")
+    return 0
+
+
+def _transfers_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.transfers import open_queue
+
+    job = open_queue(settings).resume(args.id)
     print(f"job {job.id} {job.state}: {job.title}")
     return 0
 

@@ -12,6 +12,8 @@ Job states::
        |                 |--fail / attempts used up--> failed
        |                 \\--cancel (handler told, runner acknowledges)--> cancelled
        \\--retry-- failed | cancelled          queued --cancel--> cancelled
+    queued --pause--> paused --resume--> queued        paused --cancel--> cancelled
+    running --pause (handler told, runner hands it back, progress kept)--> paused
 
 Handler contract (the `Runner` calls ``handler(job, progress) -> dict``):
 
@@ -23,7 +25,8 @@ Handler contract (the `Runner` calls ``handler(job, progress) -> dict``):
   the real work by one coalescing interval.
 - It reports progress through `progress.update(...)` as often as it likes; writes to
   the database are coalesced.
-- It polls `progress.cancelled` and returns (or raises) promptly once it is true.
+- It polls `progress.cancelled` and returns (or raises) promptly once it is true; a
+  pause asks for the same, and the job runs again from where it was on resume.
 - It raises `RetryableError` (or lets `ConnectionError` / `TimeoutError` through) for a
   failure worth retrying; any other exception fails the job.
 - It returns a JSON-serialisable dict (the job's result), or `PendingSync(result)` when
@@ -57,18 +60,19 @@ from tui.services.settings import SECRET_VARIABLES, Settings
 QUEUE_FILE = "transfers.sqlite"
 
 KINDS = ("download", "log", "upload", "sync")
-QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC = (
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC, PAUSED = (
     "queued",
     "running",
     "done",
     "failed",
     "cancelled",
     "pending_sync",
+    "paused",
 )
-STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC)
-ACTIVE_STATES = (QUEUED, RUNNING, PENDING_SYNC, FAILED)
+STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC, PAUSED)
+ACTIVE_STATES = (QUEUED, RUNNING, PAUSED, PENDING_SYNC, FAILED)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.
 RATE_TAU = 3.0
@@ -117,6 +121,7 @@ CREATE TABLE IF NOT EXISTS job_files (
 # written by an older evalwb-tui keeps its jobs.
 _MIGRATIONS = {
     2: "ALTER TABLE jobs ADD COLUMN note TEXT",
+    3: "ALTER TABLE jobs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0",
 }
 
 
@@ -189,6 +194,7 @@ class Job:
     last_error: str | None = None
     result: dict[str, Any] | None = None
     cancel_requested: bool = False
+    pause_requested: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
@@ -342,6 +348,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         last_error=row["last_error"],
         result=_json_or_none(row["result"]),
         cancel_requested=bool(row["cancel_requested"]),
+        pause_requested=bool(row["pause_requested"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         started_at=row["started_at"],
@@ -515,7 +522,7 @@ class TransferQueue:
         with self._write() as tx:
             row = self._row(tx, job_id)
             state = row["state"]
-            if state == QUEUED or (state == RUNNING and self._orphaned(row, now)):
+            if state in (QUEUED, PAUSED) or (state == RUNNING and self._orphaned(row, now)):
                 tx.execute(
                     "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, eta = NULL,"
                     " rate = 0 WHERE id = ?",
@@ -528,8 +535,8 @@ class TransferQueue:
                 )
             else:
                 raise JobStateError(
-                    f"transfer job {job_id} is {state}; only queued or running jobs can be"
-                    " cancelled"
+                    f"transfer job {job_id} is {state}; only queued, running or paused jobs"
+                    " can be cancelled"
                 )
         return self.get(job_id)
 
@@ -549,6 +556,66 @@ class TransferQueue:
                 (QUEUED, now, now, job_id),
             )
         return self.get(job_id)
+
+    def pause(self, job_id: int) -> Job:
+        """Pause a queued job now (no runner claims it), or ask the runner of a running
+        one to hand it back; its progress is kept for `resume`."""
+        now = time.time()
+        with self._write() as tx:
+            row = self._row(tx, job_id)
+            state = row["state"]
+            if state == QUEUED or (state == RUNNING and self._orphaned(row, now)):
+                tx.execute(
+                    "UPDATE jobs SET state = ?, updated_at = ?, eta = NULL, rate = 0,"
+                    " claim_token = NULL WHERE id = ?",
+                    (PAUSED, now, job_id),
+                )
+            elif state == RUNNING and not row["cancel_requested"]:
+                tx.execute(
+                    "UPDATE jobs SET pause_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, job_id),
+                )
+            else:
+                raise JobStateError(
+                    f"transfer job {job_id} is {state}; only queued or running jobs can be paused"
+                )
+        return self.get(job_id)
+
+    def resume(self, job_id: int) -> Job:
+        """Queue a paused job again (it continues where it was), or withdraw the pause
+        asked of a running job."""
+        now = time.time()
+        with self._write() as tx:
+            row = self._row(tx, job_id)
+            state = row["state"]
+            if state == PAUSED:
+                tx.execute(
+                    "UPDATE jobs SET state = ?, next_attempt_at = ?, pause_requested = 0,"
+                    " updated_at = ? WHERE id = ?",
+                    (QUEUED, now, now, job_id),
+                )
+            elif state == RUNNING and row["pause_requested"]:
+                # Should the runner have stopped already, it hands the job back as queued.
+                tx.execute(
+                    "UPDATE jobs SET pause_requested = 0, updated_at = ? WHERE id = ?",
+                    (now, job_id),
+                )
+            else:
+                raise JobStateError(
+                    f"transfer job {job_id} is {state}; only paused jobs can be resumed"
+                )
+        return self.get(job_id)
+
+    def is_pause_requested(self, job_id: int) -> bool:
+        """True while the job's runner is asked to hand it back paused."""
+        row = (
+            self._conn()
+            .execute("SELECT pause_requested FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise JobNotFoundError(f"no transfer job with id {job_id}")
+        return bool(row["pause_requested"])
 
     def is_cancelled(self, job_id: int) -> bool:
         """True once the job was cancelled or a cancel was asked for."""
@@ -587,7 +654,7 @@ class TransferQueue:
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
                 " updated_at = ?, heartbeat_at = ?, rate = 0, rate_at = ?, eta = NULL,"
                 " owner_pid = ?, owner_start = ?, owner_host = ?, claim_token = ?,"
-                " cancel_requested = 0 WHERE id = ?",
+                " cancel_requested = 0, pause_requested = 0 WHERE id = ?",
                 (
                     RUNNING,
                     now,
@@ -748,6 +815,21 @@ class TransferQueue:
             job_id, CANCELLED, from_states=(RUNNING,), claim=claim, finished_at=time.time()
         )
 
+    def mark_paused(self, job_id: int, *, claim: str | None = None) -> bool:
+        """Acknowledge a pause: the runner has stopped and hands the job back with its
+        progress; queued instead when the pause was withdrawn meanwhile."""
+
+        def decide(row: sqlite3.Row) -> dict[str, Any]:
+            state = PAUSED if row["pause_requested"] else QUEUED
+            return {
+                "state": state,
+                "pause_requested": 0,
+                "next_attempt_at": time.time(),
+                "claim_token": None,
+            }
+
+        return self._transition(job_id, from_states=(RUNNING,), claim=claim, decide=decide)
+
     def release(self, job_id: int, *, claim: str | None = None) -> bool:
         """Give a running job back to the queue at once, e.g. when its runner is stopped."""
         return self._end(
@@ -804,14 +886,17 @@ class TransferQueue:
                     continue
                 if row["cancel_requested"]:
                     state, error = CANCELLED, row["last_error"]
+                elif row["pause_requested"]:
+                    state, error = PAUSED, row["last_error"]
                 elif row["attempts"] >= row["max_attempts"]:
                     state, error = FAILED, "the runner died on every attempt"
                 else:
                     state, error = QUEUED, row["last_error"]
                 tx.execute(
                     "UPDATE jobs SET state = ?, last_error = ?, next_attempt_at = ?, rate = 0,"
-                    " eta = NULL, updated_at = ?, claim_token = NULL,"
-                    " finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END WHERE id = ?",
+                    " eta = NULL, updated_at = ?, claim_token = NULL, pause_requested = 0,"
+                    " finished_at = CASE WHEN ? IN ('queued', 'paused') THEN NULL ELSE ? END"
+                    " WHERE id = ?",
                     (state, error, now, now, state, now, row["id"]),
                 )
                 recovered.append(row["id"])
@@ -884,14 +969,21 @@ class Progress:
         self._files: dict[str, FileProgress] = {}
         self._last_write = 0.0
         self._cancelled = job.cancel_requested
+        self._paused = job.pause_requested
         self._lost = False
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
     @property
     def cancelled(self) -> bool:
-        """True once the job was cancelled (or taken over by another runner): stop soon."""
-        return self._cancelled or self._lost
+        """True once the job was cancelled or paused (or taken over by another runner):
+        stop soon."""
+        return self._cancelled or self._paused or self._lost
+
+    @property
+    def paused(self) -> bool:
+        """True once a pause was seen; it stays true, since the handler may be stopping."""
+        return self._paused
 
     def update(
         self,
@@ -962,6 +1054,7 @@ class Progress:
         if stale:
             self.flush()
         self._cancelled = self.queue.is_cancelled(self.job.id)
+        self._paused = self._paused or self.queue.is_pause_requested(self.job.id)
 
     def __enter__(self) -> Progress:
         self._ticker = threading.Thread(target=self._tick, name=f"progress-{self.job.id}")
@@ -1017,8 +1110,7 @@ class Runner:
             with progress:
                 outcome = handler(job, progress)
         except Exception as exc:  # any handler failure ends its job, never the runner
-            if self.queue.is_cancelled(job.id):
-                self.queue.mark_cancelled(job.id, claim=claim)
+            if self._stopped(job, progress):
                 return
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             retryable = isinstance(exc, RETRYABLE_ERRORS)
@@ -1028,13 +1120,25 @@ class Runner:
             # Stopped from outside (Ctrl-C, SystemExit): the job resumes on the next run.
             self.queue.release(job.id, claim=claim)
             raise
-        self._conclude(job, outcome)
+        if not self._stopped(job, progress):
+            self._conclude(job, outcome)
+
+    def _stopped(self, job: Job, progress: Progress) -> bool:
+        """Acknowledge a cancel or a pause the handler may have stopped for; False if none.
+
+        A handler that returns after a pause may not have finished: the job is handed
+        back and runs again on resume, which handlers make cheap.
+        """
+        if self.queue.is_cancelled(job.id):
+            self.queue.mark_cancelled(job.id, claim=job.claim_token)
+            return True
+        if progress.paused or self.queue.is_pause_requested(job.id):
+            self.queue.mark_paused(job.id, claim=job.claim_token)
+            return True
+        return False
 
     def _conclude(self, job: Job, outcome: Any) -> None:
         claim = job.claim_token
-        if self.queue.is_cancelled(job.id):
-            self.queue.mark_cancelled(job.id, claim=claim)
-            return
         pending = isinstance(outcome, PendingSync)
         result = outcome.result if pending else ({} if outcome is None else outcome)
         try:
