@@ -37,6 +37,7 @@ from tui.services.transfers import (
     CANCELLED,
     DONE,
     FAILED,
+    PAUSED,
     QUEUED,
     RUNNING,
     Backoff,
@@ -297,6 +298,32 @@ async def test_cancel_asks_first_then_moves_a_running_job_to_cancelled(
         assert stored.state == CANCELLED
         assert 0 < stored.bytes_done < stored.bytes_total
         assert not notes_titled(app, "Transfer failed")
+
+
+async def test_p_pauses_a_running_job_keeping_its_progress_and_p_again_resumes_it(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    job = copy_job(queue, tmp_path, size=2 << 20, chunk=16 << 10, delay=0.01)
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        with RunnerThread(queue_file):
+            await wait_for(pilot, lambda: percent(app, job.id), "some progress")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == PAUSED, "paused")
+            paused = queue.get(job.id)
+            assert 0 < paused.bytes_done < paused.bytes_total
+            assert 0 < (percent(app, job.id) or 0) < 100  # the bar keeps its progress
+            await pilot.pause(0.3)
+            assert queue.get(job.id).state == PAUSED  # the runner leaves it alone
+            await pilot.press("p")
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done", 20)
+        said = [n[1] for n in app.notes]
+        assert f"Transfer #{job.id}: pause asked, the runner hands it back" in said
+        assert f"Transfer #{job.id} resumed; a worker will pick it up" in said
+        await pilot.press("p")
+        await wait_for(
+            pilot, lambda: any("only queued or running" in n[1] for n in app.notes), "a warning"
+        )
 
 
 async def test_a_failure_notifies_shows_its_error_and_retry_queues_it_again(

@@ -33,6 +33,7 @@ from tui.services.transfers import (
     CANCELLED,
     DONE,
     FAILED,
+    PAUSED,
     PENDING_SYNC,
     QUEUED,
     RUNNING,
@@ -167,6 +168,21 @@ def cancel_command(job_id: int) -> Command:
     return run
 
 
+def pause_command(job_id: int, *, resume: bool, settings: Settings | None) -> Command:
+    """Pause `job_id` (a running one is handed back by its runner), or resume it."""
+
+    def run(queue: TransferQueue) -> Outcome:
+        if resume:
+            queue.resume(job_id)
+            return f"Transfer #{job_id} resumed; {_start_worker(settings)}", "information"
+        job = queue.pause(job_id)
+        if job.state == PAUSED:
+            return f"Transfer #{job_id} paused", "information"
+        return f"Transfer #{job_id}: pause asked, the runner hands it back", "information"
+
+    return run
+
+
 def retry_command(job_id: int, settings: Settings | None) -> Command:
     """Queue a failed or cancelled job again."""
 
@@ -250,6 +266,7 @@ class TransfersPane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "cancel", "Cancel", id="transfers.cancel"),
         Binding("r", "retry", "Retry", id="transfers.retry"),
+        Binding("p", "pause", "Pause/resume", id="transfers.pause"),
         Binding("s", "sync", "Sync offline runs", id="transfers.sync"),
         Binding("escape", "back", "Back to list", show=False, id="transfers.back"),
     ]
@@ -657,6 +674,21 @@ class TransfersPane(Vertical):
             )
             return
         self._commands.put(retry_command(job.id, self.settings))
+
+    def action_pause(self) -> None:
+        job = self.selected_job
+        if job is None:
+            self.app.notify("No transfer selected", severity="warning")
+            return
+        resume = job.state == PAUSED or (job.state == RUNNING and job.pause_requested)
+        if not resume and job.state not in (QUEUED, RUNNING):
+            self.app.notify(
+                f"#{job.id} is {display_state(job)}; only queued or running jobs can be paused",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self._commands.put(pause_command(job.id, resume=resume, settings=self.settings))
 
     def action_sync(self) -> None:
         self._commands.put(sync_command(self.settings))
