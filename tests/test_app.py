@@ -237,6 +237,15 @@ async def test_a_download_started_in_registry_is_notified_once(
                 time.sleep(0.05)
 
 
+async def test_a_picked_checkpoint_leaves_the_focus_on_the_task_filter(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.query_one(RegistryPane).post_message(CheckpointPicked("my-model:production"))
+        task_filter = app.query_one("#run-task-filter", Input)
+        await wait_for(pilot, lambda: app.screen.focused is task_filter, "the task filter")
+        assert checkpoint_input(app).value == "my-model:production"
+
+
 def help_rows(app: EvalWBApp) -> list[tuple[str, str, str]]:
     screen = app.screen
     assert isinstance(screen, HelpScreen)

@@ -94,6 +94,15 @@ async def choose_task(
     await pilot.press("space")
 
 
+async def test_filter_then_tab_and_space_choose_the_first_match(tmp_path: Path) -> None:
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await type_into(pilot, "task-filter", "arc", keys=True)
+        await pilot.press("tab", "space")
+        assert pane.form_values()["tasks"] == ["ARC"]
+
+
 async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
     pane.set_checkpoint("org/proj/my-model:v3")
     await choose_task(pilot, pane, "arc", "ARC", keys=True)

@@ -229,7 +229,8 @@ class EvalWBApp(App[None]):
 
     @on(RegistryPane.CollectionsLoaded)
     def _listing_shown(self) -> None:
-        # The listing is drawn on the next refresh; the other panes load after it.
+        # The listing is drawn on the next refresh; the other panes are imported a little
+        # later, so their import (a thread, but holding the GIL) does not hold up the frame.
         self.set_timer(0.2, self._load_panes)
 
     # -- the other panes, loaded in the background ----------------------------------------
@@ -345,6 +346,10 @@ class EvalWBApp(App[None]):
         set_checkpoint = getattr(run, "set_checkpoint", None)
         if set_checkpoint is not None:
             set_checkpoint(ref)
+        focus_missing = getattr(run, "focus_missing", None)
+        if focus_missing is not None:
+            # Once the tab is shown: a hidden widget cannot take the focus.
+            self.call_after_refresh(focus_missing)
 
     # -- help and palette, from the live bindings ---------------------------------------
 

@@ -70,6 +70,12 @@ BUTTONS = {
     "cancel_run": "Cancel",
 }
 INPUT_FIELDS = tuple(f for group in (TEXT_FIELDS, NUMBER_FIELDS, LATER_FIELDS) for f, _, _ in group)
+# The form's order, tasks included (they come right after the text fields).
+FORM_ORDER = (
+    *(f for f, _, _ in TEXT_FIELDS),
+    "tasks",
+    *(f for group in (NUMBER_FIELDS, LATER_FIELDS) for f, _, _ in group),
+)
 
 
 def _text(value: Any) -> str:
@@ -248,6 +254,17 @@ class RunConfigPane(Vertical):
 
     # -- focus ---------------------------------------------------------------------------
 
+    def focus_missing(self) -> None:
+        """Focus the first field that needs something (the task filter when only tasks
+        are missing), else the checkpoint: where a user who just picked a checkpoint
+        types next."""
+        for name in FORM_ORDER:
+            if name in self.errors:
+                field = "task-filter" if name == "tasks" else name
+                self.query_one(f"#run-{field}", Input).focus()
+                return
+        self.query_one("#run-checkpoint", Input).focus()
+
     def on_descendant_focus(self) -> None:
         self._mark_form()
 
@@ -375,6 +392,9 @@ class RunConfigPane(Vertical):
             for name in evalrun.task_names()
             if needle in evalrun.task_key(name)
         )
+        if tasks.option_count:
+            # Space then toggles the best match at once, without a cursor move first.
+            tasks.highlighted = 0
         self._show_chosen()
 
     def _show_chosen(self) -> None:
