@@ -572,3 +572,31 @@ def test_wandb_cache_is_used_only_when_wandb_cache_skip_is_false(
     assert not again.cache_hit
     assert all(cache.md5_b64_of(again.folder / e.path) == e.digest for e in entries)
     service.check()
+
+
+@pytest.mark.parametrize("where", ["option", "variable"])
+@pytest.mark.parametrize("bad", ["missing-parent", "file"])
+def test_an_unusable_cache_root_is_one_line_naming_its_option(
+    tmp_path, registry, monkeypatch, capsys, where, bad
+):
+    from tui.cli import main
+
+    make_checkpoint(tmp_path / "src" / "hf", shards=1, shard_bytes=10)
+    registry.add_version("m", tmp_path / "src")
+    for name, value in env_for(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    target = Path("/proc/evalwb-no-such/cache")  # nothing can be created under /proc
+    if bad == "file":
+        target = tmp_path / "a-file"
+        target.write_text("x")
+    args = ["download", "m"]
+    if where == "option":
+        args += ["--root", str(target)]
+    else:
+        monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(target))
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    name = "--root" if where == "option" else "WANDB_ARTIFACT_DIR"
+    reason = "it is a file, not a folder" if bad == "file" else "No such file or directory"
+    assert err == f"evalwb-tui: {name} {target}: cannot create the cache folder ({reason})"

@@ -407,3 +407,23 @@ def test_cli_download_prints_the_wait_in_a_log_once_per_change(env, monkeypatch)
     assert len(lines) == 2, lines
     assert lines[0].startswith("evalwb-tui: waiting for m:latest: m-local:latest misses")
     assert "WANDB_ARTIFACT_WAIT_TIMEOUT_SEC" in lines[1]
+
+
+def test_a_download_job_names_an_unusable_wandb_artifact_dir(env, monkeypatch, reaper):
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(env / "registry"))
+    source = env / "src" / "hf"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    LocalRegistry(env / "registry").add_version("m", env / "src")
+    (env / "a-file").write_text("x")
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(env / "a-file"))
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "m", {"ref": "m"})
+    start([*WORKER, "--idle-exit", "1"], reaper)
+
+    failed = wait_for("the failure", lambda: job_in(queue, job.id, "failed"))
+    assert failed.attempts == 1  # no retry can help
+    assert failed.last_error.endswith(
+        f"WANDB_ARTIFACT_DIR {env / 'a-file'}: cannot create the cache folder "
+        "(it is a file, not a folder)"
+    )

@@ -487,8 +487,10 @@ def _add_download(sub: Any) -> None:
 
 
 def _download(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.cache import download
+    from tui.services.cache import download, ensure_root
 
+    if args.root is not None:
+        ensure_root(args.root, "--root")
     result = download(
         args.ref,
         registry=_registry(settings),

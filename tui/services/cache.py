@@ -21,6 +21,7 @@ large the checkpoint is; `verify=True` re-hashes.
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -170,6 +171,21 @@ def cache_root(settings: Settings) -> Path:
     return settings.artifact_dir
 
 
+def ensure_root(root: Path, name: str) -> Path:
+    """Create the download root and its lock folder; DownloadError naming `name`, the
+    option or variable that chose `root`, when it cannot be used."""
+    try:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+        (root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+        if not os.access(root / LOCKS_DIR, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "it is not writable")
+    except OSError as exc:
+        reason = exc.strerror or " ".join(str(exc).split())
+        raise DownloadError(f"{name} {root}: cannot create the cache folder ({reason})") from None
+    return root
+
+
 def version_folder(root: Path, version: Version) -> Path:
     """`<root>/<entity or local>/<project>/<name>/<version>` for `version`."""
     return root / _relative(version)
@@ -207,6 +223,7 @@ def download(
     """
     started = clock.monotonic()
     ref = parse_ref(ref) if isinstance(ref, str) else ref
+    root_given = root
     root = Path(root) if root is not None else cache_root(settings)
     job = _Job(ref, registry, settings, root, _Reporter(progress), cancel, clock, started)
     job.report.emit("resolving", f"resolving {ref}")
@@ -222,6 +239,7 @@ def download(
         if isinstance(exc, DownloadError):
             raise
         return _offline(job, exc, checkpoint)
+    ensure_root(job.root, "WANDB_ARTIFACT_DIR" if root_given is None else "cache root")
     result = _fetch_version(job, version, entries, verify=verify)
     _record_alias(root, ref, version)
     return _finish(job, result, entries, checkpoint)
@@ -1056,6 +1074,7 @@ __all__ = [
     "check_paths",
     "checkpoint_root",
     "download",
+    "ensure_root",
     "md5_b64_of",
     "read_marker",
     "version_folder",
