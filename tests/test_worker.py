@@ -379,6 +379,8 @@ def test_a_job_waiting_for_the_real_artifact_says_so_then_fails_on_the_timeout(
     settings = load_settings(dict(os.environ))
     queue = open_queue(settings)
     job = queue.enqueue("download", "m", {"ref": "m"})
+    watcher = start([*CLI, "transfers", "--watch"], reaper)
+    first_line(watcher)
     start([*WORKER, "--idle-exit", "1"], reaper)
 
     wait_for("the job to run", lambda: job_in(queue, job.id, "running"))
@@ -392,6 +394,9 @@ def test_a_job_waiting_for_the_real_artifact_says_so_then_fails_on_the_timeout(
     assert "did not appear within 2 s (WANDB_ARTIFACT_WAIT_TIMEOUT_SEC)" in failed.last_error
     listed = subprocess.run([*CLI, "transfers"], capture_output=True, text=True, timeout=30)
     assert "(waiting for" not in listed.stdout  # a failed job shows its state, not the note
+    watched = watcher.communicate(timeout=30)[0].splitlines()
+    assert any("running" in line and "(waiting for m:latest" in line for line in watched)
+    assert watched[-1].split()[2] == "failed"
 
 
 def test_cli_download_prints_the_wait_in_a_log_once_per_change(env, monkeypatch):

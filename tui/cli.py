@@ -644,9 +644,10 @@ def _job_line(job: Any) -> str:
 
 
 def _job_note(job: Any) -> str:
-    """The handler's status line, e.g. what a download waits for, while it matters."""
+    """The handler's status line, e.g. what a download waits for, while it runs (a note
+    left by an earlier attempt says nothing about a queued or ended job)."""
     note = getattr(job, "note", None)
-    return f"  ({note})" if note and job.state in ("queued", "running") else ""
+    return f"  ({note})" if note and job.state == "running" else ""
 
 
 def _jobs_header() -> str:
