@@ -249,6 +249,34 @@ def test_upload_progress_is_read_from_wandb_core_operation_stats() -> None:
     assert tally.files["artifact results/big.bin"] == (64 * 2**20, 64 * 2**20)
 
 
+def test_a_fast_log_job_ends_with_its_whole_upload_counted(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    """No upload is held in flight: the totals come from the plan, not from polling."""
+    serve()
+    settings = settings_now()
+    job = enqueue_log(settings)
+    start_worker(reap)
+    done = wait_for("the log job", lambda: job_done(settings, job.id), 60)
+    assert done.result["pending_sync"] is False
+    results = sum(path.stat().st_size for path in read_run(RESULTS).files.values())
+    assert done.bytes_done == done.bytes_total > results > 0  # the results and the run's files
+    assert done.files_done == done.files_total > 0
+
+
+def test_the_upload_plan_counts_unseen_files_and_ends_whole() -> None:
+    from tui.services.evallog import UploadTally
+
+    events: list[Any] = []
+    tally = UploadTally({"run/config.yaml": 865, "artifact/results.json": 4000})
+    tally.report(events.append)
+    tally.finish()
+    tally.report(events.append)
+    uploads = [(e.done, e.total) for e in events if e.stage == "upload"]
+    assert uploads == [(0, 4865), (4865, 4865)]
+    assert [(e.done, e.total) for e in events if e.stage == "upload_files"] == [(0, 2), (2, 2)]
+
+
 def test_worker_killed_mid_upload_a_new_worker_resumes_without_doubles(
     serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
 ) -> None:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from tui.services.refs import ArtifactRef, parse_ref
-from tui.services.results import EvalRun, metric_rows
+from tui.services.results import RESULT_FILES, EvalRun, metric_rows
 
 if TYPE_CHECKING:
     from tui.services.settings import Settings
@@ -842,11 +842,14 @@ class UploadTally:
     A file upload in flight is an operation (or a subtask of `uploading artifact X`) whose
     `progress` reads like `54.9MB/64.0MB` (binary units). Finished uploads leave the
     stats, so each file keeps the last count seen; files that start and finish between
-    two polls are not seen at all.
+    two polls are not seen at all. The totals therefore come from `planned` (file sizes
+    known before the upload starts, see `upload_plan`) where that is more.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, planned: Mapping[str, int] | None = None) -> None:
         self.files: dict[str, tuple[int, int]] = {}
+        self.planned = dict(planned or {})
+        self.done = False
 
     def add(self, stats: Iterable[Any]) -> None:
         """Take the `stats` (wandb_internal OperationStats) of one status poll."""
@@ -865,8 +868,9 @@ class UploadTally:
             self._walk(path, op.subtasks)
 
     def finish(self) -> None:
-        """The sync succeeded: every file seen was sent whole."""
+        """The sync succeeded: every file was sent whole, seen or not."""
         self.files = {path: (total, total) for path, (_, total) in self.files.items()}
+        self.done = True
 
     def report(self, progress: ProgressFn | None) -> None:
         """Emit `upload` (bytes), `upload_files` (files) and one `upload_file` per file."""
@@ -875,12 +879,34 @@ class UploadTally:
         for path, (done, total) in self.files.items():
             progress(LogProgress("upload_file", done, total, path))
         sizes = self.files.values()
-        progress(LogProgress("upload", sum(d for d, _ in sizes), sum(t for _, t in sizes)))
-        whole = sum(1 for d, t in sizes if d >= t)
-        progress(LogProgress("upload_files", whole, len(self.files)))
+        total = max(sum(self.planned.values()), sum(t for _, t in sizes))
+        sent = total if self.done else min(total, sum(d for d, _ in sizes))
+        progress(LogProgress("upload", sent, total))
+        count = max(len(self.planned), len(self.files))
+        whole = count if self.done else min(count, sum(1 for d, t in sizes if d >= t))
+        progress(LogProgress("upload_files", whole, count))
 
 
-def _sync_here(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
+def upload_plan(logged: LoggedRun) -> dict[str, int]:
+    """Sizes of what syncing `logged` sends, known before it starts: the offline run's
+    files and the results artifact's files (its manifest is these files)."""
+    plan: dict[str, int] = {}
+    run_files = Path(logged.run_dir) / "files"
+    if run_files.is_dir():
+        for path in run_files.rglob("*"):
+            if path.is_file():
+                plan[f"run/{path.relative_to(run_files)}"] = path.stat().st_size
+    if logged.results_path:
+        for name in RESULT_FILES:
+            path = Path(logged.results_path) / name
+            if path.is_file():
+                plan[f"artifact/{name}"] = path.stat().st_size
+    return plan
+
+
+def _sync_here(
+    logged: LoggedRun, settings: Settings, progress: ProgressFn | None, tally: UploadTally
+) -> str | None:
     """Upload one offline run as `wandb sync` does (wandb.cli.beta_sync), through this
     process's wandb-core, reporting progress; None when it worked, else the reason.
 
@@ -900,7 +926,6 @@ def _sync_here(logged: LoggedRun, settings: Settings, progress: ProgressFn | Non
         base_url=settings.wandb_base_url or DEFAULT_BASE_URL,
         silent=True,
     )
-    tally = UploadTally()
 
     async def sync() -> list[Any]:
         init = await service.init_sync(
@@ -931,8 +956,6 @@ def _sync_here(logged: LoggedRun, settings: Settings, progress: ProgressFn | Non
     except Exception as exc:  # the service's own failures, whatever their kind
         return _one_line(f"sync of {logged.run_dir} failed: {exc}", settings)
     if Path(logged.wandb_file + ".synced").exists():
-        tally.finish()
-        tally.report(progress)
         return None
     errors = [m.content for m in messages if m.severity >= logging.ERROR]
     return _one_line("\n".join(errors), settings) or "the sync did not finish"
@@ -940,11 +963,18 @@ def _sync_here(logged: LoggedRun, settings: Settings, progress: ProgressFn | Non
 
 def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
     """Sync one offline run in this process, or with the `wandb sync` command when this
-    SDK has no sync service; None when it worked, else the reason."""
+    SDK has no sync service; None when it worked, else the reason. Progress starts at
+    the planned totals and ends at them once the upload is confirmed."""
+    tally = UploadTally(upload_plan(logged))
+    tally.report(progress)
     try:
-        return _sync_here(logged, settings, progress)
+        failure = _sync_here(logged, settings, progress, tally)
     except (ImportError, AttributeError):
-        return _run_sync(logged, settings)
+        failure = _run_sync(logged, settings)
+    if failure is None:
+        tally.finish()
+        tally.report(progress)
+    return failure
 
 
 def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
