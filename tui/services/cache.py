@@ -16,6 +16,10 @@ references, size and ETag for `s3://` references (a multipart ETag `<hex>-N` is 
 content md5, so only the size and the ETag the server returns can be compared). A hit
 then compares size and mtime with the marker, so it costs a few `stat` calls however
 large the checkpoint is; `verify=True` re-hashes.
+
+W&B stored files stream straight into this cache, so their bytes are stored once; only
+with `WANDB_CACHE_SKIP=false` does W&B's own artifact cache serve them by md5 and keep a
+copy of each one fetched.
 """
 
 from __future__ import annotations
