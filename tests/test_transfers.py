@@ -341,6 +341,16 @@ def test_a_paused_queued_job_is_not_claimed_until_resumed(queue: TransferQueue) 
         queue.pause(job.id + 1)
 
 
+def test_a_failure_after_a_pause_request_ends_paused(queue: TransferQueue) -> None:
+    job = queue.enqueue("upload", "x", {})
+    queue.claim_next()
+    queue.pause(job.id)
+    assert queue.fail(job.id, TimeoutError("read timed out"), retryable=True)
+    ended = queue.get(job.id)
+    assert (ended.state, ended.pause_requested) == (PAUSED, False)
+    assert queue.resume(job.id).state == QUEUED
+
+
 def test_a_paused_job_can_be_cancelled(queue: TransferQueue) -> None:
     job = queue.enqueue("download", "m:v1", {})
     queue.pause(job.id)

@@ -853,6 +853,8 @@ class TransferQueue:
             now = time.time()
             if row["cancel_requested"]:
                 return {"state": CANCELLED, "last_error": message, "finished_at": now}
+            if row["pause_requested"]:  # asked while the handler failed: keep the pause
+                return {"state": PAUSED, "last_error": message, "pause_requested": 0}
             if retryable and row["attempts"] < row["max_attempts"]:
                 delay = max(self.backoff.delay(row["attempts"]), retry_after or 0.0)
                 return {"state": QUEUED, "last_error": message, "next_attempt_at": now + delay}
