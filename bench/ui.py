@@ -33,6 +33,7 @@ sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != R
 import argparse
 import asyncio
 import fcntl
+import gc
 import os
 import re
 import select
@@ -178,6 +179,7 @@ async def big_registry(settings, registry_root: Path, names: list[str], versions
     from tui.widgets.filter_input import DEBOUNCE_SECONDS, FilterInput
     from tui.widgets.registry_tree import RegistryTree
 
+    gc.freeze()  # as `evalwb-tui` does before its app runs (see tui/cli.py)
     app = EvalWBApp(settings, LocalRegistry(registry_root))
     opened, entered, typed = [], [], []
     async with app.run_test(size=(120, 40)) as pilot:
@@ -273,6 +275,7 @@ async def download_stall(settings, registry_root: Path, ref: str, limit: float):
     from tui.services.transfers import CANCELLED, DONE, FAILED, open_queue
     from tui.services.worker import ensure_worker
 
+    gc.freeze()  # as `evalwb-tui` does before its app runs (see tui/cli.py)
     app = EvalWBApp(settings, LocalRegistry(registry_root))
     gaps: list[tuple[float, float]] = []
     async with app.run_test(size=(120, 40)) as pilot:
