@@ -19,16 +19,7 @@
    `set_interval` ticker records the longest gap (target: under 50 ms).
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark's
-# module (bench/logging.py) would shadow the standard library's; put the repo root there.
-sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
 import argparse
 import asyncio
@@ -42,10 +33,12 @@ import signal
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import termios
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 MINIMAL_APP = """
 from textual.app import App
