@@ -372,7 +372,7 @@ def test_the_registry_views_show_the_uploaded_results_and_lineage(
 
 
 def test_without_the_sync_service_the_wandb_sync_command_uploads(
-    serve: Callable[..., WandbEmulator], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., WandbEmulator], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from tui.services import evallog
 
@@ -380,7 +380,11 @@ def test_without_the_sync_service_the_wandb_sync_command_uploads(
         raise AttributeError("'ServiceConnection' object has no attribute 'init_sync'")
 
     emulator = serve()
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # the command must still not use the cwd
     settings = settings_now()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     logged = evallog.log_run(read_run(RESULTS), settings=settings, project=PROJECT, offline=True)
     monkeypatch.setattr(evallog, "_sync_here", no_service)  # an SDK without it
     [result] = evallog.sync_pending(settings)
@@ -392,6 +396,7 @@ def test_without_the_sync_service_the_wandb_sync_command_uploads(
         [logged.artifact_alias, "latest"],
     )
     assert emulator.errors == []
+    assert list(cwd.iterdir()) == []  # the wandb command wrote nothing where it was started
 
 
 def test_a_sync_job_uploads_an_offline_run_and_reports_bytes(

@@ -786,7 +786,9 @@ def _wandb_command() -> list[str]:
 
 def _sync_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(WANDB_SILENT="true", WANDB_CONSOLE="off")
+    # The wandb CLI writes its debug log under WANDB_DIR, else into the current folder.
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    env.update(WANDB_SILENT="true", WANDB_CONSOLE="off", WANDB_DIR=str(settings.runs_dir))
     if settings.wandb_api_key is not None:
         env["WANDB_API_KEY"] = settings.wandb_api_key.reveal()
     if settings.wandb_base_url:
