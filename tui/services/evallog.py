@@ -917,9 +917,8 @@ def _sync_here(
     """
     import asyncio
 
-    from wandb.sdk import wandb_setup
-
     import wandb
+    from wandb.sdk import wandb_setup
 
     setup = wandb_setup.singleton()
     service = setup.ensure_service()
