@@ -33,30 +33,19 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script, this folder is on sys.path: the logging benchmark's pieces are shared.
+from eval_logging import LARGE, plain_content
+from eval_logging import SDK_SETTINGS as LOGGING_SDK_SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 
-LARGE = (
-    REPO.parent
-    / "shared/fixtures/eval-framework/dev/large/HFLLM_checkpoint_org_proj_my-model_v3"
-    / "v0.15.4_ARC/fewshot_3__samples_None_77286"
-)
 KEY = "0123456789abcdef0123456789abcdef01234567"  # the emulator takes any 40-char key
 PROJECT = "bench"
 BIG_FILE = "evaluation.log"
 TIMEOUT_SEC = 900
-SDK_SETTINGS = {
-    "silent": True,
-    "quiet": True,
-    "console": "off",
-    "x_disable_stats": True,
-    "x_disable_meta": True,
-    "x_disable_machine_info": True,
-    "x_save_requirements": False,
-    "save_code": False,
-    "disable_code": True,
-    "disable_git": True,
-    "disable_job_creation": True,
-    "init_timeout": 120,
+# Online here; otherwise the plain contender runs as the logging benchmark's does.
+SDK_SETTINGS = {k: v for k, v in LOGGING_SDK_SETTINGS.items() if k != "mode"} | {
+    "init_timeout": 120
 }
 
 
@@ -122,35 +111,6 @@ def results_copy(root: Path, mib: int) -> Path:
         for i in range(mib):
             out.write(i.to_bytes(4, "big") + block[4:])  # no two MiB alike
     return dst
-
-
-def plain_content(folder: Path, work: Path) -> Path:
-    """What ours logs for `folder`, precomputed, for the plain SDK contender to log."""
-    from tui.services import evallog
-    from tui.services.results import read_run
-
-    run = read_run(folder)
-    group = evallog.grouping(run, None, None)
-    alias = evallog.content_alias(folder)
-    scratch = work / "content"
-    scratch.mkdir()
-    content = {
-        "group": group.group,
-        "job_type": run.task_name,
-        "name": evallog.run_name(run),
-        "tags": evallog.run_tags(run),
-        "config": evallog.run_config(run, group, None),
-        "columns": list(evallog.TABLE_COLUMNS),
-        "rows": list(evallog.table_rows(run)),
-        "metrics": evallog.metrics_payload(run),
-        "artifact": evallog.run_artifact_name(run),
-        "alias": alias,
-        "metadata": evallog.artifact_metadata(run, group, alias),
-        "files": {k: str(v) for k, v in evallog.artifact_files(run, scratch).items()},
-    }
-    path = scratch / "content.json"
-    path.write_text(json.dumps(content))
-    return path
 
 
 def fresh_env(home: Path, base_url: str) -> dict[str, str]:
