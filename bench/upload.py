@@ -17,11 +17,20 @@ medians of `--runs` rounds:
 
 Each measurement checks what reached the server: one run, and the results artifact
 with every file byte.
+
+Then (unless `--no-stall`) the event-loop stall: the same log job is queued in this
+process and run by the detached worker while the app (under Textual's `run_test`, the
+Transfers pane shown, `gc.freeze()` as `evalwb-tui` does) runs a 10 ms `set_interval`
+ticker; the longest gap between ticks from queueing to the job's end is reported
+(target: under 50 ms), next to the same ticker's longest gap with nothing running.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import gc
 import json
 import os
 import shutil
@@ -36,6 +45,7 @@ from pathlib import Path
 # Run as a script, this folder is on sys.path: the logging benchmark's pieces are shared.
 from eval_logging import LARGE, plain_content
 from eval_logging import SDK_SETTINGS as LOGGING_SDK_SETTINGS
+from ui import _until, ms, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds per contender")
     parser.add_argument("--mib", type=int, default=256, help="size of the big result file")
+    parser.add_argument(
+        "--no-stall", action="store_true", help="skip the event-loop stall measurement"
+    )
     parser.add_argument("--child", choices=("plain", "check"), help=argparse.SUPPRESS)
     parser.add_argument("--content", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -207,6 +220,109 @@ def measure_one(tool: str, folder: Path, content: Path, home: Path) -> float:
     return wall
 
 
+# --- the app's event loop while the worker uploads -------------------------------------
+
+
+def log_payload(folder: Path) -> dict[str, str]:
+    """What `evalwb-tui log FOLDER --project bench` queues for the worker."""
+    return {"results": str(folder.absolute()), "project": PROJECT}
+
+
+async def upload_stall(settings, folder: Path, registry_root: Path) -> dict:
+    """Gaps of a 10 ms ticker in the app, idle and then while the worker runs the log job."""
+    from tui.app import EvalWBApp
+    from tui.services.registry.local import LocalRegistry
+    from tui.services.transfers import CANCELLED, DONE, FAILED, PENDING_SYNC, open_queue
+    from tui.services.worker import ensure_worker
+
+    gc.freeze()  # as `evalwb-tui` does before its app runs (see tui/cli.py)
+    app = EvalWBApp(settings, LocalRegistry(registry_root))
+    gaps: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.pane("transfers") is not None, "the Transfers pane")
+        await pilot.press("3")
+        await pilot.pause(0.5)
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        app.set_interval(0.01, tick)
+        await asyncio.sleep(3.0)  # the machine's own noise, for comparison
+        idle, gaps[:] = sorted(gaps), []
+        queue = open_queue(settings)
+        job = queue.enqueue("log", f"log {folder.parent.name}/{folder.name}", log_payload(folder))
+        started = time.perf_counter()
+        # Off the event loop: what is measured is the app's own work, not the benchmark's.
+        worker = await asyncio.to_thread(ensure_worker, settings, wait=5.0)
+        try:
+            while True:
+                current = await asyncio.to_thread(queue.get, job.id)
+                if current.state in (DONE, FAILED, CANCELLED, PENDING_SYNC):
+                    break
+                if time.perf_counter() - started > TIMEOUT_SEC:
+                    raise SystemExit("timed out waiting for the log job")
+                await asyncio.sleep(0.1)
+            running = sorted(gaps)
+        finally:
+            queue.close()
+            if worker.pid:
+                stop_pid(worker.pid)
+    return {
+        "seconds": time.perf_counter() - started,
+        "state": current.state,
+        "error": current.last_error,
+        "running": running,
+        "idle": idle,
+    }
+
+
+def stop_pid(pid: int) -> None:
+    """End the worker this measurement started (it would exit when idle anyway)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def measure_stall(folder: Path, content: Path, home: Path) -> dict:
+    """The stall measurement against a fresh emulator, in this process's environment for
+    the time being (the worker and Settings read it); the server is checked after."""
+    saved = dict(os.environ)
+    try:
+        with Emulator() as base_url:
+            env = fresh_env(home, base_url)
+            os.environ.clear()
+            os.environ.update(env)
+            from tui.services.settings import load_settings
+
+            settings = load_settings(cwd=home)
+            stall = asyncio.run(upload_stall(settings, folder, home / "registry"))
+            check = json.loads(
+                run(
+                    [sys.executable, __file__, "--child", "check", "--content", str(content)],
+                    env,
+                    home,
+                )
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    stall["server"] = check
+    return stall
+
+
 def main() -> int:
     args = parse_args()
     if args.child == "plain":
@@ -228,13 +344,14 @@ def main() -> int:
             for tool in ("ours", "plain") if round_ % 2 == 0 else ("plain", "ours"):
                 n += 1
                 walls[tool].append(measure_one(tool, folder, content, work / f"p{n}"))
-        report(walls, folder)
+        stall = None if args.no_stall else measure_stall(folder, content, work / "stall")
+        report(walls, folder, stall)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def report(walls: dict[str, list[float]], folder: Path) -> None:
+def report(walls: dict[str, list[float]], folder: Path, stall: dict | None) -> None:
     mib = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
     print(f"{'contender':<10} {'MiB':>7} {'median s':>9} {'min s':>7} {'max s':>7}  rounds")
     for tool, samples in walls.items():
@@ -244,6 +361,18 @@ def report(walls: dict[str, list[float]], folder: Path) -> None:
         )
     ratio = statistics.median(walls["ours"]) / statistics.median(walls["plain"])
     print(f"\nours/plain (median wall): {ratio:.3f}  (load average {os.getloadavg()[0]:.1f})")
+    if stall is None:
+        return
+    running, server = stall["running"], stall["server"]
+    print(
+        f"\nlongest event-loop gap while uploading: {ms(running[-1])} (target < 50 ms)\n"
+        f"  p99 of {len(running)} ticks: {ms(percentile(running, 0.99))}, "
+        f"{sum(g > 0.05 for g in running)} over 50 ms; idle app, same "
+        f"ticker: longest {ms(stall['idle'][-1])}\n"
+        f"  log job: {stall['state']} after {stall['seconds']:.1f} s"
+        + (f" ({stall['error']})" if stall["error"] else "")
+        + f"; server: {len(server['runs'])} run(s), {len(server['sizes'])} artifact file(s)"
+    )
 
 
 if __name__ == "__main__":
