@@ -24,7 +24,12 @@ from tui.services import cache
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import Settings, load_settings
 from tui.services.transfers import Job, TransferQueue, open_queue, process_alive, process_start
-from tui.services.worker import EXIT_ALREADY_RUNNING, log_path, worker_status
+from tui.services.worker import (
+    EXIT_ALREADY_RUNNING,
+    WORKER_NICENESS,
+    log_path,
+    worker_status,
+)
 
 SHARDS, SHARD_BYTES = 16, 8 * 1024 * 1024
 BIG = "big-model:v0"
@@ -432,3 +437,17 @@ def test_a_download_job_names_an_unusable_wandb_artifact_dir(env, monkeypatch, r
         f"WANDB_ARTIFACT_DIR {env / 'a-file'}: cannot create the cache folder "
         "(it is a file, not a folder)"
     )
+
+
+def test_the_worker_runs_below_the_apps_priority(env, settings, monkeypatch, reaper):
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "30")
+    worker = start(WORKER, reaper)
+    deadline = time.monotonic() + 10
+    while not worker_status(settings).alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker_status(settings).alive
+    # Field 19 of /proc/PID/stat is the nice value; fields after the ')' of the name.
+    fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(fields[16]) == os.nice(0) + WORKER_NICENESS
+    worker.terminate()
+    assert worker.wait(timeout=10) == 0

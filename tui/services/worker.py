@@ -62,6 +62,7 @@ LOG_FILE = "worker.log"
 IDLE_VARIABLE = "EVALWB_WORKER_IDLE_SEC"
 DEFAULT_IDLE_SEC = 300.0
 EXIT_ALREADY_RUNNING = 3
+WORKER_NICENESS = 10
 LOG_MAX_BYTES = 1024 * 1024
 # How long a starting worker keeps trying for the lock: a status probe holds it for
 # an instant, and must not make the only worker give up.
@@ -327,6 +328,10 @@ def run_worker(
         )
         return EXIT_ALREADY_RUNNING
     logger = _open_log(settings)
+    # Transfers are background work: on a login node's few cores the app (and the
+    # user's shell) come first; wandb-core and other children inherit this.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     try:
         with _signals():
             return _serve(settings, idle_exit, handlers, logger)
