@@ -569,18 +569,15 @@ def _add_transfers(sub: Any) -> None:
     )
     transfers.set_defaults(handler=_transfers_list)
     verbs = transfers.add_subparsers(dest="verb", metavar="VERB")
-    cancel = verbs.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("id", type=int, help="job id, as listed")
-    cancel.set_defaults(handler=_transfers_cancel)
-    retry = verbs.add_parser("retry", help="queue a failed or cancelled job again")
-    retry.add_argument("id", type=int, help="job id, as listed")
-    retry.set_defaults(handler=_transfers_retry)
-    pause = verbs.add_parser("pause", help="pause a queued or running job, keeping its progress")
-    pause.add_argument("id", type=int, help="job id, as listed")
-    pause.set_defaults(handler=_transfers_pause)
-    resume = verbs.add_parser("resume", help="queue a paused job again; it continues")
-    resume.add_argument("id", type=int, help="job id, as listed")
-    resume.set_defaults(handler=_transfers_resume)
+    for verb, text in (
+        ("cancel", "cancel a queued or running job"),
+        ("retry", "queue a failed or cancelled job again"),
+        ("pause", "pause a queued or running job, keeping its progress"),
+        ("resume", "queue a paused job again; it continues"),
+    ):
+        change = verbs.add_parser(verb, help=text)
+        change.add_argument("id", type=int, help="job id, as listed")
+        change.set_defaults(handler=_transfers_change)
     add = verbs.add_parser("add", help="queue a download for the transfer worker")
     add.add_argument("kind", choices=["download"], help="job kind")
     add.add_argument("ref", help="[entity/project/]name[:alias], e.g. my-model:production")
@@ -676,37 +673,20 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _transfers_cancel(args: argparse.Namespace, settings: Settings) -> int:
+# What a verb does to a running job happens when its runner next looks.
+_WHILE_RUNNING = {
+    "cancel": "cancelling (the runner stops it)",
+    "pause": "pausing (the runner hands it back)",
+}
+
+
+def _transfers_change(args: argparse.Namespace, settings: Settings) -> int:
+    """cancel, retry, pause or resume one job, as `args.verb` says."""
     from tui.services.transfers import open_queue
 
-    job = open_queue(settings).cancel(args.id)
-    told = "cancelling (the runner stops it)" if job.state == "running" else job.state
-    print(f"job {job.id} {told}: {job.title}")
-    return 0
-
-
-def _transfers_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.transfers import open_queue
-
-    job = open_queue(settings).retry(args.id)
-    print(f"job {job.id} {job.state}: {job.title}")
-    return 0
-
-
-def _transfers_pause(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.transfers import open_queue
-
-    job = open_queue(settings).pause(args.id)
-    told = "pausing (the runner hands it back)" if job.state == "running" else job.state
-    print(f"job {job.id} {told}: {job.title}")
-    return 0
-
-
-def _transfers_resume(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.transfers import open_queue
-
-    job = open_queue(settings).resume(args.id)
-    print(f"job {job.id} {job.state}: {job.title}")
+    job = getattr(open_queue(settings), args.verb)(args.id)
+    told = _WHILE_RUNNING.get(args.verb) if job.state == "running" else None
+    print(f"job {job.id} {told or job.state}: {job.title}")
     return 0
 
 
