@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tui.services.settings import Settings, load_settings, mask
+from tui.widgets.format import human_size
+from tui.widgets.progress_text import duration
 
 if TYPE_CHECKING:
     from tui.services.registry import Registry
@@ -118,16 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- registry ---------------------------------------------------------------------------
-
-
-def human_size(size: int) -> str:
-    """Bytes as a short human-readable size (binary units)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _record(obj: Any) -> Any:
@@ -601,18 +593,6 @@ def _add_worker(sub: Any) -> None:
     worker.set_defaults(handler=_worker)
 
 
-def human_duration(seconds: float | None) -> str:
-    """Seconds as 42s, 3m05s or 2h07m; '-' when unknown."""
-    if seconds is None:
-        return "-"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
 def _job_state(job: Any) -> str:
     if job.state == "running" and job.stalled:
         return "stalled"  # its runner died; the next worker resumes it
@@ -622,7 +602,7 @@ def _job_state(job: Any) -> str:
         return "pausing"
     wait = job.next_attempt_at - time.time()
     if job.state == "queued" and wait > 0.5:
-        return f"retry {human_duration(wait)}"
+        return f"retry {duration(wait)}"
     return job.state
 
 
@@ -636,7 +616,7 @@ def _job_line(job: Any) -> str:
     tries = f"{job.attempts}/{job.max_attempts}"
     return (
         f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "
-        f"{human_duration(job.eta):<7} {tries:<5} {job.title}{_job_note(job)}"
+        f"{duration(job.eta):<7} {tries:<5} {job.title}{_job_note(job)}"
     )
 
 
