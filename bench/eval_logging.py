@@ -79,19 +79,22 @@ def child_ours(folder: Path) -> None:
     log_run(read_run(folder), settings=load_settings(), project="bench", offline=True)
 
 
-def child_plain(content_file: Path) -> None:
+def child_plain(
+    content_file: Path, project: str = "bench", sdk_settings: dict | None = None
+) -> None:
+    """The plain SDK calls that log what ours logs (offline unless `sdk_settings` say)."""
     import wandb
 
     content = json.loads(content_file.read_text())
     run = wandb.init(
-        project="bench",
+        project=project,
         group=content["group"],
         job_type=content["job_type"],
         name=content["name"],
         tags=content["tags"],
         config=content["config"],
         dir=os.environ["WANDB_DIR"],
-        settings=wandb.Settings(**SDK_SETTINGS),
+        settings=wandb.Settings(**(sdk_settings or SDK_SETTINGS)),
     )
     table = wandb.Table(columns=content["columns"], data=content["rows"])
     run.log({**content["metrics"], "results": table})

@@ -45,6 +45,7 @@ from pathlib import Path
 # Run as a script, this folder is on sys.path: the logging benchmark's pieces are shared.
 from eval_logging import LARGE, plain_content
 from eval_logging import SDK_SETTINGS as LOGGING_SDK_SETTINGS
+from eval_logging import child_plain as logging_child_plain
 from ui import _until, ms, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,26 +76,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def child_plain(content_file: Path) -> None:
-    import wandb
-
-    content = json.loads(content_file.read_text())
-    run = wandb.init(
-        project=PROJECT,
-        group=content["group"],
-        job_type=content["job_type"],
-        name=content["name"],
-        tags=content["tags"],
-        config=content["config"],
-        dir=os.environ["WANDB_DIR"],
-        settings=wandb.Settings(mode="online", **SDK_SETTINGS),
-    )
-    table = wandb.Table(columns=content["columns"], data=content["rows"])
-    run.log({**content["metrics"], "results": table})
-    artifact = wandb.Artifact(content["artifact"], type="eval", metadata=content["metadata"])
-    for name, path in sorted(content["files"].items()):
-        artifact.add_file(path, name=name)
-    run.log_artifact(artifact, aliases=[content["alias"]])
-    run.finish()
+    logging_child_plain(content_file, PROJECT, {**SDK_SETTINGS, "mode": "online"})
 
 
 def child_check(content_file: Path) -> None:
