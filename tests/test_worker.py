@@ -451,3 +451,20 @@ def test_the_worker_runs_below_the_apps_priority(env, settings, monkeypatch, rea
     assert int(fields[16]) == os.nice(0) + WORKER_NICENESS
     worker.terminate()
     assert worker.wait(timeout=10) == 0
+
+
+def test_a_download_job_uses_the_local_registry_it_names(env, monkeypatch, reaper):
+    # The app on --demo browses a registry the worker's settings do not name.
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(env / "configured-and-empty"))
+    other = env / "the-apps-registry"
+    source = env / "src" / "hf"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text('{"model_type": "llama"}')
+    LocalRegistry(other).add_version("m", env / "src")
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "m", {"ref": "m", "registry": str(other)})
+    start([*WORKER, "--idle-exit", "1"], reaper)
+
+    done = wait_for("the download", lambda: job_in(queue, job.id, "done"))
+    checkpoint = Path(done.result["path"])  # the folder holding config.json
+    assert (checkpoint / "config.json").read_text() == '{"model_type": "llama"}'

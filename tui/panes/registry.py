@@ -533,10 +533,13 @@ class RegistryPane(Vertical):
         if settings is None:
             self.notify("Downloads need the app's settings", severity="error")
             return
-        self._download(settings, checkpoint_ref(version))
+        # The worker is another process: tell it which local registry the version is in
+        # (the app may run on one the settings do not name, as --demo does).
+        root = getattr(self.registry, "root", None)
+        self._download(settings, checkpoint_ref(version), str(root) if root else None)
 
     @work(thread=True, group="download", exit_on_error=False)
-    def _download(self, settings: Settings, ref: str) -> None:
+    def _download(self, settings: Settings, ref: str, registry_dir: str | None) -> None:
         from tui.services.transfers import open_queue
 
         worker = get_current_worker()
@@ -546,7 +549,7 @@ class RegistryPane(Vertical):
             self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
             return
         try:
-            job = _queued_download(queue, ref)
+            job = _queued_download(queue, ref, registry_dir)
             self.post_message(self.DownloadUpdate(ref, job, first=True))
             ensure_worker(settings)
             _watch(queue, job, lambda j: self.post_message(self.DownloadUpdate(ref, j)), worker)
@@ -587,7 +590,7 @@ class RegistryPane(Vertical):
             self.notify(f"Download of {event.ref} cancelled", severity="warning", markup=False)
 
 
-def _queued_download(queue: TransferQueue, ref: str) -> Job:
+def _queued_download(queue: TransferQueue, ref: str, registry_dir: str | None) -> Job:
     """The queued or running download of `ref`, or a new one: pressing `d` twice must not
     fetch the same checkpoint twice."""
     from tui.services.transfers import QUEUED, RUNNING
@@ -595,7 +598,8 @@ def _queued_download(queue: TransferQueue, ref: str) -> Job:
     for job in queue.list((QUEUED, RUNNING)):
         if job.kind == "download" and job.payload.get("ref") == ref:
             return job
-    return queue.enqueue("download", f"download {ref}", {"ref": ref, "root": None, "verify": False})
+    payload = {"ref": ref, "root": None, "verify": False, "registry": registry_dir}
+    return queue.enqueue("download", f"download {ref}", payload)
 
 
 def _watch(

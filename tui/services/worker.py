@@ -11,7 +11,9 @@ back to the queue), `EXIT_ALREADY_RUNNING` (3) when another worker holds the loc
 
 Job payloads (plain JSON, never secrets):
 
-- `download`: `{"ref": REF, "root": FOLDER or null, "verify": bool}` — `cache.download`.
+- `download`: `{"ref": REF, "root": FOLDER or null, "verify": bool, "registry": FOLDER or
+  null}` — `cache.download` from the local registry at `registry` when given (the app's
+  own, as with `--demo`), else from the configured registry.
 - `log`: `{"results": FOLDER, "project": P, "entity": E or null, "checkpoint": REF or null,
   "checkpoint_alias": A or null, "offline": bool, "force": bool, "s3_prefix": URI or null}`
   — written offline first with `evallog.log_run` (the `.wandb` file is the durable record),
@@ -37,7 +39,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.services.settings import Settings, parse_seconds, read_env
 from tui.services.transfers import (
@@ -56,6 +58,9 @@ from tui.services.transfers import (
     mask_text,
     open_queue,
 )
+
+if TYPE_CHECKING:
+    from tui.services.registry import Registry
 
 LOCK_FILE = "worker.lock"
 LOG_FILE = "worker.log"
@@ -409,10 +414,20 @@ def _cancel_event(progress: Progress) -> Iterator[threading.Event]:
         thread.join()
 
 
+def _job_registry(payload: Mapping[str, Any], settings: Settings) -> Registry:
+    """The local registry the job names (`registry`), else the configured one."""
+    if payload.get("registry"):
+        from tui.services.registry.local import LocalRegistry
+
+        return LocalRegistry(Path(payload["registry"]))
+    from tui.services.registry import open_registry
+
+    return open_registry(settings)
+
+
 def _download_handler(settings: Settings) -> Handler:
     def run(job: Job, progress: Progress) -> dict[str, Any]:
         from tui.services.cache import download
-        from tui.services.registry import open_registry
 
         def report(event: Any) -> None:
             # Waiting and lock messages are the only sign of life for up to an hour.
@@ -431,7 +446,7 @@ def _download_handler(settings: Settings) -> Handler:
             with _cancel_event(progress) as cancel:
                 result = download(
                     payload["ref"],
-                    registry=open_registry(settings),
+                    registry=_job_registry(payload, settings),
                     settings=settings,
                     root=Path(root) if root else None,
                     verify=bool(payload.get("verify")),
