@@ -150,6 +150,9 @@ def test_demo_in_tmux(terminal: Terminal) -> None:
     # Switch panes: digits and F-keys.
     terminal.keys("2")
     terminal.wait_text("eval-framework run")
+    # As a person would: look at the pane before the next key. A key sent while the
+    # pane is still taking the focus can be lost (seen under heavy load).
+    time.sleep(0.5)
     terminal.keys("F4")
     terminal.wait_text("No transfers yet")
     terminal.keys("F2")
