@@ -3,7 +3,8 @@
 Every run is read back with W&B's own reader, `wandb leet inspect --json`, and compared
 with the real eval-framework output folders and with what eval-framework 0.15.4 itself
 logged for the ARC folders (`peer-records/`). Test data provenance: see the fixtures
-README under `shared/fixtures/eval-framework/`.
+README under `shared/fixtures/eval-framework/`; without it the copy in `tui/demo_data/` is
+read and only the comparisons with eval-framework's own records skip (tests/eval_fixtures.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.eval_fixtures import DEV, EXPECTED_ARTIFACTS, peer_records
 from tui.services import evallog
 from tui.services.evallog import (
     TABLE_COLUMNS,
@@ -40,8 +42,6 @@ from tui.services.refs import parse_ref
 from tui.services.results import metric_rows, read_run
 from tui.services.settings import Paths, load_settings
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eval-framework"
-DEV = FIXTURES / "dev"
 V3 = DEV / "HFLLM_checkpoint_org_proj_my-model_v3"
 V4 = DEV / "HFLLM_checkpoint_org_proj_my-model_v4"
 ARC_V3 = V3 / "v0.15.4_ARC" / "fewshot_3__samples_10_31c6f"
@@ -53,11 +53,8 @@ COPA = COPA / "v0.15.4_COPA_OLMES" / "fewshot_0__samples_5_fbc70"
 
 
 def _expected() -> dict[str, dict[str, str]]:
-    """expected-artifacts.json; the file starts with a warning line eval-framework printed."""
-    path = FIXTURES / "expected-artifacts.json"
-    if not path.is_file():
-        return {}
-    text = path.read_text()
+    """expected-artifacts.json (shared/'s starts with a warning line eval-framework printed)."""
+    text = EXPECTED_ARTIFACTS.read_text()
     return json.loads(text[text.index("{") :])
 
 
@@ -68,9 +65,6 @@ FAKE_AWS_SECRET = "fakeAwsSecretValue0123456789"
 PRIVATE_KEYS = ("sk-fake-api-key-000111", "hf_faketoken222333", "hunter2-fake-pass")
 # History bookkeeping that differs between any two runs.
 VOLATILE = {"_runtime", "_step", "_timestamp", "_wandb.runtime"}
-
-pytestmark = pytest.mark.skipif(not DEV.is_dir(), reason="eval-framework fixtures not present")
-
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -283,7 +277,7 @@ def contains(ours: Any, theirs: Any) -> bool:
 
 def assert_contains_peer(ours: dict[str, Any], records_file: str) -> None:
     """Every config key, metric and artifact name+alias eval-framework logged is in ours."""
-    lines = (FIXTURES / "peer-records" / records_file).read_text().splitlines()
+    lines = peer_records(records_file).read_text().splitlines()
     peer = view([json.loads(line) for line in lines])
     for key, value in peer["config"].items():
         assert contains(ours["config"][key], value), f"config {key}"
@@ -408,7 +402,6 @@ def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_pat
     logged = log_run(read_run(folder), settings=settings, project="evals")
     assert logged.mode == "offline" and logged.pending_sync
     ours = view(inspect(logged.wandb_file))
-    assert_contains_peer(ours, "ARC-fs3-s10-v4.records.jsonl")
     config = ours["config"]
     assert config["llm_args"]["per_token"] is True
     assert "api_key" not in config["llm_args"] and "token" not in config["llm_args"]
@@ -419,6 +412,8 @@ def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_pat
         data = path.read_bytes()
         for secret in (FAKE_WANDB_KEY, *PRIVATE_KEYS):
             assert secret.encode() not in data, f"{secret} in {path}"
+    # Last: it skips when eval-framework's own records are not beside the repo.
+    assert_contains_peer(ours, "ARC-fs3-s10-v4.records.jsonl")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The eval-framework results reader, on real eval-framework 0.15.4 output folders.
 
 The fixtures live in `shared/fixtures/eval-framework/` beside the repository (see its README
-for provenance). Damaged and old-schema variants are made from them in tmp_path.
+for provenance); without it the copy in `tui/demo_data/` is read and only the `large/` cases
+skip (tests/eval_fixtures.py). Damaged and old-schema variants are made from them in tmp_path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval_fixtures import DEV, HAS_LARGE, needs_large
 from tui.services.results import (
     EvalRun,
     ResultsError,
@@ -25,13 +27,6 @@ from tui.services.results import (
     metric_rows,
     read_run,
     read_suites,
-)
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eval-framework"
-DEV = FIXTURES / "dev"
-
-pytestmark = pytest.mark.skipif(
-    not DEV.is_dir(), reason=f"eval-framework fixtures not found at {DEV} (shared/ beside the repo)"
 )
 
 V3 = "HFLLM_checkpoint_org_proj_my-model_v3"
@@ -56,6 +51,10 @@ GSM8K = f"{V3}/v0.15.4_GSM8K_OLMES/fewshot_8__samples_10_2d540"
 MATH500 = f"{V3}/v0.15.4_MATH500/fewshot_0__samples_10__tokens_512_a8886"
 WINOGRANDE = f"{V3}/v0.15.4_WINOGRANDECloze/fewshot_0__samples_10_5205b"
 LARGE = f"large/{V3}/v0.15.4_ARC/fewshot_3__samples_None_77286"
+# The folders that are there: all of TABLE with shared/, all but LARGE with the copy.
+PRESENT = sorted(rel for rel in TABLE if HAS_LARGE or rel != LARGE)
+# Every folder of TABLE as a case; LARGE's skips where it is not there.
+CASES = [pytest.param(rel, marks=needs_large) if rel == LARGE else rel for rel in sorted(TABLE)]
 MMLU_SUBJECTS = ["abstract_algebra", "anatomy", "astronomy", "college_biology"]
 
 
@@ -86,7 +85,7 @@ def one_line_error(excinfo: pytest.ExceptionInfo[ResultsError]) -> str:
 # --- every fixture folder -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rel", sorted(TABLE))
+@pytest.mark.parametrize("rel", CASES)
 def test_every_fixture_folder_reads_and_matches_its_name(rel: str) -> None:
     task, fewshot, samples, nans = TABLE[rel]
     run = read_run(DEV / rel)
@@ -116,7 +115,7 @@ def test_every_fixture_folder_reads_and_matches_its_name(rel: str) -> None:
     assert sum(1 for v in run.aggregated.values() if isinstance(v, float) and math.isnan(v)) == nans
 
 
-@pytest.mark.parametrize("rel", sorted(TABLE))
+@pytest.mark.parametrize("rel", CASES)
 def test_aggregates_keep_every_key_and_value_including_nan(rel: str) -> None:
     text = (DEV / rel / "aggregated_results.json").read_text()
     run = read_run(DEV / rel)
@@ -142,7 +141,8 @@ def test_registry_name_from_metadata_not_the_display_name_of_results() -> None:
 
 
 def test_find_runs_on_the_whole_output_tree_finds_all_eleven() -> None:
-    assert find_runs(DEV) == sorted(DEV / rel for rel in TABLE)
+    # Ten in the copy in tui/demo_data, which lacks large/.
+    assert find_runs(DEV) == sorted(DEV / rel for rel in PRESENT)
 
 
 def test_find_runs_on_a_suite_output_dir_finds_its_members() -> None:
@@ -194,7 +194,7 @@ def test_suites_read_with_their_null_value() -> None:
 # --- metric rows ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rel", sorted(TABLE))
+@pytest.mark.parametrize("rel", CASES)
 def test_metric_rows_cover_every_key_exactly_once(rel: str) -> None:
     run = read_run(DEV / rel)
     rows = list(metric_rows(run))
@@ -274,6 +274,7 @@ def test_corpus_and_prior_keys_without_average_prefix() -> None:
 # --- streaming ------------------------------------------------------------------------------
 
 
+@needs_large
 def test_large_results_are_streamed_in_bounded_memory() -> None:
     run = read_run(DEV / LARGE)
     size = run.files["results.jsonl"].stat().st_size
@@ -293,6 +294,7 @@ def test_large_results_are_streamed_in_bounded_memory() -> None:
     assert peak < size / 50, f"peak {peak} bytes while streaming a {size}-byte file"
 
 
+@needs_large
 def test_large_outputs_are_streamed() -> None:
     run = read_run(DEV / LARGE)
     tracemalloc.start()
@@ -316,6 +318,7 @@ def _audit(event: str, args: tuple) -> None:
 sys.addaudithook(_audit)
 
 
+@needs_large
 def test_reading_a_run_does_not_open_the_jsonl_files() -> None:
     global _opened
     _opened = []
