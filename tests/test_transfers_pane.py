@@ -451,6 +451,58 @@ async def test_sync_starts_a_detached_worker_when_none_runs(
             assert not worker_status(settings).alive
 
 
+def pending_log_job(queue: TransferQueue, index: Any, run_id: str) -> Job:
+    """A log job left waiting for sync, as the worker leaves it without a key, with its
+    run in the log index as `evallog.log_run` records it."""
+    from tui.services.evallog import LoggedRun
+
+    job = queue.enqueue("log", f"log results {run_id}", {"results": f"out/{run_id}"})
+    queue.claim_next(os.getpid())
+    logged = LoggedRun(
+        run_id=run_id,
+        group="my-model:v3",
+        run_dir=f"wandb/offline-run-{run_id}",
+        wandb_file=f"wandb/offline-run-{run_id}/run-{run_id}.wandb",
+        artifact_name=f"results_{run_id}",
+        artifact_alias="H-0123456789",
+        mode="offline",
+        pending_sync=True,
+    )
+    index.add(run_id, logged)
+    queue.mark_pending_sync(job.id, logged.to_json())
+    return queue.get(job.id)
+
+
+async def test_a_run_synced_outside_the_queue_shows_its_log_job_done(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evalwb-tui sync` uploads the offline runs without the queue; the pane then shows
+    their log jobs done instead of waiting for a sync forever."""
+    from tui.services.evallog import LogIndex
+    from tui.services.transfers import PENDING_SYNC, open_queue
+
+    monkeypatch.chdir(isolated_env)
+    settings = load_settings()
+    queue, index = open_queue(settings), LogIndex.open(settings)
+    try:
+        synced = pending_log_job(queue, index, "synced01")
+        waiting = pending_log_job(queue, index, "waiting1")
+        index.mark("synced01", pending_sync=False, lineage_pending=False)  # as sync does
+    finally:
+        index.close()
+        queue.close()
+    app = PaneApp(None, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: cell(app, synced.id, "state") == DONE, "the synced job done")
+        assert cell(app, waiting.id, "state") == "to sync"  # narrow: 100 columns
+    queue = open_queue(settings)
+    try:
+        assert queue.get(synced.id).state == DONE
+        assert queue.get(waiting.id).state == PENDING_SYNC
+    finally:
+        queue.close()
+
+
 async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(
     queue: TransferQueue, queue_file: Path
 ) -> None:

@@ -11,7 +11,9 @@ cell by cell; the table is rebuilt only when jobs appear or go.
 
 from __future__ import annotations
 
+import contextlib
 import queue as queues
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,6 +220,7 @@ class _WatchState:
     dirty: bool = True
     last_post: float = 0.0
     last_list: float = 0.0
+    last_settle: float | None = None
     error: str | None = None
 
     def wait(self) -> float:
@@ -432,13 +435,27 @@ class TransfersPane(Vertical):
         elif command is not None:
             self._run_command(queue, command)  # type: ignore[arg-type]
             state.dirty, state.last_post = True, 0.0  # show the effect of a key at once
-        version = queue.data_version()
         now = time.monotonic()
+        if state.last_settle is None or now - state.last_settle >= RESCAN_SECONDS:
+            state.last_settle = now
+            self._settle(queue)
+        version = queue.data_version()
         if version != state.version or now - state.last_list >= RESCAN_SECONDS:
             state.version, state.dirty = version, True
         if state.dirty and now - state.last_post >= MIN_REFRESH_SECONDS:
             self.post_message(self.JobsListed(queue.list(), self._detail(queue)))
             state.dirty, state.last_post, state.last_list = False, now, now
+
+    def _settle(self, queue: TransferQueue) -> None:
+        """Log jobs whose run was synced outside the queue (`evalwb-tui sync`) are done:
+        without this they would wait for sync here forever."""
+        if self.settings is None:
+            return
+        from tui.services.worker import settle_synced_log_jobs
+
+        # A busy or unreadable log index: the next pass, or a sync job, settles them.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            settle_synced_log_jobs(queue, self.settings)
 
     def _detail(self, queue: TransferQueue) -> Job | None:
         job_id = self._selected_id

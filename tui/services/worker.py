@@ -564,12 +564,33 @@ def _sync_handler(settings: Settings) -> Handler:
     return run
 
 
-def _finish_log_jobs(queue: TransferQueue, run_ids: set[str]) -> None:
-    """Mark the log jobs waiting on these now-synced runs done."""
+def settle_synced_log_jobs(queue: TransferQueue, settings: Settings) -> list[int]:
+    """Mark done the log jobs still waiting for sync whose run no longer waits in the log
+    index: `evalwb-tui sync` or another tool synced it without going through the queue.
+    Returns the ids of the jobs marked done."""
+    waiting = [job for job in queue.list([PENDING_SYNC]) if job.kind == "log"]
+    if not waiting:
+        return []
+    from tui.services import evallog
+
+    pending = {run.run_id for run in evallog.pending_runs(settings)}
+    synced = {
+        run_id
+        for job in waiting
+        if (run_id := (job.result or {}).get("run_id")) and run_id not in pending
+    }
+    return _finish_log_jobs(queue, synced)
+
+
+def _finish_log_jobs(queue: TransferQueue, run_ids: set[str]) -> list[int]:
+    """Mark the log jobs waiting on these now-synced runs done; returns their ids."""
+    finished: list[int] = []
     for job in queue.list([PENDING_SYNC]):
         result = job.result or {}
-        if job.kind == "log" and result.get("run_id") in run_ids:
-            queue.finish(job.id, {**result, "pending_sync": False})
+        mine = job.kind == "log" and result.get("run_id") in run_ids
+        if mine and queue.finish(job.id, {**result, "pending_sync": False}):
+            finished.append(job.id)
+    return finished
 
 
 # --- watching ------------------------------------------------------------------------
@@ -614,6 +635,7 @@ __all__ = [
     "ensure_worker",
     "idle_exit_seconds",
     "run_worker",
+    "settle_synced_log_jobs",
     "watch_jobs",
     "worker_status",
 ]
