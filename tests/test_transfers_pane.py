@@ -503,6 +503,37 @@ async def test_a_run_synced_outside_the_queue_shows_its_log_job_done(
         queue.close()
 
 
+def unlinked_log_handler(job: Job, progress: Progress) -> dict[str, Any]:
+    """A log job whose run reached W&B but whose checkpoint could not be linked, with the
+    result the worker's log handler records then."""
+    progress.update(files_done=5, files_total=5)
+    return {
+        "run_id": "abc12345",
+        "lineage_pending": True,
+        "sync_message": "lineage to nosuch:production not applied: artifact membership "
+        "'nosuch:production' not found",
+    }
+
+
+async def test_a_log_done_without_its_lineage_warns_instead_of_saying_done(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        job = queue.enqueue("log", "log v0.15.4_ARC/fewshot_0", {"results": "out"})
+        with RunnerThread(queue_file, {"log": unlinked_log_handler}):
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "the job done")
+        note = await wait_for(
+            pilot, lambda: notes_titled(app, "Done, lineage missing"), "the warning"
+        )
+        assert note[0][2] == "warning"
+        assert "'nosuch:production' not found; s tries again" in note[0][1]
+        assert not notes_titled(app, "Transfer done")
+        await wait_for(pilot, lambda: "s tries again" in detail_text(app), "the detail's note")
+
+
 async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(
     queue: TransferQueue, queue_file: Path
 ) -> None:

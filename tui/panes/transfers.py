@@ -49,7 +49,7 @@ from tui.services.transfers import (
 )
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
-from tui.widgets.job_detail import STATE_STYLES, JobDetail, display_state
+from tui.widgets.job_detail import STATE_STYLES, JobDetail, display_state, lineage_note
 from tui.widgets.progress_text import bytes_cell, duration, rate_cell, text_bar
 
 # How often the watcher reads data_version(): cheap, one pragma on its own connection.
@@ -530,7 +530,15 @@ class TransfersPane(Vertical):
                 continue
             if job.id in elsewhere:
                 continue
-            if job.state == DONE:
+            if job.state == DONE and (note := lineage_note(job)):
+                self.app.notify(
+                    f"#{job.id} {job.title}: {note}",
+                    title="Done, lineage missing",
+                    severity="warning",
+                    markup=False,
+                    timeout=10,
+                )
+            elif job.state == DONE:
                 self.app.notify(f"#{job.id} {job.title}", title="Transfer done", markup=False)
             elif job.state == PENDING_SYNC:
                 self.app.notify(

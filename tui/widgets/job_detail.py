@@ -58,8 +58,25 @@ def display_state(job: Job) -> str:
     return job.state
 
 
+def lineage_note(job: Job) -> str | None:
+    """What is left undone by a finished log or sync job: its run was logged but not
+    linked to the checkpoint it evaluated (so it is missing from the results by version).
+    None when nothing is left."""
+    if job.state != DONE or not job.result:
+        return None
+    pending = job.result.get("lineage_pending")
+    if not pending:
+        return None
+    if isinstance(pending, list):
+        return f"lineage not applied for {len(pending)} run(s); s tries again"
+    message = str(job.result.get("sync_message") or "lineage not applied")
+    return f"{mask_text(message)}; s tries again"
+
+
 def _explain(job: Job, state: str) -> str:
     """One hint about what happens next to a job in `state`."""
+    if note := lineage_note(job):
+        return note
     if state == "stalled":
         return "its runner is gone; it resumes when a worker starts"
     if state == "cancelling":
@@ -156,7 +173,7 @@ def render_job(job: Job, *, files_loaded: bool = True) -> RenderableType:
     state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
     hint = _explain(job, state)
     if hint:
-        state_text.append(f" · {hint}", style="dim")
+        state_text.append(f" · {hint}", style="yellow" if lineage_note(job) else "dim")
     grid.add_row("state", state_text)
     grid.add_row("progress", _progress(job))
     if job.last_error:
