@@ -194,6 +194,12 @@ async def test_fill_fix_export_and_launch(tmp_path: Path, settings: Settings) ->
             queue.close()
         assert sorted(Path(j.payload["results"]) for j in jobs) == finished.run_dirs
         assert {j.payload["checkpoint"] for j in jobs} == {"org/proj/my-model:v3"}
+        # Each job names its task and checkpoint first: the Transfers table cuts titles.
+        by_id = sorted(jobs, key=lambda j: j.id)
+        assert [j.title for j in by_id] == [
+            f"{task} · org/proj/my-model:v3 · {Path(j.payload['results']).name}"
+            for task, j in zip(("ARC", "GSM8K_OLMES"), by_id, strict=True)
+        ]
 
 
 async def test_cancel_a_running_launch(

@@ -123,6 +123,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# eval-framework names a task's output folder `v<its version>_<task>`.
+_VERSION_PREFIX = re.compile(r"^v\d+(\.\d+)*_")
 _HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -1303,6 +1305,13 @@ def queue_for_logging(
             "project": project,
             "entity": entity,
         }
-        title = f"log {Path(run_dir).parent.name}/{Path(run_dir).name}"
+        title = log_title(Path(run_dir), checkpoint)
         jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
     return jobs
+
+
+def log_title(run_dir: Path, checkpoint: str | None) -> str:
+    """`ARC · my-model:production · fewshot_0__samples_None_9c001`: the task and the
+    checkpoint first, so the jobs of several runs tell apart in a narrow table."""
+    task = _VERSION_PREFIX.sub("", run_dir.parent.name)
+    return f"{task} · {(checkpoint or '').strip() or 'no checkpoint'} · {run_dir.name}"
