@@ -1,9 +1,12 @@
-"""Shared fixtures: an isolated environment and a seeded demo registry."""
+"""Shared fixtures: an isolated environment, a seeded demo registry, steady snapshots."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +48,29 @@ def demo_registry_dir(demo_seed: DemoInfo, tmp_path: Path) -> Path:
     target = tmp_path / "demo-registry"
     shutil.copytree(demo_seed.root, target, ignore=shutil.ignore_patterns("checkpoints"))
     return target
+
+
+@pytest.fixture
+def snap_compare(snap_compare: Callable[..., bool]) -> Callable[..., bool]:
+    """pytest-textual-snapshot's `snap_compare`, with the focused Input's cursor held on.
+
+    The cursor blinks every 0.5 s, so on a busy machine a screenshot taken a little late
+    caught it off. After `run_before`, no Input on the screen blinks: the focused one
+    shows its cursor steadily, as the stored snapshots do.
+    """
+    from textual.pilot import Pilot
+    from textual.widgets import Input
+
+    def compare(app: Any, *args: Any, run_before: Any = None, **kwargs: Any) -> bool:
+        async def steady(pilot: Pilot) -> None:
+            if run_before is not None:
+                done = run_before(pilot)
+                if inspect.isawaitable(done):
+                    await done
+            for field in pilot.app.screen.query(Input):
+                field.cursor_blink = False
+            await pilot.pause()
+
+        return snap_compare(app, *args, run_before=steady, **kwargs)
+
+    return compare
