@@ -251,6 +251,15 @@ async def test_presets_save_and_load_from_the_keyboard(tmp_path: Path, settings:
         saved.llm_args.pop("api_key")
         assert pane.config == saved
 
+        # ↓ then Enter, or Enter on the empty box, loads the highlighted preset too.
+        for keys in (("down", "enter"), ("enter",)):
+            pane.set_config(evalrun.EvalRunConfig())
+            await pilot.press("f8")
+            await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+            await pilot.press(*keys)
+            await until(pilot, lambda: pane.config.tasks == ["ARC", "GSM8K_OLMES"])
+            assert pane.config == saved
+
 
 async def test_a_missing_eval_command_says_how_to_install(tmp_path: Path, settings) -> None:
     app = PaneApp(settings)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.color import Color
@@ -85,7 +85,8 @@ def _text(value: Any) -> str:
 class PromptScreen(ModalScreen[str | None]):
     """Ask for one line of text (a path, a name); Enter confirms, Escape cancels.
 
-    With `choices`, a list below the box offers them; picking one confirms it.
+    With `choices`, a list below the box offers them; picking one confirms it. ↓ moves
+    from the box to the list, and Enter on an empty box picks the highlighted choice.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -110,21 +111,35 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
-            yield Label(self.title_text, id="prompt-title")
             yield Input(value=self.value, id="prompt-input", compact=True)
             if self.choices is not None:
                 yield OptionList(*self.choices, id="prompt-choices")
                 if not self.choices:
                     yield Label("(none saved yet)")
-            yield Label("Enter: OK   Esc: cancel", id="prompt-help")
+            help_text = "Enter: OK   Esc: cancel"
+            if self.choices:
+                help_text = "type a name or ↓ to the list   " + help_text
+            yield Label(help_text, id="prompt-help")
 
     def on_mount(self) -> None:
         self.query_one("#prompt-box").border_title = self.title_text
+        if self.choices:
+            self.query_one(OptionList).highlighted = 0
         self.query_one(Input).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "down" and self.choices and self.query_one(Input).has_focus:
+            event.stop()
+            self.query_one(OptionList).focus()
 
     @on(Input.Submitted, "#prompt-input")
     def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        text = event.value.strip()
+        if not text and self.choices:
+            # Enter on an empty box: the choice the list highlights, not nothing at all.
+            index = self.query_one(OptionList).highlighted
+            text = self.choices[index] if index is not None else ""
+        self.dismiss(text or None)
 
     @on(OptionList.OptionSelected, "#prompt-choices")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
