@@ -89,7 +89,8 @@ async def test_digits_and_function_keys_switch_panes_and_focus_lands_in_them(
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         assert focused_pane(app) == "registry"
-        for key, pane_id in (("2", "run"), ("3", "transfers"), ("1", "registry")):
+        # The Run pane puts the cursor in a field, where digits are typed: it comes last.
+        for key, pane_id in (("3", "transfers"), ("1", "registry"), ("2", "run")):
             await pilot.press(key)
             await pilot.pause()
             assert app.query_one(TabbedContent).active == pane_id
@@ -99,6 +100,18 @@ async def test_digits_and_function_keys_switch_panes_and_focus_lands_in_them(
             await pilot.pause()
             assert app.query_one(TabbedContent).active == pane_id
             assert focused_pane(app) == pane_id
+
+
+async def test_switching_to_the_run_pane_puts_the_cursor_in_a_field(app: EvalWBApp) -> None:
+    """A new user presses 2 and types a checkpoint: the keys go into the first field that
+    needs something, not into the form around the fields."""
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.screen.focused is checkpoint_input(app)
+        await pilot.press(*"my-model:production")
+        assert checkpoint_input(app).value == "my-model:production"
 
 
 async def test_a_digit_typed_in_a_form_field_stays_in_the_field(app: EvalWBApp) -> None:

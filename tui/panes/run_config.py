@@ -269,6 +269,11 @@ class RunConfigPane(Vertical):
 
     # -- focus ---------------------------------------------------------------------------
 
+    def focus_default(self) -> None:
+        """On switching to this pane: the field to fill next, not the form around it
+        (keys typed there would go nowhere)."""
+        self.focus_missing()
+
     def focus_missing(self) -> None:
         """Focus the first field that needs something (the task filter when only tasks
         are missing), else the checkpoint: where a user who just picked a checkpoint
