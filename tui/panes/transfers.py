@@ -270,7 +270,7 @@ class TransfersPane(Vertical):
         Binding("c", "cancel", "Cancel", id="transfers.cancel"),
         Binding("r", "retry", "Retry", id="transfers.retry"),
         Binding("p", "pause", "Pause/resume", id="transfers.pause"),
-        Binding("s", "sync", "Sync offline runs", id="transfers.sync"),
+        Binding("s", "sync", "Sync offline", id="transfers.sync"),
         Binding("escape", "back", "Back to list", show=False, id="transfers.back"),
     ]
 
