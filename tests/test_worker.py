@@ -181,6 +181,10 @@ def test_worker_started_detached_outlives_its_starter_and_sighup(
     job_id, worker_pid, started = int(line[0]), int(line[1]), line[2]
     reaper(worker_pid)
     assert started == "True"
+    # The worker takes its lock (which ends ensure_worker's wait) a moment before it sets
+    # SIGHUP aside; its log's first line comes after. A hangup in between would end it.
+    log = log_path(settings)
+    wait_for("the worker to serve", lambda: log.is_file() and "worker started" in log.read_text())
     os.killpg(starter.pid, signal.SIGHUP)  # the terminal hangs up on the starter's group
     assert starter.wait(timeout=10) == -signal.SIGHUP
     os.kill(worker_pid, signal.SIGHUP)  # and a hangup sent to the worker itself is ignored
