@@ -422,11 +422,56 @@ async def test_sync_enqueues_one_sync_job(queue: TransferQueue, queue_file: Path
         assert len(queue.list()) == 1
 
 
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_without_a_key_sync_says_what_is_missing_instead_of_failing(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No W&B key: `s` queues no sync job bound to fail, and a run stored offline says
+    what to set before s can sync it."""
+    from tui.services.evallog import LogIndex
+    from tui.services.transfers import open_queue
+
+    monkeypatch.chdir(isolated_env)
+    settings = load_settings()
+    assert settings.wandb_api_key is None
+    app = PaneApp(None, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        queue, index = open_queue(settings), LogIndex.open(settings)
+        try:
+            job = pending_log_job(queue, index, "offline1")
+        finally:
+            index.close()
+            queue.close()
+        note = await wait_for(pilot, lambda: notes_titled(app, "Waiting for sync"), "the note")
+        assert "set WANDB_API_KEY (environment or .env) and restart the app" in note[0][1]
+        await wait_for(pilot, lambda: "set WANDB_API_KEY" in detail_text(app), "the hint")
+        await pilot.press("s")
+        warned = await wait_for(
+            pilot, lambda: [n for n in app.notes if n[1].startswith("Nothing synced")], "warning"
+        )
+        assert warned[0][2] == "warning" and "WANDB_API_KEY" in warned[0][1]
+        await pilot.pause(0.3)
+        assert [j.id for j in pane._jobs.values()] == [job.id]  # no sync job queued
+
+
 async def test_sync_starts_a_detached_worker_when_none_runs(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(isolated_env)
     monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "5")
+    # A key (a sync needs one) and a server nobody listens on: nothing waits for sync.
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     settings = load_settings()
     assert not worker_status(settings).alive
     app = PaneApp(None, settings)

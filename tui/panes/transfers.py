@@ -195,10 +195,21 @@ def retry_command(job_id: int, settings: Settings | None) -> Command:
     return run
 
 
+# What a sync needs first when no key is set: without one every sync job fails.
+NO_KEY_HINT = "set WANDB_API_KEY (environment or .env) and restart the app"
+
+
+def needs_key(settings: Settings | None) -> bool:
+    """True when syncing cannot work: settings are known and hold no W&B key."""
+    return settings is not None and settings.wandb_api_key is None
+
+
 def sync_command(settings: Settings | None) -> Command:
     """Queue one sync job for the pending offline runs, unless one is already waiting."""
 
     def run(queue: TransferQueue) -> Outcome:
+        if needs_key(settings):
+            return f"Nothing synced: uploading needs a W&B key; {NO_KEY_HINT}", "warning"
         waiting = [job for job in queue.list((QUEUED, RUNNING)) if job.kind == "sync"]
         if waiting:
             return f"A sync is already queued (#{waiting[-1].id})", "warning"
@@ -342,6 +353,7 @@ class TransfersPane(Vertical):
         table.display = False
         yield table
         detail = JobDetail(id="transfers-detail")
+        detail.key_missing = needs_key(self.settings)
         detail.display = False
         yield detail
 
@@ -541,8 +553,11 @@ class TransfersPane(Vertical):
             elif job.state == DONE:
                 self.app.notify(f"#{job.id} {job.title}", title="Transfer done", markup=False)
             elif job.state == PENDING_SYNC:
+                then = (
+                    f"{NO_KEY_HINT}; then s syncs it" if needs_key(self.settings) else "s syncs it"
+                )
                 self.app.notify(
-                    f"#{job.id} {job.title} is stored offline; s syncs it",
+                    f"#{job.id} {job.title} is stored offline; {then}",
                     title="Waiting for sync",
                     markup=False,
                 )

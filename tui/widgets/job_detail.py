@@ -73,10 +73,12 @@ def lineage_note(job: Job) -> str | None:
     return f"{mask_text(message)}; s tries again"
 
 
-def _explain(job: Job, state: str) -> str:
+def _explain(job: Job, state: str, key_missing: bool = False) -> str:
     """One hint about what happens next to a job in `state`."""
     if note := lineage_note(job):
         return note
+    if state == "pending sync" and key_missing:
+        return "stored offline; set WANDB_API_KEY and restart the app, then s syncs it"
     if state == "stalled":
         return "its runner is gone; it resumes when a worker starts"
     if state == "cancelling":
@@ -164,14 +166,15 @@ def _times(job: Job) -> str:
     return " · ".join(parts)
 
 
-def render_job(job: Job, *, files_loaded: bool = True) -> RenderableType:
-    """Everything about one job; no secret reaches the screen (values are masked)."""
+def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False) -> RenderableType:
+    """Everything about one job; no secret reaches the screen (values are masked).
+    `key_missing`: no W&B key is set, so a sync cannot upload yet."""
     state = display_state(job)
     grid = _grid()
     grid.add_row("what", mask_text(job.title))
     state_text = Text(state, style=STATE_STYLES.get(state, ""))
     state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
-    hint = _explain(job, state)
+    hint = _explain(job, state, key_missing)
     if hint:
         state_text.append(f" · {hint}", style="yellow" if lineage_note(job) else "dim")
     grid.add_row("state", state_text)
@@ -195,6 +198,9 @@ def render_job(job: Job, *, files_loaded: bool = True) -> RenderableType:
 class JobDetail(VerticalScroll, can_focus=True):
     """Scrollable details of the selected job, or a one-line note."""
 
+    # Set by the pane: no W&B key, so the hints do not promise a sync that cannot work.
+    key_missing = False
+
     def compose(self) -> ComposeResult:
         yield Static(id="transfers-detail-body")
 
@@ -204,7 +210,7 @@ class JobDetail(VerticalScroll, can_focus=True):
 
     def show_job(self, job: Job, *, files_loaded: bool = True) -> None:
         """Show `job`; the scroll position stays, so a refresh does not jump."""
-        self.body.update(render_job(job, files_loaded=files_loaded))
+        self.body.update(render_job(job, files_loaded=files_loaded, key_missing=self.key_missing))
 
     def show_note(self, note: str) -> None:
         """Show one dim line instead of a job."""
