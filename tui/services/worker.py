@@ -193,7 +193,8 @@ def ensure_worker(settings: Settings, *, wait: float = 0.0) -> WorkerStatus:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and proc.poll() is None:
         status = worker_status(settings)
-        if status.alive:
+        # Alive without a pid: it holds the lock but has not written its pid yet.
+        if status.alive and status.pid is not None:
             return WorkerStatus(True, status.pid, status.since, log, started=True)
         time.sleep(0.05)
     status = worker_status(settings)
@@ -322,30 +323,31 @@ def run_worker(
     """
     if idle_exit is None:
         idle_exit = idle_exit_seconds(read_env(config_dir=settings.paths.config))
-    fd = _take_lock(settings)
-    if fd is None:
-        holder = worker_status(settings)
-        print(
-            f"evalwb-tui worker: another worker (pid {holder.pid}, since {holder.since}) "
-            f"already runs the transfer queue of {settings.paths.state}; this one exits",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_ALREADY_RUNNING
-    logger = _open_log(settings)
-    # Transfers are background work: on a login node's few cores the app (and the
-    # user's shell) come first; wandb-core and other children inherit this.
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
-    try:
-        with _signals():
+    # Signals first: a hangup that lands just after the lock is taken must not end it.
+    with _signals():
+        fd = _take_lock(settings)
+        if fd is None:
+            holder = worker_status(settings)
+            print(
+                f"evalwb-tui worker: another worker (pid {holder.pid}, since {holder.since}) "
+                f"already runs the transfer queue of {settings.paths.state}; this one exits",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_ALREADY_RUNNING
+        logger = _open_log(settings)
+        # Transfers are background work: on a login node's few cores the app (and the
+        # user's shell) come first; wandb-core and other children inherit this.
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICENESS)
+        try:
             return _serve(settings, idle_exit, handlers, logger)
-    except WorkerStopped as stop:
-        logger.info("stopped by %s; running jobs went back to the queue", stop)
-        return 0
-    finally:
-        _close_log(logger)
-        os.close(fd)  # releases the lock
+        except WorkerStopped as stop:
+            logger.info("stopped by %s; running jobs went back to the queue", stop)
+            return 0
+        finally:
+            _close_log(logger)
+            os.close(fd)  # releases the lock
 
 
 def _serve(
