@@ -271,6 +271,11 @@ async def test_a_missing_eval_command_says_how_to_install(tmp_path: Path, settin
         refused = [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
         assert "pip install eval-framework" in refused[-1].reasons[0]
         assert any("command not found" in x for x in pane.log_lines)
+        # At 80 columns the whole advice is readable in the log, folded to its width.
+        width = pane.query_one("#run-log").scrollable_content_region.width
+        error = [x for x in pane.log_lines if x.startswith("error: ") or x.startswith("  ")]
+        assert all(len(x) < width for x in error)
+        assert "uv run eval_framework" in " ".join(x.strip() for x in error)
 
 
 async def test_the_form_scrolls_to_every_field_at_80x24(tmp_path: Path, settings) -> None:

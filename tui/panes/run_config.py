@@ -14,6 +14,7 @@ and `Refused`. Every binding has an id (`run.launch`, `run.export`, ...) for rem
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,8 @@ from tui.widgets.format import one_line
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
 LOG_MAX_LINES = 5000
+# How failures start in the log; these lines are folded to the log's width.
+ERROR_PREFIX = "error: "
 
 # (field, label, placeholder) of the text inputs, in form order; tasks come after llm_class.
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -635,11 +638,19 @@ class RunConfigPane(Vertical):
     def _flush_log(self) -> None:
         if not self._pending:
             return
+        log = self.query_one("#run-log", Log)
+        # The log does not wrap: error lines are folded to its width so the advice at
+        # their end is readable at 80 columns; other output stays one line per line.
+        width = max(20, log.scrollable_content_region.width - 1)
         lines: list[str] = []
         pop: Callable[[], str] = self._pending.popleft
         while self._pending:
-            lines.append(pop())
-        self.query_one("#run-log", Log).write_lines(lines)
+            line = pop()
+            if line.startswith(ERROR_PREFIX) and len(line) > width:
+                lines.extend(textwrap.wrap(line, width, subsequent_indent="  "))
+            else:
+                lines.append(line)
+        log.write_lines(lines)
 
     @property
     def log_lines(self) -> list[str]:
