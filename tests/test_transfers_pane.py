@@ -512,6 +512,8 @@ def pending_log_job(queue: TransferQueue, index: Any, run_id: str) -> Job:
         artifact_alias="H-0123456789",
         mode="offline",
         pending_sync=True,
+        model_artifact="my-model:v3",
+        lineage_pending=True,  # offline: the checkpoint is linked when the run is synced
     )
     index.add(run_id, logged)
     queue.mark_pending_sync(job.id, logged.to_json())
@@ -540,9 +542,12 @@ async def test_a_run_synced_outside_the_queue_shows_its_log_job_done(
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: cell(app, synced.id, "state") == DONE, "the synced job done")
         assert cell(app, waiting.id, "state") == "to sync"  # narrow: 100 columns
+        await pilot.pause(0.3)
+        assert not notes_titled(app, "Done, lineage missing")  # synced means linked too
     queue = open_queue(settings)
     try:
         assert queue.get(synced.id).state == DONE
+        assert queue.get(synced.id).result["lineage_pending"] is False
         assert queue.get(waiting.id).state == PENDING_SYNC
     finally:
         queue.close()

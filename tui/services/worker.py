@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -523,7 +523,7 @@ def _upload(
     """Sync the pending offline runs (ours among them), then their lineage; upload
     progress goes to `report`."""
     synced = {r.run_id: r for r in evallog.sync_pending(settings, progress=report)}
-    _finish_log_jobs(queue, {r.run_id for r in synced.values() if r.ok})
+    _finish_log_jobs(queue, [r for r in synced.values() if r.ok])
     mine = synced.get(run_id)
     if mine is None:
         return {"pending_sync": False, "lineage_pending": False}  # synced meanwhile
@@ -551,7 +551,7 @@ def _sync_handler(settings: Settings) -> Handler:
         results = evallog.sync_pending(settings, progress=report)
         synced = [r for r in results if r.ok]
         progress.update(files_done=len(synced), files_total=len(results))
-        _finish_log_jobs(progress.queue, {r.run_id for r in synced})
+        _finish_log_jobs(progress.queue, synced)
         failed = [r for r in results if not r.ok]
         if failed:
             raise RetryableError(
@@ -581,16 +581,25 @@ def settle_synced_log_jobs(queue: TransferQueue, settings: Settings) -> list[int
         for job in waiting
         if (run_id := (job.result or {}).get("run_id")) and run_id not in pending
     }
-    return _finish_log_jobs(queue, synced)
+    # Out of the index's pending list: uploaded, and lineage applied too.
+    done = [evallog.SyncResult(run_id=r, run_dir="", ok=True, lineage_applied=True) for r in synced]
+    return _finish_log_jobs(queue, done)
 
 
-def _finish_log_jobs(queue: TransferQueue, run_ids: set[str]) -> list[int]:
-    """Mark the log jobs waiting on these now-synced runs done; returns their ids."""
+def _finish_log_jobs(queue: TransferQueue, synced: Iterable[Any]) -> list[int]:
+    """Mark the log jobs waiting on these now-synced runs (`evallog.SyncResult`s) done,
+    their result saying whether the lineage is still to apply; returns their ids."""
+    outcome = {r.run_id: r for r in synced}
     finished: list[int] = []
     for job in queue.list([PENDING_SYNC]):
         result = job.result or {}
-        mine = job.kind == "log" and result.get("run_id") in run_ids
-        if mine and queue.finish(job.id, {**result, "pending_sync": False}):
+        run = outcome.get(result.get("run_id")) if job.kind == "log" else None
+        if run is None:
+            continue
+        done = {**result, "pending_sync": False, "lineage_pending": not run.lineage_applied}
+        if run.message:
+            done["sync_message"] = run.message
+        if queue.finish(job.id, done):
             finished.append(job.id)
     return finished
 
