@@ -117,8 +117,10 @@ def settings_now() -> Settings:
     return load_settings(dict(os.environ))
 
 
-def enqueue_log(settings: Settings, results: Path = RESULTS) -> Job:
-    payload = {"results": str(results), "project": PROJECT, "checkpoint": CHECKPOINT}
+def enqueue_log(settings: Settings, results: Path = RESULTS, project: str | None = PROJECT) -> Job:
+    payload = {"results": str(results), "checkpoint": CHECKPOINT}
+    if project is not None:
+        payload["project"] = project
     return open_queue(settings).enqueue("log", "ARC demo results", payload)
 
 
@@ -341,15 +343,17 @@ def test_the_registry_views_show_the_uploaded_results_and_lineage(
 ) -> None:
     from tui.services.eval_results import lineage_detail, results_by_version
     from tui.services.registry.wandb import WandbRegistry
+    from tui.services.settings import DEFAULT_RESULTS_PROJECT as DEFAULT
 
     emulator = serve()
-    monkeypatch.setenv("WANDB_PROJECT", PROJECT)  # where the W&B backend looks for evals
+    # No WANDB_PROJECT: the results go to the default project, and are looked up there.
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
     settings = settings_now()
     # Another config hash: the demo registry already holds eval collections named after
     # the demo results, and the backend finds a collection by name.
     results = env / RESULTS.parent.parent.name / RESULTS.parent.name / "fewshot_3__samples_10_0e0e0"
     shutil.copytree(RESULTS, results)
-    job = enqueue_log(settings, results)
+    job = enqueue_log(settings, results, project=None)
     start_worker(reap)
     done = wait_for("the job to finish", lambda: job_done(settings, job.id), 60)
     registry = WandbRegistry(settings)
@@ -357,14 +361,14 @@ def test_the_registry_views_show_the_uploaded_results_and_lineage(
     # Lineage view: the model version lists the uploaded run among its users...
     detail = lineage_detail(registry, registry.resolve(CHECKPOINT))
     [run] = [r for r, _ in detail.used_by if r.id == run_id]
-    assert (run.group, run.project, run.job_type) == (CHECKPOINT, PROJECT, "ARC")
-    # ...and WANDB_PROJECT's eval collections hold its results, produced by that run.
+    assert (run.group, run.project, run.job_type) == (CHECKPOINT, DEFAULT, "ARC")
+    # ...and the default project's eval collections hold its results, produced by that run.
     [found] = [c for c in registry.list_collections(type="eval") if c.name == name]
     assert (found.project, found.aliases) == (
-        PROJECT,
+        DEFAULT,
         {done.result["artifact_alias"]: "v0", "latest": "v0"},
     )
-    [version] = registry.list_versions(f"{PROJECT}/{name}")
+    [version] = registry.list_versions(f"{DEFAULT}/{name}")
     assert registry.lineage(version.ref()).produced_by.id == run_id
     assert emulator.errors == []
     table = results_by_version(registry, "my-model")

@@ -354,7 +354,7 @@ def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.evallog import DEFAULT_PROJECT, choose_mode, log_run
+    from tui.services.evallog import choose_mode, log_run
     from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
@@ -376,7 +376,7 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         logged = log_run(
             run,
             settings=settings,
-            project=args.project or settings.wandb_project or DEFAULT_PROJECT,
+            project=args.project or settings.results_project,
             entity=args.entity or settings.wandb_entity,
             checkpoint=checkpoint,
             checkpoint_alias=alias,

@@ -39,11 +39,12 @@ from urllib.parse import urlparse
 
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
+from tui.services.settings import DEFAULT_RESULTS_PROJECT
 
 if TYPE_CHECKING:
     from tui.services.settings import Settings
 
-DEFAULT_PROJECT = "evalwb"
+DEFAULT_PROJECT = DEFAULT_RESULTS_PROJECT
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 ARTIFACT_TYPE = "eval"
 # W&B's artifact name limit (wandb.sdk.artifacts._validators.NAME_MAXLEN), which

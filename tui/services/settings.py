@@ -41,6 +41,8 @@ VARIABLES: dict[str, str] = {
 }
 
 SECRET_VARIABLES = frozenset({"WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY"})
+# The W&B project eval results are logged to, and looked up in, without WANDB_PROJECT.
+DEFAULT_RESULTS_PROJECT = "evalwb"
 
 
 class SettingsError(ValueError):
@@ -152,6 +154,12 @@ class Settings:
     def runs_dir(self) -> Path:
         """Where offline W&B runs go: WANDB_DIR, else under the data dir, never the cwd."""
         return self.wandb_dir or self.paths.data / "wandb"
+
+    @property
+    def results_project(self) -> str:
+        """The W&B project eval results go to and are read from: WANDB_PROJECT, else
+        `evalwb`."""
+        return self.wandb_project or DEFAULT_RESULTS_PROJECT
 
     @property
     def uses_wandb(self) -> bool:

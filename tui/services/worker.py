@@ -490,7 +490,7 @@ def _log_handler(settings: Settings) -> Handler:
         logged = evallog.log_run(
             read_run(Path(payload["results"])),
             settings=settings,
-            project=payload.get("project") or settings.wandb_project or evallog.DEFAULT_PROJECT,
+            project=payload.get("project") or settings.results_project,
             entity=payload.get("entity") or settings.wandb_entity,
             checkpoint=parse_ref(checkpoint) if checkpoint else None,
             checkpoint_alias=payload.get("checkpoint_alias"),

@@ -249,10 +249,14 @@ class WandbRegistry:
         ]
 
     def _sdk_collections(self, project_type: str) -> Iterator[Any]:
-        """Every registry collection, then WANDB_PROJECT's collections of `project_type`."""
+        """Every registry collection, then WANDB_PROJECT's collections of `project_type`
+        (for eval results without WANDB_PROJECT: those of the project `log` uses)."""
         with self._errors("listing W&B registry collections"):
             yield from self.api.registries().collections()
-        if project := self.settings.wandb_project:
+        project = self.settings.wandb_project
+        if project is None and project_type == "eval":
+            project = self.settings.results_project
+        if project:
             try:
                 with self._errors(f"listing the collections of project {project}"):
                     yield from self.api.artifact_collections(project, project_type)
