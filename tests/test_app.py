@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input, TabbedContent
@@ -143,6 +144,27 @@ async def test_evaluate_on_a_version_fills_the_run_pane(app: EvalWBApp) -> None:
         assert checkpoint_input(app).value.startswith(f"{version.collection}:")
         assert app.query_one(TabbedContent).active == "run"
         assert focused_pane(app) == "run"
+
+
+async def test_keys_typed_right_after_evaluate_do_not_act_on_the_registry(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tree = app.query_one(RegistryTree)
+        await pilot.press("down", "down", "enter")
+        my_model = tree.root.children[2]
+        await wait_for(pilot, lambda: len(my_model.children) == 5, "the versions of my-model")
+        await pilot.press("down")
+        version = tree.cursor_node.data
+        # One burst, as a fast typist or a paste sends it: every key is queued before `e`
+        # is handled. `a`, `r` and `c` are Registry keys too (alias, reload, copy).
+        for key in "earc":
+            app.post_message(events.Key(key, key))
+        await wait_for(pilot, lambda: checkpoint_input(app).value, "the checkpoint field")
+        await pilot.pause(0.3)
+        assert app.screen is app.screen_stack[0]  # no Registry dialog over the Run pane
+        assert app.query_one(TabbedContent).active == "run"
+        assert focused_pane(app) == "run"
+        assert notifications(app) == [f"{version.collection}:v4 goes to the Run pane"]
 
 
 async def test_a_pick_before_the_run_pane_loaded_is_kept(app: EvalWBApp) -> None:

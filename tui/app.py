@@ -306,15 +306,17 @@ class EvalWBApp(App[None]):
         focused = self.screen.focused
         if focused is not None and pane in focused.ancestors:
             return
+        # `screen.set_focus`, not `widget.focus()` (which waits a turn of the loop): keys
+        # typed right after the switch are already queued and must reach the new pane.
         last = self._last_focus.get(pane_id)
         if last is not None and last.is_attached and last in self.screen.focus_chain:
-            last.focus()
+            self.screen.set_focus(last)
         elif hasattr(pane, "focus_default"):
             pane.focus_default()
         else:
             chain = [w for w in self.screen.focus_chain if pane in w.ancestors]
             if chain:
-                chain[0].focus()
+                self.screen.set_focus(chain[0])
 
     def _remember_focus(self) -> None:
         focused = self.screen.focused
@@ -335,11 +337,16 @@ class EvalWBApp(App[None]):
     @on(CheckpointPicked)
     def _checkpoint_picked(self, event: CheckpointPicked) -> None:
         event.stop()
+        self.take_checkpoint(event.ref)
+
+    def take_checkpoint(self, ref: str) -> None:
+        """Show the Run pane with `ref` as its checkpoint and the focus in it, at once:
+        keys typed right after the pick are already queued, and must land there."""
         self.action_show_pane("run")
         if self.pane("run") is None:
-            self._pending_checkpoint = event.ref
+            self._pending_checkpoint = ref
         else:
-            self._send_checkpoint(event.ref)
+            self._send_checkpoint(ref)
 
     def _send_checkpoint(self, ref: str) -> None:
         run = self.pane("run")
@@ -348,8 +355,7 @@ class EvalWBApp(App[None]):
             set_checkpoint(ref)
         focus_missing = getattr(run, "focus_missing", None)
         if focus_missing is not None:
-            # Once the tab is shown: a hidden widget cannot take the focus.
-            self.call_after_refresh(focus_missing)
+            focus_missing()
 
     # -- help and palette, from the live bindings ---------------------------------------
 

@@ -377,9 +377,17 @@ class RegistryPane(Vertical):
             self._evaluate(self.pick_ref(version))
 
     def _evaluate(self, ref: str | None) -> None:
-        if ref is not None:
+        if ref is None:
+            return
+        self.notify(f"{ref} goes to the Run pane", markup=False)
+        # Handed over at once where the app takes it so: keys typed right after `e` are
+        # queued already, and a message would reach the app after them (this pane's keys
+        # would act on them: `a` opening the alias dialog over the Run pane).
+        take = getattr(self.app, "take_checkpoint", None)
+        if take is not None:
+            take(ref)
+        else:
             self.post_message(CheckpointPicked(ref))
-            self.notify(f"{ref} goes to the Run pane", markup=False)
 
     def action_copy_ref(self) -> None:
         version = self._selected_version("copy its reference")

@@ -281,12 +281,14 @@ class RunConfigPane(Vertical):
         """Focus the first field that needs something (the task filter when only tasks
         are missing), else the checkpoint: where a user who just picked a checkpoint
         types next."""
+        # At once (not `Input.focus()`, which waits a turn): keys typed right after a
+        # pick or a pane switch are already queued, and must land in this field.
         for name in FORM_ORDER:
             if name in self.errors:
                 field = "task-filter" if name == "tasks" else name
-                self.query_one(f"#run-{field}", Input).focus()
+                self.screen.set_focus(self.query_one(f"#run-{field}", Input))
                 return
-        self.query_one("#run-checkpoint", Input).focus()
+        self.screen.set_focus(self.query_one("#run-checkpoint", Input))
 
     def on_descendant_focus(self) -> None:
         self._mark_form()

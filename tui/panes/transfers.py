@@ -650,7 +650,7 @@ class TransfersPane(Vertical):
     def focus_default(self) -> None:
         """Focus the job list (or the hint while there are no jobs), e.g. on switching
         to this pane."""
-        (self.table if self.table.display else self.hint).focus()
+        self.screen.set_focus(self.table if self.table.display else self.hint)
 
     # -- selection -------------------------------------------------------------------
 
