@@ -226,9 +226,9 @@ async def big_registry(settings, registry_root: Path, names: list[str], versions
                 )
             )
             await pilot.press("enter")  # collapse again
-        box = app.query_one(FilterInput)
         for query in ("model-1", "family-3", "model-19", "production", "model-07"):
             await pilot.press("slash")
+            box = app.query_one(FilterInput)  # mounted by the first `/`
             box.value = query  # at once: typed key by key, the pause would filter first
             box.cursor_position = len(query)
             entered.append(

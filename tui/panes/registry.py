@@ -159,10 +159,8 @@ class RegistryPane(Vertical):
         self._status_job: int | None = None
 
     def compose(self) -> ComposeResult:
-        yield FilterInput(
-            placeholder="filter collections by name, alias or tag (Esc clears)",
-            id="registry-filter",
-        )
+        # No filter box yet: it is mounted by the first `/` (an Input is one of the
+        # costlier widgets to set up, and the first frame should hold the listing early).
         with Horizontal(id="registry-body"):
             yield RegistryTree(id="registry-tree")
             yield DetailView(id="registry-detail")
@@ -213,12 +211,28 @@ class RegistryPane(Vertical):
 
     # -- actions ---------------------------------------------------------------------
 
-    def action_open_filter(self) -> None:
-        self.query_one(FilterInput).open(return_to=self.collection_tree)
+    async def action_open_filter(self) -> None:
+        box = self.filter_box
+        if box is None:
+            box = FilterInput(
+                placeholder="filter collections by name, alias or tag (Esc clears)",
+                id="registry-filter",
+            )
+            # Awaited inside the key's priority binding: keys typed right after `/` wait
+            # in the app's queue until the box is there to take them.
+            await self.mount(box, before=self.query_one("#registry-body"))
+        box.open(return_to=self.collection_tree)
+
+    @property
+    def filter_box(self) -> FilterInput | None:
+        """The filter box, once a first `/` has mounted it."""
+        boxes = self.query(FilterInput)
+        return boxes.first() if boxes else None
 
     def action_clear_filter(self) -> None:
-        if self.collection_tree.query_text:
-            self.query_one(FilterInput).close(clear=True)
+        box = self.filter_box
+        if box is not None and self.collection_tree.query_text:
+            box.close(clear=True)
 
     def action_reload(self) -> None:
         if self.registry is None:
@@ -448,8 +462,10 @@ class RegistryPane(Vertical):
         else:
             self._picked_by.pop(version_key(version), None)
         tree = self.collection_tree
+        box = self.filter_box
         if version.collection not in tree.shown_collections and tree.query_text:
-            self.query_one(FilterInput).close(clear=True)
+            if box is not None:
+                box.close(clear=True)
             tree.apply_filter("")
         if not tree.reveal(version.collection, version.version):
             self.notify(f"{version.collection} is not in the tree; press r to reload", markup=False)
