@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label
 
@@ -75,12 +74,6 @@ class DownloadStatus(Horizontal):
         self.job: Job | None = None
         self.text = ""
 
-    def compose(self) -> ComposeResult:
-        # The bar is mounted with the first download (in `show_job`): the pane starts
-        # without setting up a widget it may never show.
-        yield Label("", id="download-title", markup=False)
-        yield Label("", id="download-text", markup=False)
-
     def show_job(self, job: Job, ref: str) -> None:
         """Show `job` (downloading `ref`) as it stands."""
         self.job = job
@@ -89,6 +82,13 @@ class DownloadStatus(Horizontal):
         from tui.services.transfers import FAILED
 
         self.set_class(job.state == FAILED, "-failed")
+        # Mounted with the first download, like the bar: the pane starts without setting
+        # up widgets it may never show.
+        if not self.children:
+            self.mount(
+                Label("", id="download-title", markup=False),
+                Label("", id="download-text", markup=False),
+            )
         self.query_one("#download-title", Label).update(f"↓ #{job.id} {ref}")
         self.query_one("#download-text", Label).update(self.text)
         bar = self._bar()
