@@ -67,11 +67,13 @@ class HelpScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         self.query_one(Vertical).border_title = "keys (Esc closes)"
         table = self.query_one(DataTable)
-        table.add_columns("where", "keys", "action", "id")
+        # The id before the action: it is what a remap needs, and a long action cut at
+        # the right edge (80 columns) still reads.
+        table.add_columns("where", "keys", "id", "action")
         for title, rows in self.sections:
             for index, row in enumerate(rows):
                 where = Text(title if index == 0 else "", style="bold")
-                table.add_row(where, ", ".join(row.keys), row.description, row.binding_id or "-")
+                table.add_row(where, ", ".join(row.keys), row.binding_id or "-", row.description)
         table.focus()
 
     @property
