@@ -107,9 +107,11 @@ class EvalWBApp(App[None]):
     AUTO_FOCUS = "#registry-tree"
     TITLE = TITLE
     COMMANDS = App.COMMANDS | {PaneCommands}
+    # No key_display: the footer names the key that acts now (`^q` while a text field
+    # takes a typed `q`).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,ctrl+q", "quit", "Quit", key_display="q", id="app.quit"),
-        Binding("question_mark,f1", "help", "Help", key_display="?", id="app.help"),
+        Binding("q,ctrl+q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
         *_pane_bindings(),
     ]
 
