@@ -154,6 +154,10 @@ class RegistryPane(Vertical):
         self.registry: Registry | None = None
         self._initial = (registry, collections)
         self._detail_timer: Timer | None = None
+        # Until the pane is first on screen, the highlighted collection waits here: the
+        # first frame shows the listing, its details (Rich tables) follow a frame later.
+        self._drawn = False
+        self._held: Collection | None = None
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
         self._status_job: int | None = None
@@ -307,6 +311,9 @@ class RegistryPane(Vertical):
         data = event.node.data
         if isinstance(data, Collection):
             self._cancel_detail_timer()
+            if not self._drawn:
+                self._held = data
+                return
             self.detail_view.show_collection(data)
         elif isinstance(data, Version):
             self.detail_view.show_version(data)
@@ -314,6 +321,14 @@ class RegistryPane(Vertical):
             self._detail_timer = self.set_timer(
                 DETAIL_DELAY_SECONDS, lambda: self._fetch_detail(data)
             )
+
+    def on_show(self) -> None:
+        # Show is handled after the frame that first drew the pane.
+        self._drawn = True
+        held, self._held = self._held, None
+        node = self.collection_tree.cursor_node
+        if held is not None and node is not None and node.data is held:
+            self.detail_view.show_collection(held)
 
     def _fetch_detail(self, version: Version) -> None:
         self._detail_timer = None
