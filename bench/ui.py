@@ -179,6 +179,25 @@ def seed_big(root: Path, collections: int, versions: int) -> list[str]:
     return names
 
 
+async def transfers_pane_ticker(pilot) -> list[tuple[float, float]]:
+    """Show the Transfers pane, then tick every 10 ms on the app's event loop; the list
+    returned keeps growing with (time, gap since the previous tick)."""
+    app = pilot.app
+    await _until(pilot, lambda: app.pane("transfers") is not None, "the Transfers pane")
+    await pilot.press("3")
+    await pilot.pause(0.5)
+    gaps: list[tuple[float, float]] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append((now, now - last[0]))
+        last[0] = now
+
+    app.set_interval(0.01, tick)
+    return gaps
+
+
 async def _until(pilot, ready: Callable[[], object], what: str, limit: float = 30.0) -> float:
     """Seconds until `ready()`, polling as often as the loop allows."""
     started = time.perf_counter()
@@ -308,19 +327,8 @@ async def download_stall(settings, registry_root: Path, ref: str, limit: float):
 
     gc.freeze()  # as `evalwb-tui` does before its app runs (see tui/cli.py)
     app = EvalWBApp(settings, LocalRegistry(registry_root))
-    gaps: list[tuple[float, float]] = []
     async with app.run_test(size=(120, 40)) as pilot:
-        await _until(pilot, lambda: app.pane("transfers") is not None, "the Transfers pane")
-        await pilot.press("3")
-        await pilot.pause(0.5)
-        last = [time.perf_counter()]
-
-        def tick() -> None:
-            now = time.perf_counter()
-            gaps.append((now, now - last[0]))
-            last[0] = now
-
-        app.set_interval(0.01, tick)
+        gaps = await transfers_pane_ticker(pilot)
         # The same ticker with nothing running: the machine's own noise, for comparison.
         await asyncio.sleep(3.0)
         idle, gaps[:] = sorted(gap for _, gap in gaps), []

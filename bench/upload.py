@@ -46,7 +46,7 @@ from pathlib import Path
 from eval_logging import LARGE, plain_content
 from eval_logging import SDK_SETTINGS as LOGGING_SDK_SETTINGS
 from eval_logging import child_plain as logging_child_plain
-from ui import _until, ms, percentile
+from ui import ms, percentile, transfers_pane_ticker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,21 +219,10 @@ async def upload_stall(settings, folder: Path, registry_root: Path) -> dict:
 
     gc.freeze()  # as `evalwb-tui` does before its app runs (see tui/cli.py)
     app = EvalWBApp(settings, LocalRegistry(registry_root))
-    gaps: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
-        await _until(pilot, lambda: app.pane("transfers") is not None, "the Transfers pane")
-        await pilot.press("3")
-        await pilot.pause(0.5)
-        last = [time.perf_counter()]
-
-        def tick() -> None:
-            now = time.perf_counter()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        app.set_interval(0.01, tick)
+        gaps = await transfers_pane_ticker(pilot)
         await asyncio.sleep(3.0)  # the machine's own noise, for comparison
-        idle, gaps[:] = sorted(gaps), []
+        idle, gaps[:] = sorted(gap for _, gap in gaps), []
         queue = open_queue(settings)
         job = queue.enqueue("log", f"log {folder.parent.name}/{folder.name}", log_payload(folder))
         started = time.perf_counter()
@@ -247,7 +236,7 @@ async def upload_stall(settings, folder: Path, registry_root: Path) -> dict:
                 if time.perf_counter() - started > TIMEOUT_SEC:
                     raise SystemExit("timed out waiting for the log job")
                 await asyncio.sleep(0.1)
-            running = sorted(gaps)
+            running = sorted(gap for _, gap in gaps)
         finally:
             queue.close()
             if worker.pid:
