@@ -323,6 +323,11 @@ def run_worker(
     """
     if idle_exit is None:
         idle_exit = idle_exit_seconds(read_env(config_dir=settings.paths.config))
+    # Transfers are background work: on a login node's few cores the app (and the
+    # user's shell) come first; wandb-core and other children inherit this. Set before
+    # the lock, so a worker seen alive already runs at this priority.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     # Signals first: a hangup that lands just after the lock is taken must not end it.
     with _signals():
         fd = _take_lock(settings)
@@ -336,10 +341,6 @@ def run_worker(
             )
             return EXIT_ALREADY_RUNNING
         logger = _open_log(settings)
-        # Transfers are background work: on a login node's few cores the app (and the
-        # user's shell) come first; wandb-core and other children inherit this.
-        with contextlib.suppress(OSError):
-            os.nice(WORKER_NICENESS)
         try:
             return _serve(settings, idle_exit, handlers, logger)
         except WorkerStopped as stop:
