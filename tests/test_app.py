@@ -309,6 +309,12 @@ async def test_help_lists_the_bindings_with_their_ids(app: EvalWBApp) -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         rows = help_rows(app)
         assert ("Run pane", "f5", "run.launch") in rows
+        # The focused widget's keys are titled in words, not by its class name.
+        assert [t for t in dict.fromkeys(t for t, _, _ in rows)] == [
+            "Run pane",
+            "text field",
+            "app",
+        ]
         assert not any(binding_id.startswith("registry.") for _, _, binding_id in rows)
         # On a small terminal the ids still show (the Run form's actions are long).
         await pilot.resize_terminal(80, 24)

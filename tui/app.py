@@ -7,6 +7,7 @@ imported in a thread too, once the registry listing is up, so they never delay i
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -48,6 +49,16 @@ if TYPE_CHECKING:
 TITLE = "evalwb-tui"
 # EVALWB_THEME=ansi uses the terminal's own palette, which survives SSH and tmux.
 THEME_ALIASES = {"ansi": "ansi-dark", "default": "textual-dark"}
+# How the help screen names a focused widget whose keys it lists.
+WIDGET_WORDS = {
+    "Input": "text field",
+    "FilterInput": "filter field",
+    "TextArea": "text area",
+    "DataTable": "table",
+    "SelectionList": "choice list",
+    "OptionList": "list",
+    "VerticalScroll": "scrolling view",
+}
 # The Run and Transfers panes load at the latest this long after start, even when the
 # registry listing never arrives (a slow or unreachable backend).
 PANES_LOAD_DEADLINE_SECONDS = 2.0
@@ -368,7 +379,9 @@ class EvalWBApp(App[None]):
         for pane in PANES:
             if node is self.pane(pane.id):
                 return f"{pane.label} pane"
-        return type(node).__name__
+        name = type(node).__name__
+        # Words a user knows, not class names ("VerticalScroll", "Input").
+        return WIDGET_WORDS.get(name) or re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()
 
     def help_sections(self) -> Sections:
         """The keys acting on the current screen, grouped by owner: pane, widgets, app."""
