@@ -50,7 +50,13 @@ from tui.services.transfers import (
 )
 from tui.services.worker import worker_status
 from tui.widgets.confirm import ConfirmScreen
-from tui.widgets.progress_text import bytes_cell, compact_size, duration, text_bar
+from tui.widgets.progress_text import (
+    bytes_cell,
+    compact_size,
+    count_text,
+    duration,
+    text_bar,
+)
 
 FAST = Backoff(base=0.05, cap=0.2)
 SIZE = (100, 30)
@@ -582,6 +588,67 @@ async def test_a_log_done_without_its_lineage_warns_instead_of_saying_done(
         assert "'nosuch:production' not found; s tries again" in note[0][1]
         assert not notes_titled(app, "Transfer done")
         await wait_for(pilot, lambda: "s tries again" in detail_text(app), "the detail's note")
+
+
+class StepsThenFiles:
+    """A log job as the worker runs one with a key: logging steps counted in the file
+    fields, then the run's files while it uploads (held there until `go` is set), then
+    every step done."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def __call__(self, job: Job, progress: Progress) -> dict[str, Any]:
+        for step in range(5):
+            progress.update(files_done=step, files_total=5)
+        progress.update(file=FileProgress("output.jsonl", 300, 300, DONE))
+        progress.update(file=FileProgress("results.jsonl", 100, 400))
+        progress.update(bytes_done=400, bytes_total=700, files_done=1, files_total=2)
+        assert self.go.wait(10), "the test never let the upload finish"
+        progress.update(file=FileProgress("results.jsonl", 400, 400, DONE))
+        progress.update(bytes_done=700, files_done=5, files_total=5)
+        return {"run_id": "abc12345", "lineage_pending": False}
+
+
+def runs_handler(job: Job, progress: Progress) -> dict[str, Any]:
+    """A sync job as the worker runs one: the file fields count runs, no file is listed."""
+    progress.update(files_done=0, files_total=2)
+    progress.update(bytes_done=900, bytes_total=900, files_done=2, files_total=2)
+    return {"synced": ["abc12345", "def67890"], "lineage_pending": []}
+
+
+async def test_details_count_steps_for_a_log_job_and_runs_for_a_sync_job(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    log = StepsThenFiles()
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+        job = queue.enqueue("log", "results of gsm8k", {"results": "out"})
+        with RunnerThread(queue_file, {"log": log, "sync": runs_handler}):
+            await wait_for(pilot, lambda: "1 of 2 files sent" in detail_text(app), "uploading")
+            assert "results.jsonl" in detail_text(app)
+            log.go.set()
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "the log done")
+            await wait_for(pilot, lambda: "5 of 5 steps" in detail_text(app), "the steps")
+            assert "output.jsonl" in detail_text(app)  # the files sent stay listed
+            sync = queue.enqueue("sync", "pending offline runs", {})
+            await wait_for(pilot, lambda: cell(app, sync.id, "state") == DONE, "the sync done")
+        await pilot.press("up")  # newest first: the sync job is above
+        await wait_for(pilot, lambda: "2 of 2 runs" in detail_text(app), "the runs synced")
+        text = detail_text(app)
+        assert "files" not in text and "none reported" not in text
+
+
+def test_counts_name_what_each_kind_of_job_counts() -> None:
+    assert count_text("download", 3, 12, sending_files=False) == "3 of 12 files"
+    assert count_text("upload", 0, 1, sending_files=False) == "0 of 1 files"
+    assert count_text("log", 2, 5, sending_files=False) == "2 of 5 steps"
+    assert count_text("log", 1, 7, sending_files=True) == "1 of 7 files sent"
+    assert count_text("log", 1, 7, sending_files=None) == "1 of 7"  # files not read yet
+    assert count_text("sync", 1, 2, sending_files=False) == "1 of 2 runs"
+    assert count_text("download", 0, None, sending_files=False) == ""
 
 
 async def test_the_cursor_stays_on_its_job_when_new_jobs_arrive(

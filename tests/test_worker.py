@@ -326,6 +326,19 @@ def test_transfers_add_download_starts_a_worker_and_watch_waits_for_it(
     assert [j.id for j in open_queue(settings).list()] == [1]
 
 
+def detail_text(job: Job) -> str:
+    """The Transfers pane's details of `job`, as plain text."""
+    import io
+
+    from rich.console import Console
+
+    from tui.widgets.job_detail import render_job
+
+    out = io.StringIO()
+    Console(width=120, file=out, color_system=None).print(render_job(job))
+    return out.getvalue()
+
+
 def test_log_job_writes_the_run_offline_then_sync_retries_without_a_server(
     env, settings, monkeypatch, reaper
 ):
@@ -343,6 +356,8 @@ def test_log_job_writes_the_run_offline_then_sync_retries_without_a_server(
     assert Path(logged.result["wandb_file"]).stat().st_size > 0
     assert [run.run_id for run in pending_runs(settings)] == [logged.result["run_id"]]
     assert logged.files_done == logged.files_total == 4
+    details = detail_text(logged)  # the file fields count logging steps, and say so
+    assert "4 of 4 steps" in details and "of 4 files" not in details
 
     # A sync job with a key but no server: retried with backoff, then failed; the offline
     # run stays pending and the key shows nowhere.

@@ -25,7 +25,7 @@ from tui.services.transfers import (
     mask_text,
 )
 from tui.widgets.format import human_size
-from tui.widgets.progress_text import duration, text_bar
+from tui.widgets.progress_text import count_text, duration, text_bar
 
 # A job can move thousands of files; past this the list is cut with a count.
 FILES_SHOWN = 200
@@ -120,26 +120,35 @@ def _mapping(data: dict[str, Any] | None) -> RenderableType:
     return grid
 
 
-def _progress(job: Job) -> Text:
+def _sending_files(job: Job, files_loaded: bool) -> bool | None:
+    """Whether a running log job is uploading its run: its per-file list fills only then."""
+    if job.kind != "log" or job.state != RUNNING:
+        return False
+    return bool(job.files) if files_loaded else None
+
+
+def _progress(job: Job, files_loaded: bool) -> Text:
     line = Text(text_bar(job.fraction, 20).rstrip() if job.fraction is not None else "-")
     if job.bytes_total is not None:
         line.append(f"  {human_size(job.bytes_done)} of {human_size(job.bytes_total)}")
     elif job.bytes_done:
         line.append(f"  {human_size(job.bytes_done)}")
-    if job.files_total is not None:
-        line.append(f"  {job.files_done} of {job.files_total} files")
+    if count := count_text(
+        job.kind, job.files_done, job.files_total, sending_files=_sending_files(job, files_loaded)
+    ):
+        line.append(f"  {count}")
     if job.state == RUNNING and job.rate > 0:
         line.append(f"  {human_size(int(job.rate))}/s  ETA {duration(job.eta)}")
     return line
 
 
-def render_files(files: list[FileProgress] | None) -> RenderableType:
+def render_files(files: list[FileProgress] | None, empty: str = "none reported") -> RenderableType:
     """Per-file progress: path, bytes of size, state; cut after FILES_SHOWN; None while
-    the files are being read."""
+    the files are being read; `empty` says why there are none."""
     if files is None:
         return Text("loading…", style="dim italic")
     if not files:
-        return Text("none reported", style="dim")
+        return Text(empty, style="dim")
     table = Table.grid(padding=(0, 2))
     table.add_column(overflow="fold")
     table.add_column(justify="right", no_wrap=True)
@@ -154,6 +163,19 @@ def render_files(files: list[FileProgress] | None) -> RenderableType:
     if len(files) > FILES_SHOWN:
         table.add_row(Text(f"… and {len(files) - FILES_SHOWN} more files", style="dim"), "", "")
     return table
+
+
+def _files_part(job: Job, files_loaded: bool) -> list[RenderableType]:
+    """The per-file list under its heading. A sync job reports no files (it counts runs),
+    so it has none; a log job lists the files its run uploads, none before it syncs."""
+    files = job.files if files_loaded else None
+    if job.kind == "sync" and not job.files:
+        return []
+    empty = "none reported"
+    if job.kind == "log":
+        ended = job.state in (DONE, FAILED, CANCELLED)
+        empty = "none uploaded" if ended else "none uploaded yet: sent when its run syncs"
+    return [Text("files", style="bold underline"), render_files(files, empty)]
 
 
 def _times(job: Job) -> str:
@@ -178,15 +200,14 @@ def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False
     if hint:
         state_text.append(f" · {hint}", style="yellow" if lineage_note(job) else "dim")
     grid.add_row("state", state_text)
-    grid.add_row("progress", _progress(job))
+    grid.add_row("progress", _progress(job, files_loaded))
     if job.last_error:
         grid.add_row("last error", Text(mask_text(job.last_error), style="red"))
     grid.add_row("times", _times(job))
     parts: list[RenderableType] = [
         Text(f"#{job.id} {job.kind}", style="bold reverse"),
         grid,
-        Text("files", style="bold underline"),
-        render_files(job.files if files_loaded else None),
+        *_files_part(job, files_loaded),
         Text("payload", style="bold underline"),
         _mapping(job.payload),
     ]

@@ -41,6 +41,24 @@ def rate_cell(rate: float) -> str:
     return f"{compact_size(rate)}/s" if rate > 0 else "-"
 
 
+def count_text(kind: str, done: int, total: int | None, *, sending_files: bool | None) -> str:
+    """What a job's `files_done` of `files_total` count, in words: `3 of 12 files` for a
+    download or upload, `2 of 5 steps` for a log job (`2 of 7 files sent` while its run
+    uploads), `1 of 2 runs` for a sync; empty when nothing is counted.
+
+    `sending_files`: whether a log job is uploading its run, which is when the worker
+    counts files there instead of steps; None when that is not known yet."""
+    if total is None:
+        return ""
+    if kind == "sync":
+        return f"{done} of {total} runs"
+    if kind != "log":
+        return f"{done} of {total} files"
+    if sending_files is None:
+        return f"{done} of {total}"
+    return f"{done} of {total} files sent" if sending_files else f"{done} of {total} steps"
+
+
 def duration(seconds: float | None) -> str:
     """`42s`, `12m05s`, `3h07m`; `-` when unknown, `>99h` beyond."""
     if seconds is None or seconds != seconds or seconds < 0:
