@@ -29,8 +29,14 @@ from tests.wandb_emulator import (
 )
 from tui.services.demo import DemoInfo
 from tui.services.registry.local import LocalRegistry
-from tui.services.registry.protocol import NotFoundError, RegistryError, Version
-from tui.services.registry.wandb import WandbRegistry
+from tui.services.registry.protocol import (
+    Lineage,
+    NotFoundError,
+    RegistryError,
+    RunInfo,
+    Version,
+)
+from tui.services.registry.wandb import WandbRegistry, _sdk_lineage
 from tui.services.settings import Paths, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +193,70 @@ def test_lineage_matches(service, shared) -> None:
             )
 
 
+def _checkpoint_used_by(service, tmp_path: Path, users: int) -> tuple[WandbRegistry, Lineage]:
+    """The W&B backend over a checkpoint made by one run and used by `users` eval runs
+    (spread over three projects, some without job type or group), and its local lineage."""
+    local = LocalRegistry(tmp_path / f"registry-{users}")
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"w" * 64)
+    local.add_version("ckpt", source)
+    runs = [
+        RunInfo(
+            id=f"eval-{i}",
+            name=f"eval {i}",
+            project=f"evals-{i % 3}",
+            entity="team",
+            job_type="eval" if i % 5 else "",
+            group=f"sweep {i % 2}" if i % 3 else "",
+            state=("finished", "crashed", "running")[i % 3],
+        )
+        for i in range(users)
+    ]
+    producer = RunInfo(id="train-1", name="sft", project="train", entity="team", state="finished")
+    local.add_lineage("ckpt:v0", produced_by=producer, used_by=runs)
+    wandb = service.serve(local)
+    wandb.resolve("ckpt:v0")  # the SDK's first-call set-up is not the lineage's cost
+    return wandb, local.lineage("ckpt:v0")
+
+
+def test_lineage_costs_the_same_requests_for_one_user_or_many(service, tmp_path) -> None:
+    counts = {}
+    for users in (1, 10, 50):
+        wandb, direct = _checkpoint_used_by(service, tmp_path, users)
+        start = len(service.emulator.requests)
+        remote = wandb.lineage("ckpt:v0")
+        counts[users] = len(sent(service, start))
+        got = [remote.produced_by, *remote.used_by]
+        want = [direct.produced_by, *direct.used_by]
+        assert len(got) == users + 1
+        assert [asdict(r) | {"url": ""} for r in got] == [asdict(r) for r in want]
+        base = service.emulator.base_url
+        assert [r.url for r in got] == [f"{base}/team/{r.project}/runs/{r.id}" for r in want]
+    # The version itself, then its producer and users together.
+    assert counts == {1: 2, 10: 2, 50: 2}, counts
+
+
+def test_lineage_is_what_the_sdks_run_by_run_road_gives(service, tmp_path) -> None:
+    wandb, _ = _checkpoint_used_by(service, tmp_path, 20)
+    art = wandb.api.artifact(f"{MODEL_REGISTRY}/ckpt:v0")
+    start = len(service.emulator.requests)
+    assert wandb.lineage("ckpt:v0") == _sdk_lineage(art)
+    # logged_by, used_by and a Run query for each of the 21 runs, against our two.
+    assert len(sent(service, start)) == 2 + 2 + 21
+
+
+def test_lineage_asks_for_the_version_then_one_query(service, shared) -> None:
+    wandb, local = shared
+    ref = "my-model:v3"
+    start = len(service.emulator.requests)
+    wandb.lineage(ref)
+    assert [op for op, _ in sent(service, start)] == [
+        "ArtifactMembershipByName",
+        "ArtifactLineage",
+    ]
+    assert len(local.lineage(ref).used_by) > 1
+
+
 # -- editing ----------------------------------------------------------------------------
 
 
@@ -317,7 +387,7 @@ def test_a_missing_key_is_named() -> None:
 
 CHILD = """
 import json, os, sys
-from tui.services.registry.wandb import WandbRegistry
+from tui.services.registry.wandb import WandbRegistry, _sdk_lineage
 from tui.services.settings import load_settings
 assert "wandb" not in sys.modules, "importing the backend imported wandb"
 backend = WandbRegistry(load_settings())

@@ -92,14 +92,18 @@ FEATURES = (
 # GraphQL interfaces, for fragments whose type condition is an interface.
 INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
 
-# Operation name -> the SDK's generated result model ("module:Class"). `Viewer` is
-# sent by wandb-core (Go) and has no Python model; GetDefaultEntity covers its fields
-# the SDK reads. `Run` is a hand-written query in `wandb.apis.public.runs` without a
-# model: the executor's check that every selected field exists is all it gets.
+# Operation name -> the SDK's generated result model ("module:Class"), or several that
+# must all accept the data. `Viewer` is sent by wandb-core (Go) and has no Python
+# model; GetDefaultEntity covers its fields the SDK reads. `Run` is a hand-written
+# query in `wandb.apis.public.runs` without a model: the executor's check that every
+# selected field exists is all it gets. `ArtifactLineage` is the W&B backend's one
+# query for a version's producer and users: the SDK's ArtifactCreatedBy and
+# ArtifactUsedBy models each check their half (they ignore the extra run fields).
 ARTIFACTS = "wandb.sdk.artifacts._generated"
 APIS = "wandb.apis._generated"
-MODELS: dict[str, str | None] = {
+MODELS: dict[str, str | tuple[str, ...] | None] = {
     "Viewer": f"{APIS}:GetDefaultEntity",
+    "ArtifactLineage": (f"{ARTIFACTS}:ArtifactCreatedBy", f"{ARTIFACTS}:ArtifactUsedBy"),
     "GetDefaultEntity": f"{APIS}:GetDefaultEntity",
     "ServerFeaturesQuery": "wandb.sdk.internal._generated:ServerFeaturesQuery",
     "IsProjectReadOnly": f"{APIS}:IsProjectReadOnly",
@@ -177,13 +181,14 @@ def operation_name(body: Mapping[str, Any]) -> str:
     return match.group(2) if match else ""
 
 
-def result_model(name: str) -> Any:
-    """The generated pydantic class validating the `data` of operation `name`, or None."""
-    target = MODELS.get(name)
-    if target is None:
-        return None
-    module, _, cls = target.partition(":")
-    return getattr(__import__(module, fromlist=[cls]), cls)
+def result_models(name: str) -> list[Any]:
+    """The generated pydantic classes validating the `data` of operation `name`."""
+    targets = MODELS.get(name) or ()
+    found = []
+    for target in (targets,) if isinstance(targets, str) else targets:
+        module, _, cls = target.partition(":")
+        found.append(getattr(__import__(module, fromlist=[cls]), cls))
+    return found
 
 
 # --- Filters (the MongoDB-style JSON the SDK sends) ----------------------------------
@@ -1780,7 +1785,7 @@ class WandbEmulator:
                 data = Executor(body.get("query") or "", body.get("variables")).run(
                     self.graph.root()
                 )
-            if (model := result_model(name)) is not None:
+            for model in result_models(name):
                 model.model_validate(data)
         except Exception as exc:  # every failure must reach the test, whatever its kind
             message = f"{name}: {type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from tui.services.refs import DEFAULT_ALIAS, ArtifactRef, RefError, parse_ref
 from tui.services.registry.protocol import (
@@ -46,6 +47,48 @@ API_TIMEOUT_SECONDS = 30
 ALIAS_SCAN = 50
 MAX_PAGE = 100
 DETAIL_WORKERS = 8
+# A version's producer and users with every field a `RunInfo` needs, in one request.
+# The SDK's logged_by()/used_by() ask only for run names and then load each run with
+# a query of its own, a round trip per run. Project fields are those of the SDK's
+# RunInfoFragment, so its ArtifactCreatedBy/ArtifactUsedBy models accept the answer.
+# Like the SDK's ArtifactUsedBy, usedBy is read without paging.
+LINEAGE_GQL = """
+query ArtifactLineage($id: ID!) {
+  artifact(id: $id) {
+    createdBy {
+      __typename
+      ... on Run {
+        ...LineageRun
+      }
+    }
+    usedBy {
+      edges {
+        node {
+          ...LineageRun
+        }
+      }
+    }
+  }
+}
+
+fragment LineageRun on Run {
+  __typename
+  id
+  name
+  displayName
+  jobType
+  group
+  state
+  project {
+    id
+    internalId
+    name
+    entity {
+      name
+    }
+  }
+}
+"""
 # The SDK says "unable to parse ... response data" when the server answered null for
 # the project, type or collection asked for, i.e. when it does not exist.
 _NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
@@ -139,6 +182,36 @@ def _run_info(run: Any) -> RunInfo:
         group=run.group or "",
         url=run.url or "",
         state=run.state or "",
+    )
+
+
+def _node_run_info(node: Mapping[str, Any], app_url: str) -> RunInfo | None:
+    """A `RunInfo` from a run of LINEAGE_GQL, as `_run_info` makes it from an SDK
+    `Run` (the URL built the way `Run.url` builds it); None for a run without a
+    project or name, or a creator that is not a run, which the SDK skips too."""
+    project = node.get("project")
+    if node.get("__typename") != "Run" or not node.get("name") or not project:
+        return None
+    entity, name, run_id = project["entity"]["name"], project["name"], str(node["name"])
+    path = [quote(str(part), safe="") for part in (entity, name, "runs", run_id)]
+    return RunInfo(
+        id=run_id,
+        name=node.get("displayName") or "",
+        project=name or "",
+        entity=entity,
+        job_type=node.get("jobType") or "",
+        group=node.get("group") or "",
+        url=app_url + "/".join(path),
+        state=node.get("state") or "",
+    )
+
+
+def _sdk_lineage(art: Any) -> Lineage:
+    """The lineage through the SDK's `logged_by`/`used_by`: one query per run."""
+    producer = art.logged_by()
+    return Lineage(
+        produced_by=_run_info(producer) if producer else None,
+        used_by=tuple(_run_info(r) for r in art.used_by()),
     )
 
 
@@ -373,15 +446,21 @@ class WandbRegistry:
             return {f.name: f.direct_url for f in art.files(per_page=MAX_PAGE)}
 
     def lineage(self, ref: ArtifactRef | str) -> Lineage:
-        """The run that produced a version and the runs that used it."""
+        """The run that produced a version and the runs that used it, in one request
+        after the version's own, however many runs used it."""
         ref = _as_ref(ref)
         art = self._artifact(ref)
         with self._errors(f"reading the lineage of {ref}"):
-            producer = art.logged_by()
-            users = art.used_by()
+            service = getattr(self.api, "_service_api", None)
+            if service is None:  # the SDK moved its client: take its per-run road
+                return _sdk_lineage(art)
+            data = service.execute_graphql(LINEAGE_GQL, variables={"id": art.id}) or {}
+            found = data.get("artifact") or {}
+            edges = (found.get("usedBy") or {}).get("edges") or ()
+            users = (_node_run_info(e.get("node") or {}, service.app_url) for e in edges)
             return Lineage(
-                produced_by=_run_info(producer) if producer else None,
-                used_by=tuple(_run_info(r) for r in users),
+                produced_by=_node_run_info(found.get("createdBy") or {}, service.app_url),
+                used_by=tuple(u for u in users if u is not None),
             )
 
     # -- edits ---------------------------------------------------------------------
