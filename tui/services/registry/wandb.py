@@ -11,7 +11,9 @@ default entity (and, for `wandb-registry-*` projects, the organization) itself. 
 name means the model registry `wandb-registry-model`.
 
 Listing versions pages through the SDK's lazy paginators (`per_page` sized to the
-request), so a collection with thousands of versions is never read whole.
+request), so a collection with thousands of versions is never read whole. A version's
+lineage is one query (`LINEAGE_GQL`) however many runs used it; the SDK's
+`logged_by`/`used_by` would load each run with a request of its own.
 """
 
 from __future__ import annotations
