@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.app import App, ComposeResult
 from textual.message import Message
 from textual.pilot import Pilot
@@ -101,6 +102,41 @@ async def test_filter_then_tab_and_space_choose_the_first_match(tmp_path: Path) 
         await type_into(pilot, "task-filter", "arc", keys=True)
         await pilot.press("tab", "space")
         assert pane.form_values()["tasks"] == ["ARC"]
+
+
+def burst(app: App[None], *keys: tuple[str, str | None]) -> None:
+    """Queue keys as a terminal delivers a burst: all of them before the app reads the
+    first (`pilot.press` lets the app go idle between keys, so it hides what follows)."""
+    for key, character in keys:
+        event = events.Key(key, character)
+        event.set_sender(app)
+        app.post_message(event)
+
+
+async def test_tab_and_space_in_one_burst_from_the_filter_choose_the_first_match() -> None:
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        box = pane.query_one("#run-task-filter", Input)
+        await type_into(pilot, "task-filter", "arc", keys=True)
+        burst(app, ("tab", "\t"), ("space", " "))
+        await until(pilot, lambda: pane.form_values()["tasks"] or box.value != "arc", 5)
+        assert pane.form_values()["tasks"] == ["ARC"] and box.value == "arc"
+        assert app.focused is pane.query_one("#run-tasks", SelectionList)
+
+
+async def test_shift_tab_and_a_letter_in_one_burst_from_the_filter_type_into_the_field_above() -> (
+    None
+):
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        box = pane.query_one("#run-task-filter", Input)
+        above = pane.query_one("#run-models_file", Input)
+        await type_into(pilot, "task-filter", "arc", keys=True)
+        burst(app, ("shift+tab", None), ("x", "x"))
+        await until(pilot, lambda: above.value or box.value != "arc", 5)
+        assert (above.value, box.value) == ("x", "arc")
 
 
 async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
