@@ -6,7 +6,6 @@ exit with status 2.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -21,6 +20,8 @@ from tui.widgets.format import human_size
 from tui.widgets.progress_text import duration
 
 if TYPE_CHECKING:
+    import argparse
+
     from tui.services.registry import Registry
     from tui.services.registry.local import LocalRegistry
 
@@ -35,15 +36,17 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with usage errors on one line, like every other error."""
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the app's own options and every subcommand."""
+    # Imported here: opening the app reads its one option without argparse (and gettext).
+    import argparse
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+    class Parser(argparse.ArgumentParser):
+        """argparse with usage errors on one line, like every other error."""
 
+        def error(self, message: str) -> NoReturn:
+            self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
-def build_parser(commands: bool = True) -> argparse.ArgumentParser:
-    """The command line; without `commands`, only the options of the app itself."""
     parser = Parser(
         prog="evalwb-tui",
         description="Terminal app for the W&B side of LLM evaluation with eval-framework.",
@@ -53,16 +56,13 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="use the seeded demo registry (seeded on first use), for the app or a command",
     )
-    if not commands:
-        parser.set_defaults(command=None)
-        return parser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
 
 
-# What opening the app takes; anything else (a command, --help, a typo) gets the whole parser.
+# What opening the app takes; anything else (a command, --help, a typo) goes to the parser.
 APP_ARGUMENTS = frozenset({"--demo"})
 
 
@@ -107,12 +107,16 @@ def _demo_settings(settings: Settings) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Opening the app is the common case: it skips setting up every command's parser.
-    args = build_parser(commands=not set(argv) <= APP_ARGUMENTS).parse_args(argv)
+    # Opening the app is the common case, and its only option is read by hand: argparse
+    # and every command's parser are set up for a command, --help or a typo.
+    opens_app = set(argv) <= APP_ARGUMENTS
+    args = None if opens_app else build_parser().parse_args(argv)
     settings: Settings | None = None
     try:
         settings = load_settings()
-        if args.command is None:
+        if args is None:
+            return run_tui(settings, demo="--demo" in argv)
+        if args.command is None:  # an option abbreviated, like --dem
             return run_tui(settings, args.demo)
         if args.demo and args.command not in ("demo", "serve"):
             settings = _demo_settings(settings)
