@@ -14,10 +14,14 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, SelectionList, Static
 
+from tui.app import EvalWBApp
 from tui.panes.run_config import PromptScreen, RunConfigPane
 from tui.services import evalrun
-from tui.services.settings import Settings, load_settings
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import Paths, Settings, load_settings
 from tui.services.transfers import open_queue
+from tui.widgets.choice import ChoiceScreen
+from tui.widgets.registry_tree import RegistryTree
 
 FAKE = Path(__file__).with_name("fake_eval_framework.py")
 COMMAND = shlex.join([sys.executable, str(FAKE)])
@@ -137,6 +141,29 @@ async def test_shift_tab_and_a_letter_in_one_burst_from_the_filter_type_into_the
         burst(app, ("shift+tab", None), ("x", "x"))
         await until(pilot, lambda: above.value or box.value != "arc", 5)
         assert (above.value, box.value) == ("x", "arc")
+
+
+async def test_keys_typed_right_after_enter_in_the_alias_choice_land_in_the_run_pane(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    """`e` on a collection asks which alias to evaluate; a filter typed right behind the
+    Enter that picks one goes to the Run pane's task filter, where the focus goes."""
+    paths = Paths(*(isolated_env / name for name in ("data", "cache", "state", "config")))
+    settings = load_settings({"EVALWB_REGISTRY_DIR": str(demo_registry_dir)}, paths=paths)
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(RegistryTree)
+        await until(pilot, lambda: "my-model" in tree.shown_collections and app.pane("run"))
+        await pilot.press("down", "down")
+        assert tree.cursor_node.data.name == "my-model"
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        # `a` and `r` are Registry keys too: they must not open anything over the Run pane.
+        burst(app, ("enter", "\r"), *((key, key) for key in "arc"))
+        box = app.query_one("#run-task-filter", Input)
+        await until(pilot, lambda: box.value == "arc", 5)
+        assert app.query_one("#run-checkpoint", Input).value == "my-model:production"
+        assert app.screen is app.screen_stack[0] and app.focused is box
 
 
 async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:

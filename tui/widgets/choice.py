@@ -28,6 +28,11 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel", id="choice.cancel"),
+        # Priority: the pick is made while the app reads Enter. A result callback given
+        # from a key binding runs right after that key, so when it moves the focus (the
+        # Registry's `e` to the Run pane), the keys typed right behind Enter follow it;
+        # otherwise they were handed to this list, already leaving, and lost.
+        Binding("enter", "pick", "Pick", show=False, priority=True, id="choice.pick"),
     ]
 
     def __init__(self, title: str, choices: Sequence[str]) -> None:
@@ -42,6 +47,11 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
+
+    def action_pick(self) -> None:
+        index = self.query_one(OptionList).highlighted
+        if index is not None:
+            self.dismiss(self.choices[index])
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
