@@ -7,6 +7,7 @@ imported in a thread too, once the registry listing is up, so they never delay i
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from collections.abc import Callable
@@ -251,6 +252,9 @@ class EvalWBApp(App[None]):
     def _load_panes(self) -> None:
         if not self._panes_requested:
             self._panes_requested = True
+            # Start-up is over: the collector, which `evalwb-tui` holds off until the
+            # listing is drawn, runs again (the panes' imports make garbage of their own).
+            gc.enable()
             self._import_panes()
 
     @work(thread=True, exit_on_error=False, group="panes")

@@ -76,16 +76,22 @@ def subcommand(add: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def run_tui(settings: Settings, demo: bool) -> int:
-    registry = None
-    if demo:
-        registry = _seeded_demo(settings)
-    from tui.app import EvalWBApp
+    # Nearly all that start-up makes (modules, classes, the first screen's widgets) lives
+    # as long as the process, so the collector's passes over it until the first frame
+    # (about 130 of them) find nothing to free. It is off until the app has drawn the
+    # listing; the app turns it on again before importing its other panes.
+    gc.disable()
+    try:
+        registry = _seeded_demo(settings) if demo else None
+        from tui.app import EvalWBApp
 
-    # What the imports made lives as long as the process: moved out of the collector's
-    # sight, a full collection during the first frames costs a few ms instead of ~40.
-    gc.freeze()
-    app = EvalWBApp(settings=settings, registry=registry)
-    app.run()
+        # Moved out of the collector's sight for good: a full collection once it runs
+        # again costs a few ms instead of ~40.
+        gc.freeze()
+        app = EvalWBApp(settings=settings, registry=registry)
+        app.run()
+    finally:
+        gc.enable()
     return app.return_code or 0
 
 
