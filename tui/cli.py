@@ -103,11 +103,14 @@ def _seeded_demo(settings: Settings) -> LocalRegistry:
 
 def _demo_settings(settings: Settings) -> Settings:
     """Settings on the seeded demo registry: local, whatever key the environment has."""
-    from tui.services.demo import default_demo_root, seed_demo
+    from tui.services.demo_marker import default_demo_root, is_seeded
 
     root = default_demo_root(settings)
     print(f"evalwb-tui: demo registry in {root}", file=sys.stderr)
-    seed_demo(root)
+    if not is_seeded(root):  # the seeding code is imported only to seed
+        from tui.services.demo import seed_demo
+
+        seed_demo(root)
     return dataclasses.replace(settings, evalwb_registry_dir=root, wandb_api_key=None)
 
 

@@ -27,16 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+# default_demo_root is this module's API too (commands, tests and the benchmark use it).
+from tui.services.demo_marker import DEMO_VERSION, MARKER_NAME, is_seeded
+from tui.services.demo_marker import default_demo_root as default_demo_root
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import RegistryError, RunInfo
 
-if TYPE_CHECKING:
-    from tui.services.settings import Settings
-
-DEMO_VERSION = 1
-MARKER_NAME = "demo-seed.json"
 LOCK_NAME = ".demo-seed.lock"
 DEMO_TAG = "demo"
 DATA_DIR = Path(__file__).resolve().parent.parent / "demo_data"
@@ -205,25 +203,20 @@ class DemoInfo:
         return RESULTS_DIR
 
 
-def default_demo_root(settings: Settings) -> Path:
-    """EVALWB_REGISTRY_DIR when set, else `<data dir>/demo`."""
-    return settings.evalwb_registry_dir or settings.paths.data / "demo"
-
-
 def seed_demo(root: Path) -> DemoInfo:
     """Seed the demo registry at `root` (idempotent; fast once seeded)."""
     root = Path(root)
     results = _results_plan()
     models = (*(m.name for m in MODELS), TWIN)
     evals = tuple(r.artifact for r in results)
-    if _is_seeded(root):
+    if is_seeded(root):
         return DemoInfo(root, models, evals, seeded=False)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RegistryError(f"cannot create demo folder {root}: {exc.strerror or exc}") from None
     with _seed_lock(root):
-        if _is_seeded(root):
+        if is_seeded(root):
             return DemoInfo(root, models, evals, seeded=False)
         registry = LocalRegistry(root)
         for plan in MODELS:
@@ -581,14 +574,6 @@ def _run_id(seed: str) -> str:
 
 def _stamp(days: int, hours: int = 0) -> str:
     return (EPOCH + timedelta(days=days, hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _is_seeded(root: Path) -> bool:
-    try:
-        marker = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker.get("demo_version") == DEMO_VERSION and (root / "registry.sqlite").is_file()
 
 
 def _write_marker(root: Path, names: tuple[str, ...]) -> None:
