@@ -25,7 +25,6 @@ from textual.notifications import SeverityLevel
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from tui.commands import PaletteCommand, PaneCommands
 from tui.keymap import (
     BindingRow,
     KeymapError,
@@ -45,6 +44,9 @@ from tui.services.settings import Settings, mask
 from tui.widgets.format import one_line, short_path
 
 if TYPE_CHECKING:
+    from textual.command import Provider
+
+    from tui.commands import PaletteCommand
     from tui.screens.help import Sections
 
 TITLE = "evalwb-tui"
@@ -63,6 +65,13 @@ WIDGET_WORDS = {
 # The Run and Transfers panes load at the latest this long after start, even when the
 # registry listing never arrives (a slow or unreachable backend).
 PANES_LOAD_DEADLINE_SECONDS = 2.0
+
+
+def _pane_commands() -> type[Provider]:
+    # The palette's provider is imported when the palette first opens, not at start-up.
+    from tui.commands import PaneCommands
+
+    return PaneCommands
 
 
 class PaneLoading(Static):
@@ -118,7 +127,7 @@ class EvalWBApp(App[None]):
     # tree: every focus change restyles and redraws before the first frame).
     AUTO_FOCUS = "#registry-tree"
     TITLE = TITLE
-    COMMANDS = App.COMMANDS | {PaneCommands}
+    COMMANDS = App.COMMANDS | {_pane_commands}
     # No key_display: the footer names the key that acts now (`^q` while a text field
     # takes a typed `q`).
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -401,6 +410,8 @@ class EvalWBApp(App[None]):
 
     def palette_commands(self) -> list[PaletteCommand]:
         """The current pane's actions, then switching panes, help and quit."""
+        from tui.commands import PaletteCommand
+
         commands: list[PaletteCommand] = []
         spec = next((p for p in PANES if p.id == self.active_pane_id), None)
         pane = self.pane(spec.id) if spec is not None else None
