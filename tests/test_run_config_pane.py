@@ -166,6 +166,24 @@ async def test_keys_typed_right_after_enter_in_the_alias_choice_land_in_the_run_
         assert app.screen is app.screen_stack[0] and app.focused is box
 
 
+async def test_keys_typed_right_after_escape_in_the_alias_choice_act_on_the_registry(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    paths = Paths(*(isolated_env / name for name in ("data", "cache", "state", "config")))
+    settings = load_settings({"EVALWB_REGISTRY_DIR": str(demo_registry_dir)}, paths=paths)
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(RegistryTree)
+        await until(pilot, lambda: "my-model" in tree.shown_collections and app.pane("run"))
+        await pilot.press("down", "down")
+        line = tree.cursor_line
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        burst(app, ("escape", None), ("down", None))
+        await until(pilot, lambda: tree.cursor_line == line + 1, 5)
+        assert app.screen is app.screen_stack[0] and app.focused is tree
+
+
 async def fill_valid_form(pilot: Pilot, pane: RunConfigPane, out: Path) -> None:
     pane.set_checkpoint("org/proj/my-model:v3")
     await choose_task(pilot, pane, "arc", "ARC", keys=True)
