@@ -470,3 +470,16 @@ def test_serve_refuses_a_bad_port(isolated_env: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "evalwb-tui: --port must be between 1 and 65535, not 70000"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.org"])
+def test_serve_refuses_an_address_reachable_from_the_network(isolated_env: Path, host: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "serve", "--host", host, "--port", "8765"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"evalwb-tui: --host {host} is not a loopback address;")
+    assert done.stderr.count("\n") == 1 and "ssh -L 8765:127.0.0.1:8765 HOST" in done.stderr

@@ -799,7 +799,9 @@ def _add_serve(sub: Any) -> None:
         "default: from another machine, forward the port over SSH "
         "(ssh -L 8000:127.0.0.1:8000 HOST) and open http://127.0.0.1:8000.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--demo", dest="serve_demo", action="store_true", help="serve the app on the demo registry"
@@ -814,6 +816,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 1 <= args.port <= 65535:
         raise CliError(f"--port must be between 1 and 65535, not {args.port}")
+    if not _loopback(args.host):
+        # The Run pane launches commands: a tab reachable from the network is a shell.
+        raise CliError(
+            f"--host {args.host} is not a loopback address; anyone who reaches it could "
+            "launch commands from the Run pane. Keep 127.0.0.1 and forward the port: "
+            f"ssh -L {args.port}:127.0.0.1:{args.port} HOST"
+        )
     command = [sys.executable, "-m", "tui.cli"]
     if args.demo or args.serve_demo:
         _seeded_demo(settings)  # once here, so a seeding error shows before serving
@@ -821,6 +830,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
     server.serve()
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- run --------------------------------------------------------------------------------
