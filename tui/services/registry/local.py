@@ -310,6 +310,26 @@ class LocalRegistry:
             used_by=tuple(run for role, run in runs if role == "used_by"),
         )
 
+    def produced_by_runs(
+        self, runs: Sequence[RunInfo], *, type: str = ""
+    ) -> dict[str, list[Version]]:
+        """Run id -> the versions of `type` ("" for any) that each of `runs` produced, by
+        collection name, newest first; one query however many versions the registry holds."""
+        ids = json.dumps([run.id for run in runs])
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT l.run_id, l.version_id FROM lineage l "
+                "JOIN versions v ON v.id = l.version_id "
+                "JOIN collections c ON c.id = v.collection_id "
+                "WHERE l.role = 'produced_by' AND l.run_id IN (SELECT value FROM json_each(?)) "
+                "AND (? = '' OR c.type = ?) ORDER BY c.name, v.idx DESC",
+                (ids, type, type),
+            ).fetchall()
+            found: dict[str, list[Version]] = {}
+            for run_id, version_id in rows:
+                found.setdefault(run_id, []).append(self._load_version(conn, version_id))
+        return found
+
     def object_path(self, entry: FileEntry) -> Path:
         """Where a stored file's bytes live; RegistryError naming the file if it is gone."""
         if entry.ref is not None:
