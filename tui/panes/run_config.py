@@ -14,7 +14,6 @@ and `Refused`. Every binding has an id (`run.launch`, `run.export`, ...) for rem
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -27,18 +26,17 @@ from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, Log, OptionList, SelectionList, Static
+from textual.widgets import Button, Checkbox, Input, Label, OptionList, SelectionList, Static
 
 from tui.services import evalrun
 from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
 from tui.services.settings import Settings
 from tui.widgets.format import one_line
+from tui.widgets.output_log import OutputLog
 
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
 LOG_MAX_LINES = 5000
-# How failures start in the log; these lines are folded to the log's width.
-ERROR_PREFIX = "error: "
 
 # (field, label, placeholder) of the text inputs, in form order; tasks come after llm_class.
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -286,7 +284,7 @@ class RunConfigPane(Vertical):
         with Horizontal(id="run-buttons"):
             for button_id, label in BUTTONS.items():
                 yield Button(label, id=f"run-{button_id}", compact=True)
-        yield Log(max_lines=LOG_MAX_LINES, id="run-log")
+        yield OutputLog(LOG_MAX_LINES, id="run-log")
 
     def _inputs(self, fields: tuple[tuple[str, str, str], ...]) -> ComposeResult:
         for name, label, placeholder in fields:
@@ -665,21 +663,11 @@ class RunConfigPane(Vertical):
     def _flush_log(self) -> None:
         if not self._pending:
             return
-        log = self.query_one("#run-log", Log)
-        # The log does not wrap: error lines are folded to its width so the advice at
-        # their end is readable at 80 columns; other output stays one line per line.
-        width = max(20, log.scrollable_content_region.width - 1)
-        lines: list[str] = []
         pop: Callable[[], str] = self._pending.popleft
-        while self._pending:
-            line = pop()
-            if line.startswith(ERROR_PREFIX) and len(line) > width:
-                lines.extend(textwrap.wrap(line, width, subsequent_indent="  "))
-            else:
-                lines.append(line)
-        log.write_lines(lines)
+        lines = [pop() for _ in range(len(self._pending))]
+        self.query_one("#run-log", OutputLog).write_lines(lines)
 
     @property
     def log_lines(self) -> list[str]:
-        """What the log view shows, for tests and for copying."""
-        return list(self.query_one("#run-log", Log).lines)
+        """The lines written to the log (before wrapping), for tests and for copying."""
+        return self.query_one("#run-log", OutputLog).text_lines
