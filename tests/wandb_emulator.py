@@ -99,11 +99,15 @@ INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
 # selected field exists is all it gets. `ArtifactLineage` is the W&B backend's one
 # query for a version's producer and users: the SDK's ArtifactCreatedBy and
 # ArtifactUsedBy models each check their half (they ignore the extra run fields).
+# `RunsOutputArtifacts` is its query for the artifacts of several runs at once (one
+# aliased `project.run` each): `RunsOutputArtifacts` below checks each with the SDK's
+# RunOutputArtifacts and FetchLinkedArtifacts models.
 ARTIFACTS = "wandb.sdk.artifacts._generated"
 APIS = "wandb.apis._generated"
 MODELS: dict[str, str | tuple[str, ...] | None] = {
     "Viewer": f"{APIS}:GetDefaultEntity",
     "ArtifactLineage": (f"{ARTIFACTS}:ArtifactCreatedBy", f"{ARTIFACTS}:ArtifactUsedBy"),
+    "RunsOutputArtifacts": f"{__name__}:RunsOutputArtifacts",
     "GetDefaultEntity": f"{APIS}:GetDefaultEntity",
     "ServerFeaturesQuery": "wandb.sdk.internal._generated:ServerFeaturesQuery",
     "IsProjectReadOnly": f"{APIS}:IsProjectReadOnly",
@@ -145,6 +149,8 @@ MODELS: dict[str, str | tuple[str, ...] | None] = {
             "ArtifactMembershipFiles",
             "ArtifactCreatedBy",
             "ArtifactUsedBy",
+            "RunOutputArtifacts",
+            "FetchLinkedArtifacts",
             "ArtifactType",
             "AddAliases",
             "DeleteAliases",
@@ -189,6 +195,24 @@ def result_models(name: str) -> list[Any]:
         module, _, cls = target.partition(":")
         found.append(getattr(__import__(module, fromlist=[cls]), cls))
     return found
+
+
+class RunsOutputArtifacts:
+    """Checks the data of the W&B backend's `RunsOutputArtifacts`: each aliased project
+    as the SDK's `RunOutputArtifacts` reads it (`outputArtifacts` under the name the
+    SDK gives it), each artifact's memberships as its `FetchLinkedArtifacts` does."""
+
+    @staticmethod
+    def model_validate(data: Mapping[str, Any]) -> None:
+        from wandb.sdk.artifacts._generated import FetchLinkedArtifacts, RunOutputArtifacts
+
+        for project in data.values():
+            run = (project or {}).get("run") or {}
+            logged = run.get("outputArtifacts")
+            renamed = {**project, "run": {"artifacts": logged}} if project and run else project
+            RunOutputArtifacts.model_validate({"project": renamed})
+            for edge in (logged or {}).get("edges") or ():
+                FetchLinkedArtifacts.model_validate({"artifact": edge.get("node")})
 
 
 # --- Filters (the MongoDB-style JSON the SDK sends) ----------------------------------
@@ -902,6 +926,7 @@ class Uploads:
             "usedBy": lambda _a: {
                 "edges": [{"node": self.run_node(r)} for r in self.users_of(record.id)]
             },
+            "artifactMemberships": lambda _a: {"edges": [{"node": self.membership_node(record)}]},
         }
 
     def creator(self, record: ArtifactRecord) -> dict[str, Any] | None:
@@ -1178,6 +1203,7 @@ class RegistryGraph:
                     for r in self.uploads.users_of(gid("Artifact", v.collection, v.version))
                 ]
             },
+            "artifactMemberships": lambda _a: {"edges": [{"node": self.membership_of(v)}]},
         }
 
     def membership(self, collection: str, alias: str) -> dict[str, Any] | None:
@@ -1238,7 +1264,12 @@ class RegistryGraph:
             "description": None,
             "notes": None,
             "historyLineCount": 0,
+            "historyKeys": {"lastStep": -1, "keys": {}},
+            "config": "{}",
+            "summaryMetrics": "{}",
+            "systemMetrics": "{}",
             "user": {"__typename": "User", "name": self.username, "username": self.username},
+            "outputArtifacts": lambda a: connection(self.outputs_of(run), a, self.artifact),
         }
 
     # Resolvers behind arguments.
@@ -1249,6 +1280,19 @@ class RegistryGraph:
     def created_by(self, v: Version) -> dict[str, Any] | None:
         run = self.lineage(v).produced_by
         return self.run_info(run) if run else None
+
+    def outputs_of(self, run: RunInfo) -> list[Version]:
+        """The versions whose lineage names `run` (in its project) as their producer,
+        oldest first, as W&B lists a run's output artifacts."""
+        found = [
+            v
+            for c in self.collections()
+            for v in self.all_versions(c.name)
+            if (producer := self.lineage(v).produced_by) is not None
+            and producer.id == run.id
+            and self._run_place(producer) == self._run_place(run)
+        ]
+        return sorted(found, key=lambda v: (v.created_at, v.collection, v.index))
 
     def all_runs(self) -> Iterator[RunInfo]:
         """Every run the lineage of any version names."""

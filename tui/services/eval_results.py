@@ -8,6 +8,11 @@ stored file needs a backend that can serve its bytes (`object_path` on the local
 registry, `download_entry` or the signed `file_urls` on the W&B backend) or a `file://`
 reference. On W&B the eval artifacts are found among the registry's collections and
 WANDB_PROJECT's, which is where the W&B backend lists collections from.
+
+A backend that can say which versions a set of runs produced (`produced_by_runs`, see
+`RunOutputs`) is asked that once, so the cost follows the runs shown, not the number of
+eval versions the registry holds; for any other backend `eval_index` reads the lineage
+of every eval version.
 """
 
 from __future__ import annotations
@@ -173,7 +178,8 @@ def results_by_version(
     """
     versions = list(reversed(registry.list_versions(collection, limit=max_versions)))
     used = _runs_using(registry, versions)
-    index = eval_index(registry, cancelled=cancelled) if used else {}
+    runs = list(dict.fromkeys(run for pairs in used.values() for _, run in pairs))
+    index = produced_evals(registry, runs, cancelled=cancelled) if used else {}
     jobs = [
         (model_version, eval_version, run)
         for run_id, evals in index.items()
@@ -199,12 +205,28 @@ def lineage_detail(registry: Registry, version: Version) -> LineageDetail:
     """The run that produced `version`, and every run that used it with the eval
     artifacts that run produced."""
     lineage = registry.lineage(version.ref())
-    index = eval_index(registry) if lineage.used_by else {}
+    index = produced_evals(registry, lineage.used_by) if lineage.used_by else {}
     return LineageDetail(
         ref=f"{version.collection}:{version.version}",
         produced_by=lineage.produced_by,
         used_by=tuple((run, tuple(index.get(run.id, ()))) for run in lineage.used_by),
     )
+
+
+def produced_evals(
+    registry: Registry,
+    runs: Sequence[RunInfo],
+    *,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> dict[str, list[Version]]:
+    """Run id -> the eval artifact versions each of `runs` produced: asked of the backend
+    at once when it can answer that, else read off `eval_index`."""
+    produced_by_runs = getattr(registry, "produced_by_runs", None)
+    if produced_by_runs is None:
+        return eval_index(registry, cancelled=cancelled)
+    if cancelled():
+        return {}
+    return produced_by_runs(runs, type=EVAL_TYPE)
 
 
 def eval_index(

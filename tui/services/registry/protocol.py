@@ -168,3 +168,17 @@ class Registry(Protocol):
     ) -> Version:
         """Replace the description, metadata or tags of a version (None keeps them)."""
         ...
+
+
+@runtime_checkable
+class RunOutputs(Protocol):
+    """An optional capability beside `Registry`: the versions runs produced, asked of
+    the backend at once instead of through the lineage of every version it holds."""
+
+    def produced_by_runs(
+        self, runs: Sequence[RunInfo], *, type: str = ""
+    ) -> dict[str, list[Version]]:
+        """Run id -> the versions of `type` ("" for any) that each of `runs` produced,
+        among the collections `list_collections(type=type)` lists, in its order and
+        newest version first."""
+        ...

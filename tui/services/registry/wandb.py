@@ -91,6 +91,92 @@ fragment LineageRun on Run {
   }
 }
 """
+# What a `Version` needs of an artifact a run logged: the fields of the SDK's
+# ArtifactFragment (so the SDK builds the same `Artifact` that listing a collection
+# gives) and the collections it is a member of (a registry link is a membership; its
+# fields are those of the SDK's FetchLinkedArtifacts).
+PRODUCED_FRAGMENTS = """
+fragment ProducedArtifact on Artifact {
+  __typename
+  id
+  artifactSequence {
+    __typename
+    name
+    project {
+      ...ProducedProject
+    }
+  }
+  versionIndex
+  artifactType {
+    name
+  }
+  description
+  metadata
+  ttlDurationSeconds
+  ttlIsInherited
+  tags {
+    __typename
+    id
+    name
+  }
+  historyStep
+  state
+  size
+  digest
+  digestAlgorithm
+  commitHash
+  fileCount
+  createdAt
+  updatedAt
+  aliases {
+    __typename
+    id
+    alias
+    artifactCollection {
+      __typename
+      name
+      project {
+        ...ProducedProject
+      }
+    }
+  }
+  artifactMemberships {
+    edges {
+      node {
+        versionIndex
+        createdAt
+        aliases {
+          __typename
+          id
+          alias
+        }
+        artifactCollection {
+          __typename
+          name
+          project {
+            ...ProducedProject
+          }
+        }
+      }
+    }
+  }
+}
+
+fragment ProducedProject on Project {
+  id
+  internalId
+  name
+  entity {
+    name
+  }
+}
+"""
+# Runs asked about in one request (one aliased `project.run` each), and the artifacts
+# read per run and page: eval-framework's runs log one results artifact each.
+RUNS_PER_QUERY = 25
+OUTPUTS_PER_PAGE = 50
+MAX_OUTPUT_PAGES = 20
+REGISTRY_PREFIX = "wandb-registry-"
 # The SDK says "unable to parse ... response data" when the server answered null for
 # the project, type or collection asked for, i.e. when it does not exist.
 _NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
@@ -206,6 +292,53 @@ def _node_run_info(node: Mapping[str, Any], app_url: str) -> RunInfo | None:
         url=app_url + "/".join(path),
         state=node.get("state") or "",
     )
+
+
+def _outputs_query(count: int) -> str:
+    """A query for a page of the artifacts each of `count` runs logged: run `i` is the
+    aliased field `r<i>`, addressed by `$e<i>/$p<i>/$r<i>`, paged by cursor `$c<i>`."""
+    params = ", ".join(
+        f"$e{i}: String!, $p{i}: String!, $r{i}: String!, $c{i}: String" for i in range(count)
+    )
+    fields = "".join(
+        f"""
+  r{i}: project(entityName: $e{i}, name: $p{i}) {{
+    run(name: $r{i}) {{
+      outputArtifacts(after: $c{i}, first: {OUTPUTS_PER_PAGE}) {{
+        totalCount
+        pageInfo {{
+          __typename
+          endCursor
+          hasNextPage
+        }}
+        edges {{
+          node {{
+            ...ProducedArtifact
+          }}
+        }}
+      }}
+    }}
+  }}"""
+        for i in range(count)
+    )
+    return f"query RunsOutputArtifacts({params}) {{{fields}\n}}\n{PRODUCED_FRAGMENTS}"
+
+
+def _places(node: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    """(entity, project, collection, version index) of every collection an artifact of
+    `PRODUCED_FRAGMENTS` is in: the one it was logged to, then those it is linked to."""
+    found = []
+    edges = (node.get("artifactMemberships") or {}).get("edges") or ()
+    members = [(node.get("artifactSequence"), node.get("versionIndex"))]
+    members += [
+        ((e.get("node") or {}).get("artifactCollection"), (e.get("node") or {}).get("versionIndex"))
+        for e in edges
+    ]
+    for collection, index in members:
+        project = (collection or {}).get("project")
+        if project and index is not None:
+            found.append((project["entity"]["name"], project["name"], collection["name"], index))
+    return list(dict.fromkeys(found))
 
 
 def _sdk_lineage(art: Any) -> Lineage:
@@ -465,6 +598,96 @@ class WandbRegistry:
                 used_by=tuple(u for u in users if u is not None),
             )
 
+    def produced_by_runs(
+        self, runs: Sequence[RunInfo], *, type: str = ""
+    ) -> dict[str, list[Version]]:
+        """Run id -> the versions of `type` ("" for any) that each of `runs` logged, among
+        the collections `list_collections(type=type)` would list: the registries' and
+        WANDB_PROJECT's (for eval results without it, the results project's).
+
+        A request per RUNS_PER_QUERY runs (more only for a run that logged more than
+        OUTPUTS_PER_PAGE artifacts), however many versions those collections hold.
+        Ordered like `list_collections` then `list_versions`: registry collections
+        first, by name, newest version first.
+        """
+        pending = [(run, None, 0) for run in dict.fromkeys(r for r in runs if r.id and r.project)]
+        if not pending:
+            return {}
+        service = getattr(self.api, "_service_api", None)
+        if service is None:  # the SDK moved its client: take its per-run road
+            return self._sdk_outputs([run for run, _, _ in pending], type)
+        home = self._project_place(type)
+        made: list[tuple[tuple[str, str, str, int], str, Version]] = []
+        while pending:
+            batch, pending = pending[:RUNS_PER_QUERY], pending[RUNS_PER_QUERY:]
+            variables: dict[str, Any] = {}
+            for i, (run, cursor, _) in enumerate(batch):
+                entity = run.entity or self.api.default_entity
+                variables |= {f"e{i}": entity, f"p{i}": run.project, f"r{i}": run.id}
+                variables[f"c{i}"] = cursor
+            with self._errors("reading the artifacts runs logged"):
+                data = service.execute_graphql(_outputs_query(len(batch)), variables=variables)
+                for i, (run, _, page) in enumerate(batch):
+                    found = ((data or {}).get(f"r{i}") or {}).get("run") or {}
+                    logged = found.get("outputArtifacts") or {}
+                    for edge in logged.get("edges") or ():
+                        node = edge.get("node") or {}
+                        if node and type in ("", (node.get("artifactType") or {}).get("name")):
+                            made += self._produced(run.id, node, home, service)
+                    more = logged.get("pageInfo") or {}
+                    if more.get("hasNextPage") and page + 1 < MAX_OUTPUT_PAGES:
+                        pending.append((run, more.get("endCursor"), page + 1))
+        return _by_run(made)
+
+    def _project_place(self, type: str) -> tuple[str, str] | None:
+        """(entity, project) whose collections `list_collections(type=type)` lists
+        beside the registries'."""
+        project = self.settings.wandb_project
+        if project is None and type == "eval":
+            project = self.settings.results_project
+        if not project:
+            return None
+        entity, _, name = project.rpartition("/")
+        return entity or self.settings.wandb_entity or self.api.default_entity, name
+
+    def _produced(
+        self, run_id: str, node: Mapping[str, Any], home: tuple[str, str] | None, service: Any
+    ) -> list[tuple[tuple[str, str, str, int], str, Version]]:
+        """The listed places of one logged artifact, each as the `Version` that listing
+        its collection gives: the SDK builds it from the same fields."""
+        from wandb.sdk.artifacts._generated import ArtifactFragment
+        from wandb.sdk.artifacts._validators import FullArtifactPath
+        from wandb.sdk.artifacts.artifact import Artifact
+
+        fragment = ArtifactFragment.model_validate(node)
+        made = []
+        for place in _places(node):
+            entity, project, collection, index = place
+            if not (project.startswith(REGISTRY_PREFIX) or (entity, project) == home):
+                continue
+            path = FullArtifactPath(prefix=entity, project=project, name=f"{collection}:v{index}")
+            made.append((place, run_id, _version(Artifact._from_attrs(path, fragment, service))))
+        return made
+
+    def _sdk_outputs(self, runs: Sequence[RunInfo], type: str) -> dict[str, list[Version]]:
+        """`produced_by_runs` through the SDK's `logged_artifacts`/`linked_artifacts`:
+        a few queries per run and per artifact."""
+        home = self._project_place(type)
+        made = []
+        for run in runs:
+            path = f"{run.entity or self.api.default_entity}/{run.project}/{run.id}"
+            with self._errors(f"reading the artifacts run {path} logged"):
+                for art in self.api.run(path).logged_artifacts():
+                    if type not in ("", art.type):
+                        continue
+                    for placed in (art, *art.linked_artifacts):
+                        place = (placed.entity, placed.project, placed.name.split(":")[0])
+                        if placed.project.startswith(REGISTRY_PREFIX) or place[:2] == home:
+                            made.append(
+                                ((*place, int(placed.version[1:])), run.id, _version(placed))
+                            )
+        return _by_run(list({(p, r): (p, r, v) for p, r, v in made}.values()))
+
     # -- edits ---------------------------------------------------------------------
 
     def set_alias(self, ref: ArtifactRef | str, alias: str) -> Version:
@@ -511,6 +734,20 @@ class WandbRegistry:
                 art.tags = list(dict.fromkeys(str(t).strip() for t in tags))
             art.save()
         return self.resolve(ref.with_alias(art.version))
+
+
+def _by_run(
+    made: Sequence[tuple[tuple[str, str, str, int], str, Version]],
+) -> dict[str, list[Version]]:
+    """Run id -> versions, in listing order: registry collections first, by name, then
+    the project's, newest version first."""
+    ordered = sorted(
+        made, key=lambda m: (not m[0][1].startswith(REGISTRY_PREFIX), m[0][2], -m[0][3])
+    )
+    found: dict[str, list[Version]] = {}
+    for _, run_id, version in ordered:
+        found.setdefault(run_id, []).append(version)
+    return found
 
 
 def _check_alias(alias: str) -> None:
