@@ -12,9 +12,8 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -78,8 +77,9 @@ class PaneLoading(Static):
     """Stands in a tab until its pane is imported."""
 
 
-@dataclass(frozen=True)
-class PaneSpec:
+# A NamedTuple, not a frozen dataclass: as immutable, comparable and hashable, and about
+# 0.5 ms less to define at start-up.
+class PaneSpec(NamedTuple):
     """A tab: its id, its label, the keys that show it."""
 
     id: str
@@ -352,6 +352,12 @@ class EvalWBApp(App[None]):
             pane = self.pane(spec.id)
             if pane is not None and pane in focused.ancestors:
                 self._last_focus[spec.id] = focused
+
+    async def action_quit(self) -> None:
+        """Quit; while an eval runs, the Run pane asks first (quitting stops it)."""
+        ask_first = getattr(self.pane("run"), "ask_before_quit", None)
+        if ask_first is None or not ask_first():
+            self.exit()
 
     def action_help(self) -> None:
         """Show every key that acts now, with its binding id."""
