@@ -416,6 +416,58 @@ async def test_an_unknown_theme_is_one_warning(isolated_env: Path, demo_registry
         assert app.theme == "textual-dark"
 
 
+async def test_quitting_while_an_eval_runs_asks_first(
+    app: EvalWBApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.panes.run_config import RunConfigPane
+    from tui.services.evalrun import EvalRunConfig
+    from tui.widgets.confirm import ConfirmScreen
+
+    monkeypatch.setenv("FAKE_EF_SECONDS", "60")
+    fake = Path(__file__).with_name("fake_eval_framework.py")
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("f3")
+        run = app.query_one(RunConfigPane)
+        config = EvalRunConfig(
+            checkpoint="my-model:production",
+            tasks=["ARC"],
+            output_dir=str(tmp_path / "out"),
+            command=f"{sys.executable} {fake}",
+        )
+        run.set_config(config)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: run.running, "the eval to start")
+        handle = run.handle
+        assert handle is not None
+
+        # Escape keeps the eval running, and the app with it; a second ctrl+q while the
+        # question is up does not stack a second one.
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert len(app.screen_stack) == 2
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "no question")
+        assert app.return_code is None and handle.running
+
+        # Yes quits and stops the eval.
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+    assert handle.wait(10) is not None and handle.cancelled
+
+
+async def test_quitting_with_no_eval_running_does_not_ask(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+        assert len(app.screen_stack) == 1
+
+
 # -- serve --------------------------------------------------------------------------------
 
 

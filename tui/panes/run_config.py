@@ -261,6 +261,7 @@ class RunConfigPane(Vertical):
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
         self._shown: dict[str, str] = {}
         self._form_marked = False
+        self._asking_quit = False
 
     # -- layout --------------------------------------------------------------------------
 
@@ -646,6 +647,35 @@ class RunConfigPane(Vertical):
             return registry.resolve(checkpoint.strip()).version
         except Exception:  # unknown here or unreachable: group by the alias instead
             return None
+
+    @property
+    def running(self) -> bool:
+        """Whether a launched eval is still running."""
+        return self.handle is not None and self.handle.running
+
+    def ask_before_quit(self) -> bool:
+        """While an eval runs, ask whether to quit and stop it, and return True (the app
+        quits on a yes); return False when nothing runs and the app may quit at once."""
+        if not self.running:
+            return False
+        if self._asking_quit:  # a second ctrl+q while the question is up
+            return True
+        from tui.widgets.confirm import ConfirmScreen
+
+        self._asking_quit = True
+        tasks = ", ".join(self._launched.tasks) or "the eval"
+        question = f"An eval is running ({tasks}). Quitting stops it."
+        dialog = ConfirmScreen(question, yes="Quit and stop the eval", no="Keep running")
+        self.app.push_screen(dialog, self._quit_answered)
+        return True
+
+    def _quit_answered(self, quit_app: bool | None) -> None:
+        self._asking_quit = False
+        if not quit_app:
+            return
+        if self.handle is not None and self.handle.running:
+            self.handle.cancel()
+        self.app.exit()
 
     def action_cancel_run(self) -> None:
         if self.handle is None or not self.handle.running:
