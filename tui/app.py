@@ -359,12 +359,6 @@ class EvalWBApp(App[None]):
         if ask_first is None or not ask_first():
             self.exit()
 
-    async def action_quit(self) -> None:
-        """Quit; while an eval runs, the Run pane asks first (quitting stops it)."""
-        ask_first = getattr(self.pane("run"), "ask_before_quit", None)
-        if ask_first is None or not ask_first():
-            self.exit()
-
     def action_help(self) -> None:
         """Show every key that acts now, with its binding id."""
         from tui.screens.help import HelpScreen
