@@ -493,3 +493,66 @@ def test_a_download_job_uses_the_local_registry_it_names(env, monkeypatch, reape
     done = wait_for("the download", lambda: job_in(queue, job.id, "done"))
     checkpoint = Path(done.result["path"])  # the folder holding config.json
     assert (checkpoint / "config.json").read_text() == '{"model_type": "llama"}'
+
+
+def test_a_worker_started_with_other_settings_is_replaced_by_one_with_these(
+    env, demo_registry_dir, monkeypatch, reaper
+):
+    """A worker started before the settings changed (another registry, a secret added)
+    is stopped and a fresh one runs the job; the same settings keep the worker."""
+    from tui.services.worker import ensure_worker, lock_path, settings_fingerprint
+
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "60")
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(env / "empty-registry"))
+    old = ensure_worker(load_settings(dict(os.environ)), wait=30)
+    reaper(old.pid)
+    assert old.started and not old.restarted and old.alive
+
+    # A secret changed too (not WANDB_API_KEY: that would make W&B the registry).
+    secret = "restart-test-secret-0123456789abcdef"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    settings = load_settings(dict(os.environ))
+    new = ensure_worker(settings, wait=30, restart_timeout=60)
+    reaper(new.pid)
+    assert new.restarted and new.started and new.alive and new.pid != old.pid
+    assert not process_alive(old.pid, None)
+    assert worker_status(settings).fingerprint == settings_fingerprint(settings)
+    again = ensure_worker(settings, wait=30)
+    assert (again.pid, again.started, again.restarted) == (new.pid, False, False)
+
+    # The job needs the new settings: its ref is only in the registry named now.
+    queue = open_queue(settings)
+    job = queue.enqueue("download", SMALL, {"ref": SMALL})
+    done = wait_for("the download", lambda: job_in(queue, job.id, "done", "failed"), 120)
+    assert done.state == "done", done.last_error
+    assert done.owner_pid == new.pid
+    assert "stopped by SIGTERM" in log_path(settings).read_text()
+    for text in (lock_path(settings).read_text(), log_path(settings).read_text()):
+        assert secret not in text
+
+
+def test_the_settings_fingerprint_follows_each_setting_and_hides_secrets(env):
+    from tui.services.worker import settings_fingerprint
+
+    base = {"WANDB_ARTIFACT_DIR": str(env / "cache")}
+    same = settings_fingerprint(load_settings(base))
+    assert settings_fingerprint(load_settings(dict(base))) == same
+    secret = "fingerprint-key-0123456789"
+    changes = [
+        {"WANDB_API_KEY": secret},
+        {"WANDB_API_KEY": secret + "x"},
+        {"WANDB_BASE_URL": "http://127.0.0.1:9"},
+        {"WANDB_ENTITY": "team"},
+        {"WANDB_PROJECT": "p"},
+        {"EVALWB_REGISTRY_DIR": str(env / "r")},
+        {"WANDB_ARTIFACT_DIR": str(env / "other-cache")},
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
+        {"AWS_SECRET_ACCESS_KEY": secret},
+    ]
+    prints = {settings_fingerprint(load_settings(base | change)) for change in changes}
+    assert len(prints) == len(changes) and same not in prints
+    assert all(secret not in p for p in prints)
+    # Only settings jobs use count: the theme is the app's alone.
+    assert settings_fingerprint(load_settings(base | {"EVALWB_THEME": "ansi"})) == same
+

@@ -421,26 +421,30 @@ def _log_through_worker(
     """Online logging: one log job per folder for the detached worker, which writes each
     run offline first and then uploads it, so the upload outlives this command."""
     from tui.services.transfers import DONE, PENDING_SYNC, open_queue
-    from tui.services.worker import MOVING_STATES, ensure_worker, watch_jobs
+    from tui.services.worker import MOVING_STATES, queue_for_worker, watch_jobs
 
     queue = open_queue(settings)
-    jobs = []
-    for folder in folders:
-        payload = {
-            "results": str(folder.absolute()),
-            "project": args.project,
-            "entity": args.entity,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "checkpoint_alias": alias,
-            "force": args.force,
-            "s3_prefix": args.s3_prefix,
-        }
-        title = f"log {folder.parent.name}/{folder.name}"
-        jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
-    worker = ensure_worker(settings, wait=3.0)
+
+    def enqueue() -> list[Any]:
+        jobs = []
+        for folder in folders:
+            payload = {
+                "results": str(folder.absolute()),
+                "project": args.project,
+                "entity": args.entity,
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                "checkpoint_alias": alias,
+                "force": args.force,
+                "s3_prefix": args.s3_prefix,
+            }
+            title = f"log {folder.parent.name}/{folder.name}"
+            jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
+        return jobs
+
+    jobs, worker = queue_for_worker(settings, enqueue)
     ids = ", ".join(str(job.id) for job in jobs)
     print(
-        f"queued for logging: job {ids} (worker pid {worker.pid}); the upload goes on "
+        f"queued for logging: job {ids} ({_worker_words(worker)}); the upload goes on "
         "if this command stops (evalwb-tui transfers --watch)",
         file=sys.stderr,
         flush=True,
@@ -695,14 +699,25 @@ def _transfers_change(args: argparse.Namespace, settings: Settings) -> int:
 def _transfers_add(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.refs import parse_ref
     from tui.services.transfers import open_queue
-    from tui.services.worker import ensure_worker
+    from tui.services.worker import queue_for_worker
 
     ref = str(parse_ref(args.ref))  # a bad reference fails here, before anything is queued
-    job = open_queue(settings).enqueue(args.kind, ref, {"ref": ref})
-    worker = ensure_worker(settings, wait=3.0)
-    how = "started" if worker.started else "running"
-    print(f"job {job.id} queued: {job.kind} {job.title} (worker pid {worker.pid} {how})")
+    queue = open_queue(settings)
+    job, worker = queue_for_worker(settings, lambda: queue.enqueue(args.kind, ref, {"ref": ref}))
+    print(f"job {job.id} queued: {job.kind} {job.title} ({_worker_words(worker)})")
     return 0
+
+
+def _worker_words(worker: Any) -> str:
+    """What runs the queued jobs, for the line that says they are queued."""
+    if worker.outdated:
+        return (
+            f"worker pid {worker.pid} runs with earlier settings and did not stop; "
+            f"end it (kill {worker.pid}) to have one with these settings run the jobs"
+        )
+    if worker.restarted:
+        return f"restarted the worker with the new settings: pid {worker.pid}"
+    return f"worker pid {worker.pid} {'started' if worker.started else 'running'}"
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -915,26 +930,28 @@ def _queue_run_logging(config: Any, run_dirs: list[Path], settings: Settings) ->
     from tui.services import evalrun
     from tui.services.refs import parse_ref
     from tui.services.transfers import open_queue
-    from tui.services.worker import ensure_worker
+    from tui.services.worker import queue_for_worker
 
     version = None
     if not evalrun.is_local_checkpoint(config.checkpoint):
         version = _checkpoint(parse_ref(config.checkpoint), settings)[0].alias  # best effort
     queue = open_queue(settings)
     try:
-        jobs = evalrun.queue_for_logging(
-            queue,
-            run_dirs,
-            config.checkpoint,
-            version=version,
-            project=config.wandb_project or None,
-            entity=config.wandb_entity or None,
+        jobs, worker = queue_for_worker(
+            settings,
+            lambda: evalrun.queue_for_logging(
+                queue,
+                run_dirs,
+                config.checkpoint,
+                version=version,
+                project=config.wandb_project or None,
+                entity=config.wandb_entity or None,
+            ),
         )
     finally:
         queue.close()
-    worker = ensure_worker(settings, wait=3.0)
     ids = ", ".join(str(job.id) for job in jobs)
-    print(f"queued for logging: job {ids} (worker pid {worker.pid})")
+    print(f"queued for logging: job {ids} ({_worker_words(worker)})")
 
 
 if __name__ == "__main__":

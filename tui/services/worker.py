@@ -6,6 +6,11 @@ commands only enqueue, watch and steer. `ensure_worker` starts one in its own se
 lock `<state dir>/worker.lock`; it exits by itself after `EVALWB_WORKER_IDLE_SEC` idle
 seconds. Its log is `<state dir>/worker.log`.
 
+A worker runs every job with the settings it was started with. The lock's holder record
+carries a fingerprint of them (`settings_fingerprint`), so `ensure_worker` can tell a
+worker started before the settings changed (a key added, another server or registry)
+and replace it: SIGTERM (its running job goes back to the queue), then a fresh one.
+
 Exit status of `run_worker`: 0 after an idle exit or a SIGTERM/SIGINT (running jobs go
 back to the queue), `EXIT_ALREADY_RUNNING` (3) when another worker holds the lock.
 
@@ -25,7 +30,9 @@ Job payloads (plain JSON, never secrets):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import logging.handlers
@@ -35,13 +42,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tui.services.settings import Settings, parse_seconds, read_env
+from tui.services.settings import Secret, Settings, load_settings, parse_seconds, read_env
 from tui.services.transfers import (
     DONE,
     PENDING_SYNC,
@@ -62,6 +69,8 @@ from tui.services.transfers import (
 if TYPE_CHECKING:
     from tui.services.registry import Registry
 
+T = TypeVar("T")
+
 LOCK_FILE = "worker.lock"
 LOG_FILE = "worker.log"
 IDLE_VARIABLE = "EVALWB_WORKER_IDLE_SEC"
@@ -73,6 +82,9 @@ LOG_MAX_BYTES = 1024 * 1024
 # an instant, and must not make the only worker give up.
 LOCK_TRIES, LOCK_RETRY_SEC = 20, 0.05
 POLL_SEC = 0.25
+# How long `ensure_worker` waits for a worker with other settings to hand its job back
+# and let go of the lock before it gives up replacing it.
+RESTART_TIMEOUT_SEC = 30.0
 RECOVER_EVERY_SEC = 60.0
 CANCEL_POLL_SEC = 0.1
 # A job's note is one status line in a pane or a `transfers` listing.
@@ -87,13 +99,21 @@ class WorkerStopped(BaseException):
 
 @dataclass(frozen=True)
 class WorkerStatus:
-    """Whether a worker runs the queue of this state dir, and where it logs."""
+    """Whether a worker runs the queue of this state dir, and where it logs.
+
+    `started`: this call started it. `restarted`: it replaced a worker that ran with
+    other settings. `outdated`: a worker with other settings still runs (it did not stop
+    in time, or may not be stopped), so its jobs do not see the new ones.
+    """
 
     alive: bool
     pid: int | None
     since: str | None
     log: Path
     started: bool = False
+    restarted: bool = False
+    outdated: bool = False
+    fingerprint: str | None = None
 
 
 def lock_path(settings: Settings) -> Path:
@@ -104,6 +124,30 @@ def lock_path(settings: Settings) -> Path:
 def log_path(settings: Settings) -> Path:
     """The worker's log file."""
     return settings.paths.state / LOG_FILE
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """A sha256 over the settings a job runs with. Secrets enter only as a sha256 of
+    their value, so the fingerprint shows neither them nor how long they are."""
+    values = {
+        "wandb_base_url": settings.wandb_base_url,
+        "wandb_entity": settings.wandb_entity,
+        "wandb_project": settings.wandb_project,
+        "runs_dir": str(settings.runs_dir),
+        "wandb_cache_skip": settings.wandb_cache_skip,
+        "artifact_dir": str(settings.artifact_dir),
+        "artifact_wait": settings.wandb_artifact_wait_timeout_sec,
+        "registry_dir": str(settings.registry_dir),
+        "aws_access_key_id": settings.aws_access_key_id,
+        "aws_endpoint_url": settings.aws_endpoint_url,
+        "wandb_api_key": _secret_digest(settings.wandb_api_key),
+        "aws_secret_access_key": _secret_digest(settings.aws_secret_access_key),
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def _secret_digest(secret: Secret | None) -> str | None:
+    return None if secret is None else hashlib.sha256(secret.reveal().encode()).hexdigest()
 
 
 def idle_exit_seconds(env: Mapping[str, str] | None = None) -> float:
@@ -123,7 +167,8 @@ def _open_lock(settings: Settings) -> int:
 
 
 def _take_lock(settings: Settings) -> int | None:
-    """The locked descriptor, with our pid written in it; None when another holds it."""
+    """The locked descriptor, with our pid and settings fingerprint written in it; None
+    when another holds it."""
     fd = _open_lock(settings)
     for attempt in range(LOCK_TRIES):
         try:
@@ -132,7 +177,11 @@ def _take_lock(settings: Settings) -> int | None:
             if attempt + 1 < LOCK_TRIES:
                 time.sleep(LOCK_RETRY_SEC)
             continue
-        holder = {"pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        holder = {
+            "pid": os.getpid(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "settings": settings_fingerprint(settings),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         return fd
@@ -149,7 +198,13 @@ def worker_status(settings: Settings) -> WorkerStatus:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
-            return WorkerStatus(True, holder.get("pid"), holder.get("since"), log_path(settings))
+            return WorkerStatus(
+                True,
+                holder.get("pid"),
+                holder.get("since"),
+                log_path(settings),
+                fingerprint=holder.get("settings"),
+            )
         return WorkerStatus(False, None, None, log_path(settings))
     finally:
         os.close(fd)  # closing drops the probe's lock
@@ -166,16 +221,90 @@ def _read_holder(fd: int) -> dict[str, Any]:
 # --- starting one detached -----------------------------------------------------------
 
 
-def ensure_worker(settings: Settings, *, wait: float = 0.0) -> WorkerStatus:
-    """Start a detached worker unless one is alive; `started` tells which.
+def worker_settings(settings: Settings) -> Settings:
+    """The settings a worker started from this process runs with: this environment and
+    its `.env` files, as `evalwb-tui worker` reads them, not `settings` itself (which
+    `--demo` narrows to the demo registry)."""
+    return load_settings(paths=settings.paths)
+
+
+def ensure_worker(
+    settings: Settings, *, wait: float = 0.0, restart_timeout: float = RESTART_TIMEOUT_SEC
+) -> WorkerStatus:
+    """Start a detached worker unless one with these settings is alive; `started` tells
+    which, `restarted` that it replaced a worker started with other settings.
 
     The worker gets this process's environment and working directory (so `.env`, EVALWB_*,
     WANDB_* and XDG_* are the same) and its own session, so a hangup of this terminal
-    never reaches it. With `wait`, up to that many seconds pass until it holds the lock.
+    never reaches it. A live worker whose settings fingerprint differs from what this
+    environment gives is sent SIGTERM (its running job goes back to the queue); up to
+    `restart_timeout` seconds pass until it lets go of the lock, else it stays and the
+    status says `outdated`. With `wait`, up to that many seconds pass until the new
+    worker holds the lock.
     """
+    status = _settled_status(settings)
+    restarted = False
+    if status.alive and status.pid is not None:
+        if status.fingerprint == settings_fingerprint(worker_settings(settings)):
+            return status
+        if not _stop_worker(settings, status.pid, restart_timeout):
+            return dataclasses.replace(status, outdated=True)
+        restarted = True
+    elif status.alive:
+        return status  # its holder record is still unwritten: nothing to compare yet
+    return _start_worker(settings, wait, restarted)
+
+
+def queue_for_worker(
+    settings: Settings, enqueue: Callable[[], T], *, wait: float = 3.0
+) -> tuple[T, WorkerStatus]:
+    """Queue jobs with `enqueue` for a worker running with these settings; returns what
+    `enqueue` returned and the worker's status.
+
+    The worker is made sure of before the jobs are queued, so one started with other
+    settings is replaced before it could take them, and again after, in case it reached
+    its idle exit in between. `started` and `restarted` cover both.
+    """
+    before = ensure_worker(settings, wait=wait)
+    queued = enqueue()
+    after = ensure_worker(settings, wait=wait)
+    return queued, dataclasses.replace(
+        after,
+        started=after.started or (before.started and after.pid == before.pid),
+        restarted=after.restarted or before.restarted,
+    )
+
+
+def _settled_status(settings: Settings, timeout: float = 1.0) -> WorkerStatus:
+    """The worker's status once a worker that just took the lock has written its record."""
+    deadline = time.monotonic() + timeout
     status = worker_status(settings)
-    if status.alive:
-        return status
+    while status.alive and status.pid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        status = worker_status(settings)
+    return status
+
+
+def _stop_worker(settings: Settings, pid: int, timeout: float) -> bool:
+    """SIGTERM the worker `pid`; True once no worker or another one holds the lock."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it exited by itself a moment ago
+    except PermissionError:
+        return False  # another user's process: not ours to stop
+    deadline = time.monotonic() + timeout
+    while True:
+        status = worker_status(settings)
+        if not status.alive or status.pid not in (None, pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _start_worker(settings: Settings, wait: float, restarted: bool) -> WorkerStatus:
+    """Start a detached worker; with `wait`, wait up to that long until it holds the lock."""
     log = log_path(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -195,12 +324,12 @@ def ensure_worker(settings: Settings, *, wait: float = 0.0) -> WorkerStatus:
         status = worker_status(settings)
         # Alive without a pid: it holds the lock but has not written its pid yet.
         if status.alive and status.pid is not None:
-            return WorkerStatus(True, status.pid, status.since, log, started=True)
+            return dataclasses.replace(status, started=True, restarted=restarted)
         time.sleep(0.05)
     status = worker_status(settings)
     if status.alive:  # ours, or one another process started at the same moment
-        return WorkerStatus(True, status.pid, status.since, log, started=status.pid == proc.pid)
-    return WorkerStatus(proc.poll() is None, proc.pid, None, log, started=True)
+        return dataclasses.replace(status, started=status.pid == proc.pid, restarted=restarted)
+    return WorkerStatus(proc.poll() is None, proc.pid, None, log, True, restarted)
 
 
 # --- the log -------------------------------------------------------------------------
@@ -646,8 +775,11 @@ __all__ = [
     "default_handlers",
     "ensure_worker",
     "idle_exit_seconds",
+    "queue_for_worker",
     "run_worker",
+    "settings_fingerprint",
     "settle_synced_log_jobs",
     "watch_jobs",
+    "worker_settings",
     "worker_status",
 ]
