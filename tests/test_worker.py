@@ -556,3 +556,27 @@ def test_the_settings_fingerprint_follows_each_setting_and_hides_secrets(env):
     # Only settings jobs use count: the theme is the app's alone.
     assert settings_fingerprint(load_settings(base | {"EVALWB_THEME": "ansi"})) == same
 
+
+def test_demo_transfers_add_download_names_the_demo_registry_for_the_worker(
+    env, demo_registry_dir, monkeypatch, reaper
+):
+    # The worker's own settings name the default (empty) registry, not the demo's.
+    monkeypatch.delenv("EVALWB_REGISTRY_DIR")
+    settings = load_settings(dict(os.environ))
+    demo_root = settings.paths.data / "demo"
+    demo_root.parent.mkdir(parents=True, exist_ok=True)
+    demo_registry_dir.rename(demo_root)
+    add = subprocess.run(
+        [*CLI, "--demo", "transfers", "add", "download", SMALL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert add.returncode == 0, add.stderr
+    reaper(int(add.stdout.split("pid ")[1].split()[0]))
+    queue = open_queue(settings)
+    job = queue.get(1)
+    assert job.payload["registry"] == str(demo_root)
+    done = wait_for("the download", lambda: job_in(queue, 1, "done", "failed"), 120)
+    assert done.state == "done", done.last_error
+    verify_download(settings, demo_root, done)

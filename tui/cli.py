@@ -702,8 +702,13 @@ def _transfers_add(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.worker import queue_for_worker
 
     ref = str(parse_ref(args.ref))  # a bad reference fails here, before anything is queued
+    # The registry this command reads (the demo's with --demo), as the app's jobs name
+    # theirs: the worker's own settings may point elsewhere.
+    registry = None if settings.uses_wandb else str(settings.registry_dir.absolute())
     queue = open_queue(settings)
-    job, worker = queue_for_worker(settings, lambda: queue.enqueue(args.kind, ref, {"ref": ref}))
+    job, worker = queue_for_worker(
+        settings, lambda: queue.enqueue(args.kind, ref, {"ref": ref, "registry": registry})
+    )
     print(f"job {job.id} queued: {job.kind} {job.title} ({_worker_words(worker)})")
     return 0
 
