@@ -384,7 +384,7 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         )
     checkpoint, alias = _checkpoint(ref, settings)
     if not args.offline and choose_mode(settings, None) == "online":
-        return _log_through_worker(args, settings, folders, checkpoint, alias)
+        return _log_through_worker(args, settings, runs, checkpoint, alias)
     for run in runs:
         logged = log_run(
             run,
@@ -399,30 +399,59 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         )
         if args.json:
             print(json.dumps(logged.to_json(), sort_keys=True), flush=True)
-        elif logged.skipped_duplicate:
-            print(f"skipped {logged.name}: logged before as run {logged.run_id} (--force: again)")
         else:
             state = "offline, pending sync" if logged.pending_sync else logged.mode
-            print(
-                f"logged  {logged.name}: run {logged.run_id} ({state}) group {logged.group} "
-                f"artifact {logged.artifact_name}:{logged.artifact_alias}",
-                flush=True,
-            )
+            print(_logged_line(logged.to_json(), state), flush=True)
     return 0
+
+
+def _logged_line(record: dict[str, Any], state: str) -> str:
+    """One line for a logged run (`LoggedRun.to_json`), or for results logged before."""
+    if record.get("skipped_duplicate"):
+        return (
+            f"skipped {record['name']}: already logged as run {record['run_id']}; "
+            "--force logs it again"
+        )
+    return (
+        f"logged  {record['name']}: run {record['run_id']} ({state}) group {record['group']} "
+        f"artifact {record['artifact_name']}:{record['artifact_alias']}"
+    )
 
 
 def _log_through_worker(
     args: argparse.Namespace,
     settings: Settings,
-    folders: list[Path],
+    runs: list[Any],
     checkpoint: Any,
     alias: str | None,
 ) -> int:
     """Online logging: one log job per folder for the detached worker, which writes each
-    run offline first and then uploads it, so the upload outlives this command."""
+    run offline first and then uploads it, so the upload outlives this command. Results
+    logged before are said so here, without a job, unless `--force`."""
+    from tui.services.evallog import find_logged
     from tui.services.transfers import DONE, PENDING_SYNC, open_queue
     from tui.services.worker import MOVING_STATES, queue_for_worker, watch_jobs
 
+    folders = []
+    for run in runs:
+        earlier = None
+        if not args.force:
+            earlier = find_logged(
+                run,
+                settings=settings,
+                project=args.project or settings.results_project,
+                entity=args.entity or settings.wandb_entity,
+                checkpoint=checkpoint,
+                checkpoint_alias=alias,
+            )
+        if earlier is None:
+            folders.append(run.path)
+        elif args.json:
+            print(json.dumps(earlier.to_json(), sort_keys=True), flush=True)
+        else:
+            print(_logged_line(earlier.to_json(), earlier.mode), flush=True)
+    if not folders:
+        return 0
     queue = open_queue(settings)
 
     def enqueue() -> list[Any]:
@@ -461,13 +490,8 @@ def _log_through_worker(
         if args.json:
             print(json.dumps({"job": job.id, "state": job.state, **(job.result or {})}), flush=True)
         elif job.state in (DONE, PENDING_SYNC) and job.result:
-            r = job.result
             state = "online" if job.state == DONE else "offline, pending sync"
-            print(
-                f"logged  {r['name']}: run {r['run_id']} ({state}) group {r['group']} "
-                f"artifact {r['artifact_name']}:{r['artifact_alias']}",
-                flush=True,
-            )
+            print(_logged_line(job.result, state), flush=True)
         else:
             print(f"job {job.id} {job.state}: {job.title} {job.last_error or ''}".rstrip())
     # Pending sync keeps the run offline, as logging without a server does.

@@ -643,6 +643,27 @@ def _alias_while_importing_sdk(folder: Path) -> str:
         return alias.result()
 
 
+def find_logged(
+    run: EvalRun,
+    *,
+    settings: Settings,
+    project: str,
+    entity: str | None = None,
+    checkpoint: ArtifactRef | None = None,
+    checkpoint_alias: str | None = None,
+) -> LoggedRun | None:
+    """The run these results were logged as before (same results, checkpoint group and
+    project, as `log_run` dedupes), marked `skipped_duplicate`; None when they were not."""
+    group = grouping(run, checkpoint, checkpoint_alias)
+    key = dedupe_key(entity, project, group.group, content_alias(run.path))
+    index = LogIndex.open(settings)
+    try:
+        earlier = index.find(key)
+    finally:
+        index.close()
+    return None if earlier is None else _replace(earlier, skipped_duplicate=True)
+
+
 def log_run(
     run: EvalRun,
     *,

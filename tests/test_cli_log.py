@@ -1,0 +1,75 @@
+"""`evalwb-tui log` as a user runs it: real CLI processes, the real wandb SDK offline, and
+the W&B API emulator as the reachable server that makes logging go through the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+from tui.services.evallog import pending_runs
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import load_settings
+from tui.services.transfers import open_queue
+from tui.services.worker import worker_status
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
+CLI = [sys.executable, "-m", "tui.cli"]
+
+
+@pytest.fixture
+def env(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolated folders, the SDK's too, and a short worker idle time."""
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        folder = isolated_env / name.lower()
+        folder.mkdir()
+        monkeypatch.setenv(name, str(folder))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "2")
+    return isolated_env
+
+
+@pytest.fixture
+def online(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WandbEmulator]:
+    """A key and a reachable server, so `log` goes through the transfer worker."""
+    emulator = WandbEmulator(LocalRegistry(env / "server"), port=0, max_seconds=120).start()
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+    yield emulator
+    emulator.stop()
+
+
+def log(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "log", str(RESULTS), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_results_logged_before_are_said_so_and_not_queued_again(online):
+    first = log("--offline", "--json")
+    assert first.returncode == 0, first.stderr
+    run_id = json.loads(first.stdout)["run_id"]
+
+    again = log()  # online: a key and a reachable server
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"skipped {json.loads(first.stdout)['name']}: already logged as run {run_id}; "
+        "--force logs it again"
+    ]
+    as_json = json.loads(log("--json").stdout)
+    assert as_json["skipped_duplicate"] and as_json["run_id"] == run_id
+    settings = load_settings(dict(os.environ))
+    assert open_queue(settings).list() == []  # no job, so no second run either
+    assert not worker_status(settings).alive
+
+    offline = log("--offline")
+    assert offline.stdout.startswith("skipped ") and "--force logs it again" in offline.stdout
+    assert [run.run_id for run in pending_runs(settings)] == [run_id]
+
