@@ -73,3 +73,14 @@ def test_results_logged_before_are_said_so_and_not_queued_again(online):
     assert offline.stdout.startswith("skipped ") and "--force logs it again" in offline.stdout
     assert [run.run_id for run in pending_runs(settings)] == [run_id]
 
+
+@pytest.mark.parametrize("prefix", ["notas3", "s3:/bucket", "https://bucket/prefix"])
+def test_a_bad_s3_prefix_is_one_line_before_anything_is_queued(online, prefix):
+    done = log("--s3-prefix", prefix)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"evalwb-tui: --s3-prefix {prefix!r} must look like s3://bucket/prefix"
+    ]
+    settings = load_settings(dict(os.environ))
+    assert open_queue(settings).list() == []
+    assert pending_runs(settings) == []

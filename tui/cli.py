@@ -367,11 +367,13 @@ def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.evallog import choose_mode, log_run
+    from tui.services.evallog import choose_mode, log_run, split_s3_prefix
     from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
     ref = parse_ref(args.checkpoint) if args.checkpoint else None
+    if args.s3_prefix is not None:
+        split_s3_prefix(args.s3_prefix, "--s3-prefix")  # a typo fails before anything is logged
     folders = list(dict.fromkeys(p for root in args.results for p in find_runs(Path(root))))
     if not folders:
         raise CliError(f"no eval-framework results folder under {' '.join(args.results)}")

@@ -518,6 +518,15 @@ def _emit(progress: ProgressFn | None, stage: str, done: int = 0, total: int = 0
         progress(LogProgress(stage, done, total))
 
 
+def split_s3_prefix(s3_prefix: str, what: str = "S3 prefix") -> tuple[str, str]:
+    """The bucket and key prefix of `s3://bucket/prefix`; anything else raises
+    EvalLogError naming `what` (the flag or setting it came from)."""
+    parsed = urlparse(s3_prefix)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise EvalLogError(f"{what} {s3_prefix!r} must look like s3://bucket/prefix")
+    return parsed.netloc, parsed.path.strip("/")
+
+
 def upload_to_s3(
     files: Mapping[str, Path],
     s3_prefix: str,
@@ -527,10 +536,7 @@ def upload_to_s3(
     """Upload result files under `s3_prefix` with boto3; returns name -> `s3://` URL."""
     import boto3
 
-    parsed = urlparse(s3_prefix)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise EvalLogError(f"S3 prefix {s3_prefix!r} must look like s3://bucket/prefix")
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    bucket, prefix = split_s3_prefix(s3_prefix)
     secret = settings.aws_secret_access_key
     client = boto3.client(
         "s3",
