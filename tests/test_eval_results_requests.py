@@ -18,6 +18,7 @@ import pytest
 
 from tests.wandb_emulator import (
     WandbService,
+    gid,
     wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services import eval_results
@@ -219,3 +220,52 @@ def test_a_run_that_made_nothing_listed_and_a_missing_run_give_nothing(
     assert wandb.produced_by_runs([producer, missing], type=EVAL_TYPE) == {}
     assert wandb.produced_by_runs([producer], type="")[producer.id]
     assert eval_results.produced_evals(wandb, []) == {}
+
+
+def test_only_eval_artifacts_in_the_results_project_or_a_registry_count(
+    service: WandbService, demo_seed: DemoInfo, tmp_path: Path
+) -> None:
+    """Two uploaded eval runs used a checkpoint; one logged its results to the results
+    project, the other elsewhere: as listing the eval collections, only the first counts."""
+    local = copy_of_demo(demo_seed, tmp_path / "registry")
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"w" * 64)
+    local.add_version("scoped-model", source)
+    wandb = service.serve(local)
+    uploads = service.emulator.uploads
+    home = service.settings.results_project
+    before = (dict(uploads.runs), list(uploads.artifacts), list(uploads.used))
+    try:
+        for project in (home, "elsewhere"):
+            for collection, type_name in ((f"scoped__ARC__{project}", "eval"), ("notes", "text")):
+                uploads.create_artifact(
+                    {
+                        "input": {
+                            "entityName": "team",
+                            "projectName": project,
+                            "artifactCollectionName": collection,
+                            "artifactTypeName": type_name,
+                            "digest": f"{project}-{collection}",
+                            "runName": f"eval-in-{project}",
+                            "aliases": [],
+                        }
+                    }
+                )
+                uploads.artifacts[-1].state = "COMMITTED"
+                uploads.move_alias(uploads.artifacts[-1], "latest")
+            used = {"runName": f"eval-in-{project}", "entityName": "team", "projectName": project}
+            target = {"artifactID": gid("Artifact", "scoped-model", "v0")}
+            service.emulator.graph.use_artifact({"input": used | target})
+        detail = lineage_detail(wandb, wandb.resolve("scoped-model:v0"))
+        made = {
+            run.id: [(v.project, v.collection, v.type) for v in vs] for run, vs in detail.used_by
+        }
+        assert made == {
+            f"eval-in-{home}": [(home, f"scoped__ARC__{home}", "eval")],
+            "eval-in-elsewhere": [],
+        }
+        index = eval_index(wandb)
+        runs = [run for run, _ in detail.used_by]
+        assert produced_evals(wandb, runs) == {r.id: index[r.id] for r in runs if r.id in index}
+    finally:
+        uploads.runs, uploads.artifacts, uploads.used = before

@@ -522,3 +522,30 @@ def test_runs_of_a_project_are_listed_and_filtered_like_the_sdk_asks(
     assert runs({"group": "m:v3"}) == [("r1", 1), ("r3", 3)]
     assert runs({"config.x.value": {"$in": [2, 3]}}) == [("r2", 2), ("r3", 3)]
     assert emulator.errors == []
+
+
+def test_the_backends_query_of_runs_outputs_is_answered_and_checked(
+    emulator: WandbEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.services.registry.wandb import _outputs_query
+
+    runs = {"e0": "team", "p0": "train", "r0": "r1", "c0": None}
+    runs |= {"e1": "team", "p1": "nowhere", "r1": "r9", "c1": None}
+    status, body = post(emulator, _outputs_query(2), runs)
+    assert status == 200, body
+    made = body["data"]["r0"]["run"]["outputArtifacts"]
+    [node] = [e["node"] for e in made["edges"]]
+    assert (node["artifactSequence"]["name"], node["versionIndex"]) == ("tiny", 1)
+    [member] = [e["node"] for e in node["artifactMemberships"]["edges"]]
+    assert member["artifactCollection"]["__typename"] == "ArtifactPortfolio"
+    assert member["artifactCollection"]["project"]["name"] == MODEL_REGISTRY
+    assert body["data"]["r1"] is None and emulator.errors == []
+    # A membership the SDK's FetchLinkedArtifacts model would reject fails the request.
+    original = emulator.graph.membership_of
+    monkeypatch.setattr(
+        emulator.graph, "membership_of", lambda v: {**original(v), "createdAt": None}
+    )
+    status, _ = post(emulator, _outputs_query(1), runs)
+    assert status == 500
+    [error] = emulator.errors
+    assert error.startswith("RunsOutputArtifacts: ValidationError") and "created" in error

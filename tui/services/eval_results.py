@@ -42,7 +42,8 @@ from tui.services.results import AGGREGATED
 EVAL_TYPE = "eval"
 # Versions of a model collection tabulated; older ones are left out of the table.
 MAX_MODEL_VERSIONS = 200
-# Versions read per eval collection: eval-framework adds one per distinct result content.
+# Versions `eval_index` reads per eval collection (a backend that answers
+# `produced_by_runs` has no such limit): eval-framework adds one per distinct result.
 MAX_EVAL_VERSIONS = 50
 # Lineage calls in flight at once: each is a round trip on the W&B backend.
 PARALLEL_CALLS = 8

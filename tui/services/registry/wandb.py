@@ -13,7 +13,9 @@ name means the model registry `wandb-registry-model`.
 Listing versions pages through the SDK's lazy paginators (`per_page` sized to the
 request), so a collection with thousands of versions is never read whole. A version's
 lineage is one query (`LINEAGE_GQL`) however many runs used it; the SDK's
-`logged_by`/`used_by` would load each run with a request of its own.
+`logged_by`/`used_by` would load each run with a request of its own. What a set of runs
+logged (`produced_by_runs`) is one query per RUNS_PER_QUERY runs, each run an aliased
+field of it, however many versions the registry and the results project hold.
 """
 
 from __future__ import annotations
