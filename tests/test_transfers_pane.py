@@ -29,6 +29,7 @@ from textual.widgets import ContentSwitcher, Footer, Static
 from tui.panes.transfers import (
     EMPTY_HINT,
     MIN_REFRESH_SECONDS,
+    MIN_WHAT_WIDTH,
     TransfersPane,
     table_columns,
 )
@@ -688,14 +689,66 @@ async def test_columns_shrink_on_a_narrow_terminal_and_the_cursor_stays(
         await pilot.press("down")
         await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == first.id, "first")
         assert cell(app, first.id, "kind") == "download"
-        assert cell(app, first.id, "what") == "wandb-registry-model/my-model:production"
+        assert cell(app, first.id, "id") == f"#{first.id}"
+        wide = cell(app, first.id, "what")
+        assert wide.endswith("/my-model:production") and "rate" in pane.table.columns
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: cell(app, first.id, "kind") == "down", "narrow columns")
-        assert cell(app, first.id, "what").endswith("…")
+        await wait_for(pilot, lambda: "rate" not in pane.table.columns, "narrow columns")
+        # The kind and the id stay whole; a cut reference keeps its name.
+        assert cell(app, first.id, "kind") == "download"
+        assert cell(app, first.id, "id") == f"#{first.id}"
+        narrow = cell(app, first.id, "what")
+        assert narrow.startswith("…") and narrow.endswith("my-model:production")
         assert pane.table.cursor_row == 1 and pane.selected_job is not None
         assert pane.selected_job.id == first.id
         # Each column's width includes its one-cell gap; borders and scrollbar take four.
         assert sum(column.content_width for column in pane.table.columns.values()) == 80 - 4
+
+
+def cli_log_job(queue: TransferQueue, out: Path, llm: str, task: str, run: str) -> Job:
+    """A log job as `evalwb-tui log` queues it: titled by the last two folder names."""
+    folder = out / llm / f"v0.15.4_{task}" / run
+    title = f"log {folder.parent.name}/{folder.name}"
+    return queue.enqueue("log", title, {"results": str(folder), "project": "evalwb"})
+
+
+async def test_every_job_tells_apart_at_80_columns_by_id_task_and_checkpoint(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    runs = [
+        (llm, task, run)
+        for llm in (
+            "HFLLM_checkpoint_org_proj_my-model_v3",
+            "HFLLM_checkpoint_org_proj_my-model_v4",
+        )
+        for task, run in (
+            ("ARC", "fewshot_3__samples_10_31c6f"),
+            ("MMLU", "fewshot_5__samples_3_x"),
+        )
+    ]
+    logs = [cli_log_job(queue, tmp_path / "out", *run) for run in runs]
+    download = queue.enqueue("download", "download big-model:v0", {"ref": "big-model:v0"})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 5, "five rows")
+        whats = [cell(app, job.id, "what") for job in logs]
+        assert len(set(whats)) == 4, whats
+        assert whats[0] == "ARC · …org_proj_my-model_v3"
+        assert whats[3] == "MMLU · …rg_proj_my-model_v4"
+        assert [cell(app, job.id, "id") for job in logs] == [f"#{job.id}" for job in logs]
+        assert {cell(app, job.id, "kind") for job in logs} == {"log"}
+        assert cell(app, download.id, "what") == "big-model:v0"  # the kind is not repeated
+        assert cell(app, download.id, "kind") == "download"
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        assert app.screen.question == f"Cancel download #{download.id} big-model:v0?"
+        await pilot.press("n", "down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == logs[-1].id, "log")
+        await pilot.pause()
+        text = " ".join(detail_text(app).split())
+        assert "MMLU · HFLLM_checkpoint_org_proj_my-model_v4 · fewshot_5__samples_3_x" in text
 
 
 class SwitcherApp(App[None]):
@@ -830,9 +883,12 @@ def test_sizes_and_durations_stay_short() -> None:
 
 def test_the_what_column_takes_the_width_left() -> None:
     for width in (80, 100, 120, 200):
-        columns = table_columns(width)
-        assert sum(c.width + 1 for c in columns) + 4 == width
-    assert table_columns(80)[1].width >= 15
+        columns = {c.key: c for c in table_columns(width)}
+        assert sum(c.width + 1 for c in columns.values()) + 4 == width
+        assert {"id", "kind", "what", "state", "progress", "bytes"} <= set(columns)
+        assert columns["what"].width >= MIN_WHAT_WIDTH
+        assert columns["kind"].width >= len("download")
+    assert "rate" in {c.key for c in table_columns(100)}
 
 
 # --- snapshots ---------------------------------------------------------------------------

@@ -44,12 +44,19 @@ from tui.services.transfers import (
     JobStateError,
     TransferQueue,
     TransferQueueError,
-    mask_text,
     open_queue,
 )
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
-from tui.widgets.job_detail import STATE_STYLES, JobDetail, display_state, lineage_note
+from tui.widgets.job_detail import (
+    STATE_STYLES,
+    TITLE_JOIN,
+    JobDetail,
+    display_state,
+    job_title,
+    lineage_note,
+    title_parts,
+)
 from tui.widgets.progress_text import bytes_cell, duration, rate_cell, text_bar
 
 # How often the watcher reads data_version(): cheap, one pragma on its own connection.
@@ -58,13 +65,16 @@ POLL_SECONDS = 0.1
 MIN_REFRESH_SECONDS = 0.2
 # A runner that died commits nothing; listing again now and then shows it as stalled.
 RESCAN_SECONDS = 2.0
-# Below this many columns the table uses short labels and a narrow bar.
+# Below this many columns the table uses short states and a narrow bar.
 NARROW_WIDTH = 110
+# Tries, rate, then ETA are left out (the details show them) while the `what` column
+# would be narrower than this: it is what tells the jobs apart.
+MIN_WHAT_WIDTH = 24
+OPTIONAL_COLUMNS = ("tries", "rate", "eta")
 
 SYNC_TITLE = "sync pending offline runs"
 LOADING_HINT = "reading the transfer queue…"
 EMPTY_HINT = "No transfers yet: press d on a Registry version or run `evalwb-tui log DIR`."
-SHORT_KINDS = {"download": "down", "upload": "up"}
 SHORT_STATES = {"pending sync": "to sync", "cancelling": "stopping"}
 
 
@@ -82,7 +92,8 @@ def table_columns(width: int) -> list[Column]:
     """The columns for a table `width` cells wide; the `what` column takes what is left."""
     narrow = width < NARROW_WIDTH
     fixed = [
-        Column("kind", "kind", 4 if narrow else 8),
+        Column("id", "#", 5, right=True),
+        Column("kind", "kind", 8),
         Column("state", "state", 9 if narrow else 12),
         Column("progress", "progress", 10 if narrow else 15),
         Column("bytes", "bytes", 11, right=True),
@@ -90,9 +101,17 @@ def table_columns(width: int) -> list[Column]:
         Column("eta", "ETA", 6, right=True),
         Column("tries", "tries", 5, right=True),
     ]
-    # Borders and the vertical scrollbar take four cells.
-    what = max(8, width - 4 - sum(c.width + 1 for c in fixed) - 1)
-    return [fixed[0], Column("what", "what", what), *fixed[1:]]
+    for key in OPTIONAL_COLUMNS:
+        if _what_width(width, fixed) >= MIN_WHAT_WIDTH:
+            break
+        fixed = [c for c in fixed if c.key != key]
+    what = Column("what", "what", max(8, _what_width(width, fixed)))
+    return [*fixed[:2], what, *fixed[2:]]
+
+
+def _what_width(width: int, fixed: list[Column]) -> int:
+    # Borders and the vertical scrollbar take four cells; `what` has its gap too.
+    return width - 4 - sum(c.width + 1 for c in fixed) - 1
 
 
 def _fit(text: str, column: Column, style: str = "") -> Text:
@@ -102,14 +121,46 @@ def _fit(text: str, column: Column, style: str = "") -> Text:
     return Text(padded + " ", style=style, no_wrap=True)
 
 
+def _head(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _tail(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[len(text) - max(0, width - 1) :]
+
+
+def fit_title(parts: list[str], width: int) -> str:
+    """`parts` joined by ` · ` in at most `width` cells, keeping what tells jobs apart: the
+    first part whole, a middle part's end (`…my-model_v3`: a checkpoint's version), the
+    last part's start; a lone path or reference keeps its end (the name)."""
+    if len(parts) == 1:
+        one = parts[0]
+        return _tail(one, width) if "/" in one else _head(one, width)
+    if len(TITLE_JOIN.join(parts)) <= width:
+        return TITLE_JOIN.join(parts)
+    shown = _head(parts[0], width)
+    for index, part in enumerate(parts[1:], start=1):
+        room = width - len(shown) - len(TITLE_JOIN)
+        if room < 4:
+            break  # not even `…abc`: the cut so far says there is more
+        last = index == len(parts) - 1
+        fitted = _head(part, room) if last else _tail(part, room)
+        shown += TITLE_JOIN + fitted
+        if fitted != part:
+            break
+    return shown
+
+
 def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
     """The table cells of `job`, fitted to `columns`."""
-    narrow = columns[0].width < 8
+    width = {c.key: c.width for c in columns}
+    narrow = width["state"] < 12
     state = display_state(job)
     active = job.state == RUNNING and not job.stalled
     values: dict[str, tuple[str, str]] = {
-        "kind": (SHORT_KINDS.get(job.kind, job.kind) if narrow else job.kind, ""),
-        "what": (mask_text(job.title), ""),
+        "id": (f"#{job.id}", "dim"),
+        "kind": (job.kind, ""),
+        "what": (fit_title(title_parts(job), width["what"]), ""),
         "state": (SHORT_STATES.get(state, state) if narrow else state, STATE_STYLES.get(state, "")),
         "progress": (text_bar(job.fraction, 5 if narrow else 10), ""),
         "bytes": (bytes_cell(job.bytes_done, job.bytes_total), ""),
@@ -118,6 +169,11 @@ def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
         "tries": (f"{job.attempts}/{job.max_attempts}", ""),
     }
     return tuple(_fit(values[c.key][0], c, values[c.key][1]) for c in columns)
+
+
+def _named(job: Job) -> str:
+    """`download #3 my-model:v3`: how notes and questions name a job."""
+    return f"{job.kind} #{job.id} {job_title(job)}"
 
 
 def _changed(old: Job | None, new: Job) -> bool:
@@ -544,26 +600,26 @@ class TransfersPane(Vertical):
                 continue
             if job.state == DONE and (note := lineage_note(job)):
                 self.app.notify(
-                    f"#{job.id} {job.title}: {note}",
+                    f"{_named(job)}: {note}",
                     title="Done, lineage missing",
                     severity="warning",
                     markup=False,
                     timeout=10,
                 )
             elif job.state == DONE:
-                self.app.notify(f"#{job.id} {job.title}", title="Transfer done", markup=False)
+                self.app.notify(_named(job), title="Transfer done", markup=False)
             elif job.state == PENDING_SYNC:
                 then = (
                     f"{NO_KEY_HINT}; then s syncs it" if needs_key(self.settings) else "s syncs it"
                 )
                 self.app.notify(
-                    f"#{job.id} {job.title} is stored offline; {then}",
+                    f"{_named(job)} is stored offline; {then}",
                     title="Waiting for sync",
                     markup=False,
                 )
             else:
                 self.app.notify(
-                    f"#{job.id} {job.title}: {job.last_error or 'no error recorded'}",
+                    f"{_named(job)}: {job.last_error or 'no error recorded'}",
                     title="Transfer failed",
                     severity="error",
                     markup=False,
@@ -693,7 +749,7 @@ class TransfersPane(Vertical):
                 markup=False,
             )
             return
-        question = f"Cancel transfer #{job.id} ({job.kind}: {job.title})?"
+        question = f"Cancel {_named(job)}?"
 
         def answered(yes: bool | None) -> None:
             if yes:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import PurePath
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -30,6 +32,10 @@ from tui.widgets.progress_text import count_text, duration, text_bar
 # A job can move thousands of files; past this the list is cut with a count.
 FILES_SHOWN = 200
 VALUE_CHARS = 160
+# Joins the parts of a title: task · checkpoint · run folder.
+TITLE_JOIN = " · "
+# eval-framework names a task's folder `v<its version>_<task>`.
+_TASK_FOLDER = re.compile(r"^v\d+(?:\.\d+)*_(?P<task>.+)$")
 
 STATE_STYLES = {
     DONE: "green",
@@ -56,6 +62,40 @@ def display_state(job: Job) -> str:
     if job.state == PENDING_SYNC:
         return "pending sync"
     return job.state
+
+
+def title_parts(job: Job) -> list[str]:
+    """What a job is about, in the parts that tell jobs apart, masked: a log job's task,
+    checkpoint and run folder; else its title. A leading kind word is dropped (the kind
+    has its own column): `download my-model:v3` reads `my-model:v3`."""
+    title = mask_text(" ".join(job.title.split()))
+    first, _, rest = title.partition(" ")
+    if first == job.kind and rest:
+        title = rest
+    if TITLE_JOIN not in title and job.kind == "log":
+        parts = _log_parts(job.payload)
+        if parts:
+            return [mask_text(part) for part in parts]
+    return title.split(TITLE_JOIN)
+
+
+def _log_parts(payload: dict[str, Any]) -> list[str] | None:
+    """`ARC`, the checkpoint (else the llm folder it was evaluated as), the run folder:
+    read from an eval-framework output folder `<llm_name>/v<version>_<task>/<run>`."""
+    results = payload.get("results")
+    if not isinstance(results, str) or not results:
+        return None
+    folder = PurePath(results)
+    task = _TASK_FOLDER.match(folder.parent.name)
+    if task is None:
+        return None
+    checkpoint = payload.get("checkpoint") or folder.parent.parent.name or "no checkpoint"
+    return [task["task"], str(checkpoint), folder.name]
+
+
+def job_title(job: Job) -> str:
+    """The job's title as shown: `title_parts` joined."""
+    return TITLE_JOIN.join(title_parts(job))
 
 
 def lineage_note(job: Job) -> str | None:
@@ -193,7 +233,7 @@ def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False
     `key_missing`: no W&B key is set, so a sync cannot upload yet."""
     state = display_state(job)
     grid = _grid()
-    grid.add_row("what", mask_text(job.title))
+    grid.add_row("what", job_title(job))
     state_text = Text(state, style=STATE_STYLES.get(state, ""))
     state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
     hint = _explain(job, state, key_missing)
