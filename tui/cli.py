@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from tui.services.registry.local import LocalRegistry
 
 EXIT_USAGE = 2
+# The reader of stdout went away (`| head`): Python's own status on EPIPE, as its docs
+# recommend (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+EXIT_BROKEN_PIPE = 1
 
 
 class CliError(Exception):
@@ -129,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tui(settings, args.demo)
         if args.demo and args.command not in ("demo", "serve"):
             settings = _demo_settings(settings)
-        return args.handler(args, settings) or 0
+        code = args.handler(args, settings) or 0
+        sys.stdout.flush()  # here, so a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         print("evalwb-tui: interrupted", file=sys.stderr)
         return 130
@@ -139,6 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = mask(text, settings)
         print(f"evalwb-tui: {text}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _reader_gone() -> int:
+    """End quietly once stdout's reader closed it: what is still buffered goes to
+    devnull, so the flush at exit raises nothing more."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 # --- registry ---------------------------------------------------------------------------
@@ -759,8 +775,6 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
     """Follow jobs live: redrawn in place on a terminal, one line per change otherwise."""
-    import os
-
     from tui.services.transfers import QUEUED, open_queue
     from tui.services.worker import watch_jobs, worker_status
 
@@ -781,9 +795,6 @@ def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
             shown = _watch_lines(frames)
     except KeyboardInterrupt:
         return 0  # stops watching; the jobs go on
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     if not shown and not args.json:
         print("no transfers are queued or running")
     return 0
