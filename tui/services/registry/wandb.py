@@ -612,7 +612,9 @@ class WandbRegistry:
         Ordered like `list_collections` then `list_versions`: registry collections
         first, by name, newest version first.
         """
-        pending = [(run, None, 0) for run in dict.fromkeys(r for r in runs if r.id and r.project)]
+        # A run is one (entity, project, id), however many records of it were passed.
+        unique = {(r.entity, r.project, r.id): r for r in runs if r.id and r.project}
+        pending = [(run, None, 0) for run in unique.values()]
         if not pending:
             return {}
         service = getattr(self.api, "_service_api", None)
@@ -688,7 +690,7 @@ class WandbRegistry:
                             made.append(
                                 ((*place, int(placed.version[1:])), run.id, _version(placed))
                             )
-        return _by_run(list({(p, r): (p, r, v) for p, r, v in made}.values()))
+        return _by_run(made)
 
     # -- edits ---------------------------------------------------------------------
 
@@ -743,8 +745,9 @@ def _by_run(
 ) -> dict[str, list[Version]]:
     """Run id -> versions, in listing order: registry collections first, by name, then
     the project's, newest version first."""
+    once = {(place, run_id): (place, run_id, v) for place, run_id, v in made}
     ordered = sorted(
-        made, key=lambda m: (not m[0][1].startswith(REGISTRY_PREFIX), m[0][2], -m[0][3])
+        once.values(), key=lambda m: (not m[0][1].startswith(REGISTRY_PREFIX), m[0][2], -m[0][3])
     )
     found: dict[str, list[Version]] = {}
     for _, run_id, version in ordered:
