@@ -48,8 +48,9 @@ from tui.services.transfers import (
     Progress,
     Runner,
     TransferQueue,
+    queue_path,
 )
-from tui.services.worker import worker_status
+from tui.services.worker import default_handlers, worker_status
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.progress_text import (
     bytes_cell,
@@ -749,6 +750,45 @@ async def test_every_job_tells_apart_at_80_columns_by_id_task_and_checkpoint(
         await pilot.pause()
         text = " ".join(detail_text(app).split())
         assert "MMLU · HFLLM_checkpoint_org_proj_my-model_v4 · fewshot_5__samples_3_x" in text
+
+
+def finished_download(runner: Runner, queue: TransferQueue, ref: str, registry: Path) -> Job:
+    """Queue a download of `ref` and run it with the worker's own handler."""
+    payload = {"ref": ref, "root": None, "verify": False, "registry": str(registry)}
+    job = queue.enqueue("download", f"download {ref}", payload)
+    assert runner.run_once() is not None
+    done = queue.get(job.id)
+    assert done.state == DONE, done.last_error
+    return done
+
+
+async def test_a_download_that_moved_no_bytes_says_why_in_words(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    settings = load_settings()
+    path = queue_path(settings)
+    queue = TransferQueue(path)
+    runner = Runner(queue, default_handlers(settings))
+    fetched = finished_download(runner, queue, "llama-3-8b-sft:v3", demo_registry_dir)
+    cached = finished_download(runner, queue, "llama-3-8b-sft:v3", demo_registry_dir)
+    in_place = finished_download(runner, queue, "my-model:v2", demo_registry_dir)
+    queue.close()
+    assert cached.result["cache_hit"] and in_place.result["local_twin"]
+    app = PaneApp(path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 3, "three rows")
+        assert cell(app, cached.id, "bytes") == "cached"
+        assert cell(app, in_place.id, "bytes") == "in place"
+        size = compact_size(fetched.bytes_total)
+        assert cell(app, fetched.id, "bytes") == f"{size}/{size}"
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press("down")  # newest first: the cache hit is second
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == cached.id, "hit")
+        await pilot.pause()
+        text = detail_text(app)
+        assert "already in the cache (8 files)" in text and "0 B of 0 B" not in text
+        assert "null" not in text and "root      not set" in text
 
 
 class SwitcherApp(App[None]):

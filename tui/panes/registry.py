@@ -614,7 +614,7 @@ class RegistryPane(Vertical):
         if job.id == self._status_job:
             self.download_status.show_job(job, event.ref)
         from tui.services.transfers import CANCELLED, DONE, FAILED
-        from tui.widgets.download_status import reused
+        from tui.widgets.progress_text import reused
 
         if job.state == DONE:
             path = (job.result or {}).get("path", "?")

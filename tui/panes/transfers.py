@@ -57,7 +57,7 @@ from tui.widgets.job_detail import (
     lineage_note,
     title_parts,
 )
-from tui.widgets.progress_text import bytes_cell, duration, rate_cell, text_bar
+from tui.widgets.progress_text import duration, job_bytes_cell, rate_cell, text_bar
 
 # How often the watcher reads data_version(): cheap, one pragma on its own connection.
 POLL_SECONDS = 0.1
@@ -163,7 +163,7 @@ def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
         "what": (fit_title(title_parts(job), width["what"]), ""),
         "state": (SHORT_STATES.get(state, state) if narrow else state, STATE_STYLES.get(state, "")),
         "progress": (text_bar(job.fraction, 5 if narrow else 10), ""),
-        "bytes": (bytes_cell(job.bytes_done, job.bytes_total), ""),
+        "bytes": (job_bytes_cell(job), ""),
         "rate": (rate_cell(job.rate) if active else "-", ""),
         "eta": (duration(job.eta) if active else "-", ""),
         "tries": (f"{job.attempts}/{job.max_attempts}", ""),

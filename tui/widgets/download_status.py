@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from textual.containers import Horizontal
 from textual.widgets import Label
 
-from tui.widgets.progress_text import bytes_cell, duration, rate_cell
+from tui.widgets.progress_text import bytes_cell, duration, rate_cell, reused
 
 if TYPE_CHECKING:
     from textual.widgets import ProgressBar
@@ -43,17 +43,6 @@ def status_text(job: Job) -> str:
     if job.state == CANCELLED:
         return "cancelled"
     return job.state
-
-
-def reused(job: Job) -> str | None:
-    """Why a finished download moved no bytes (a `-local` twin used in place, a cache
-    hit), or None when it fetched them."""
-    result = job.result or {}
-    if result.get("local_twin"):
-        return "the -local twin's files are used in place"
-    if result.get("cache_hit"):
-        return "already in the cache"
-    return None
 
 
 class DownloadStatus(Horizontal):

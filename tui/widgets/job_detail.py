@@ -27,7 +27,7 @@ from tui.services.transfers import (
     mask_text,
 )
 from tui.widgets.format import human_size
-from tui.widgets.progress_text import count_text, duration, text_bar
+from tui.widgets.progress_text import count_text, duration, reused, text_bar
 
 # A job can move thousands of files; past this the list is cut with a count.
 FILES_SHOWN = 200
@@ -145,10 +145,15 @@ def _grid() -> Table:
     return grid
 
 
-def _value(value: Any) -> str:
+def _value(value: Any) -> Text:
+    """A payload or result value in words: `not set` for an empty one, `yes` / `no`."""
+    if value is None or value == "":
+        return Text("not set", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     text = mask_text(" ".join(text.split()))
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+    return Text(text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…")
 
 
 def _mapping(data: dict[str, Any] | None) -> RenderableType:
@@ -168,6 +173,10 @@ def _sending_files(job: Job, files_loaded: bool) -> bool | None:
 
 
 def _progress(job: Job, files_loaded: bool) -> Text:
+    if why := reused(job):
+        files = (job.result or {}).get("files")
+        counted = f" ({files} files)" if isinstance(files, int) else ""
+        return Text(f"{text_bar(1.0, 20).rstrip()}  {why}{counted}")
     line = Text(text_bar(job.fraction, 20).rstrip() if job.fraction is not None else "-")
     if job.bytes_total is not None:
         line.append(f"  {human_size(job.bytes_done)} of {human_size(job.bytes_total)}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.services.transfers import Job
+
 # A cell fills in eighths: "████▌" is four and a half cells.
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _UNITS = ("K", "M", "G", "T", "P")
@@ -34,6 +39,32 @@ def bytes_cell(done: int, total: int | None) -> str:
     if total is None:
         return compact_size(done) if done else "-"
     return f"{compact_size(done)}/{compact_size(total)}"
+
+
+def reused(job: Job) -> str | None:
+    """Why a finished download moved no bytes (a `-local` checkpoint used where it lies,
+    a cache hit), or None when it fetched them."""
+    # Imported here: the Registry pane imports this module long before its first download.
+    from tui.services.transfers import DONE
+
+    if job.kind != "download" or job.state != DONE:
+        return None
+    result = job.result or {}
+    if result.get("local_twin"):
+        return "the -local twin's files are used in place"
+    if result.get("cache_hit"):
+        return "already in the cache"
+    return None
+
+
+def job_bytes_cell(job: Job) -> str:
+    """The bytes a job moved, for a table cell: `cached` or `in place` for a download that
+    needed none, `-` before any byte is known (a log job waiting for sync)."""
+    if (why := reused(job)) is not None:
+        return "cached" if why.startswith("already") else "in place"
+    if not job.bytes_done and not job.bytes_total:
+        return "-"
+    return bytes_cell(job.bytes_done, job.bytes_total)
 
 
 def rate_cell(rate: float) -> str:
