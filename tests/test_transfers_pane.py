@@ -789,6 +789,16 @@ async def test_a_download_that_moved_no_bytes_says_why_in_words(
         text = detail_text(app)
         assert "already in the cache (8 files)" in text and "0 B of 0 B" not in text
         assert "null" not in text and "root      not set" in text
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == fetched.id, "it")
+        await pilot.pause()
+        text = " ".join(detail_text(app).split())
+        assert "8 of 8 files" in text
+        # The worker counts a download's files but records none by name: said, not faked.
+        folder = fetched.result["folder"]
+        note = f"not recorded one by one for downloads, only counted (above); they are in {folder}"
+        assert "".join(note.split()) in "".join(text.split())  # however the lines wrap
+        assert "none reported" not in text
 
 
 class SwitcherApp(App[None]):

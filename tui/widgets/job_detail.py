@@ -224,7 +224,17 @@ def _files_part(job: Job, files_loaded: bool) -> list[RenderableType]:
     if job.kind == "log":
         ended = job.state in (DONE, FAILED, CANCELLED)
         empty = "none uploaded" if ended else "none uploaded yet: sent when its run syncs"
+    elif job.kind == "download":
+        empty = _download_files_note(job)
     return [Text("files", style="bold underline"), render_files(files, empty)]
+
+
+def _download_files_note(job: Job) -> str:
+    """Why a download lists no files: its worker records how many, not which; the folder
+    holding them is named once known."""
+    folder = (job.result or {}).get("folder")
+    where = f"; they are in {mask_text(str(folder))}" if folder and job.state == DONE else ""
+    return f"not recorded one by one for downloads, only counted (above){where}"
 
 
 def _times(job: Job) -> str:
