@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from textual import events
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 from textual.message import Message
 from textual.pilot import Pilot
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Button, Input, SelectionList, Static
 
 from tui.app import EvalWBApp
@@ -449,3 +452,28 @@ async def test_the_output_wraps_long_lines_and_scrolls_from_the_keyboard(
         assert log.scroll_y == held
         await pilot.press("end")
         await until(pilot, lambda: log.scroll_y == log.max_scroll_y, 5)
+
+
+def drawn(widget: Widget) -> list[Strip]:
+    """The rows `widget` draws, border included, with their styles."""
+    return widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_disabled_buttons_keep_their_labels_in_the_ansi_theme(
+    settings: Settings, size: tuple[int, int]
+) -> None:
+    """The terminal's own palette (EVALWB_THEME=ansi): Launch (the form has problems) and
+    Cancel (nothing runs) are disabled, and still read as dimmed labels on their row."""
+    app = PaneApp(settings)
+    async with app.run_test(size=size) as pilot:
+        app.theme = "ansi-dark"
+        await pilot.pause()
+        pane = app.query_one(RunConfigPane)
+        for name, label in (("launch", "Launch"), ("cancel_run", "Cancel")):
+            button = pane.query_one(f"#run-{name}", Button)
+            assert button.disabled and button.size.height == 1
+            (row,) = drawn(button)
+            assert row.text.strip() == label
+            styles = [seg.style for seg in row if seg.text.strip()]
+            assert styles and all(s.dim and s.color and s.color.name != "black" for s in styles)

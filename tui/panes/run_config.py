@@ -203,6 +203,11 @@ class RunConfigPane(Vertical):
     RunConfigPane #run-task-filter { margin-bottom: 0; }
     RunConfigPane #run-buttons { height: 1; }
     RunConfigPane #run-buttons Button { margin-right: 1; min-width: 6; }
+    /* Textual's ansi theme gives a disabled button a tall border (!important), which
+       fills a one-row compact button and hides its label: keep it a dimmed label. */
+    RunConfigPane #run-buttons Button:ansi:disabled {
+        border: none !important; color: ansi_default; text-style: bold dim;
+    }
     RunConfigPane #run-log { height: 8; border: round $primary 50%; }
     RunConfigPane #run-log:focus { border: round $accent; }
     """
