@@ -770,7 +770,7 @@ async def test_download_status_follows_the_job_in_the_queue(
         await asyncio.to_thread(
             Runner(open_queue(worker_settings), default_handlers(worker_settings)).run_once
         )
-        hit = f"llama-3-8b-sft:v1: already in the cache: {folder}"
+        hit = f"llama-3-8b-sft:v1: already in the cache, at {folder}"
         await wait_long(pilot, lambda: hit in notes(app), "the cache hit", 10)
         assert status.text == "done: already in the cache"
 
@@ -834,4 +834,4 @@ def test_status_text_of_each_state() -> None:
     job.state, job.result = DONE, {"cache_hit": True}
     assert status_text(job) == "done: already in the cache"
     job.result = {"local_twin": True, "cache_hit": False}
-    assert status_text(job) == "done: the -local twin's files are used in place"
+    assert status_text(job) == "done: local checkpoint: its files are used where they are"

@@ -619,7 +619,7 @@ class RegistryPane(Vertical):
         if job.state == DONE:
             path = (job.result or {}).get("path", "?")
             why = reused(job)
-            note = f"{event.ref}: {why}: {path}" if why else f"Downloaded {event.ref} to {path}"
+            note = f"{event.ref}: {why}, at {path}" if why else f"Downloaded {event.ref} to {path}"
             self.notify(note, markup=False, timeout=10)
         elif job.state == FAILED:
             self.notify(

@@ -41,27 +41,35 @@ def bytes_cell(done: int, total: int | None) -> str:
     return f"{compact_size(done)}/{compact_size(total)}"
 
 
-def reused(job: Job) -> str | None:
-    """Why a finished download moved no bytes (a `-local` checkpoint used where it lies,
-    a cache hit), or None when it fetched them."""
+# Why a finished download moved no bytes: (result flag, table cell, sentence).
+_REUSES = (
+    ("local_twin", "in place", "local checkpoint: its files are used where they are"),
+    ("cache_hit", "cached", "already in the cache"),
+)
+
+
+def _reuse(job: Job) -> tuple[str, str] | None:
     # Imported here: the Registry pane imports this module long before its first download.
     from tui.services.transfers import DONE
 
     if job.kind != "download" or job.state != DONE:
         return None
     result = job.result or {}
-    if result.get("local_twin"):
-        return "the -local twin's files are used in place"
-    if result.get("cache_hit"):
-        return "already in the cache"
-    return None
+    return next(((cell, why) for flag, cell, why in _REUSES if result.get(flag)), None)
+
+
+def reused(job: Job) -> str | None:
+    """Why a finished download moved no bytes (a `-local` checkpoint used where it lies,
+    a cache hit), or None when it fetched them."""
+    found = _reuse(job)
+    return found[1] if found else None
 
 
 def job_bytes_cell(job: Job) -> str:
     """The bytes a job moved, for a table cell: `cached` or `in place` for a download that
     needed none, `-` before any byte is known (a log job waiting for sync)."""
-    if (why := reused(job)) is not None:
-        return "cached" if why.startswith("already") else "in place"
+    if (found := _reuse(job)) is not None:
+        return found[0]
     if not job.bytes_done and not job.bytes_total:
         return "-"
     return bytes_cell(job.bytes_done, job.bytes_total)
