@@ -437,7 +437,7 @@ async def test_the_output_wraps_long_lines_and_scrolls_from_the_keyboard(
             if app.focused is log:
                 break
             await pilot.press("tab")
-        assert app.focused is log
+        assert app.focused is log and "scroll" in str(log.border_subtitle)
         bottom = log.scroll_y
         assert bottom > 0
         await pilot.press("pageup")

@@ -15,6 +15,9 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
+# Shown on the border while the view has the focus: what the keys do there.
+SCROLL_HINT = "↑ ↓ PgUp PgDn Home End: scroll"
+
 
 class OutputLog(RichLog):
     """Plain text lines (no markup, no highlighting), wrapped to the width of the view."""
@@ -46,6 +49,13 @@ class OutputLog(RichLog):
         following = self.scroll_y >= self.max_scroll_y
         # One renderable for the batch: one measure and one render, not one per line.
         self.write(Text("\n".join(batch), end=""), scroll_end=following)
+
+    def on_focus(self) -> None:
+        # The border's colour alone is easy to miss (and in some palettes barely changes).
+        self.border_subtitle = SCROLL_HINT
+
+    def on_blur(self) -> None:
+        self.border_subtitle = ""
 
     def on_resize(self, event: events.Resize) -> None:
         super().on_resize(event)
