@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -84,3 +85,30 @@ def test_a_bad_s3_prefix_is_one_line_before_anything_is_queued(online, prefix):
     settings = load_settings(dict(os.environ))
     assert open_queue(settings).list() == []
     assert pending_runs(settings) == []
+
+
+def test_sync_says_synced_once_and_why_not_when_it_could_not(env, monkeypatch):
+    logged = log("--json")  # no key: offline, pending sync
+    assert logged.returncode == 0, logged.stderr
+    run_id = json.loads(logged.stdout)["run_id"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", closed)
+    down = sync()
+    assert down.returncode == 1
+    assert down.stdout == f"run {run_id} not synced: W&B server {closed} is not reachable\n"
+
+    emulator = WandbEmulator(LocalRegistry(env / "server"), port=0, max_seconds=120).start()
+    try:
+        monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+        up = sync()
+    finally:
+        emulator.stop()
+    assert (up.returncode, up.stdout) == (0, f"synced run {run_id}\n"), up.stderr
+    assert pending_runs(load_settings(dict(os.environ))) == []
+
+
+def sync() -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "sync"], capture_output=True, text=True, timeout=120)

@@ -170,3 +170,9 @@ def test_demo_flag_points_any_command_at_the_demo(isolated_env, monkeypatch, cap
 
     code, out, err = run(capsys, "demo", "seed")
     assert "evalwb-tui --demo" in err  # says how to reach what it seeded
+
+
+def test_a_bad_alias_is_named_once(registry_dir, capsys) -> None:
+    code, out, err = run(capsys, "registry", "alias", "my-model:v0", "bad !")
+    assert (code, out) == (2, "")
+    assert err == "evalwb-tui: alias 'bad !' has characters W&B does not allow: ' ' '!'\n"

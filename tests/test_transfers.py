@@ -780,3 +780,65 @@ def test_cli_pauses_and_resumes_a_job_and_refuses_bad_ids_in_one_line() -> None:
     unknown = cli("resume", "999")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert "999" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_state_errors_name_the_state_in_plain_words(queue: TransferQueue) -> None:
+    failed = queue.enqueue("download", "m:v1", {})
+    queue.claim_next()
+    queue.fail(failed.id, "gone", retryable=False)
+    with pytest.raises(JobStateError) as caught:
+        queue.pause(failed.id)
+    assert str(caught.value) == (
+        f"transfer job {failed.id} has failed; only queued or running jobs can be paused"
+    )
+    cancelled = queue.enqueue("download", "m:v2", {})
+    queue.cancel(cancelled.id)
+    with pytest.raises(JobStateError, match=f"^transfer job {cancelled.id} was cancelled; "):
+        queue.resume(cancelled.id)
+
+
+def test_job_errors_show_the_projects_messages_without_a_class_name(
+    queue: TransferQueue,
+) -> None:
+    from tui.services.evallog import EvalLogError
+    from tui.services.registry.protocol import NotFoundError
+
+    cases = [
+        (NotFoundError("no collection 'm' in the local registry"), "no collection 'm' in"),
+        (EvalLogError("WANDB_API_KEY is needed to sync"), "WANDB_API_KEY is needed to sync"),
+        # A builtin's name says what failed where its message may not.
+        (KeyError("ref"), "KeyError: 'ref'"),
+        (ConnectionError(), "ConnectionError"),
+    ]
+    for error, shown in cases:
+        job = queue.enqueue("download", "x", {})
+        queue.claim_next()
+        queue.fail(job.id, error, retryable=False)
+        assert queue.get(job.id).last_error.startswith(shown)
+        assert "NotFoundError" not in queue.get(job.id).last_error
+
+
+def test_cli_says_in_plain_words_what_happens_to_a_running_job() -> None:
+    from tui.services.settings import load_settings
+    from tui.services.transfers import open_queue
+
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "m:v1", {"ref": "m:v1"})
+    assert queue.claim_next().id == job.id  # running, its runner (this process) alive
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "tui.cli", "transfers", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=child_env())
+
+    paused = cli("pause", str(job.id))
+    assert paused.stdout == (
+        f"job {job.id} pausing: m:v1 (the worker stops it shortly, keeping its progress)\n"
+    )
+    cancelled = cli("cancel", str(job.id))
+    assert cancelled.stdout == f"job {job.id} cancelling: m:v1 (the worker stops it shortly)\n"
+    queue.mark_cancelled(job.id, claim=queue.get(job.id).claim_token)
+    again = cli("pause", str(job.id))
+    assert again.stderr == (
+        f"evalwb-tui: transfer job {job.id} was cancelled; only queued or running jobs can be "
+        "paused\n"
+    )

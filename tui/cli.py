@@ -523,9 +523,12 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         if args.json:
             print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+        elif result.ok and result.lineage_applied:
+            print(f"synced run {result.run_id}", flush=True)
+        elif result.ok:  # the message says why the lineage is still to apply
+            print(f"synced run {result.run_id}; {result.message}", flush=True)
         else:
-            state = "synced" if result.ok else "failed"
-            print(f"{state} run {result.run_id}: {result.message}", flush=True)
+            print(f"run {result.run_id} not synced: {result.message}", flush=True)
     if not results and not args.json:
         print("no offline runs wait for sync")
     return 0 if all(r.ok for r in results) else 1
@@ -721,10 +724,10 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# What a verb does to a running job happens when its runner next looks.
+# What a verb does to a running job happens when its worker next looks.
 _WHILE_RUNNING = {
-    "cancel": "cancelling (the runner stops it)",
-    "pause": "pausing (the runner hands it back)",
+    "cancel": ("cancelling", "the worker stops it shortly"),
+    "pause": ("pausing", "the worker stops it shortly, keeping its progress"),
 }
 
 
@@ -734,7 +737,10 @@ def _transfers_change(args: argparse.Namespace, settings: Settings) -> int:
 
     job = getattr(open_queue(settings), args.verb)(args.id)
     told = _WHILE_RUNNING.get(args.verb) if job.state == "running" else None
-    print(f"job {job.id} {told or job.state}: {job.title}")
+    if told is None:
+        print(f"job {job.id} {job.state}: {job.title}")
+    else:
+        print(f"job {job.id} {told[0]}: {job.title} ({told[1]})")
     return 0
 
 

@@ -72,6 +72,17 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC, PAUSED = (
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, PENDING_SYNC, PAUSED)
 ACTIVE_STATES = (QUEUED, RUNNING, PAUSED, PENDING_SYNC, FAILED)
 
+# How an error names a job's state: "job 6 has failed", not "job 6 is failed".
+STATE_PHRASES = {
+    QUEUED: "is queued",
+    RUNNING: "is running",
+    DONE: "is done",
+    FAILED: "has failed",
+    CANCELLED: "was cancelled",
+    PENDING_SYNC: "waits for sync",
+    PAUSED: "is paused",
+}
+
 SCHEMA_VERSION = 3
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.
@@ -262,10 +273,17 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def one_line_error(error: BaseException | str, secrets: Iterable[str] = ()) -> str:
-    """A masked, single-line, bounded description of an error."""
+    """A masked, single-line, bounded description of an error.
+
+    The project's errors (and libraries') carry a message written for the reader, shown
+    alone; a builtin one keeps its class name, which says what failed where its message
+    may not (a KeyError's is just the key)."""
     if isinstance(error, BaseException):
         text = str(error).strip()
-        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        if not text:
+            text = type(error).__name__
+        elif type(error).__module__ == "builtins":
+            text = f"{type(error).__name__}: {text}"
     else:
         text = error
     text = mask_text(" ".join(text.split()), secrets)
@@ -535,8 +553,8 @@ class TransferQueue:
                 )
             else:
                 raise JobStateError(
-                    f"transfer job {job_id} is {state}; only queued, running or paused jobs"
-                    " can be cancelled"
+                    f"transfer job {job_id} {STATE_PHRASES[state]}; only queued, running or"
+                    " paused jobs can be cancelled"
                 )
         return self.get(job_id)
 
@@ -547,8 +565,8 @@ class TransferQueue:
             state = self._row(tx, job_id)["state"]
             if state not in (FAILED, CANCELLED):
                 raise JobStateError(
-                    f"transfer job {job_id} is {state}; only failed or cancelled jobs can be"
-                    " retried"
+                    f"transfer job {job_id} {STATE_PHRASES[state]}; only failed or cancelled"
+                    " jobs can be retried"
                 )
             tx.execute(
                 "UPDATE jobs SET state = ?, attempts = 0, next_attempt_at = ?, last_error = NULL,"
@@ -577,7 +595,8 @@ class TransferQueue:
                 )
             else:
                 raise JobStateError(
-                    f"transfer job {job_id} is {state}; only queued or running jobs can be paused"
+                    f"transfer job {job_id} {STATE_PHRASES[state]}; only queued or running jobs"
+                    " can be paused"
                 )
         return self.get(job_id)
 
@@ -602,7 +621,7 @@ class TransferQueue:
                 )
             else:
                 raise JobStateError(
-                    f"transfer job {job_id} is {state}; only paused jobs can be resumed"
+                    f"transfer job {job_id} {STATE_PHRASES[state]}; only paused jobs can be resumed"
                 )
         return self.get(job_id)
 

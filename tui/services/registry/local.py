@@ -614,7 +614,7 @@ def _aliases(aliases: Sequence[str]) -> list[str]:
         try:
             ref = ArtifactRef(name="x", alias=alias)
         except RefError as exc:
-            raise RegistryError(f"alias: {exc}") from None
+            raise RegistryError(str(exc)) from None  # it names the alias already
         if ref.version_index is not None:
             raise RegistryError(f"{alias!r} is a version number, not an alias; pick another name")
         if alias not in checked:
