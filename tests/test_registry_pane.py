@@ -25,7 +25,17 @@ from tui.panes.registry import RegistryPane
 from tui.services.registry.local import INDEX_NAME, LocalRegistry
 from tui.services.registry.protocol import Collection, RunInfo, Version
 from tui.services.settings import Paths, Settings, load_settings
-from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, Runner, open_queue
+from tui.services.transfers import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PAUSED,
+    QUEUED,
+    RUNNING,
+    Job,
+    Runner,
+    open_queue,
+)
 from tui.services.worker import default_handlers, log_path, worker_status
 from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
@@ -785,7 +795,9 @@ async def test_a_failed_download_is_one_line(
         version = await open_version(pilot, "llama-3-8b-sft", "v1")
         # The stored bytes of one file are gone: the download cannot complete.
         entry = registry.files(version.ref())[0]
-        registry.object_path(entry).unlink()
+        stored_at = registry.object_path(entry)
+        stored = stored_at.read_bytes()
+        stored_at.unlink()
         await pilot.press("d")
         status = app.query_one(RegistryPane).download_status
         await wait_for(pilot, lambda: status.job is not None, "the queued job")
@@ -798,6 +810,61 @@ async def test_a_failed_download_is_one_line(
         (error,) = [n for n in notes(app) if n.startswith(failed)]
         assert "\n" not in error and "missing" in error
         assert status.text.startswith("failed: ") and status.has_class("-failed")
+        bar = status.query_one(ProgressBar)
+        assert not (bar.display and bar.total is None), "a failed job's bar still animates"
+
+        # Retried from the Transfers pane once the file is back: the line follows.
+        stored_at.write_bytes(stored)
+        queue.retry(status.job.id)
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the retried download", 10)
+        assert status.text.startswith("done: ") and not status.has_class("-failed")
+        assert bar.display and bar.percentage == 1.0
+
+
+async def test_the_status_line_follows_a_download_through_pause_and_resume(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    queue = open_queue(worker_settings)
+    app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        version = await open_version(pilot, "llama-3-8b-sft", "v1")
+        await pilot.press("d")
+        status = app.query_one(RegistryPane).download_status
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        job = queue.claim_next(os.getpid())
+        assert job is not None
+        size = version.size
+        queue.report(job.id, bytes_done=size * 7 // 100, bytes_total=size, claim=job.claim_token)
+        queue.pause(job.id)  # p in the Transfers pane; the runner hands the job back
+        assert queue.mark_paused(job.id, claim=job.claim_token)
+        await wait_for(pilot, lambda: status.job.state == PAUSED, "the paused job")
+        assert status.text.startswith("paused at ") and "Transfers" in status.text
+        queue.resume(job.id)  # p again
+        runner = Runner(open_queue(worker_settings), default_handlers(worker_settings))
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the resumed download", 10)
+        assert status.text == f"done: {bytes_cell(size, size)}"
+        assert status.query_one(ProgressBar).percentage == 1.0
+        assert downloaded_to(app, "llama-3-8b-sft:v1") is not None
+
+
+async def test_an_unknown_fraction_animates_the_bar_only_while_the_job_runs(
+    demo_app: PaneApp,
+) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        status = demo_app.query_one(RegistryPane).download_status
+        job = Job(id=4, kind="download", title="t", payload={}, state=RUNNING)
+        status.show_job(job, "my-model:v3")
+        await pilot.pause()
+        bar = status.query_one(ProgressBar)
+        assert bar.display and bar.total is None  # starting: resolving the version
+        job.state, job.last_error = FAILED, "server unreachable"
+        status.show_job(job, "my-model:v3")
+        await pilot.pause()
+        assert not bar.display
+        assert text_of(status.query_one("#download-text")).startswith("failed: server unreachable")
 
 
 async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) -> None:

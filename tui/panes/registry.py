@@ -591,7 +591,14 @@ class RegistryPane(Vertical):
             job = _queued_download(queue, ref, registry_dir)
             self.post_message(self.DownloadUpdate(ref, job, first=True))
             ensure_worker(settings)
-            _watch(queue, job, lambda j: self.post_message(self.DownloadUpdate(ref, j)), worker)
+            _watch(
+                queue,
+                job,
+                lambda j: self.post_message(self.DownloadUpdate(ref, j)),
+                worker,
+                # Read from the watcher's thread: swapping an int is atomic.
+                followed=lambda job_id: job_id == self._status_job,
+            )
         except Exception as exc:  # queue or worker start failed: one line
             self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
         finally:
@@ -642,10 +649,17 @@ def _queued_download(queue: TransferQueue, ref: str, registry_dir: str | None) -
 
 
 def _watch(
-    queue: TransferQueue, job: Job, report: Callable[[Job], None], worker: Worker[None]
+    queue: TransferQueue,
+    job: Job,
+    report: Callable[[Job], None],
+    worker: Worker[None],
+    followed: Callable[[int], bool] = lambda job_id: False,
 ) -> None:
-    """Report `job` each time the queue changed it, until it ends or `worker` is cancelled."""
-    from tui.services.transfers import QUEUED, RUNNING
+    """Report `job` each time the queue changed it, until it is done or `worker` is
+    cancelled. A paused job is watched on (the Transfers pane resumes it); a failed or
+    cancelled one only while `followed(job.id)` (the status line shows it: a retry from
+    the Transfers pane must reach the line)."""
+    from tui.services.transfers import PAUSED, QUEUED, RUNNING
 
     seen: int | None = None  # read the job once first: it may have ended already
     last = (job.state, job.bytes_done, job.attempts)
@@ -658,6 +672,13 @@ def _watch(
             if now != last:
                 last = now
                 report(job)
-            if job.state not in (QUEUED, RUNNING):
-                return
+        if job.state not in (QUEUED, RUNNING, PAUSED) and not _may_come_back(job, followed):
+            return
         time.sleep(DOWNLOAD_POLL_SECONDS)
+
+
+def _may_come_back(job: Job, followed: Callable[[int], bool]) -> bool:
+    """A failed or cancelled job the status line shows may be retried; a done one is over."""
+    from tui.services.transfers import CANCELLED, FAILED
+
+    return job.state in (FAILED, CANCELLED) and followed(job.id)

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 
 def status_text(job: Job) -> str:
-    """`1.2M/3.4M 12M/s 3s left`, `queued`, `done`, or the last error in one line."""
+    """`1.2M/3.4M 12M/s 3s left`, `queued`, `paused`, `done`, or the last error in one
+    line."""
     # Imported here: the Registry pane composes this line long before its first download.
-    from tui.services.transfers import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+    from tui.services.transfers import CANCELLED, DONE, FAILED, PAUSED, QUEUED, RUNNING
 
     if job.state == QUEUED:
         waiting = f" (retry {job.attempts})" if job.attempts else ""
@@ -42,6 +43,9 @@ def status_text(job: Job) -> str:
         return f"failed: {job.last_error or 'unknown error'}"
     if job.state == CANCELLED:
         return "cancelled"
+    if job.state == PAUSED:
+        done = f" at {bytes_cell(job.bytes_done, job.bytes_total)}" if job.bytes_done else ""
+        return f"paused{done}; p in Transfers resumes it"
     return job.state
 
 
@@ -68,7 +72,7 @@ class DownloadStatus(Horizontal):
         self.job = job
         self.text = status_text(job)
         self.add_class("-shown")
-        from tui.services.transfers import FAILED
+        from tui.services.transfers import FAILED, RUNNING
 
         self.set_class(job.state == FAILED, "-failed")
         # Mounted with the first download, like the bar: the pane starts without setting
@@ -82,6 +86,9 @@ class DownloadStatus(Horizontal):
         self.query_one("#download-text", Label).update(self.text)
         bar = self._bar()
         fraction = job.fraction
+        # An unknown fraction animates the bar: right while the job runs, wrong once it
+        # failed, was cancelled or waits, so the bar steps aside then.
+        bar.display = fraction is not None or job.state == RUNNING
         if fraction is None:
             bar.update(total=None)
         else:
