@@ -261,6 +261,36 @@ async def test_expanded_collections_survive_filtering(app: EvalWBApp) -> None:
         assert detail_text(app).startswith("llama-small:v1")
 
 
+async def test_right_and_left_open_and_close_collections_as_trees_do(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        first, second = widget.root.children[:2]
+        assert widget.cursor_node is first and not first.is_expanded
+        await pilot.press("right")  # a closed collection opens; the cursor stays
+        await wait_for(pilot, lambda: len(first.children) == 3, "llama-small versions")
+        assert first.is_expanded and widget.cursor_node is first
+        await pilot.press("right")  # an open one: onto its first version
+        assert widget.cursor_node.parent is first
+        assert widget.cursor_node.data.version == "v2"
+        await pilot.pause()
+        assert detail_text(app).startswith("llama-small:v2")
+        await pilot.press("right")  # a version has nothing to open
+        assert widget.cursor_node.data.version == "v2"
+        await pilot.press("down", "left")  # from a version: to its collection, still open
+        assert widget.cursor_node is first and first.is_expanded
+        await pilot.press("left")  # an open collection closes
+        assert widget.cursor_node is first and not first.is_expanded
+        await pilot.press("left")  # nothing above a collection
+        assert widget.cursor_node is first
+        await pilot.press("down", "right")
+        await wait_for(pilot, lambda: len(second.children) == 2, "mistral-tiny versions")
+        assert widget.cursor_node is second and not first.is_expanded
+        # The help names them, with ids to remap them by.
+        rows = [row for _title, rows in app.help_sections() for row in rows]
+        ids = {row.binding_id: row.keys for row in rows}
+        assert "→" in ids["registry.tree.expand"] and "←" in ids["registry.tree.collapse"]
+
+
 @pytest.mark.parametrize("key", ["q", "ctrl+q"])
 async def test_quit_keys_end_the_app(app: EvalWBApp, key: str) -> None:
     async with app.run_test(size=SIZE) as pilot:

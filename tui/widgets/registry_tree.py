@@ -8,9 +8,11 @@ come back as messages, so no registry call ever runs on the event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -79,6 +81,25 @@ def _note(text: str) -> Text:
 
 class RegistryTree(Tree[NodeData]):
     """Collections → versions, filtered by name, alias or tag, loaded lazily."""
+
+    # The usual tree keys, in place of scrolling sideways: → opens a collection (or steps
+    # onto its first version), ← closes it (or steps from a version to its collection).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "right",
+            "expand_or_enter",
+            "Expand, or first version",
+            show=False,
+            id="registry.tree.expand",
+        ),
+        Binding(
+            "left",
+            "collapse_or_leave",
+            "Collapse, or to collection",
+            show=False,
+            id="registry.tree.collapse",
+        ),
+    ]
 
     class VersionsLoaded(Message):
         """A page of a collection's versions arrived from a worker."""
@@ -251,6 +272,30 @@ class RegistryTree(Tree[NodeData]):
             self.post_message(self.LoadFailed(name, one_line(exc)))
             return
         self.post_message(self.VersionsLoaded(name, offset, versions))
+
+    def action_expand_or_enter(self) -> None:
+        """Expand a collapsed collection (its versions load); on an open one, move to
+        its first version."""
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.allow_expand and not node.is_expanded:
+            node.expand()
+            return
+        # Not onto the "loading…" note: it has nothing to show or act on.
+        first = next((child for child in node.children if child.data is not None), None)
+        if node.is_expanded and first is not None:
+            self.move_cursor(first)
+
+    def action_collapse_or_leave(self) -> None:
+        """Collapse an open collection; from a version, move to its collection."""
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.allow_expand and node.is_expanded:
+            node.collapse()
+        elif node.parent is not None and node.parent is not self.root:
+            self.move_cursor(node.parent)
 
     def _on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeData]) -> None:
         data = event.node.data
