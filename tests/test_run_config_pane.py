@@ -477,3 +477,21 @@ async def test_disabled_buttons_keep_their_labels_in_the_ansi_theme(
             assert row.text.strip() == label
             styles = [seg.style for seg in row if seg.text.strip()]
             assert styles and all(s.dim and s.color and s.color.name != "black" for s in styles)
+
+
+async def test_keys_typed_right_after_ctrl_u_are_kept(settings: Settings) -> None:
+    """ctrl+u clears the field left of the cursor; what is typed right behind it in the
+    same burst stays (in the form and in the preset prompt)."""
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        field = pane.query_one("#run-checkpoint", Input)
+        await type_into(pilot, "checkpoint", "wrong:alias", keys=True)
+        burst(app, ("ctrl+u", None), *((c, c) for c in "my-model:production"))
+        await until(pilot, lambda: field.value == "my-model:production", 5)
+
+        await pilot.press("f7")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*"draft")
+        burst(app, ("ctrl+u", None), *((c, c) for c in "nightly"), ("enter", "\r"))
+        await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"], 5)

@@ -33,6 +33,7 @@ from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
 from tui.services.settings import Settings
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
+from tui.widgets.text_field import TextField
 
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
@@ -112,7 +113,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
-            yield Input(value=self.value, id="prompt-input", compact=True)
+            yield TextField(value=self.value, id="prompt-input", compact=True)
             if self.choices is not None:
                 yield OptionList(*self.choices, id="prompt-choices")
                 if not self.choices:
@@ -150,7 +151,7 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class TaskFilter(Input):
+class TaskFilter(TextField):
     """The filter over the task list, left by Tab and Shift+Tab as soon as the app reads
     the key (priority). A key typed right behind Tab, such as the Space that toggles the
     first match, is handed to whatever is focused when the app reads it: an ordinary
@@ -296,7 +297,7 @@ class RunConfigPane(Vertical):
         for name, label, placeholder in fields:
             with Horizontal(classes="field-row"):
                 yield Label(label, classes="field-label")
-                yield Input(placeholder=placeholder, id=f"run-{name}", compact=True)
+                yield TextField(placeholder=placeholder, id=f"run-{name}", compact=True)
             yield Static("", id=f"err-{name}", classes="field-error")
 
     # -- focus ---------------------------------------------------------------------------
