@@ -495,3 +495,20 @@ async def test_keys_typed_right_after_ctrl_u_are_kept(settings: Settings) -> Non
         await pilot.press(*"draft")
         burst(app, ("ctrl+u", None), *((c, c) for c in "nightly"), ("enter", "\r"))
         await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"], 5)
+
+
+async def test_a_refused_preset_name_stays_in_the_prompt_to_be_fixed(settings: Settings) -> None:
+    """A bad name, Enter, then the fixed name and Enter typed right behind (one burst):
+    the prompt refuses the first in place, and the fixed name is saved."""
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f7")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*"my preset", "enter")
+        prompt = app.screen
+        assert isinstance(prompt, PromptScreen)
+        problem = prompt.query_one("#prompt-problem", Static)
+        assert problem.display and "preset name 'my preset'" in str(problem.render())
+        burst(app, *(("backspace", None),) * 9, *((c, c) for c in "my-preset"), ("enter", "\r"))
+        await until(pilot, lambda: evalrun.list_presets(settings) == ["my-preset"], 5)
+        assert app.screen is app.screen_stack[0]

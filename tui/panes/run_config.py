@@ -89,6 +89,8 @@ class PromptScreen(ModalScreen[str | None]):
 
     With `choices`, a list below the box offers them; picking one confirms it. ↓ moves
     from the box to the list, and Enter on an empty box picks the highlighted choice.
+    With `check`, a text it finds a problem with is refused in place: the problem shows
+    under the box, which stays open to be fixed (keys typed next still land in it).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -103,17 +105,29 @@ class PromptScreen(ModalScreen[str | None]):
     }
     PromptScreen #prompt-choices { height: auto; max-height: 10; }
     PromptScreen #prompt-help { color: $text-muted; }
+    PromptScreen #prompt-problem { color: $error; }
     """
 
-    def __init__(self, title: str, value: str = "", choices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        value: str = "",
+        choices: list[str] | None = None,
+        *,
+        check: Callable[[str], str | None] | None = None,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.value = value
         self.choices = choices
+        self.check = check
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
             yield TextField(value=self.value, id="prompt-input", compact=True)
+            problem = Static("", id="prompt-problem", markup=False)
+            problem.display = False
+            yield problem
             if self.choices is not None:
                 yield OptionList(*self.choices, id="prompt-choices")
                 if not self.choices:
@@ -141,7 +155,17 @@ class PromptScreen(ModalScreen[str | None]):
             # Enter on an empty box: the choice the list highlights, not nothing at all.
             index = self.query_one(OptionList).highlighted
             text = self.choices[index] if index is not None else ""
+        problem = self.check(text) if self.check is not None and text else None
+        if problem is not None:
+            shown = self.query_one("#prompt-problem", Static)
+            shown.update(problem)
+            shown.display = True
+            return
         self.dismiss(text or None)
+
+    @on(Input.Changed, "#prompt-input")
+    def _edited(self) -> None:
+        self.query_one("#prompt-problem", Static).display = False
 
     @on(OptionList.OptionSelected, "#prompt-choices")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
@@ -534,7 +558,9 @@ class RunConfigPane(Vertical):
         if self.settings is None:
             self._refuse("save a preset", ["no settings: presets live in the config dir"])
             return
-        self.app.push_screen(PromptScreen("Save preset as"), self._save_as)
+        # The name is checked in the prompt: a refused name stays there to be fixed.
+        prompt = PromptScreen("Save preset as", check=evalrun.preset_name_problem)
+        self.app.push_screen(prompt, self._save_as)
 
     def _save_as(self, name: str | None) -> None:
         if not name or self.settings is None:

@@ -971,12 +971,21 @@ def presets_dir(settings: Settings) -> Path:
     return settings.paths.config / PRESETS_DIR
 
 
-def _preset_path(name: str, settings: Settings) -> Path:
-    if not _PRESET_NAME.fullmatch(name or ""):
-        raise EvalRunError(
-            f"preset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit"
-        )
+def preset_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a preset (one line saying what to type), or None."""
+    if _PRESET_NAME.fullmatch(name or ""):
+        return None
+    return (
+        f"preset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
+        "starting with a letter or digit"
+    )
+
+
+def preset_path(name: str, settings: Settings) -> Path:
+    """The file of preset `name` (which may not exist yet); a bad name raises EvalRunError."""
+    problem = preset_name_problem(name)
+    if problem is not None:
+        raise EvalRunError(problem)
     return presets_dir(settings) / f"{name}.json"
 
 
@@ -1010,7 +1019,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "preset") -> EvalRun
 
 def save_preset(name: str, config: EvalRunConfig, settings: Settings) -> Path:
     """Save `config` as preset `name` (atomic: temp file + rename); secrets are left out."""
-    path = _preset_path(name, settings)
+    path = preset_path(name, settings)
     text = json.dumps({"format": PRESET_FORMAT, "config": config_to_dict(config)}, indent=2)
     _atomic_write(path, text + "\n")
     return path
@@ -1018,7 +1027,7 @@ def save_preset(name: str, config: EvalRunConfig, settings: Settings) -> Path:
 
 def load_preset(name: str, settings: Settings) -> EvalRunConfig:
     """The config saved as preset `name`."""
-    path = _preset_path(name, settings)
+    path = preset_path(name, settings)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -1042,7 +1051,7 @@ def list_presets(settings: Settings) -> list[str]:
 
 def delete_preset(name: str, settings: Settings) -> bool:
     """Delete preset `name`; False when there was none."""
-    path = _preset_path(name, settings)
+    path = preset_path(name, settings)
     try:
         path.unlink()
     except FileNotFoundError:
