@@ -450,6 +450,15 @@ def test_secrets_never_reach_argv(tmp_path: Path) -> None:
 def test_preset_names_are_checked(settings, name: str) -> None:
     with pytest.raises(EvalRunError, match="preset name"):
         evalrun.save_preset(name, EvalRunConfig(), settings)
+    assert "preset name" in (evalrun.preset_name_problem(name) or "")
+    assert not (settings.paths.config / "presets").exists()
+
+
+def test_preset_path_names_the_file_a_save_writes(settings) -> None:
+    path = evalrun.preset_path("nightly.v2", settings)
+    assert evalrun.preset_name_problem("nightly.v2") is None and not path.exists()
+    assert evalrun.save_preset("nightly.v2", EvalRunConfig(), settings) == path
+    assert path.is_file()
 
 
 def test_damaged_presets_are_one_line_errors(settings) -> None:

@@ -24,6 +24,7 @@ from tui.services.registry.local import LocalRegistry
 from tui.services.settings import Paths, Settings, load_settings
 from tui.services.transfers import open_queue
 from tui.widgets.choice import ChoiceScreen
+from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.output_log import OutputLog
 from tui.widgets.registry_tree import RegistryTree
 
@@ -479,22 +480,70 @@ async def test_disabled_buttons_keep_their_labels_in_the_ansi_theme(
             assert styles and all(s.dim and s.color and s.color.name != "black" for s in styles)
 
 
-async def test_keys_typed_right_after_ctrl_u_are_kept(settings: Settings) -> None:
-    """ctrl+u clears the field left of the cursor; what is typed right behind it in the
-    same burst stays (in the form and in the preset prompt)."""
+async def test_export_asks_before_replacing_a_file_it_did_not_write(
+    tmp_path: Path, settings: Settings
+) -> None:
     app = PaneApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(RunConfigPane)
-        field = pane.query_one("#run-checkpoint", Input)
-        await type_into(pilot, "checkpoint", "wrong:alias", keys=True)
-        burst(app, ("ctrl+u", None), *((c, c) for c in "my-model:production"))
-        await until(pilot, lambda: field.value == "my-model:production", 5)
+        await fill_at_once(pilot, pane, tmp_path / "out")
+        target = evalrun.default_determined_path(pane.config)
+        target.parent.mkdir(parents=True)
+        target.write_text("# edited by hand\n")
 
+        # Keep it (Escape): the file is untouched and the path prompt comes back.
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert str(target) in app.screen.question
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        assert app.screen.query_one(Input).value == str(target)
+        assert target.read_text() == "# edited by hand\n" and pane.last_export is None
+        await pilot.press("escape")
+
+        # Replace (y): written, and the note says it replaced the file.
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: pane.last_export == target)
+        assert evalrun.read_determined(target).tasks == ["ARC", "GSM8K_OLMES"]
+        assert any(f"replaced {target}" in n.message for n in app._notifications)
+
+        # Its own file, unchanged since: exported again without a question.
+        await type_into(pilot, "num_fewshot", "5")
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: evalrun.read_determined(target).num_fewshot == 5)
+        assert app.screen is app.screen_stack[0]
+
+
+async def test_saving_a_preset_asks_before_replacing_one(
+    tmp_path: Path, settings: Settings
+) -> None:
+    evalrun.save_preset("nightly", evalrun.EvalRunConfig(tasks=["MMLU"]), settings)
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_at_once(pilot, pane, tmp_path / "out")
         await pilot.press("f7")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        await pilot.press(*"draft")
-        burst(app, ("ctrl+u", None), *((c, c) for c in "nightly"), ("enter", "\r"))
-        await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"], 5)
+        await pilot.press(*"nightly", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "'nightly' exists" in app.screen.question
+        await pilot.press("n")  # keep it: back to the name, to type another one
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        assert evalrun.load_preset("nightly", settings).tasks == ["MMLU"]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: evalrun.load_preset("nightly", settings).tasks != ["MMLU"])
+        assert evalrun.load_preset("nightly", settings).tasks == ["ARC", "GSM8K_OLMES"]
+        assert any("preset nightly replaced" in n.message for n in app._notifications)
 
 
 async def test_a_refused_preset_name_stays_in_the_prompt_to_be_fixed(settings: Settings) -> None:
@@ -512,3 +561,21 @@ async def test_a_refused_preset_name_stays_in_the_prompt_to_be_fixed(settings: S
         burst(app, *(("backspace", None),) * 9, *((c, c) for c in "my-preset"), ("enter", "\r"))
         await until(pilot, lambda: evalrun.list_presets(settings) == ["my-preset"], 5)
         assert app.screen is app.screen_stack[0]
+
+
+async def test_keys_typed_right_after_ctrl_u_are_kept(settings: Settings) -> None:
+    """ctrl+u clears the field left of the cursor; what is typed right behind it in the
+    same burst stays (in the form and in the preset prompt)."""
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        field = pane.query_one("#run-checkpoint", Input)
+        await type_into(pilot, "checkpoint", "wrong:alias", keys=True)
+        burst(app, ("ctrl+u", None), *((c, c) for c in "my-model:production"))
+        await until(pilot, lambda: field.value == "my-model:production", 5)
+
+        await pilot.press("f7")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*"draft")
+        burst(app, ("ctrl+u", None), *((c, c) for c in "nightly"), ("enter", "\r"))
+        await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"], 5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ from textual.widgets import Button, Checkbox, Input, Label, OptionList, Selectio
 from tui.services import evalrun
 from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
 from tui.services.settings import Settings
+from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
 from tui.widgets.text_field import TextField
@@ -82,6 +84,15 @@ FORM_ORDER = (
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Modification time and size: whether a file changed since it was last seen."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_mtime_ns, info.st_size)
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -292,6 +303,9 @@ class RunConfigPane(Vertical):
         self._shown: dict[str, str] = {}
         self._form_marked = False
         self._asking_quit = False
+        # Files this pane wrote, with their stamps then: rewriting one unchanged since
+        # needs no question.
+        self._written: dict[Path, tuple[int, int]] = {}
 
     # -- layout --------------------------------------------------------------------------
 
@@ -521,21 +535,61 @@ class RunConfigPane(Vertical):
         if not self._valid("export"):
             return
         default = self.last_export or evalrun.default_determined_path(self.config)
-        self.app.push_screen(
-            PromptScreen("Determined file to write", str(default)), self._export_to
-        )
+        self._ask_export_path(str(default))
+
+    def _ask_export_path(self, value: str) -> None:
+        self.app.push_screen(PromptScreen("Determined file to write", value), self._export_to)
 
     def _export_to(self, path_text: str | None) -> None:
         if not path_text:
             return
+        path = Path(path_text).expanduser()
+        self._unless_replacing(
+            path,
+            f"{path} exists. Replace it with this run's Determined experiment?",
+            partial(self._write_export, path),
+            partial(self._ask_export_path, path_text),
+        )
+
+    def _write_export(self, path: Path, replacing: bool) -> None:
         try:
-            path = evalrun.write_determined(self.config, Path(path_text))
+            path = evalrun.write_determined(self.config, path)
         except EvalRunError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
+        self._wrote(path)
         self.last_export = path
-        self._write_log(f"# Determined experiment written to {path}")
-        self.notify(f"wrote {path}", markup=False)
+        done = "replaced" if replacing else "written to"
+        self._write_log(f"# Determined experiment {done} {path}")
+        self.notify(f"{'replaced' if replacing else 'wrote'} {path}", markup=False)
+
+    def _unless_replacing(
+        self,
+        path: Path,
+        question: str,
+        write: Callable[[bool], None],
+        again: Callable[[], None],
+    ) -> None:
+        """`write(replacing)` at once when `path` is no file yet, or is the file this pane
+        wrote and nobody changed since (writing it again is the point of re-exporting);
+        otherwise ask first: Replace writes, Keep it (or Escape) asks for the name `again`."""
+        if not path.is_file():
+            write(False)
+            return
+        if self._written.get(path) == _stamp(path):
+            write(True)
+            return
+
+        def answered(replace: bool | None) -> None:
+            if replace:
+                write(True)
+            else:
+                again()
+
+        self.app.push_screen(ConfirmScreen(question, yes="Replace", no="Keep it"), answered)
+
+    def _wrote(self, path: Path) -> None:
+        self._written[path] = _stamp(path)
 
     def action_submit(self) -> None:
         if self.last_export is None:
@@ -558,19 +612,38 @@ class RunConfigPane(Vertical):
         if self.settings is None:
             self._refuse("save a preset", ["no settings: presets live in the config dir"])
             return
+        self._ask_preset_name("")
+
+    def _ask_preset_name(self, value: str) -> None:
         # The name is checked in the prompt: a refused name stays there to be fixed.
-        prompt = PromptScreen("Save preset as", check=evalrun.preset_name_problem)
+        prompt = PromptScreen("Save preset as", value, check=evalrun.preset_name_problem)
         self.app.push_screen(prompt, self._save_as)
 
     def _save_as(self, name: str | None) -> None:
         if not name or self.settings is None:
             return
         try:
+            path = evalrun.preset_path(name, self.settings)
+        except EvalRunError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self._unless_replacing(
+            path,
+            f"Preset {name!r} exists ({path}). Replace it?",
+            partial(self._save_preset, name),
+            partial(self._ask_preset_name, name),
+        )
+
+    def _save_preset(self, name: str, replacing: bool) -> None:
+        assert self.settings is not None
+        try:
             path = evalrun.save_preset(name, self.config, self.settings)
         except EvalRunError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
-        self.notify(f"preset {name} saved to {path}", markup=False)
+        self._wrote(path)
+        done = "replaced" if replacing else "saved to"
+        self.notify(f"preset {name} {done} {path}", markup=False)
 
     def action_load_preset(self) -> None:
         if self.settings is None:
@@ -692,8 +765,6 @@ class RunConfigPane(Vertical):
             return False
         if self._asking_quit:  # a second ctrl+q while the question is up
             return True
-        from tui.widgets.confirm import ConfirmScreen
-
         self._asking_quit = True
         tasks = ", ".join(self._launched.tasks) or "the eval"
         question = f"An eval is running ({tasks}). Quitting stops it."
