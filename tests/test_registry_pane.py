@@ -17,7 +17,7 @@ from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import ProgressBar, Tree
+from textual.widgets import Button, OptionList, ProgressBar, Tree
 
 from tui.app import EvalWBApp
 from tui.messages import CheckpointPicked
@@ -576,6 +576,7 @@ async def test_a_moves_an_alias_after_confirmation(demo_app: PaneApp) -> None:
         confirm = demo_app.screen
         assert isinstance(confirm, ConfirmScreen)
         assert confirm.question == "Move alias 'production' of my-model from v3 to v2?"
+        assert str(confirm.query_one("#confirm-yes", Button).label) == "Move (y)"
         await pilot.press("y")
         await wait_for(pilot, lambda: any("now names v2" in n for n in notes(demo_app)), "the move")
         assert registry.resolve("my-model:production").version == "v2"
@@ -584,6 +585,20 @@ async def test_a_moves_an_alias_after_confirmation(demo_app: PaneApp) -> None:
         assert "production" in widget.cursor_node.data.aliases
         assert str(widget.root.children[2].label).startswith("my-model (5) production")
         await wait_for(pilot, lambda: "production" in detail_text(demo_app), "the detail")
+
+
+async def test_a_new_alias_is_added_not_moved(demo_app: PaneApp) -> None:
+    registry = demo_app.registry
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v2")
+        await pilot.press("a", *"newtag", "enter")
+        confirm = demo_app.screen
+        assert isinstance(confirm, ConfirmScreen)
+        assert confirm.question == "Add alias 'newtag' to my-model:v2?"
+        assert str(confirm.query_one("#confirm-yes", Button).label) == "Add (y)"
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any("now names v2" in n for n in notes(demo_app)), "added")
+        assert registry.resolve("my-model:newtag").version == "v2"
 
 
 async def test_moving_latest_is_refused_and_cancel_changes_nothing(demo_app: PaneApp) -> None:
@@ -666,6 +681,17 @@ async def test_e_sends_the_alias_a_version_was_found_by(demo_app: PaneApp) -> No
             "llama-3-8b-sft:stable",
             "llama-3-8b-sft:latest",
         ]
+        # Each with the version its alias names.
+        shown = chooser.query_one(OptionList)
+        labels = [str(shown.get_option_at_index(i).prompt) for i in range(shown.option_count)]
+        assert [" ".join(label.split()) for label in labels] == [
+            "llama-3-8b-sft:production → v2",
+            "llama-3-8b-sft:candidate → v4",
+            "llama-3-8b-sft:best → v3",
+            "llama-3-8b-sft:stable → v1",
+            "llama-3-8b-sft:latest → v4",
+        ]
+        assert len({label.index("→") for label in labels}) == 1  # one column of arrows
         await pilot.press("down", "down", "down", "enter")
         assert demo_app.picked[-1] == "llama-3-8b-sft:stable"
         await pilot.press("e", "escape")
@@ -905,6 +931,9 @@ async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) ->
         await pilot.press("s", *"stable")
         search = demo_app.screen
         await wait_for(pilot, lambda: len(search.hits) == 1, "the hit")
+        # Its keys are told in full at 80 columns, on the frame's last line.
+        bottom = list(search._compositor.render_strips())[-1].text
+        assert bottom.rstrip("▄█ ").endswith("Enter jumps · Esc closes")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
         data = widget.cursor_node.data

@@ -57,6 +57,16 @@ def checkpoint_ref(item: Collection | Version, alias: str | None = None) -> str:
     return ref(item, alias)
 
 
+def alias_labels(refs: list[str], versions: list[str | None]) -> list[str]:
+    """`my-model:production  → v3`: each reference with the version its alias names,
+    arrows aligned."""
+    width = max(map(len, refs), default=0)
+    return [
+        f"{ref:<{width}}  → {version}" if version else ref
+        for ref, version in zip(refs, versions, strict=True)
+    ]
+
+
 # Holding an arrow key moves the cursor faster than files and lineage can be fetched;
 # they are fetched only once the cursor rests this long.
 DETAIL_DELAY_SECONDS = 0.1
@@ -399,7 +409,8 @@ class RegistryPane(Vertical):
             question = f"Evaluate which alias of {data.name}? (Enter picks)"
             from tui.widgets.choice import ChoiceScreen
 
-            self.app.push_screen(ChoiceScreen(question, refs), self._evaluate)
+            labels = alias_labels(refs, [data.aliases.get(alias) for alias in aliases])
+            self.app.push_screen(ChoiceScreen(question, refs, labels), self._evaluate)
             return
         version = self._selected_version("evaluate")
         if version is not None:
@@ -535,7 +546,8 @@ class RegistryPane(Vertical):
 
         from tui.widgets.confirm import ConfirmScreen
 
-        self.app.push_screen(ConfirmScreen(question, yes="Move", no="Cancel"), answered)
+        yes = "Move" if holder else "Add"
+        self.app.push_screen(ConfirmScreen(question, yes=yes, no="Cancel"), answered)
 
     @work(thread=True, group="alias", exit_on_error=False)
     def _move_alias(self, registry: Registry, version: Version, alias: str, limit: int) -> None:

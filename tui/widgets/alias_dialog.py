@@ -56,7 +56,10 @@ class AliasScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Move which alias to {self.target}?", markup=False)
+            yield Static(
+                f"Which alias should name {self.target}? A new one is added, one in use moves.",
+                markup=False,
+            )
             yield Input(
                 placeholder="alias, e.g. production",
                 id="alias-name",

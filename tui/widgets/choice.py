@@ -35,15 +35,19 @@ class ChoiceScreen(ModalScreen[str | None]):
         Binding("enter", "pick", "Pick", show=False, priority=True, id="choice.pick"),
     ]
 
-    def __init__(self, title: str, choices: Sequence[str]) -> None:
+    def __init__(
+        self, title: str, choices: Sequence[str], labels: Sequence[str] | None = None
+    ) -> None:
+        """`labels`, when given, are shown for `choices` (one each); a choice is returned."""
         super().__init__()
         self.title_text = title
         self.choices = list(choices)
+        self.labels = list(labels) if labels is not None else self.choices
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, markup=False)
-            yield OptionList(*(Text(c) for c in self.choices), id="choice-list")
+            yield OptionList(*(Text(label) for label in self.labels), id="choice-list")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()

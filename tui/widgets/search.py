@@ -69,8 +69,12 @@ class SearchScreen(ModalScreen[SearchHit | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = "search versions in all collections"
-            box.border_subtitle = "alias, tag, description or metadata · Enter jumps · Esc"
-            yield Input(self.initial, placeholder="e.g. production, bf16, 40000", id="search-q")
+            box.border_subtitle = "↓ to the hits · Enter jumps · Esc closes"
+            yield Input(
+                self.initial,
+                placeholder="an alias, tag, description or metadata value: production, bf16, 40000",
+                id="search-q",
+            )
             yield Static("", id="search-status", markup=False)
             yield OptionList(id="search-hits")
 
