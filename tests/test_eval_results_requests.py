@@ -33,7 +33,7 @@ from tui.services.eval_results import (
 )
 from tui.services.registry import wandb as wandb_backend
 from tui.services.registry.local import LocalRegistry
-from tui.services.registry.protocol import Registry, RunInfo, RunOutputs
+from tui.services.registry.protocol import NotFoundError, Registry, RunInfo, RunOutputs
 
 CHECKPOINT = "my-model:v3"
 OTHER_EVALS = "other-model__ARC__fs0_s10_0abcd"
@@ -111,8 +111,8 @@ def test_detail_and_table_cost_the_same_with_few_or_many_eval_versions(
         assert len(detail) == 8 and table[1]
     assert counts[0, "l"] == counts[50, "l"], counts
     assert counts[0, "t"] == counts[50, "t"], counts
-    # The detail: the version's name lookup, its lineage, then what its users produced.
-    assert counts[0, "l"] == 3, counts
+    # The detail: the version's lineage, then what its users produced.
+    assert counts[0, "l"] == 2, counts
 
 
 def test_the_table_costs_no_request_per_eval_version(
@@ -123,9 +123,10 @@ def test_the_table_costs_no_request_per_eval_version(
     start = len(service.emulator.requests)
     results_by_version(wandb, "my-model")
     ops = [op for op, _ in service.emulator.requests[start:]]
-    assert ops.count("RunsOutputArtifacts") == 1
-    # Lineage is read for the tabulated model versions only, never for an eval version.
-    assert ops.count("ArtifactLineage") == len(wandb.list_versions("my-model"))
+    # The model versions' lineage in one request, what their users made in another;
+    # never a lineage per version, nor a listing of eval collections.
+    assert ops.count("ArtifactLineages") == ops.count("RunsOutputArtifacts") == 1
+    assert not {"ArtifactLineage", "RegistryCollections", "ProjectArtifactCollections"} & set(ops)
 
 
 def test_wandb_gives_the_versions_the_eval_index_gives(
@@ -272,3 +273,20 @@ def test_only_eval_artifacts_in_the_results_project_or_a_registry_count(
         assert produced_evals(wandb, runs) == {r.id: index[r.id] for r in runs if r.id in index}
     finally:
         uploads.runs, uploads.artifacts, uploads.used = before
+
+
+def test_lineages_are_each_versions_lineage_a_few_dozen_a_request(
+    service: WandbService, demo_seed: DemoInfo, tmp_path: Path, monkeypatch
+) -> None:
+    wandb = service.serve(copy_of_demo(demo_seed, tmp_path / "registry", 6))
+    evals = [wandb.resolve(f"{OTHER_EVALS}:v{i}") for i in range(4)]
+    versions = [*wandb.list_versions("my-model"), *evals]
+    gone = replace(versions[0], version="v99")
+    expected = [wandb.lineage(v.ref()) for v in versions]
+    monkeypatch.setattr(wandb_backend, "LINEAGES_PER_QUERY", 4)
+    requests, found = cost(service, lambda: wandb.lineages([*versions, gone]))
+    assert found[:-1] == expected and isinstance(found[-1], NotFoundError)
+    assert len(versions) == 9 and requests == 3  # 10 versions, 4 a request
+    # A version that does not say its entity is read the long way, with the same result.
+    requests, found = cost(service, lambda: wandb.lineages([replace(versions[0], entity=None)]))
+    assert found == expected[:1] and requests == 2

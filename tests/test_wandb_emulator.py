@@ -549,3 +549,25 @@ def test_the_backends_query_of_runs_outputs_is_answered_and_checked(
     assert status == 500
     [error] = emulator.errors
     assert error.startswith("RunsOutputArtifacts: ValidationError") and "created" in error
+
+
+def test_the_backends_query_of_many_lineages_is_answered_and_checked(
+    emulator: WandbEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.services.registry.wandb import _lineages_query
+
+    names = {"e0": "team", "p0": MODEL_REGISTRY, "n0": "tiny:v1"}
+    names |= {"e1": "team", "p1": MODEL_REGISTRY, "n1": "tiny:v7"}
+    status, body = post(emulator, _lineages_query(2), names)
+    assert status == 200, body
+    made = body["data"]["v0"]["artifactCollectionMembership"]["artifact"]["createdBy"]
+    assert (made["name"], made["jobType"], made["project"]["name"]) == ("r1", "sft", "train")
+    assert body["data"]["v1"]["artifactCollectionMembership"] is None
+    assert emulator.errors == []
+    # A run the SDK's ArtifactCreatedBy model would reject fails the request.
+    original = emulator.graph.run_info
+    monkeypatch.setattr(emulator.graph, "run_info", lambda run: {**original(run), "name": 7})
+    status, _ = post(emulator, _lineages_query(1), names)
+    assert status == 500
+    [error] = emulator.errors
+    assert error.startswith("ArtifactLineages: ValidationError")

@@ -101,13 +101,16 @@ INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
 # ArtifactUsedBy models each check their half (they ignore the extra run fields).
 # `RunsOutputArtifacts` is its query for the artifacts of several runs at once (one
 # aliased `project.run` each): `RunsOutputArtifacts` below checks each with the SDK's
-# RunOutputArtifacts and FetchLinkedArtifacts models.
+# RunOutputArtifacts and FetchLinkedArtifacts models. `ArtifactLineages` is the
+# lineage of several versions at once, each found by name: `ArtifactLineages` below
+# checks each as ArtifactMembershipByName, ArtifactCreatedBy and ArtifactUsedBy would.
 ARTIFACTS = "wandb.sdk.artifacts._generated"
 APIS = "wandb.apis._generated"
 MODELS: dict[str, str | tuple[str, ...] | None] = {
     "Viewer": f"{APIS}:GetDefaultEntity",
     "ArtifactLineage": (f"{ARTIFACTS}:ArtifactCreatedBy", f"{ARTIFACTS}:ArtifactUsedBy"),
     "RunsOutputArtifacts": f"{__name__}:RunsOutputArtifacts",
+    "ArtifactLineages": f"{__name__}:ArtifactLineages",
     "GetDefaultEntity": f"{APIS}:GetDefaultEntity",
     "ServerFeaturesQuery": "wandb.sdk.internal._generated:ServerFeaturesQuery",
     "IsProjectReadOnly": f"{APIS}:IsProjectReadOnly",
@@ -213,6 +216,21 @@ class RunsOutputArtifacts:
             RunOutputArtifacts.model_validate({"project": renamed})
             for edge in (logged or {}).get("edges") or ():
                 FetchLinkedArtifacts.model_validate({"artifact": edge.get("node")})
+
+
+class ArtifactLineages:
+    """Checks the data of the W&B backend's `ArtifactLineages`: each aliased project's
+    membership as the SDK's models read a membership found by name and a lineage."""
+
+    @staticmethod
+    def model_validate(data: Mapping[str, Any]) -> None:
+        from wandb.sdk.artifacts._generated import ArtifactCreatedBy, ArtifactUsedBy
+
+        for project in data.values():
+            member = (project or {}).get("artifactCollectionMembership")
+            artifact = (member or {}).get("artifact")
+            ArtifactCreatedBy.model_validate({"artifact": artifact})
+            ArtifactUsedBy.model_validate({"artifact": artifact})
 
 
 # --- Filters (the MongoDB-style JSON the SDK sends) ----------------------------------

@@ -205,7 +205,9 @@ def results_by_version(
 def lineage_detail(registry: Registry, version: Version) -> LineageDetail:
     """The run that produced `version`, and every run that used it with the eval
     artifacts that run produced."""
-    lineage = registry.lineage(version.ref())
+    (lineage,) = _lineages(registry, [version])
+    if isinstance(lineage, Exception):
+        raise lineage
     index = produced_evals(registry, lineage.used_by) if lineage.used_by else {}
     return LineageDetail(
         ref=f"{version.collection}:{version.version}",
@@ -315,11 +317,23 @@ def _runs_using(
 ) -> dict[str, list[tuple[Version, RunInfo]]]:
     """Run id → the versions it used, each with the run as that version's lineage has it."""
     used: dict[str, list[tuple[Version, RunInfo]]] = {}
-    lineages = _map(lambda v: registry.lineage(v.ref()), versions)
+    lineages = _lineages(registry, versions)
     for version, lineage in zip(versions, lineages, strict=True):
         for run in lineage.used_by if isinstance(lineage, Lineage) else ():
             used.setdefault(run.id, []).append((version, run))
     return used
+
+
+def _lineages(registry: Registry, versions: Sequence[Version]) -> list[Lineage | Exception]:
+    """The lineage of each version, or the error that reading it raised: at once when
+    the backend can (`lineages`), else a call per version, a few at a time."""
+    batched = getattr(registry, "lineages", None)
+    if batched is None:
+        return _map(lambda v: registry.lineage(v.ref()), versions)
+    try:
+        return list(batched(versions))
+    except (RegistryError, OSError, ValueError) as exc:
+        return [exc] * len(versions)
 
 
 def _result(registry: Registry, model: Version, evaluation: Version, run: RunInfo) -> EvalResult:

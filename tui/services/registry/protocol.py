@@ -182,3 +182,14 @@ class RunOutputs(Protocol):
         among the collections `list_collections(type=type)` lists, in its order and
         newest version first."""
         ...
+
+
+@runtime_checkable
+class Lineages(Protocol):
+    """An optional capability beside `Registry`: the lineage of many versions at once,
+    for a backend where each `lineage` call is a round trip."""
+
+    def lineages(self, versions: Sequence[Version]) -> list[Lineage | RegistryError]:
+        """The lineage of each of `versions`, in order; one that cannot be read has
+        the error in its place."""
+        ...

@@ -56,20 +56,18 @@ DETAIL_WORKERS = 8
 # a query of its own, a round trip per run. Project fields are those of the SDK's
 # RunInfoFragment, so its ArtifactCreatedBy/ArtifactUsedBy models accept the answer.
 # Like the SDK's ArtifactUsedBy, usedBy is read without paging.
-LINEAGE_GQL = """
-query ArtifactLineage($id: ID!) {
-  artifact(id: $id) {
-    createdBy {
-      __typename
-      ... on Run {
-        ...LineageRun
-      }
+LINEAGE_FRAGMENTS = """
+fragment VersionLineage on Artifact {
+  createdBy {
+    __typename
+    ... on Run {
+      ...LineageRun
     }
-    usedBy {
-      edges {
-        node {
-          ...LineageRun
-        }
+  }
+  usedBy {
+    edges {
+      node {
+        ...LineageRun
       }
     }
   }
@@ -93,6 +91,19 @@ fragment LineageRun on Run {
   }
 }
 """
+LINEAGE_GQL = (
+    """
+query ArtifactLineage($id: ID!) {
+  artifact(id: $id) {
+    ...VersionLineage
+  }
+}
+"""
+    + LINEAGE_FRAGMENTS
+)
+# Versions whose lineage one `ArtifactLineages` request reads, each by name (as
+# `ArtifactMembershipByName` finds it) in an aliased field of its own.
+LINEAGES_PER_QUERY = 25
 # What a `Version` needs of an artifact a run logged: the fields of the SDK's
 # ArtifactFragment (so the SDK builds the same `Artifact` that listing a collection
 # gives) and the collections it is a member of (a registry link is a membership; its
@@ -324,6 +335,34 @@ def _outputs_query(count: int) -> str:
         for i in range(count)
     )
     return f"query RunsOutputArtifacts({params}) {{{fields}\n}}\n{PRODUCED_FRAGMENTS}"
+
+
+def _lineages_query(count: int) -> str:
+    """A query for the lineage of `count` versions: version `i` is the aliased field
+    `v<i>`, the membership `$n<i>` (`name:vN`) of project `$e<i>/$p<i>`."""
+    params = ", ".join(f"$e{i}: String!, $p{i}: String!, $n{i}: String!" for i in range(count))
+    fields = "".join(
+        f"""
+  v{i}: project(entityName: $e{i}, name: $p{i}) {{
+    artifactCollectionMembership(name: $n{i}) {{
+      artifact {{
+        ...VersionLineage
+      }}
+    }}
+  }}"""
+        for i in range(count)
+    )
+    return f"query ArtifactLineages({params}) {{{fields}\n}}\n{LINEAGE_FRAGMENTS}"
+
+
+def _lineage_of(found: Mapping[str, Any], app_url: str) -> Lineage:
+    """A `Lineage` from an artifact of `VersionLineage`."""
+    edges = (found.get("usedBy") or {}).get("edges") or ()
+    users = (_node_run_info(e.get("node") or {}, app_url) for e in edges)
+    return Lineage(
+        produced_by=_node_run_info(found.get("createdBy") or {}, app_url),
+        used_by=tuple(u for u in users if u is not None),
+    )
 
 
 def _places(node: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
@@ -592,13 +631,36 @@ class WandbRegistry:
             if service is None:  # the SDK moved its client: take its per-run road
                 return _sdk_lineage(art)
             data = service.execute_graphql(LINEAGE_GQL, variables={"id": art.id}) or {}
-            found = data.get("artifact") or {}
-            edges = (found.get("usedBy") or {}).get("edges") or ()
-            users = (_node_run_info(e.get("node") or {}, service.app_url) for e in edges)
-            return Lineage(
-                produced_by=_node_run_info(found.get("createdBy") or {}, service.app_url),
-                used_by=tuple(u for u in users if u is not None),
-            )
+            return _lineage_of(data.get("artifact") or {}, service.app_url)
+
+    def lineages(self, versions: Sequence[Version]) -> list[Lineage | RegistryError]:
+        """The lineage of each of `versions` (as listed or resolved here), in order; a
+        version that is gone has a NotFoundError in its place. A request per
+        LINEAGES_PER_QUERY versions, where `lineage` costs two per version."""
+        service = getattr(self.api, "_service_api", None)
+        if service is None or any(v.entity is None for v in versions):
+            return [self._lineage_or_error(v) for v in versions]
+        found: list[Lineage | RegistryError] = []
+        for start in range(0, len(versions), LINEAGES_PER_QUERY):
+            batch = versions[start : start + LINEAGES_PER_QUERY]
+            variables: dict[str, Any] = {}
+            for i, v in enumerate(batch):
+                variables |= {f"e{i}": v.entity, f"p{i}": v.project}
+                variables[f"n{i}"] = f"{v.collection}:{v.version}"
+            with self._errors("reading the lineage of versions"):
+                data = service.execute_graphql(_lineages_query(len(batch)), variables=variables)
+                for i, v in enumerate(batch):
+                    member = ((data or {}).get(f"v{i}") or {}).get("artifactCollectionMembership")
+                    art = (member or {}).get("artifact")
+                    gone = NotFoundError(f"W&B artifact {v.ref()}: not found")
+                    found.append(_lineage_of(art, service.app_url) if art else gone)
+        return found
+
+    def _lineage_or_error(self, version: Version) -> Lineage | RegistryError:
+        try:
+            return self.lineage(version.ref())
+        except RegistryError as exc:
+            return exc
 
     def produced_by_runs(
         self, runs: Sequence[RunInfo], *, type: str = ""
