@@ -12,7 +12,8 @@ WANDB_PROJECT's, which is where the W&B backend lists collections from.
 A backend that can say which versions a set of runs produced (`produced_by_runs`, see
 `RunOutputs`) is asked that once, so the cost follows the runs shown, not the number of
 eval versions the registry holds; for any other backend `eval_index` reads the lineage
-of every eval version.
+of every eval version. Likewise the lineage of the versions shown is read at once from a
+backend that offers `lineages` (see `Lineages`), else a call per version.
 """
 
 from __future__ import annotations
