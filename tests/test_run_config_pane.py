@@ -535,6 +535,9 @@ async def test_saving_a_preset_asks_before_replacing_one(
         await pilot.press(*"nightly", "enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert "'nightly' exists" in app.screen.question
+        # The question (a long path in it) is wrapped inside the dialog, not cut at its edge.
+        question = app.screen.query_one("#confirm-question")
+        assert question.parent.content_region.contains_region(question.region)
         await pilot.press("n")  # keep it: back to the name, to type another one
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
         assert evalrun.load_preset("nightly", settings).tasks == ["MMLU"]

@@ -27,9 +27,10 @@ class ConfirmScreen(ModalScreen[bool]):
         background: $surface;
         padding: 1 2;
     }
+    /* 64: the box's 70 less its border and padding, so a long question wraps, not cut. */
     ConfirmScreen #confirm-question {
         width: auto;
-        max-width: 66;
+        max-width: 64;
         margin-bottom: 1;
     }
     ConfirmScreen Horizontal {
