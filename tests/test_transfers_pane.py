@@ -801,6 +801,25 @@ async def test_a_download_that_moved_no_bytes_says_why_in_words(
         assert "none reported" not in text
 
 
+async def test_a_log_job_that_sent_bytes_never_says_none_uploaded(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    job = cli_log_job(queue, tmp_path, "HFLLM_my-model_v3", "ARC", "fewshot_3__samples_10_31c6f")
+    claimed = queue.claim_next(os.getpid())
+    assert claimed is not None and claimed.id == job.id
+    # A quick upload: its bytes were counted, no file was seen on its way.
+    queue.report(job.id, bytes_done=21_504, bytes_total=21_504, files_done=5, files_total=5)
+    queue.finish(job.id, {"run_id": "r1"})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == job.id, "detail")
+        await pilot.pause()
+        text = detail_text(app)
+        assert "not recorded one by one; 21.0 KiB sent (above)" in text
+        assert "none uploaded" not in text
+
+
 class SwitcherApp(App[None]):
     """The pane as a hidden tab of a ContentSwitcher, the way the app holds its panes."""
 

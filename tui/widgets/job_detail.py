@@ -224,6 +224,9 @@ def _files_part(job: Job, files_loaded: bool) -> list[RenderableType]:
     if job.kind == "log":
         ended = job.state in (DONE, FAILED, CANCELLED)
         empty = "none uploaded" if ended else "none uploaded yet: sent when its run syncs"
+        if job.bytes_done:
+            # An upload quicker than the worker's look at it leaves its files unnamed.
+            empty = f"not recorded one by one; {human_size(job.bytes_done)} sent (above)"
     elif job.kind == "download":
         empty = _download_files_note(job)
     return [Text("files", style="bold underline"), render_files(files, empty)]
