@@ -582,3 +582,18 @@ async def test_keys_typed_right_after_ctrl_u_are_kept(settings: Settings) -> Non
         await pilot.press(*"draft")
         burst(app, ("ctrl+u", None), *((c, c) for c in "nightly"), ("enter", "\r"))
         await until(pilot, lambda: evalrun.list_presets(settings) == ["nightly"], 5)
+
+
+async def test_keys_typed_right_after_tab_go_to_the_next_field(settings: Settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await type_into(pilot, "checkpoint", "my-model:production", keys=True)
+        burst(app, *(("tab", "\t"),) * 3, *((c, c) for c in "arc"))
+        box = pane.query_one("#run-task-filter", Input)
+        await until(pilot, lambda: box.value == "arc", 5)
+        assert pane.query_one("#run-checkpoint", Input).value == "my-model:production"
+        burst(app, ("shift+tab", None), ("x", "x"))
+        models = pane.query_one("#run-models_file", Input)
+        await until(pilot, lambda: models.value == "x", 5)
+        assert box.value == "arc"

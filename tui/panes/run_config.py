@@ -192,6 +192,8 @@ class TaskFilter(TextField):
     first match, is handed to whatever is focused when the app reads it: an ordinary
     Tab would still be on its way up from this box, and the Space would land in it."""
 
+    # Every text field leaves on Tab when the app reads it (`TextField`); these ids stay
+    # so a keys.toml that remaps them goes on working.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab", "leave(1)", "Next field", show=False, priority=True, id="run.tasks.next"),
         Binding(
@@ -203,12 +205,6 @@ class TaskFilter(TextField):
             id="run.tasks.previous",
         ),
     ]
-
-    def action_leave(self, step: int) -> None:
-        if step > 0:
-            self.screen.focus_next()
-        else:
-            self.screen.focus_previous()
 
 
 class RunConfigPane(Vertical):
