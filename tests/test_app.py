@@ -424,6 +424,9 @@ async def test_quitting_while_an_eval_runs_asks_first(
     from tui.widgets.confirm import ConfirmScreen
 
     monkeypatch.setenv("FAKE_EF_SECONDS", "60")
+    # An eval that ignores SIGTERM: quitting must still stop it (SIGKILL after the grace).
+    monkeypatch.setenv("FAKE_EF_IGNORE_TERM", "1")
+    monkeypatch.setattr(RunConfigPane, "cancel_grace", 0.5)
     fake = Path(__file__).with_name("fake_eval_framework.py")
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
@@ -457,7 +460,8 @@ async def test_quitting_while_an_eval_runs_asks_first(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
-    assert handle.wait(10) is not None and handle.cancelled
+        # The app waited for the eval to stop: nothing is left running behind it.
+        assert not handle.running and handle.cancelled and handle.returncode == -9
 
 
 async def test_quitting_with_no_eval_running_does_not_ask(app: EvalWBApp) -> None:

@@ -40,6 +40,8 @@ from tui.widgets.text_field import TextField
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
 LOG_MAX_LINES = 5000
+# Quitting waits for a cancelled eval to end: at most its kill grace period and this.
+QUIT_MARGIN_SECONDS = 3.0
 
 # (field, label, placeholder) of the text inputs, in form order; tasks come after llm_class.
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -223,6 +225,9 @@ class RunConfigPane(Vertical):
         Binding("f9", "submit", "Submit det", id="run.submit"),
     ]
 
+    # How long a cancelled eval has between SIGTERM and SIGKILL.
+    cancel_grace: ClassVar[float] = evalrun.CANCEL_GRACE_SEC
+
     DEFAULT_CSS = """
     RunConfigPane { height: 1fr; }
     RunConfigPane #run-form { height: 1fr; border: round $primary 50%; padding: 0 1; }
@@ -299,6 +304,7 @@ class RunConfigPane(Vertical):
         self._shown: dict[str, str] = {}
         self._form_marked = False
         self._asking_quit = False
+        self._quit_after_run = False
         # Files this pane wrote, with their stamps then: rewriting one unchanged since
         # needs no question.
         self._written: dict[Path, tuple[int, int]] = {}
@@ -674,6 +680,7 @@ class RunConfigPane(Vertical):
                 on_line=self._pending.append,
                 on_exit=self._exited,
                 secrets=self._secrets(),
+                grace=self.cancel_grace,
             )
         except EvalRunError as exc:
             self._write_log(f"error: {exc}")
@@ -695,6 +702,9 @@ class RunConfigPane(Vertical):
 
     @on(RunFinished)
     def _finished(self, event: RunFinished) -> None:
+        if self._quit_after_run:
+            self.app.exit()
+            return
         self._flush_log()
         self._update_buttons()
         if event.cancelled:
@@ -759,7 +769,7 @@ class RunConfigPane(Vertical):
         quits on a yes); return False when nothing runs and the app may quit at once."""
         if not self.running:
             return False
-        if self._asking_quit:  # a second ctrl+q while the question is up
+        if self._asking_quit or self._quit_after_run:  # asked already, or quitting
             return True
         self._asking_quit = True
         tasks = ", ".join(self._launched.tasks) or "the eval"
@@ -772,9 +782,15 @@ class RunConfigPane(Vertical):
         self._asking_quit = False
         if not quit_app:
             return
-        if self.handle is not None and self.handle.running:
-            self.handle.cancel()
-        self.app.exit()
+        if not self.running:
+            self.app.exit()
+            return
+        # Quit once the eval has stopped (SIGTERM now, SIGKILL after the grace period):
+        # an app gone first would leave an eval that ignores SIGTERM running unseen.
+        self._quit_after_run = True
+        self.action_cancel_run()
+        self.notify("stopping the eval, then quitting", markup=False)
+        self.set_timer(self.cancel_grace + QUIT_MARGIN_SECONDS, self.app.exit)
 
     def action_cancel_run(self) -> None:
         if self.handle is None or not self.handle.running:
