@@ -624,6 +624,15 @@ async def test_moving_latest_is_refused_and_cancel_changes_nothing(demo_app: Pan
         assert registry.resolve("my-model:latest").version == "v4"
 
 
+def test_a_malformed_alias_is_named_once_with_what_to_fix() -> None:
+    from tui.widgets.alias_dialog import alias_problem
+
+    problem = alias_problem("bad !")
+    assert problem == "alias 'bad !' has characters W&B does not allow: ' ' '!'"
+    assert alias_problem("x" * 200) == "alias is 200 characters long; the limit is 128"
+    assert alias_problem("production") is None
+
+
 async def test_y_copies_a_reference_and_says_so(demo_app: PaneApp) -> None:
     async with demo_app.run_test(size=(80, 24)) as pilot:
         await open_version(pilot, "my-model", "v3")

@@ -27,7 +27,7 @@ def alias_problem(alias: str) -> str | None:
     try:
         ref = ArtifactRef(name="x", alias=alias)
     except RefError as exc:
-        return f"alias: {exc}"
+        return str(exc)  # it names the alias already: "alias 'a b' has characters …"
     if ref.version_index is not None:
         return f"{alias!r} is a version number, not an alias"
     return None
