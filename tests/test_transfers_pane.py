@@ -306,6 +306,8 @@ async def test_cancel_asks_first_then_moves_a_running_job_to_cancelled(
         assert stored.state == CANCELLED
         assert 0 < stored.bytes_done < stored.bytes_total
         assert not notes_titled(app, "Transfer failed")
+        said = [n[1] for n in app.notes]
+        assert f"Cancelling #{job.id} my-model:v3: it stops at the next chunk" in said
 
 
 async def test_p_pauses_a_running_job_keeping_its_progress_and_p_again_resumes_it(
@@ -326,12 +328,12 @@ async def test_p_pauses_a_running_job_keeping_its_progress_and_p_again_resumes_i
             await pilot.press("p")
             await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done", 20)
         said = [n[1] for n in app.notes]
-        assert f"Transfer #{job.id}: pause asked, the runner hands it back" in said
+        pausing = "it stops at the next chunk and keeps its progress"
+        assert f"Pausing #{job.id} my-model:v3: {pausing}" in said
         assert f"Transfer #{job.id} resumed; a worker will pick it up" in said
         await pilot.press("p")
-        await wait_for(
-            pilot, lambda: any("only queued or running" in n[1] for n in app.notes), "a warning"
-        )
+        warned = f"#{job.id} is done; only queued or running jobs can be paused"
+        await wait_for(pilot, lambda: any(n[1] == warned for n in app.notes), "a warning")
 
 
 async def test_a_failure_notifies_shows_its_error_and_retry_queues_it_again(
@@ -353,6 +355,10 @@ async def test_a_failure_notifies_shows_its_error_and_retry_queues_it_again(
         assert "last error" in text and "PermissionError: permission denied" in text
         assert "part.bin" in text
 
+        await pilot.press("c")
+        warned = f"#{job.id} has failed; only queued, running or paused jobs can be cancelled"
+        await wait_for(pilot, lambda: app.notes[-1][1] == warned, "a warning")
+        assert app.notes[-1][2] == "warning"
         await pilot.press("r")
         await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "queued again")
         stored = queue.get(job.id)
@@ -369,7 +375,10 @@ async def test_keys_that_do_not_apply_warn_instead_of_acting(
         await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "the row")
         await pilot.press("r")
         await wait_for(pilot, lambda: app.notes, "a warning")
-        assert app.notes[-1][2] == "warning" and "only failed or cancelled" in app.notes[-1][1]
+        assert app.notes[-1][2] == "warning"
+        assert (
+            app.notes[-1][1] == f"#{job.id} is queued; only failed or cancelled jobs can be retried"
+        )
         assert queue.get(job.id).state == QUEUED
 
 
@@ -413,6 +422,20 @@ async def test_cancelling_a_queued_job_is_immediate(queue: TransferQueue, queue_
         await pilot.press("c", "y")
         await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
         assert queue.get(job.id).state == CANCELLED
+
+
+async def test_a_paused_job_can_be_cancelled(queue: TransferQueue, queue_file: Path) -> None:
+    job = queue.enqueue("log", "results of gsm8k", {"total": 10, "seconds": 0.1})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == QUEUED, "the row")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == PAUSED, "paused")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: cell(app, job.id, "state") == CANCELLED, "cancelled")
+        assert f"Transfer #{job.id} cancelled" in [n[1] for n in app.notes]
 
 
 async def test_sync_enqueues_one_sync_job(queue: TransferQueue, queue_file: Path) -> None:

@@ -176,6 +176,23 @@ def _named(job: Job) -> str:
     return f"{job.kind} #{job.id} {job_title(job)}"
 
 
+# How a warning names a job's state: "#6 has failed", not "#6 is failed".
+STATE_PHRASES = {
+    "stalled": "is stalled",
+    "cancelling": "is being cancelled",
+    "retrying": "waits to retry",
+    "pending sync": "waits for sync",
+    FAILED: "has failed",
+    CANCELLED: "was cancelled",
+}
+
+
+def state_phrase(job: Job) -> str:
+    """`has failed`, `is done`, `waits for sync`: the job's state in a sentence."""
+    state = display_state(job)
+    return STATE_PHRASES.get(state, f"is {state}")
+
+
 def _changed(old: Job | None, new: Job) -> bool:
     """Whether `new` may show differently from `old`; every stored change moves updated_at."""
     return old is None or (old.updated_at, old.stalled) != (new.updated_at, new.stalled)
@@ -221,7 +238,7 @@ def cancel_command(job_id: int) -> Command:
         job = queue.cancel(job_id)
         if job.state == CANCELLED:
             return f"Transfer #{job_id} cancelled", "information"
-        return f"Transfer #{job_id}: cancel asked, the runner stops it", "information"
+        return f"Cancelling #{job_id} {job_title(job)}: it stops at the next chunk", "information"
 
     return run
 
@@ -236,7 +253,11 @@ def pause_command(job_id: int, *, resume: bool, settings: Settings | None) -> Co
         job = queue.pause(job_id)
         if job.state == PAUSED:
             return f"Transfer #{job_id} paused", "information"
-        return f"Transfer #{job_id}: pause asked, the runner hands it back", "information"
+        return (
+            f"Pausing #{job_id} {job_title(job)}: it stops at the next chunk and keeps its"
+            " progress",
+            "information",
+        )
 
     return run
 
@@ -742,9 +763,10 @@ class TransfersPane(Vertical):
         if job is None:
             self.app.notify("No transfer selected", severity="warning")
             return
-        if job.state not in (QUEUED, RUNNING):
+        if job.state not in (QUEUED, RUNNING, PAUSED):
             self.app.notify(
-                f"#{job.id} is {display_state(job)}; only queued or running jobs can be cancelled",
+                f"#{job.id} {state_phrase(job)}; only queued, running or paused jobs can be"
+                " cancelled",
                 severity="warning",
                 markup=False,
             )
@@ -764,7 +786,7 @@ class TransfersPane(Vertical):
             return
         if job.state not in (FAILED, CANCELLED):
             self.app.notify(
-                f"#{job.id} is {display_state(job)}; only failed or cancelled jobs can be retried",
+                f"#{job.id} {state_phrase(job)}; only failed or cancelled jobs can be retried",
                 severity="warning",
                 markup=False,
             )
@@ -779,7 +801,7 @@ class TransfersPane(Vertical):
         resume = job.state == PAUSED or (job.state == RUNNING and job.pause_requested)
         if not resume and job.state not in (QUEUED, RUNNING):
             self.app.notify(
-                f"#{job.id} is {display_state(job)}; only queued or running jobs can be paused",
+                f"#{job.id} {state_phrase(job)}; only queued or running jobs can be paused",
                 severity="warning",
                 markup=False,
             )
