@@ -25,7 +25,7 @@ from tui.services.settings import Paths, Settings, load_settings
 from tui.services.transfers import open_queue
 from tui.widgets.choice import ChoiceScreen
 from tui.widgets.confirm import ConfirmScreen
-from tui.widgets.output_log import OutputLog
+from tui.widgets.output_log import OutputLog, wrap_rows
 from tui.widgets.registry_tree import RegistryTree
 
 FAKE = Path(__file__).with_name("fake_eval_framework.py")
@@ -429,6 +429,14 @@ async def test_the_output_wraps_long_lines_and_scrolls_from_the_keyboard(
         assert all(len(row) <= width for row in log.rows)
         shown = "".join(log.rows).replace(" ", "")
         assert app.clipboard.replace(" ", "") in shown
+        # Wider, the same lines are wrapped again to the new width: fewer rows.
+        narrow = len(log.rows)
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: len(log.rows) < narrow, 5)
+        assert all(len(row) <= log.scrollable_content_region.width for row in log.rows)
+        assert "".join(log.rows).replace(" ", "") == shown
+        await pilot.resize_terminal(*SIZE)
+        await until(pilot, lambda: len(log.rows) == narrow, 5)
 
         # Tab reaches the output view; once there, the arrows and PageUp scroll it.
         pane._write_log("\n".join(f"progress line {n}" for n in range(40)))
@@ -440,7 +448,7 @@ async def test_the_output_wraps_long_lines_and_scrolls_from_the_keyboard(
             await pilot.press("tab")
         assert app.focused is log and "scroll" in str(log.border_subtitle)
         bottom = log.scroll_y
-        assert bottom > 0
+        assert bottom == log.max_scroll_y > 0  # it followed the output to its end
         await pilot.press("pageup")
         await until(pilot, lambda: log.scroll_y < bottom, 5)
         after_page = log.scroll_y
@@ -597,3 +605,17 @@ async def test_keys_typed_right_after_tab_go_to_the_next_field(settings: Setting
         models = pane.query_one("#run-models_file", Input)
         await until(pilot, lambda: models.value == "x", 5)
         assert box.value == "arc"
+
+
+@pytest.mark.parametrize(
+    ("line", "width", "rows"),
+    [
+        ("short", 10, ["short"]),
+        ("", 10, [""]),
+        ("one two three four", 9, ["one two", "three", "four"]),
+        ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),
+        ("  indented line here", 12, ["  indented", "line here"]),
+    ],
+)
+def test_wrap_rows(line: str, width: int, rows: list[str]) -> None:
+    assert wrap_rows(line, width) == rows

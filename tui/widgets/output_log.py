@@ -43,6 +43,7 @@ class OutputLog(Log):
         super().__init__(max_lines=max_lines, id=id)
         self._text: deque[str] = deque(maxlen=max_lines)
         self._wrapped_at = 0
+        self._height = 0
 
     @property
     def text_lines(self) -> list[str]:
@@ -80,8 +81,13 @@ class OutputLog(Log):
         self.border_subtitle = ""
 
     def on_resize(self, event: events.Resize) -> None:
+        # Whether the view was at the end, by the height it had: against the new one, an
+        # end reached before a shrink would look like a place scrolled up to.
+        following = self.scroll_y >= len(self.lines) - self._height
+        self._height = self.scrollable_content_region.height
         width = self._wrap_width()
         if width and width != self._wrapped_at:
-            following = self.is_vertical_scroll_end
             self.clear()
-            super().write_lines(self._wrap(self._text, width), following)
+            super().write_lines(self._wrap(self._text, width), scroll_end=False)
+        if following:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
