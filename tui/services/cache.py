@@ -6,7 +6,9 @@ Layout under the root (`WANDB_ARTIFACT_DIR`, else the user cache dir):
   `.evalwb-complete.json`: the version and every file's size, mtime and digest.
 - `.partial/<same path>/` — a download in progress, on the same filesystem so that
   one `rename` publishes it. Its `.evalwb-journal.jsonl` lists the files already
-  verified, so a rerun after a crash fetches only the rest.
+  verified, so a rerun after a crash, a pause or a cancel fetches only the rest; a file
+  cut short there is continued from its last byte (a ranged GET for W&B URLs, parts for
+  `s3://`), and fetched whole again only when the finished file fails its digest.
 - `.locks/<same path>.lock` — `flock`ed by the process downloading that version.
 - `.aliases/<ref>.json` — which version an alias last resolved to, and when, for the
   offline fallback.
@@ -119,8 +121,9 @@ class ObjectStore(Protocol):
 class DownloadProgress:
     """One progress event. `phase` is resolving, waiting, locked, verifying, downloading
     or done. `path` is the file the event is about, with `file_done` of its `file_size`
-    bytes; `done` of `total` counts the bytes this call transfers; `seconds_left` is set
-    while waiting for an artifact to appear.
+    bytes; `done` of `total` counts the bytes this call transfers; `kept` is what an
+    earlier, stopped call left verified or written (so `kept + done` of `kept + total` is
+    the whole version's progress); `seconds_left` is set while waiting for an artifact.
     """
 
     phase: str
@@ -133,6 +136,7 @@ class DownloadProgress:
     files_done: int = 0
     files_total: int = 0
     seconds_left: float | None = None
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -283,17 +287,26 @@ class _Reporter:
         self.total = 0
         self.files_done = 0
         self.files_total = 0
+        self.kept = 0
         self.sizes: dict[str, int] = {}
         self.per_file: dict[str, int] = {}
+        self.prefixes: dict[str, int] = {}
 
     def start(
-        self, entries: Sequence[FileEntry], files_total: int, present: dict[str, int]
+        self,
+        entries: Sequence[FileEntry],
+        files_total: int,
+        present: dict[str, int],
+        verified: int = 0,
     ) -> None:
-        """Begin counting: `entries` to fetch, of which `present` bytes are already here."""
+        """Begin counting: `entries` to fetch, of which `present` bytes are already here,
+        beside `verified` bytes of whole files no longer to fetch."""
         with self.lock:
             self.sizes = {e.path: e.size for e in entries}
             self.per_file = dict(present)
+            self.prefixes = dict(present)
             self.total = sum(self.sizes.values()) - sum(present.values())
+            self.kept = verified + sum(present.values())
             self.files_total = files_total
             self.files_done = files_total - len(entries)
 
@@ -311,6 +324,7 @@ class _Reporter:
                 total=self.total,
                 files_done=self.files_done,
                 files_total=self.files_total,
+                kept=self.kept,
                 **extra,
             )
             self.callback(event)
@@ -320,6 +334,16 @@ class _Reporter:
             self.done += n
             self.per_file[path] = self.per_file.get(path, 0) + n
             self.emit("downloading", path=path)
+
+    def restart_file(self, path: str) -> None:
+        """`path` is fetched again from its first byte: neither what this call wrote of it
+        nor what an earlier one left counts any more."""
+        with self.lock:
+            prefix = self.prefixes.pop(path, 0)
+            self.done -= self.per_file.get(path, 0) - prefix
+            self.total += prefix
+            self.kept -= prefix
+            self.per_file[path] = 0
 
     def file_done(self, path: str) -> None:
         with self.lock:
@@ -549,12 +573,15 @@ def _file_record(path: Path, entry: FileEntry) -> dict[str, Any]:
 
 
 def _remove_marker(final: Path, keep: set[str]) -> None:
-    """Turn a published folder's marker into a journal of the files still good."""
+    """Turn a published folder's marker into a journal of the files still good, and
+    delete the others: they were whole once, so they are damaged, not cut short."""
     marker = read_marker(final) or {"files": {}}
     with (final / JOURNAL).open("w") as fh:
         for path, record in marker["files"].items():
             if path in keep:
                 fh.write(json.dumps({"path": path, **record}) + "\n")
+            else:
+                (final / path).unlink(missing_ok=True)
     (final / MARKER).unlink(missing_ok=True)
 
 
@@ -606,8 +633,9 @@ class _Journal:
     """What an interrupted run left verified in a partial folder.
 
     Lines are JSON: a whole file (`path`, size, mtime, digest); one S3 part of a file
-    (`part`, start, end, etag); or `reset`, written before a file is fetched from its
-    first byte, which voids every earlier line about that file.
+    (`part`, start, end, etag); or `reset`, written before a file is fetched again, which
+    voids every earlier line about that file. (A file that is not `s3://` needs no parts:
+    the bytes it holds are its prefix, checked by its md5 once it is complete.)
     """
 
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -689,8 +717,10 @@ def _fill(job: _Job, partial: Path, version: Version, entries: Sequence[FileEntr
     remote = [e for e in todo if e.ref is not None and e.ref.startswith(s3.SCHEME)]
     present = {e.path: journal.present(partial, e) for e in remote}
     already = {p: sum(end - start for start, end in r) for p, r in present.items()}
+    already |= {e.path: _cut_short(partial / e.path, e) for e in todo if e not in remote}
     _check_space(job, partial, sum(e.size for e in todo) - sum(already.values()))
-    job.report.start(todo, len(entries), already)
+    verified = sum(e.size for e in entries) - sum(e.size for e in todo)
+    job.report.start(todo, len(entries), already, verified)
     job.report.emit(
         "downloading", f"{version.collection}:{version.version}: {len(todo)} file(s) to fetch"
     )
@@ -758,35 +788,42 @@ def _fetch_s3(
         raise DownloadError(f"{job.ref}: {exc}") from None
 
 
+def _cut_short(path: Path, entry: FileEntry) -> int:
+    """The bytes a stopped fetch left in `path`, if they may be a prefix of `entry`."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0
+    return size if size <= entry.size else 0
+
+
+def _kept_prefix(job: _Job, dest: Path, entry: FileEntry) -> tuple[int, Any]:
+    """How many bytes of `dest` to keep, and an md5 fed with them.
+
+    They are trusted only as far as the md5 of the finished file: a prefix a crash left
+    damaged makes that check fail, and the file is then fetched whole.
+    """
+    hasher = hashlib.md5()
+    kept = _cut_short(dest, entry)
+    if not kept:
+        return 0, hasher
+    job.report.emit("verifying", f"reading the {kept} bytes of {entry.path} kept", path=entry.path)
+    with dest.open("rb") as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            job.check_cancel()
+            hasher.update(chunk)
+    return kept, hasher
+
+
 def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> None:
-    """Fetch one stored file or file:// reference to `dest` and check its md5."""
+    """Fetch one stored file or file:// reference to `dest`, continuing what an earlier
+    call left of it, and check its md5."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if entry.ref is None:
-        if isinstance(job.registry, ObjectStore):
-            digest = _copy(job, job.registry.object_path(entry), dest, entry)
-        elif isinstance(job.registry, EntryDownloader):
-            job.registry.download_entry(
-                version.ref(), entry, dest, lambda n: job.report.add_bytes(entry.path, n)
-            )
-            digest = md5_b64_of(dest)
-        elif isinstance(job.registry, FileUrlSource):
-            digest = _fetch_stored(job, job.registry, version, entry, dest)
-        else:
-            raise DownloadError(
-                f"{job.ref}: this registry backend cannot fetch stored files ({entry.path})"
-            )
-    elif entry.ref.startswith("file://"):
-        source = _local_path(entry)
-        assert source is not None
-        if not source.is_file():
-            raise DownloadError(f"{job.ref}: {entry.path} refers to {source}, which is missing")
-        digest = _copy(job, source, dest, entry)
-    else:
-        scheme = entry.ref.partition("://")[0]
-        raise DownloadError(
-            f"{job.ref}: {entry.path} is a {scheme}:// reference; only file:// and s3:// "
-            "references can be downloaded"
-        )
+    offset, hasher = _kept_prefix(job, dest, entry)
+    digest = _fetch_from(job, version, entry, dest, offset, hasher)
+    if digest != entry.digest and offset:
+        job.report.restart_file(entry.path)
+        digest = _fetch_from(job, version, entry, dest, 0, hashlib.md5())
     if digest != entry.digest:
         dest.unlink(missing_ok=True)
         raise DownloadError(
@@ -795,8 +832,46 @@ def _fetch_one(job: _Job, version: Version, entry: FileEntry, dest: Path) -> Non
         )
 
 
+def _fetch_from(
+    job: _Job, version: Version, entry: FileEntry, dest: Path, offset: int, hasher: Any
+) -> str:
+    """Bring `entry` to `dest` from its source, past the `offset` bytes `hasher` has
+    seen; the base64 md5 of the whole file."""
+    if entry.ref is None:
+        if isinstance(job.registry, ObjectStore):
+            return _copy(job, job.registry.object_path(entry), dest, entry, offset, hasher)
+        if isinstance(job.registry, EntryDownloader):
+            job.report.restart_file(entry.path)  # it writes the whole file
+            job.registry.download_entry(
+                version.ref(), entry, dest, lambda n: job.report.add_bytes(entry.path, n)
+            )
+            return md5_b64_of(dest)
+        if isinstance(job.registry, FileUrlSource):
+            return _fetch_stored(job, job.registry, version, entry, dest, offset, hasher)
+        raise DownloadError(
+            f"{job.ref}: this registry backend cannot fetch stored files ({entry.path})"
+        )
+    if entry.ref.startswith("file://"):
+        source = _local_path(entry)
+        assert source is not None
+        if not source.is_file():
+            raise DownloadError(f"{job.ref}: {entry.path} refers to {source}, which is missing")
+        return _copy(job, source, dest, entry, offset, hasher)
+    scheme = entry.ref.partition("://")[0]
+    raise DownloadError(
+        f"{job.ref}: {entry.path} is a {scheme}:// reference; only file:// and s3:// "
+        "references can be downloaded"
+    )
+
+
 def _fetch_stored(
-    job: _Job, source: FileUrlSource, version: Version, entry: FileEntry, dest: Path
+    job: _Job,
+    source: FileUrlSource,
+    version: Version,
+    entry: FileEntry,
+    dest: Path,
+    offset: int,
+    hasher: Any,
 ) -> str:
     """A W&B stored file; through W&B's own artifact cache when WANDB_CACHE_SKIP is false.
 
@@ -804,14 +879,15 @@ def _fetch_stored(
     fetch is placed there too, as the user asked W&B to keep its copies.
     """
     if job.settings.wandb_cache_skip:
-        return _fetch_url(job, source, version, entry, dest)
+        return _fetch_url(job, source, version, entry, dest, offset, hasher)
     path, hit, opener = _wandb_cache_slot(job, entry)
     if hit:
-        digest = _copy(job, path, dest, entry)
+        digest = _copy(job, path, dest, entry, offset, hasher)
         if digest == entry.digest:
             return digest
-        job.report.add_bytes(entry.path, -entry.size)  # a damaged copy: fetch instead
-    digest = _fetch_url(job, source, version, entry, dest)
+        job.report.restart_file(entry.path)  # a damaged copy: fetch instead
+        offset, hasher = 0, hashlib.md5()
+    digest = _fetch_url(job, source, version, entry, dest, offset, hasher)
     if digest == entry.digest:
         try:
             with dest.open("rb") as src, opener("wb") as out:
@@ -841,12 +917,20 @@ def _wandb_cache_slot(job: _Job, entry: FileEntry) -> tuple[Path, bool, Callable
 
 
 def _fetch_url(
-    job: _Job, source: FileUrlSource, version: Version, entry: FileEntry, dest: Path
+    job: _Job,
+    source: FileUrlSource,
+    version: Version,
+    entry: FileEntry,
+    dest: Path,
+    offset: int,
+    hasher: Any,
 ) -> str:
     """Stream a stored file from its download URL while hashing; the base64 md5.
 
-    A refused URL (expired signature) is asked for again; resets and 5xx are retried
-    with backoff. The file restarts from its first byte each time.
+    The first `offset` bytes, already in `dest` and fed to `hasher`, are not asked for
+    again (a ranged GET; a server that ignores the range sends the whole file). A refused
+    URL (expired signature) is asked for again; resets and 5xx are retried with backoff,
+    each retry continuing from the bytes written so far.
     """
     for attempt in range(1, HTTP_ATTEMPTS + 1):
         if attempt > 1 or not job.urls:
@@ -854,11 +938,11 @@ def _fetch_url(
         url = job.urls.get(entry.path)
         if url is None:
             raise DownloadError(f"{job.ref}: the registry gives no download URL for {entry.path}")
-        written = [0]
+        if attempt > 1:
+            offset, hasher = _kept_prefix(job, dest, entry)
         try:
-            return _http_copy(job, url, dest, entry, written)
+            return _http_copy(job, url, dest, entry, offset, hasher)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            job.report.add_bytes(entry.path, -written[0])  # those bytes come again
             code = exc.code if isinstance(exc, urllib.error.HTTPError) else None
             why = f"HTTP {code}" if code else " ".join(str(exc).split()) or type(exc).__name__
             if (code is not None and code < 500 and code not in HTTP_RETRY_CODES) or (
@@ -870,19 +954,21 @@ def _fetch_url(
     raise AssertionError("unreachable")
 
 
-def _http_copy(job: _Job, url: str, dest: Path, entry: FileEntry, written: list[int]) -> str:
-    hasher = hashlib.md5()
-    request = urllib.request.Request(url, headers=_auth_headers(job.settings, url))
-    with urllib.request.urlopen(request, timeout=60) as response, dest.open("wb") as out:
-        while chunk := response.read(COPY_CHUNK):
-            job.check_cancel()
-            hasher.update(chunk)
-            out.write(chunk)
-            written[0] += len(chunk)
-            job.report.add_bytes(entry.path, len(chunk))
-    if written[0] != entry.size:
+def _http_copy(job: _Job, url: str, dest: Path, entry: FileEntry, offset: int, hasher: Any) -> str:
+    headers = _auth_headers(job.settings, url)
+    if offset:
+        if offset == entry.size:
+            return base64.b64encode(hasher.digest()).decode("ascii")
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if offset and response.status != http.client.PARTIAL_CONTENT:
+            job.report.restart_file(entry.path)  # the range was ignored: the whole file comes
+            offset, hasher = 0, hashlib.md5()
+        written = _write_from(job, response, dest, entry, offset, hasher)
+    if written != entry.size:
         # read(n) returns short data, not an error, when the connection drops early.
-        raise ConnectionResetError(f"the response ended after {written[0]} of {entry.size} bytes")
+        raise ConnectionResetError(f"the response ended after {written} of {entry.size} bytes")
     return base64.b64encode(hasher.digest()).decode("ascii")
 
 
@@ -898,16 +984,34 @@ def _auth_headers(settings: Settings, url: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def _copy(job: _Job, source: Path, dest: Path, entry: FileEntry) -> str:
-    """Copy while hashing, so the bytes are read once; the base64 md5."""
-    hasher = hashlib.md5()
-    with source.open("rb") as src, dest.open("wb") as out:
+def _copy(
+    job: _Job, source: Path, dest: Path, entry: FileEntry, offset: int = 0, hasher: Any = None
+) -> str:
+    """Copy from byte `offset` on while hashing, so the bytes are read once; the base64
+    md5 of the whole file (`hasher` has seen the first `offset` bytes)."""
+    hasher = hashlib.md5() if hasher is None else hasher
+    with source.open("rb") as src:
+        src.seek(offset)
+        _write_from(job, src, dest, entry, offset, hasher)
+    return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+def _write_from(job: _Job, src: Any, dest: Path, entry: FileEntry, offset: int, hasher: Any) -> int:
+    """Write what `src` reads to `dest` from byte `offset` on; the size `dest` ends with.
+
+    Each chunk is written before it is counted, so a stop leaves `dest` holding exactly
+    the bytes reported, ready to be continued.
+    """
+    with dest.open("r+b" if offset else "wb") as out:
+        out.seek(offset)
+        out.truncate()
         while chunk := src.read(COPY_CHUNK):
             job.check_cancel()
-            hasher.update(chunk)
             out.write(chunk)
+            hasher.update(chunk)
+            offset += len(chunk)
             job.report.add_bytes(entry.path, len(chunk))
-    return base64.b64encode(hasher.digest()).decode("ascii")
+    return offset
 
 
 def md5_b64_of(path: Path) -> str:
