@@ -615,6 +615,7 @@ async def test_keys_typed_right_after_tab_go_to_the_next_field(settings: Setting
         ("one two three four", 9, ["one two", "three", "four"]),
         ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),
         ("  indented line here", 12, ["  indented", "line here"]),
+        ("run --llm-args x", 12, ["run", "--llm-args x"]),
     ],
 )
 def test_wrap_rows(line: str, width: int, rows: list[str]) -> None:

@@ -26,11 +26,17 @@ SCROLL_HINT = "↑ ↓ PgUp PgDn Home End: scroll"
 
 def wrap_rows(line: str, width: int) -> list[str]:
     """`line` as rows of at most `width` cells: broken at spaces where it can, inside
-    a word longer than a row where it must; a blank line stays one blank row."""
+    a word longer than a row where it must; a blank line stays one blank row. Not at
+    hyphens: an option such as `--llm-args` stays whole on its row."""
     if cell_len(line) <= width:
         return [line]
     rows = textwrap.wrap(
-        line, width, expand_tabs=False, replace_whitespace=False, drop_whitespace=True
+        line,
+        width,
+        expand_tabs=False,
+        replace_whitespace=False,
+        drop_whitespace=True,
+        break_on_hyphens=False,
     )
     return rows or [""]
 
