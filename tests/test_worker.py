@@ -23,10 +23,20 @@ import pytest
 from tui.services import cache
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import Settings, load_settings
-from tui.services.transfers import Job, TransferQueue, open_queue, process_alive, process_start
+from tui.services.transfers import (
+    Handler,
+    Job,
+    Progress,
+    Runner,
+    TransferQueue,
+    open_queue,
+    process_alive,
+    process_start,
+)
 from tui.services.worker import (
     EXIT_ALREADY_RUNNING,
     WORKER_NICENESS,
+    _download_handler,
     log_path,
     worker_status,
 )
@@ -580,3 +590,69 @@ def test_demo_transfers_add_download_names_the_demo_registry_for_the_worker(
     done = wait_for("the download", lambda: job_in(queue, 1, "done", "failed"), 120)
     assert done.state == "done", done.last_error
     verify_download(settings, demo_root, done)
+
+
+def one_big_file(tmp_path: Path, size: int) -> Path:
+    """A registry holding `one:v0`: a config and one `size`-byte shard."""
+    src = tmp_path / "one-src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (src / "model.safetensors").write_bytes(os.urandom(size))
+    LocalRegistry(tmp_path / "one-registry").add_version("one", src)
+    return tmp_path / "one-registry"
+
+
+def recording(handler: Handler, seen: list[dict], pause_at: int | None = None) -> Handler:
+    """`handler`, with every progress update recorded; with `pause_at`, the job is paused
+    through the queue once that many bytes are reported, and the handler waits (bounded)
+    until it sees the pause, as it would with a user pressing `p` at that moment."""
+
+    def run(job: Job, progress: Progress) -> dict:
+        real = progress.update
+
+        def update(**values: object) -> None:
+            seen.append(values)
+            real(**values)
+            done = values.get("bytes_done")
+            if pause_at is not None and isinstance(done, int) and done >= pause_at:
+                if not progress.queue.get(job.id).pause_requested and not progress.paused:
+                    progress.queue.pause(job.id)
+                deadline = time.monotonic() + 5
+                while not progress.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+        progress.update = update  # type: ignore[method-assign]
+        return handler(job, progress)
+
+    return run
+
+
+def test_a_paused_download_resumes_where_it_was_instead_of_starting_over(
+    env, settings, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(cache, "COPY_CHUNK", 256 * 1024)
+    size = 32 * 1024 * 1024
+    registry = one_big_file(tmp_path, size)
+    queue = open_queue(settings)
+    job = queue.enqueue("download", "one", {"ref": "one", "registry": str(registry)})
+    handler = _download_handler(settings)
+    before: list[dict] = []
+    Runner(queue, {"download": recording(handler, before, pause_at=size // 2)}).run_once()
+    paused = queue.get(job.id)
+    assert paused.state == "paused", paused.last_error
+    assert size // 2 <= paused.bytes_done < paused.bytes_total
+    [part] = (settings.artifact_dir / cache.PARTIAL_DIR).rglob("model.safetensors")
+    left = part.stat().st_size
+    assert left >= size // 2  # the partial file is kept, outside the cache folder
+
+    queue.resume(job.id)
+    after: list[dict] = []
+    Runner(queue, {"download": recording(handler, after)}).run_once()
+
+    done = queue.get(job.id)
+    assert done.state == "done", done.last_error
+    moved = [v["bytes_done"] for v in after if v.get("bytes_done") is not None]
+    assert moved[0] >= left and moved == sorted(moved)  # never back to the start
+    assert done.bytes_done == done.bytes_total == paused.bytes_total
+    assert done.result["bytes"] == size - left  # only the rest was read
+    verify_download(settings, registry, done)

@@ -564,11 +564,19 @@ def _download_handler(settings: Settings) -> Handler:
         def report(event: Any) -> None:
             # Waiting and lock messages are the only sign of life for up to an hour.
             note = event.message if event.phase in ("waiting", "locked") else ""
+            counted = event.phase in ("downloading", "verifying", "done")
+            file = None
+            if event.path:
+                state = DONE if event.file_done >= event.file_size else RUNNING
+                file = FileProgress(event.path, event.file_done, event.file_size, state)
             progress.update(
-                bytes_done=event.done,
-                bytes_total=event.total,
-                files_done=event.files_done,
-                files_total=event.files_total,
+                # The whole version: a resumed job goes on from where it was paused,
+                # and the steps before the first byte do not wipe what it shows.
+                bytes_done=event.kept + event.done if counted else None,
+                bytes_total=event.kept + event.total if counted else None,
+                files_done=event.files_done if counted else None,
+                files_total=event.files_total if counted else None,
+                file=file,
                 note=note[:MAX_NOTE_CHARS],
             )
 
