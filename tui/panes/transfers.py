@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import queue as queues
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import events, on, work
@@ -58,6 +59,11 @@ from tui.widgets.job_detail import (
     title_parts,
 )
 from tui.widgets.progress_text import duration, job_bytes_cell, rate_cell, text_bar
+
+if TYPE_CHECKING:
+    from tui.services.worker import WorkerStatus
+
+T = TypeVar("T")
 
 # How often the watcher reads data_version(): cheap, one pragma on its own connection.
 POLL_SECONDS = 0.1
@@ -208,31 +214,8 @@ Outcome = tuple[str, SeverityLevel] | None
 Command = Callable[[TransferQueue], Outcome]
 
 
-def _start_worker(settings: Settings | None) -> str:
-    """Start the detached worker if none runs; a sentence saying what will run the job."""
-    if settings is None:
-        return "a worker will pick it up"
-    try:
-        from tui.services import worker
-    except ModuleNotFoundError as exc:
-        if exc.name != "tui.services.worker":
-            raise
-        return "the worker will pick it up when it starts"
-    ensure = getattr(worker, "ensure_worker", None)
-    if ensure is None:
-        return "the worker will pick it up when it starts"
-    try:
-        status = ensure(settings)
-    except Exception as exc:  # the job is queued all the same; say why nothing runs it yet
-        return f"no worker could be started ({one_line(exc)}); run `evalwb-tui worker`"
-    pid = getattr(status, "pid", None)
-    if getattr(status, "started", False):
-        return f"started a worker (pid {pid})"
-    return f"the worker (pid {pid}) picks it up"
-
-
 def cancel_command(job_id: int) -> Command:
-    """Cancel `job_id` now (queued) or ask its runner to stop (running)."""
+    """Cancel `job_id` now (queued or paused) or ask its runner to stop (running)."""
 
     def run(queue: TransferQueue) -> Outcome:
         job = queue.cancel(job_id)
@@ -243,13 +226,10 @@ def cancel_command(job_id: int) -> Command:
     return run
 
 
-def pause_command(job_id: int, *, resume: bool, settings: Settings | None) -> Command:
-    """Pause `job_id` (a running one is handed back by its runner), or resume it."""
+def pause_command(job_id: int) -> Command:
+    """Pause `job_id` (a running one is handed back by its runner, progress kept)."""
 
     def run(queue: TransferQueue) -> Outcome:
-        if resume:
-            queue.resume(job_id)
-            return f"Transfer #{job_id} resumed; {_start_worker(settings)}", "information"
         job = queue.pause(job_id)
         if job.state == PAUSED:
             return f"Transfer #{job_id} paused", "information"
@@ -262,14 +242,115 @@ def pause_command(job_id: int, *, resume: bool, settings: Settings | None) -> Co
     return run
 
 
-def retry_command(job_id: int, settings: Settings | None) -> Command:
-    """Queue a failed or cancelled job again."""
+# --- queueing for the worker -----------------------------------------------------------
 
-    def run(queue: TransferQueue) -> Outcome:
-        queue.retry(job_id)
-        return f"Transfer #{job_id} queued again; {_start_worker(settings)}", "information"
+
+@dataclass(frozen=True)
+class WorkerNote:
+    """What will run a queued job, in a sentence; `news` when it deserves a note of its
+    own (a worker was replaced, an outdated one still runs, none could be started)."""
+
+    text: str
+    severity: SeverityLevel = "information"
+    news: bool = False
+
+
+NO_SETTINGS_NOTE = WorkerNote("a worker will pick it up")
+SEVERITY_RANK: dict[SeverityLevel, int] = {"information": 0, "warning": 1, "error": 2}
+
+
+def worker_note(status: WorkerStatus) -> WorkerNote:
+    """The sentence for a worker made sure of by `worker.queue_for_worker`."""
+    pid = status.pid
+    if status.outdated:
+        return WorkerNote(
+            f"an older transfer worker (pid {pid}) started with other settings still runs and"
+            f" may take it; stop it with `kill {pid}`, then start one with `evalwb-tui worker`",
+            "warning",
+            news=True,
+        )
+    if status.restarted:
+        return WorkerNote(
+            f"restarted the transfer worker with the new settings (pid {pid})", news=True
+        )
+    if status.started:
+        return WorkerNote(f"started a worker (pid {pid})")
+    return WorkerNote(f"the worker (pid {pid}) picks it up")
+
+
+def queue_with_worker(settings: Settings | None, enqueue: Callable[[], T]) -> tuple[T, WorkerNote]:
+    """Call `enqueue` (it queues jobs) so that a worker running with `settings` takes
+    them, never one started with other settings; what it returned, and what runs them.
+
+    It may wait up to a minute for an outdated worker to stop: call it from a thread.
+    When no worker can be started the jobs are queued all the same and the note says so.
+    """
+    if settings is None:  # a bare queue file: whatever runs it takes them
+        return enqueue(), NO_SETTINGS_NOTE
+    from tui.services.worker import queue_for_worker
+
+    queued: list[T] = []
+    failed: list[BaseException] = []
+
+    def once() -> T:
+        try:
+            queued.append(enqueue())
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        return queued[0]
+
+    try:
+        result, status = queue_for_worker(settings, once)
+    except Exception as exc:
+        if failed:
+            raise  # queueing itself failed: nothing to run
+        # The worker could not be started (or stopped): the jobs wait for one.
+        result = queued[0] if queued else enqueue()
+        text = f"no worker could be started ({one_line(exc)}); run `evalwb-tui worker`"
+        return result, WorkerNote(text, "warning", news=True)
+    return result, worker_note(status)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What a command that queued a job says; `job_id` is a job it added."""
+
+    text: str
+    severity: SeverityLevel = "information"
+    job_id: int | None = None
+
+
+Change = Callable[[TransferQueue], Queued]
+
+
+def resume_change(job_id: int) -> Change:
+    """Queue a paused job again (or withdraw a pause not yet carried out)."""
+
+    def run(queue: TransferQueue) -> Queued:
+        queue.resume(job_id)
+        return Queued(f"Transfer #{job_id} resumed")
 
     return run
+
+
+def retry_change(job_id: int) -> Change:
+    """Queue a failed or cancelled job again."""
+
+    def run(queue: TransferQueue) -> Queued:
+        queue.retry(job_id)
+        return Queued(f"Transfer #{job_id} queued again")
+
+    return run
+
+
+def sync_change(queue: TransferQueue) -> Queued:
+    """Queue one sync job for the pending offline runs, unless one is already waiting."""
+    waiting = [job for job in queue.list((QUEUED, RUNNING)) if job.kind == "sync"]
+    if waiting:
+        return Queued(f"A sync is already queued (#{waiting[-1].id})", "warning")
+    job = queue.enqueue("sync", SYNC_TITLE, {"runs": "pending"})
+    return Queued(f"Sync queued as #{job.id}", job_id=job.id)
 
 
 # What a sync needs first when no key is set: without one every sync job fails.
@@ -279,21 +360,6 @@ NO_KEY_HINT = "set WANDB_API_KEY (environment or .env) and restart the app"
 def needs_key(settings: Settings | None) -> bool:
     """True when syncing cannot work: settings are known and hold no W&B key."""
     return settings is not None and settings.wandb_api_key is None
-
-
-def sync_command(settings: Settings | None) -> Command:
-    """Queue one sync job for the pending offline runs, unless one is already waiting."""
-
-    def run(queue: TransferQueue) -> Outcome:
-        if needs_key(settings):
-            return f"Nothing synced: uploading needs a W&B key; {NO_KEY_HINT}", "warning"
-        waiting = [job for job in queue.list((QUEUED, RUNNING)) if job.kind == "sync"]
-        if waiting:
-            return f"A sync is already queued (#{waiting[-1].id})", "warning"
-        job = queue.enqueue("sync", SYNC_TITLE, {"runs": "pending"})
-        return f"Sync queued as #{job.id}; {_start_worker(settings)}", "information"
-
-    return run
 
 
 _STOP = object()
@@ -389,6 +455,15 @@ class TransfersPane(Vertical):
             self.text = text
             self.severity = severity
 
+    class ChangeDone(Message):
+        """A job was queued (again) for the worker: what to say, and a job it added."""
+
+        def __init__(self, text: str, severity: SeverityLevel, job_id: int | None) -> None:
+            super().__init__()
+            self.text = text
+            self.severity = severity
+            self.job_id = job_id
+
     class Unavailable(Message):
         """The queue cannot be read; `error` says why."""
 
@@ -411,6 +486,8 @@ class TransfersPane(Vertical):
         # How many times the table was refreshed: the bound that coalescing keeps.
         self.refresh_count = 0
         self._commands: queues.Queue[object] = queues.Queue()
+        # One queueing change at a time: two quick `s` presses must queue one sync.
+        self._queueing = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._order: list[int] = []
         self._cells: dict[int, tuple[tuple[str, str], ...]] = {}
@@ -565,6 +642,30 @@ class TransfersPane(Vertical):
         if outcome is not None:
             self.post_message(self.Notice(*outcome))
 
+    @work(thread=True, exit_on_error=False, group="transfers-queueing")
+    def _queue_change(self, change: Change) -> None:
+        """Carry out `change` so that a worker with the app's settings runs the job. Its
+        own thread and connection: replacing an outdated worker may take half a minute,
+        and the listing goes on meanwhile."""
+        with self._queueing:
+            try:
+                queue = self._open()
+            except (TransferQueueError, OSError) as exc:
+                self.post_message(self.Notice(one_line(exc), "error"))
+                return
+            try:
+                done, note = queue_with_worker(self.settings, lambda: change(queue))
+            except (JobStateError, JobNotFoundError) as exc:
+                self.post_message(self.Notice(one_line(exc), "warning"))
+                return
+            except Exception as exc:  # the queue refused it: one line, the pane goes on
+                self.post_message(self.Notice(one_line(exc), "error"))
+                return
+            finally:
+                queue.close()
+        severity = max(done.severity, note.severity, key=SEVERITY_RANK.__getitem__)
+        self.post_message(self.ChangeDone(f"{done.text}; {note.text}", severity, done.job_id))
+
     # -- listings --------------------------------------------------------------------
 
     @on(JobsListed)
@@ -596,6 +697,10 @@ class TransfersPane(Vertical):
 
     @on(Notice)
     def _notice(self, event: Notice) -> None:
+        self.app.notify(event.text, severity=event.severity, markup=False)
+
+    @on(ChangeDone)
+    def _change_done(self, event: ChangeDone) -> None:
         self.app.notify(event.text, severity=event.severity, markup=False)
 
     @on(Unavailable)
@@ -791,7 +896,7 @@ class TransfersPane(Vertical):
                 markup=False,
             )
             return
-        self._commands.put(retry_command(job.id, self.settings))
+        self._queue_change(retry_change(job.id))
 
     def action_pause(self) -> None:
         job = self.selected_job
@@ -806,10 +911,20 @@ class TransfersPane(Vertical):
                 markup=False,
             )
             return
-        self._commands.put(pause_command(job.id, resume=resume, settings=self.settings))
+        if resume:
+            self._queue_change(resume_change(job.id))
+        else:
+            self._commands.put(pause_command(job.id))
 
     def action_sync(self) -> None:
-        self._commands.put(sync_command(self.settings))
+        if needs_key(self.settings):
+            self.app.notify(
+                f"Nothing synced: uploading needs a W&B key; {NO_KEY_HINT}",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self._queue_change(sync_change)
 
 
 class _Hint(Static, can_focus=True):
