@@ -36,7 +36,7 @@ from tui.services.transfers import (
     Runner,
     open_queue,
 )
-from tui.services.worker import default_handlers, log_path, worker_status
+from tui.services.worker import WorkerStatus, default_handlers, log_path, worker_status
 from tui.widgets.alias_dialog import AliasScreen
 from tui.widgets.choice import ChoiceScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -747,6 +747,15 @@ def downloaded_to(app: App, ref: str) -> Path | None:
     return Path(found[0]) if found else None
 
 
+def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test runs the job itself, step by step: no detached worker may take it."""
+
+    def queue_only(settings: Settings, enqueue: Callable[[], Job], **_: object) -> tuple:
+        return enqueue(), WorkerStatus(False, None, None, log_path(settings))
+
+    monkeypatch.setattr("tui.services.worker.queue_for_worker", queue_only)
+
+
 async def test_d_downloads_through_a_detached_worker(
     worker_settings: Settings, demo_registry_dir: Path
 ) -> None:
@@ -793,11 +802,66 @@ async def test_d_downloads_through_a_detached_worker(
                 time.sleep(0.05)
 
 
+def stop_worker(settings: Settings, pid: int | None) -> None:
+    """SIGTERM a worker this test started, by its pid, and wait until it is gone."""
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while worker_status(settings).pid == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+async def test_d_replaces_a_worker_started_with_other_settings_and_the_new_one_downloads(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started before the settings changed (another download folder) would put
+    the checkpoint where the app no longer looks: `d` replaces it before queueing."""
+    from tui.services.worker import ensure_worker
+
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "30")
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "old-artifacts"))
+    old = ensure_worker(load_settings(), wait=30)
+    pids = [old.pid]
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "artifacts"))
+    settings = load_settings()
+    try:
+        assert old.started and old.alive and old.pid is not None
+        app = PaneApp(settings, LocalRegistry(demo_registry_dir))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_version(pilot, "llama-3-8b-sft", "v1")
+            await pilot.press("d")
+            restarted = "Download of llama-3-8b-sft:v1: restarted the transfer worker"
+            await wait_long(
+                pilot, lambda: any(n.startswith(restarted) for n in notes(app)), "the note", 60
+            )
+            new = worker_status(settings)
+            pids.append(new.pid)
+            assert new.alive and new.pid != old.pid
+            assert f"{restarted} with the new settings (pid {new.pid})" in notes(app)
+            await wait_long(
+                pilot, lambda: downloaded_to(app, "llama-3-8b-sft:v1"), "the download", 60
+            )
+            folder = downloaded_to(app, "llama-3-8b-sft:v1")
+            assert folder is not None and folder.is_relative_to(isolated_env / "artifacts")
+            assert (folder / "config.json").is_file()
+        (job,) = open_queue(settings).list()
+        assert (job.state, job.attempts, job.owner_pid) == (DONE, 1, new.pid)
+        assert not list((isolated_env / "old-artifacts").rglob("config.json"))
+    finally:
+        for pid in reversed(pids):
+            stop_worker(settings, pid)
+
+
 async def test_download_status_follows_the_job_in_the_queue(
     worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # This test runs the job itself, step by step, so no detached worker may take it.
-    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    no_worker(monkeypatch)
     queue = open_queue(worker_settings)
     app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -853,7 +917,7 @@ async def test_download_status_follows_the_job_in_the_queue(
 async def test_a_failed_download_is_one_line(
     worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    no_worker(monkeypatch)
     registry = LocalRegistry(demo_registry_dir)
     app = PaneApp(worker_settings, registry)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -890,7 +954,7 @@ async def test_a_failed_download_is_one_line(
 async def test_the_status_line_follows_a_download_through_pause_and_resume(
     worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tui.panes.registry.ensure_worker", lambda settings: None)
+    no_worker(monkeypatch)
     queue = open_queue(worker_settings)
     app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
     async with app.run_test(size=(80, 24)) as pilot:

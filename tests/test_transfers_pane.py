@@ -7,6 +7,7 @@ live progress written to SQLite exactly as the worker process writes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -525,6 +526,63 @@ async def test_sync_starts_a_detached_worker_when_none_runs(
             while worker_status(settings).alive and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not worker_status(settings).alive
+
+
+def stop_worker(settings: Settings, pid: int | None) -> None:
+    """SIGTERM the worker this test started, by its pid, and wait until it is gone."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while worker_status(settings).pid == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+async def test_sync_replaces_a_worker_started_without_the_key_and_the_new_one_runs_it(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started before WANDB_API_KEY was set would fail a sync at once: `s`
+    replaces it first, and the worker with the key runs the job."""
+    from tui.services.transfers import open_queue
+    from tui.services.worker import ensure_worker
+
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "30")
+    old = ensure_worker(load_settings(), wait=30)
+    pids = [old.pid]
+    try:
+        assert old.started and old.alive and old.pid is not None
+        monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+        settings = load_settings()
+        app = PaneApp(None, settings)
+        async with app.run_test(size=SIZE) as pilot:
+            pane = pane_of(app)
+            await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
+            await pilot.press("s")
+            said = await wait_for(
+                pilot, lambda: [n for n in app.notes if n[1].startswith("Sync queued")], "note", 60
+            )
+            new = worker_status(settings)
+            pids.append(new.pid)
+            assert said[0][1] == (
+                f"Sync queued as #1; restarted the transfer worker with the new settings"
+                f" (pid {new.pid})"
+            )
+            assert said[0][2] == "information"
+            assert new.alive and new.pid != old.pid
+            await wait_for(pilot, lambda: cell(app, 1, "state") == DONE, "the sync done", 30)
+        queue = open_queue(settings)
+        try:
+            job = queue.get(1)
+        finally:
+            queue.close()
+        assert (job.kind, job.state, job.attempts, job.owner_pid) == ("sync", DONE, 1, new.pid)
+        assert worker_status(settings).pid == new.pid  # the old one is gone
+    finally:
+        for pid in reversed(pids):
+            stop_worker(load_settings(), pid)
 
 
 def pending_log_job(queue: TransferQueue, index: Any, run_id: str) -> Job:

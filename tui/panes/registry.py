@@ -11,6 +11,7 @@ pane (`e`) by the alias it was picked by.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -21,6 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.timer import Timer
 from textual.widgets import Tree
 from textual.worker import Worker, get_current_worker
@@ -37,17 +39,9 @@ from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree, key_ali
 if TYPE_CHECKING:
     from tui.services.transfers import Job, TransferQueue
     from tui.services.version_search import SearchHit
-    from tui.services.worker import WorkerStatus
 
 # The dialogs, the transfer queue and the eval results are imported when first used:
 # the pane's start-up only needs the tree, the detail view and the filter.
-
-
-def ensure_worker(settings: Settings) -> WorkerStatus:
-    """Start the detached transfer worker unless one runs."""
-    from tui.services.worker import ensure_worker as ensure
-
-    return ensure(settings)
 
 
 def checkpoint_ref(item: Collection | Version, alias: str | None = None) -> str:
@@ -151,6 +145,15 @@ class RegistryPane(Vertical):
             # follows it from now on (earlier downloads still notify when they end).
             self.first = first
 
+    class WorkerNoted(Message):
+        """What runs a queued download, when worth a note: the worker was replaced, an
+        outdated one still runs, or none could be started."""
+
+        def __init__(self, text: str, severity: SeverityLevel) -> None:
+            super().__init__()
+            self.text = text
+            self.severity = severity
+
     def __init__(
         self,
         *,
@@ -171,6 +174,7 @@ class RegistryPane(Vertical):
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
         self._status_job: int | None = None
+        self._queueing = threading.Lock()
 
     def compose(self) -> ComposeResult:
         # No filter box yet: it is mounted by the first `/` (an Input is one of the
@@ -591,6 +595,7 @@ class RegistryPane(Vertical):
 
     @work(thread=True, group="download", exit_on_error=False)
     def _download(self, settings: Settings, ref: str, registry_dir: str | None) -> None:
+        from tui.panes.transfers import queue_with_worker
         from tui.services.transfers import open_queue
 
         worker = get_current_worker()
@@ -599,10 +604,22 @@ class RegistryPane(Vertical):
         except Exception as exc:  # the queue file cannot be opened: say so, once
             self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
             return
-        try:
-            job = _queued_download(queue, ref, registry_dir)
+
+        def enqueue() -> Job:
+            # One `d` at a time: pressed twice while a worker starts, it queues one job.
+            with self._queueing:
+                job = _queued_download(queue, ref, registry_dir)
             self.post_message(self.DownloadUpdate(ref, job, first=True))
-            ensure_worker(settings)
+            return job
+
+        try:
+            # A worker started with other settings is replaced before it could take the
+            # job; this may take half a minute, in this thread.
+            job, note = queue_with_worker(settings, enqueue)
+            if note.news:
+                self.post_message(
+                    self.WorkerNoted(f"Download of {ref}: {note.text}", note.severity)
+                )
             _watch(
                 queue,
                 job,
@@ -611,10 +628,14 @@ class RegistryPane(Vertical):
                 # Read from the watcher's thread: swapping an int is atomic.
                 followed=lambda job_id: job_id == self._status_job,
             )
-        except Exception as exc:  # queue or worker start failed: one line
+        except Exception as exc:  # the queue failed: one line
             self.post_message(self.DownloadUpdate(ref, None, one_line(exc)))
         finally:
             queue.close()
+
+    @on(WorkerNoted)
+    def _worker_noted(self, event: WorkerNoted) -> None:
+        self.notify(event.text, severity=event.severity, markup=False, timeout=10)
 
     @on(DownloadUpdate)
     def _download_update(self, event: DownloadUpdate) -> None:
