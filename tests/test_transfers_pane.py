@@ -875,11 +875,9 @@ async def test_a_download_that_moved_no_bytes_says_why_in_words(
         await pilot.pause()
         text = " ".join(detail_text(app).split())
         assert "8 of 8 files" in text
-        # The worker counts a download's files but records none by name: said, not faked.
-        folder = fetched.result["folder"]
-        note = f"not recorded one by one for downloads, only counted (above); they are in {folder}"
-        assert "".join(note.split()) in "".join(text.split())  # however the lines wrap
-        assert "none reported" not in text
+        # Each file the worker fetched is listed by name, done at its full size.
+        assert len(fetched.files) == 8 and all(f.state == DONE for f in fetched.files)
+        assert all(f.path in text for f in fetched.files) and "not recorded" not in text
 
 
 async def test_a_log_job_that_sent_bytes_never_says_none_uploaded(

@@ -233,11 +233,16 @@ def _files_part(job: Job, files_loaded: bool) -> list[RenderableType]:
 
 
 def _download_files_note(job: Job) -> str:
-    """Why a download lists no files: its worker records how many, not which; the folder
-    holding them is named once known."""
-    folder = (job.result or {}).get("folder")
+    """Why a download lists no files: none had to be fetched (a cache hit, a `-local`
+    twin used in place) or none yet; the folder holding them is named once known."""
+    result = job.result or {}
+    folder = result.get("folder")
     where = f"; they are in {mask_text(str(folder))}" if folder and job.state == DONE else ""
-    return f"not recorded one by one for downloads, only counted (above){where}"
+    if result.get("local_twin"):
+        return f"none fetched: used in place{where}"
+    if result.get("cache_hit"):
+        return f"none fetched: already in the cache{where}"
+    return f"none fetched{where}" if job.state in (DONE, FAILED, CANCELLED) else "none fetched yet"
 
 
 def _times(job: Job) -> str:
