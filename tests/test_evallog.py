@@ -590,3 +590,34 @@ def test_cli_refuses_one_checkpoint_for_results_of_two_models(tmp_path, monkeypa
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and "2 models" in err and "--checkpoint" in err
     assert not (tmp_path / "wandb-dir").exists()
+
+
+def test_a_quick_upload_names_every_file_it_sends_from_the_start(
+    tmp_path, monkeypatch, demo_registry_dir
+):
+    from tests.wandb_emulator import WandbEmulator
+    from tui.services.registry.local import LocalRegistry
+
+    settings = use_env(monkeypatch, tmp_path)
+    logged = log_run(read_run(COPA), settings=settings, project="evals")
+    plan = evallog.upload_plan(logged)
+    sent = {f"artifact {logged.artifact_name}/{name}" for name in read_run(COPA).files}
+    assert sent <= plan.keys() and len(plan) > len(sent)  # and the run's own files
+    emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=0, max_seconds=60).start()
+    try:
+        keyed = use_env(
+            monkeypatch, tmp_path, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL=emulator.base_url
+        )
+        events: list[Any] = []
+        (result,) = sync_pending(keyed, progress=events.append)
+    finally:
+        emulator.stop()
+    assert result.ok, result.message
+    files = [e for e in events if e.stage == "upload_file"]
+    # Named up front with their sizes, before anything was sent ...
+    assert {e.detail: (e.done, e.total) for e in files[: len(plan)]} == {
+        path: (0, size) for path, size in plan.items()
+    }
+    # ... and each ends sent whole; a file seen in flight is not listed a second time.
+    last = {e.detail: (e.done, e.total) for e in files}
+    assert last == {path: (size, size) for path, size in plan.items()}

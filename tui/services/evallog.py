@@ -872,8 +872,10 @@ class UploadTally:
     A file upload in flight is an operation (or a subtask of `uploading artifact X`) whose
     `progress` reads like `54.9MB/64.0MB` (binary units). Finished uploads leave the
     stats, so each file keeps the last count seen; files that start and finish between
-    two polls are not seen at all. The totals therefore come from `planned` (file sizes
-    known before the upload starts, see `upload_plan`) where that is more.
+    two polls are not seen at all. So the files and totals start from `planned` (names
+    and sizes known before the upload starts, see `upload_plan`): every planned file is
+    reported from the first report on, and a file seen in flight counts as the planned
+    one of its name.
     """
 
     def __init__(self, planned: Mapping[str, int] | None = None) -> None:
@@ -893,9 +895,33 @@ class UploadTally:
             if m := _UPLOAD.fullmatch(op.progress.strip()):
                 done = int(float(m.group(1)) * _UNITS[m.group(2)])
                 total = int(float(m.group(3)) * _UNITS[m.group(4)])
-                before = self.files.get(path, (0, 0))
-                self.files[path] = (max(done, before[0]), max(total, before[1]))
+                key = self._planned_name(path)
+                before = self.files.get(key, (0, 0))
+                self.files[key] = (max(done, before[0]), max(total, before[1]))
             self._walk(path, op.subtasks)
+
+    def _planned_name(self, path: str) -> str:
+        """The planned file wandb-core calls `path`: the same name, else the same file
+        name on the same side (the artifact's or the run's); `path` when none is."""
+        if path in self.planned:
+            return path
+        group, _, name = path.rpartition("/")
+        for key in self.planned:
+            key_group, _, key_name = key.rpartition("/")
+            if key_name == name and key_group.startswith("artifact ") == group.startswith(
+                "artifact "
+            ):
+                return key
+        return path
+
+    def by_file(self) -> dict[str, tuple[int, int]]:
+        """(bytes sent, size) of every file, planned or seen."""
+        files = {path: (0, size) for path, size in self.planned.items()}
+        for path, (done, total) in self.files.items():
+            files[path] = (done, max(total, files.get(path, (0, 0))[1]))
+        if self.done:
+            files = {path: (total, total) for path, (_, total) in files.items()}
+        return files
 
     def finish(self) -> None:
         """The sync succeeded: every file was sent whole, seen or not."""
@@ -906,31 +932,30 @@ class UploadTally:
         """Emit `upload` (bytes), `upload_files` (files) and one `upload_file` per file."""
         if progress is None:
             return
-        for path, (done, total) in self.files.items():
+        files = self.by_file()
+        for path, (done, total) in files.items():
             progress(LogProgress("upload_file", done, total, path))
-        sizes = self.files.values()
-        total = max(sum(self.planned.values()), sum(t for _, t in sizes))
-        sent = total if self.done else min(total, sum(d for d, _ in sizes))
-        progress(LogProgress("upload", sent, total))
-        count = max(len(self.planned), len(self.files))
-        whole = count if self.done else min(count, sum(1 for d, t in sizes if d >= t))
-        progress(LogProgress("upload_files", whole, count))
+        total = sum(t for _, t in files.values())
+        progress(LogProgress("upload", sum(d for d, _ in files.values()), total))
+        whole = sum(1 for d, t in files.values() if d >= t)
+        progress(LogProgress("upload_files", whole, len(files)))
 
 
 def upload_plan(logged: LoggedRun) -> dict[str, int]:
-    """Sizes of what syncing `logged` sends, known before it starts: the offline run's
-    files and the results artifact's files (its manifest is these files)."""
+    """Names and sizes of what syncing `logged` sends, known before it starts: the
+    offline run's files, and the results artifact's files (its manifest is these files)
+    as `artifact <name>/<file>`, named as wandb-core names them while they are sent."""
     plan: dict[str, int] = {}
     run_files = Path(logged.run_dir) / "files"
     if run_files.is_dir():
-        for path in run_files.rglob("*"):
+        for path in sorted(run_files.rglob("*")):
             if path.is_file():
-                plan[f"run/{path.relative_to(run_files)}"] = path.stat().st_size
+                plan[path.relative_to(run_files).as_posix()] = path.stat().st_size
     if logged.results_path:
         for name in RESULT_FILES:
             path = Path(logged.results_path) / name
             if path.is_file():
-                plan[f"artifact/{name}"] = path.stat().st_size
+                plan[f"artifact {logged.artifact_name}/{name}"] = path.stat().st_size
     return plan
 
 
