@@ -858,6 +858,61 @@ async def test_d_replaces_a_worker_started_with_other_settings_and_the_new_one_d
             stop_worker(settings, pid)
 
 
+async def test_after_d_the_transfers_pane_shows_the_download_selected(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`d`, then F4: the cursor is on the new download (p and c act on it), not on the
+    job it was left on; while the user looks, a job this app adds takes the cursor only
+    if they have not moved it since the pane was shown."""
+    from tui.panes.run_config import RunConfigPane
+    from tui.panes.transfers import TransfersPane
+
+    no_worker(monkeypatch)
+    queue = open_queue(worker_settings)
+    for ref in ("my-model:v1", "my-model:v2"):
+        queue.enqueue("download", f"download {ref}", {"ref": ref, "root": None})
+    app = EvalWBApp(worker_settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await wait_long(pilot, lambda: app.pane("transfers") is not None, "the pane", 20)
+        pane = app.query_one(TransfersPane)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "the two jobs")
+        await pilot.press("down")  # the user's cursor, on #1
+        await wait_for(pilot, lambda: pane.selected_job.id == 1, "#1 selected")
+
+        await pilot.press("f2")
+        await open_version(pilot, "llama-3-8b-sft", "v1")
+        await pilot.press("d")
+        status = app.query_one(RegistryPane).download_status
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        assert status.job.id == 3
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: pane.selected_job and pane.selected_job.id == 3, "#3")
+        assert pane.table.cursor_row == 0 and pane.table.has_focus
+        await pilot.press("p")
+        await wait_for(pilot, lambda: queue.get(3).state == PAUSED, "the download paused")
+        assert queue.get(1).state == QUEUED
+
+        # Looking at the pane, the user moves the cursor: a log job the Run pane queues
+        # now appears, and the cursor stays where the user put it.
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.selected_job.id == 2, "#2 selected")
+        run = app.query_one(RunConfigPane)
+        log = queue.enqueue("log", "log ARC", {"results": "out/arc"})
+        run.post_message(RunConfigPane.LoggingQueued([log.id]))
+        await wait_for(pilot, lambda: pane.table.row_count == 4, "the log job")
+        await pilot.pause(0.3)
+        assert pane.selected_job.id == 2 and pane.table.cursor_row == 2
+
+        # Shown afresh and left alone, the cursor goes to the next job the app adds.
+        await pilot.press("f2", "f4")
+        log = queue.enqueue("log", "log GSM8K", {"results": "out/gsm8k"})
+        run.post_message(RunConfigPane.LoggingQueued([log.id]))
+        await wait_for(pilot, lambda: pane.selected_job.id == log.id, "the new log job")
+        assert pane.table.cursor_row == 0
+    queue.close()
+
+
 async def test_download_status_follows_the_job_in_the_queue(
     worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -454,6 +454,27 @@ async def test_sync_enqueues_one_sync_job(queue: TransferQueue, queue_file: Path
         assert len(queue.list()) == 1
 
 
+async def test_s_puts_the_cursor_on_the_sync_it_queued(
+    queue: TransferQueue, queue_file: Path
+) -> None:
+    first = queue.enqueue("log", "first", {"total": 1, "seconds": 0})
+    queue.enqueue("log", "second", {"total": 1, "seconds": 0})
+    app = PaneApp(queue_file)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.selected_job.id == first.id, "the older job")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: pane.table.row_count == 3, "the sync row")
+        await wait_for(pilot, lambda: pane.selected_job.kind == "sync", "the sync selected")
+        assert pane.table.cursor_row == 0
+        await pilot.press("c", "y")  # c acts on the sync, not on the job the cursor was on
+        await wait_for(pilot, lambda: cell(app, 3, "state") == CANCELLED, "cancelled")
+        assert queue.get(first.id).state == QUEUED
+
+
 def closed_port() -> int:
     """A local port nothing listens on."""
     import socket

@@ -362,6 +362,19 @@ def needs_key(settings: Settings | None) -> bool:
     return settings is not None and settings.wandb_api_key is None
 
 
+def added_job_id(message: Message) -> int | None:
+    """The job another pane says it queued, from a message passing through the app: a
+    Registry download, the newest log job of a finished eval."""
+    from tui.panes.registry import RegistryPane
+    from tui.panes.run_config import RunConfigPane
+
+    if isinstance(message, RegistryPane.DownloadUpdate) and message.first and message.job:
+        return message.job.id
+    if isinstance(message, RunConfigPane.LoggingQueued) and message.job_ids:
+        return max(message.job_ids)
+    return None
+
+
 _STOP = object()
 _SELECT = object()
 
@@ -498,6 +511,11 @@ class TransfersPane(Vertical):
         self._selected_id: int | None = None
         # The full record (with per-file progress) in the detail view.
         self.detail_job: Job | None = None
+        # A job this app added (a download, a log job, a sync), for the cursor to go to.
+        self._follow_id: int | None = None
+        self._shown = False
+        # The user moved the cursor since the pane was last shown: leave it where it is.
+        self._user_moved = False
 
     def compose(self) -> ComposeResult:
         yield _Hint(LOADING_HINT, id="transfers-hint", markup=False)
@@ -535,15 +553,24 @@ class TransfersPane(Vertical):
         self._set_columns(self.size.width or 80)
         self._claim_focus()
         self._watch()
+        # Other panes tell the app what they queued; the app is where they meet.
+        self.app.message_signal.subscribe(self, self._app_message, immediate=True)
+        # A download queued before this pane was loaded.
+        started = getattr(self.app, "jobs_notified_by_starter", ())
+        self._follow_id = max(started, default=None)
 
     def on_show(self) -> None:
+        self._shown, self._user_moved = True, False
+        self._follow()
         self._claim_focus()
 
     def on_hide(self) -> None:
+        self._shown = False
         self._claim_focus()
 
     def on_unmount(self) -> None:
         self._commands.put(_STOP)
+        self.app.message_signal.unsubscribe(self)
 
     def on_resize(self, event: events.Resize) -> None:
         if self._set_columns(event.size.width):
@@ -684,6 +711,7 @@ class TransfersPane(Vertical):
         else:
             self._update_cells([job for job in jobs if _changed(previous.get(job.id), job)])
         self._show_detail(event.detail)
+        self._follow()
 
     @on(DetailLoaded)
     def _detail_loaded(self, event: DetailLoaded) -> None:
@@ -702,6 +730,8 @@ class TransfersPane(Vertical):
     @on(ChangeDone)
     def _change_done(self, event: ChangeDone) -> None:
         self.app.notify(event.text, severity=event.severity, markup=False)
+        if event.job_id is not None:
+            self.follow(event.job_id)
 
     @on(Unavailable)
     def _unavailable(self, event: Unavailable) -> None:
@@ -850,8 +880,43 @@ class TransfersPane(Vertical):
 
     @on(DataTable.RowHighlighted, "#transfers-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self._select(int(event.row_key.value))
+        if event.row_key.value is None:
+            return
+        job_id = int(event.row_key.value)
+        cursor = self.table.cursor_row
+        if not 0 <= cursor < len(self._order) or self._order[cursor] != job_id:
+            return  # stale: posted before the cursor moved on (a rebuild posts row 0 first)
+        # The pane moves the cursor only along with the selection: any other move is the
+        # user's (a key, a click).
+        if job_id != self._selected_id and self._shown:
+            self._user_moved = True
+        self._select(job_id)
+
+    # -- following the jobs this app adds ----------------------------------------------
+
+    def follow(self, job_id: int) -> None:
+        """Put the cursor on `job_id`, a job this app just added: when the pane is shown
+        next, or as soon as it is listed while the pane is shown, unless the user moved
+        the cursor since (theirs is not taken away while they look)."""
+        if self._shown and self._user_moved:
+            return
+        self._follow_id = job_id
+        self._follow()
+
+    def _follow(self) -> None:
+        job_id = self._follow_id
+        if job_id is None or not self._shown or job_id not in self._order:
+            return  # when shown, or when listed
+        self._follow_id = None
+        if self._user_moved or job_id == self._selected_id:
+            return
+        self.table.move_cursor(row=self._order.index(job_id), animate=False, scroll=True)
+        self._select(job_id)
+
+    def _app_message(self, message: Message) -> None:
+        job_id = added_job_id(message)
+        if job_id is not None:
+            self.follow(job_id)
 
     @on(DataTable.RowSelected, "#transfers-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -924,6 +989,7 @@ class TransfersPane(Vertical):
                 markup=False,
             )
             return
+        self._user_moved = False  # the sync is what they look for now
         self._queue_change(sync_change)
 
 
