@@ -112,3 +112,19 @@ def test_sync_says_synced_once_and_why_not_when_it_could_not(env, monkeypatch):
 
 def sync() -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, "sync"], capture_output=True, text=True, timeout=120)
+
+
+def test_a_queued_log_job_is_titled_as_the_run_pane_titles_it(env, demo_registry_dir, monkeypatch):
+    from tui.services.evalrun import log_title
+
+    emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=0, max_seconds=120).start()
+    try:
+        monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+        done = log("--checkpoint", "my-model:v3")
+    finally:
+        emulator.stop()
+    assert done.returncode == 0, done.stderr
+    [job] = open_queue(load_settings(dict(os.environ))).list(["done"])
+    assert job.title == log_title(RESULTS, "my-model:v3")
+    assert job.title.startswith("ARC · my-model:v3 · ")

@@ -448,6 +448,7 @@ def _log_through_worker(
     run offline first and then uploads it, so the upload outlives this command. Results
     logged before are said so here, without a job, unless `--force`."""
     from tui.services.evallog import find_logged
+    from tui.services.evalrun import log_title
     from tui.services.transfers import DONE, PENDING_SYNC, open_queue
     from tui.services.worker import MOVING_STATES, queue_for_worker, watch_jobs
 
@@ -485,7 +486,8 @@ def _log_through_worker(
                 "force": args.force,
                 "s3_prefix": args.s3_prefix,
             }
-            title = f"log {folder.parent.name}/{folder.name}"
+            # Titled as the Run pane titles its jobs: the task and checkpoint first.
+            title = log_title(folder, args.checkpoint)
             jobs.append(queue.enqueue("log", title, {k: v for k, v in payload.items() if v}))
         return jobs
 
@@ -681,8 +683,10 @@ def _job_state(job: Any) -> str:
 def _job_line(job: Any) -> str:
     state = _job_state(job)
     percent = "-" if job.fraction is None else f"{job.fraction:.0%}"
+    from tui.widgets.progress_text import bytes_word  # plain text; no textual import
+
     total = "?" if job.bytes_total is None else human_size(job.bytes_total)
-    size = f"{human_size(job.bytes_done)}/{total}"
+    size = bytes_word(job) or f"{human_size(job.bytes_done)}/{total}"
     moving = job.state == "running" and not job.stalled
     rate = f"{human_size(round(job.rate))}/s" if moving else "-"
     tries = f"{job.attempts}/{job.max_attempts}"

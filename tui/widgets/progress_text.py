@@ -65,14 +65,20 @@ def reused(job: Job) -> str | None:
     return found[1] if found else None
 
 
-def job_bytes_cell(job: Job) -> str:
-    """The bytes a job moved, for a table cell: `cached` or `in place` for a download that
-    needed none, `-` before any byte is known (a log job waiting for sync)."""
+def bytes_word(job: Job) -> str | None:
+    """What a job's bytes column says instead of figures: `cached` or `in place` for a
+    download that needed none, `-` before any byte is known (a log job waiting for
+    sync); None when there are figures to show."""
     if (found := _reuse(job)) is not None:
         return found[0]
     if not job.bytes_done and not job.bytes_total:
         return "-"
-    return bytes_cell(job.bytes_done, job.bytes_total)
+    return None
+
+
+def job_bytes_cell(job: Job) -> str:
+    """The bytes a job moved, for a table cell: `1.2G/2.9G`, or `bytes_word`'s word."""
+    return bytes_word(job) or bytes_cell(job.bytes_done, job.bytes_total)
 
 
 def rate_cell(rate: float) -> str:

@@ -1,0 +1,42 @@
+"""`evalwb-tui transfers` lists jobs in the words the Transfers pane uses for bytes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tui.cli import main
+from tui.services.settings import load_settings
+from tui.services.transfers import DONE, Runner, open_queue
+from tui.services.worker import default_handlers
+from tui.widgets.format import human_size
+
+
+def test_cache_hits_and_runs_waiting_for_sync_show_words_not_zero_bytes(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "cache"))
+    settings = load_settings(dict(os.environ))
+    queue = open_queue(settings)
+    runner = Runner(queue, default_handlers(settings))
+    payload = {"ref": "llama-3-8b-sft:v3", "registry": str(demo_registry_dir)}
+    fetched = queue.enqueue("download", "fetched", payload)
+    runner.run_once()
+    hit = queue.enqueue("download", "hit", payload)
+    runner.run_once()
+    assert queue.get(hit.id).result["cache_hit"] and queue.get(fetched.id).state == DONE
+    waiting = queue.enqueue("log", "waiting", {"results": "out"})
+    claimed = queue.claim_next(kinds=["log"])
+    assert claimed is not None and claimed.id == waiting.id
+    queue.mark_pending_sync(waiting.id, {"pending_sync": True}, claim=claimed.claim_token)
+
+    assert main(["transfers", "--all"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+
+    assert " cached " in lines[str(hit.id)]
+    assert " - " in lines[str(waiting.id)] and "pending" in lines[str(waiting.id)]
+    done = queue.get(fetched.id)
+    size = human_size(done.bytes_total)
+    assert f" {size}/{size} " in lines[str(fetched.id)]  # figures where bytes moved
+    assert all("0 B/0 B" not in line and "0 B/?" not in line for line in lines.values())
