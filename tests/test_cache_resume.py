@@ -30,11 +30,14 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache, "COPY_CHUNK", 256 * 1024)  # many events, a precise stop
 
 
-def big_version(tmp_path: Path, registry: LocalRegistry, name: str = "big") -> int:
-    """A version of a config, a tokenizer, and one BIG shard; its total size."""
+def big_version(
+    tmp_path: Path, registry: LocalRegistry, name: str = "big", refs: bool = False
+) -> int:
+    """A version of a config, a tokenizer, and one BIG shard, stored in the registry or
+    as `file://` references (as the demo's big-model is); its total size."""
     src = make_checkpoint(tmp_path / f"src-{name}", shards=0)
     (src / "model.safetensors").write_bytes(os.urandom(BIG))
-    registry.add_version(name, src)
+    registry.add_version(name, [p.as_uri() for p in sorted(src.iterdir())] if refs else src)
     return sum(e.size for e in registry.files(f"{name}:v0"))
 
 
@@ -61,10 +64,12 @@ def resumed(first: list[DownloadProgress], second: list[DownloadProgress]) -> in
     return written
 
 
-def test_a_cancelled_local_copy_continues_from_its_last_byte(tmp_path, small_chunks):
+@pytest.mark.parametrize("refs", [False, True], ids=["stored", "file-refs"])
+def test_a_cancelled_local_copy_continues_from_its_last_byte(tmp_path, small_chunks, refs):
     settings = settings_for(tmp_path)
     registry = LocalRegistry(settings.registry_dir)
-    total = big_version(tmp_path, registry)
+    total = big_version(tmp_path, registry, refs=refs)
+    assert all((e.ref is not None) == refs for e in registry.files("big"))
     cancel, first = threading.Event(), []
     with pytest.raises(DownloadCancelled):
         download(

@@ -656,3 +656,7 @@ def test_a_paused_download_resumes_where_it_was_instead_of_starting_over(
     assert done.bytes_done == done.bytes_total == paused.bytes_total
     assert done.result["bytes"] == size - left  # only the rest was read
     verify_download(settings, registry, done)
+    # Each file is recorded by name, done at its size.
+    files = {f.path: (f.bytes_done, f.size, f.state) for f in done.files}
+    sizes = {e.path: e.size for e in LocalRegistry(registry).files("one:v0")}
+    assert files == {path: (n, n, "done") for path, n in sizes.items()}
