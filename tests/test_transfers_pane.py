@@ -94,11 +94,15 @@ def failing_handler(job: Job, progress: Progress) -> dict[str, Any]:
 
 
 def chatty_handler(job: Job, progress: Progress) -> dict[str, Any]:
-    """Report progress as fast as the queue takes it, for `seconds`; count the reports."""
+    """Report progress as fast as the queue takes it, for `seconds` (sooner once the
+    file `stop` exists, when given); count the reports."""
     total, seconds = job.payload["total"], job.payload["seconds"]
+    stop = Path(job.payload["stop"]) if job.payload.get("stop") else None
     start = time.monotonic()
     reports = 0
     while (elapsed := time.monotonic() - start) < seconds:
+        if stop is not None and stop.exists():
+            break
         progress.update(bytes_total=total, bytes_done=int(total * elapsed / seconds))
         reports += 1
     progress.update(bytes_done=total)
@@ -958,23 +962,33 @@ async def test_a_hidden_pane_keeps_its_hands_off_the_focus_until_shown(
 
 
 async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
-    queue: TransferQueue, queue_file: Path
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
 ) -> None:
-    seconds = 1.5
+    # 1% of progress every 0.25 s; the job runs until the pane has shown it move three
+    # times (and 1.5 s at least), so an event loop starved on a busy machine slows the
+    # test instead of failing it.
+    seconds, stop = 25.0, tmp_path / "stop"
     app = PaneApp(queue_file)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(app)
         await wait_for(pilot, lambda: pane.refresh_count, "the first listing")
-        job = queue.enqueue("log", "chatty", {"total": 10 << 30, "seconds": seconds})
+        payload = {"total": 10 << 30, "seconds": seconds, "stop": str(stop)}
+        job = queue.enqueue("log", "chatty", payload)
         # interval=0: every report is its own commit, the worst case for a watcher.
         with RunnerThread(queue_file, interval=0.0):
             await wait_for(pilot, lambda: cell(app, job.id, "state") == RUNNING, "running")
             before, started = pane.refresh_count, time.monotonic()
             seen = set()
-            while cell(app, job.id, "state") == RUNNING:
+            # At least as long as the job ran before it waited for the pane: 1.5 s.
+            while (len(seen - {None}) < 3 or time.monotonic() - started < 1.5) and (
+                time.monotonic() - started < 20
+            ):
                 seen.add(percent(app, job.id))
                 await pilot.pause(0.02)
-                assert time.monotonic() - started < 20
+            stop.touch()
+            while cell(app, job.id, "state") == RUNNING:
+                await pilot.pause(0.02)
+                assert time.monotonic() - started < 30
             elapsed = time.monotonic() - started
             refreshes = pane.refresh_count - before
             await wait_for(pilot, lambda: cell(app, job.id, "state") == DONE, "done")
