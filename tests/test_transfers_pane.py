@@ -1039,6 +1039,31 @@ async def test_an_unusable_queue_file_is_one_line_not_a_traceback(tmp_path: Path
 # --- text helpers ------------------------------------------------------------------------
 
 
+def test_the_worker_note_says_what_runs_the_job_and_what_to_do_about_an_old_worker(
+    tmp_path: Path,
+) -> None:
+    from tui.panes.transfers import worker_note
+    from tui.services.worker import WorkerStatus
+
+    log = tmp_path / "worker.log"
+    running = worker_note(WorkerStatus(True, 41, "now", log))
+    assert (running.text, running.severity, running.news) == (
+        "the worker (pid 41) picks it up",
+        "information",
+        False,
+    )
+    assert worker_note(WorkerStatus(True, 42, "now", log, started=True)).text == (
+        "started a worker (pid 42)"
+    )
+    restarted = worker_note(WorkerStatus(True, 43, "now", log, started=True, restarted=True))
+    assert restarted.text == "restarted the transfer worker with the new settings (pid 43)"
+    assert restarted.news and restarted.severity == "information"
+    outdated = worker_note(WorkerStatus(True, 44, "now", log, outdated=True))
+    assert outdated.news and outdated.severity == "warning"
+    assert "older transfer worker (pid 44)" in outdated.text
+    assert "`kill 44`" in outdated.text and "`evalwb-tui worker`" in outdated.text
+
+
 def test_text_bar_fills_in_eighths() -> None:
     assert text_bar(0.425, 10) == "████▎" + " " * 7 + "42%"
     assert text_bar(1.0, 4) == "████ 100%"

@@ -2,11 +2,19 @@
 
 The pane only watches and steers the queue; a worker process runs the jobs. One thread
 worker owns the pane's connection to the queue: it polls `data_version()` a few times a
-second, lists the jobs only when something was committed, and carries out the pane's
-commands (cancel, retry, sync). It posts at most one listing per MIN_REFRESH_SECONDS and
-listings replace each other in the message queue, so a transfer that reports progress a
-thousand times a second costs the event loop no more than a slow one. Rows are updated
-cell by cell; the table is rebuilt only when jobs appear or go.
+second, lists the jobs only when something was committed, and carries out cancel and
+pause. It posts at most one listing per MIN_REFRESH_SECONDS and listings replace each
+other in the message queue, so a transfer that reports progress a thousand times a
+second costs the event loop no more than a slow one. Rows are updated cell by cell; the
+table is rebuilt only when jobs appear or go.
+
+Retry, resume and sync queue a job for the worker in a thread of their own, through
+`worker.queue_for_worker`: a worker started with other settings (before WANDB_API_KEY
+was set, say) is replaced before it could take the job, which may take half a minute.
+
+A job this app adds (a Registry download, an eval's log jobs, a sync) gets the cursor
+when the pane is shown next, or when it appears while the user has not moved the
+cursor since the pane was shown.
 """
 
 from __future__ import annotations
