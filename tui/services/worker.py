@@ -564,14 +564,17 @@ def _download_handler(settings: Settings) -> Handler:
         def report(event: Any) -> None:
             # Waiting and lock messages are the only sign of life for up to an hour.
             note = event.message if event.phase in ("waiting", "locked") else ""
-            counted = event.phase in ("downloading", "verifying", "done")
+            # Before the files are counted (resolving, a re-hash of the whole version)
+            # the totals are zero: they must not wipe what a resumed job shows.
+            counted = event.phase in ("downloading", "done") or (
+                event.phase == "verifying" and bool(event.path)
+            )
             file = None
             if event.path:
                 state = DONE if event.file_done >= event.file_size else RUNNING
                 file = FileProgress(event.path, event.file_done, event.file_size, state)
             progress.update(
-                # The whole version: a resumed job goes on from where it was paused,
-                # and the steps before the first byte do not wipe what it shows.
+                # The whole version: a resumed job goes on from where it was paused.
                 bytes_done=event.kept + event.done if counted else None,
                 bytes_total=event.kept + event.total if counted else None,
                 files_done=event.files_done if counted else None,
