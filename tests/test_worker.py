@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -602,6 +603,10 @@ def one_big_file(tmp_path: Path, size: int) -> Path:
     return tmp_path / "one-registry"
 
 
+def _cancel_watch_alive() -> bool:
+    return any(t.name == "cancel-watch" for t in threading.enumerate())
+
+
 def recording(handler: Handler, seen: list[dict], pause_at: int | None = None) -> Handler:
     """`handler`, with every progress update recorded; with `pause_at`, the job is paused
     through the queue once that many bytes are reported, and the handler waits (bounded)
@@ -617,8 +622,13 @@ def recording(handler: Handler, seen: list[dict], pause_at: int | None = None) -
             if pause_at is not None and isinstance(done, int) and done >= pause_at:
                 if not progress.queue.get(job.id).pause_requested and not progress.paused:
                     progress.queue.pause(job.id)
-                deadline = time.monotonic() + 5
+                deadline = time.monotonic() + 10
                 while not progress.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                # The copy sees the pause through the event the cancel watcher sets; the
+                # watcher ends right after setting it. Until then a fast disk would copy
+                # the rest of the file (the watcher polls every CANCEL_POLL_SEC).
+                while _cancel_watch_alive() and time.monotonic() < deadline:
                     time.sleep(0.01)
 
         progress.update = update  # type: ignore[method-assign]
