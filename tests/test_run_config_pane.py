@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,14 +40,16 @@ SIZE = (80, 24)
 class PaneApp(App[None]):
     """The pane alone, recording the messages it posts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, start_worker: bool = False) -> None:
         super().__init__()
         self.settings = settings
+        self.start_worker = start_worker
         self.messages: list[Message] = []
 
     def compose(self) -> ComposeResult:
-        # The worker that logs queued results is covered by test_evalrun; not started here.
-        yield RunConfigPane(self.settings, start_worker=False, id="run")
+        # The worker that logs queued results is covered by test_evalrun; started here
+        # only by the test of which worker takes them.
+        yield RunConfigPane(self.settings, start_worker=self.start_worker, id="run")
 
     def on_run_config_pane_run_started(self, message: Message) -> None:
         self.messages.append(message)
@@ -620,3 +626,59 @@ async def test_keys_typed_right_after_tab_go_to_the_next_field(settings: Setting
 )
 def test_wrap_rows(line: str, width: int, rows: list[str]) -> None:
     assert wrap_rows(line, width) == rows
+
+
+async def test_results_are_queued_for_a_worker_with_these_settings(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started before the settings changed is replaced before it could take the
+    run's log jobs, and the output says so."""
+    from tui.services.transfers import DONE, PENDING_SYNC
+    from tui.services.worker import ensure_worker, worker_status
+
+    monkeypatch.chdir(isolated_env)
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "30")
+    old = ensure_worker(load_settings(), wait=30)
+    pids = [old.pid]
+    try:
+        assert old.started and old.pid is not None
+        monkeypatch.setenv("WANDB_PROJECT", "another-project")
+        settings = load_settings()
+        app = PaneApp(settings, start_worker=True)
+        async with app.run_test(size=SIZE) as pilot:
+            pane = app.query_one(RunConfigPane)
+            await fill_at_once(pilot, pane, isolated_env / "out")
+            await pilot.press("f5")
+            await until(
+                pilot,
+                lambda: any(isinstance(m, RunConfigPane.LoggingQueued) for m in app.messages),
+                90,
+            )
+            await until(pilot, lambda: any("restarted" in line for line in pane.log_lines), 10)
+            new = worker_status(settings)
+            pids.append(new.pid)
+            assert new.alive and new.pid != old.pid
+            said = [line for line in pane.log_lines if "restarted" in line]
+            assert said == [
+                f"# restarted the transfer worker with the new settings (pid {new.pid})"
+            ]
+        queued = next(m for m in app.messages if isinstance(m, RunConfigPane.LoggingQueued))
+        queue = open_queue(settings)
+        try:
+            deadline = time.monotonic() + 120
+            jobs = [queue.get(i) for i in queued.job_ids]
+            while any(j.state not in (DONE, PENDING_SYNC) for j in jobs):
+                assert time.monotonic() < deadline, [j.state for j in jobs]
+                time.sleep(0.2)
+                jobs = [queue.get(i) for i in queued.job_ids]
+        finally:
+            queue.close()
+        assert {j.owner_pid for j in jobs} == {new.pid}
+    finally:
+        for pid in reversed(pids):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while worker_status(load_settings()).alive and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -36,6 +36,9 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
 from tui.widgets.text_field import TextField
+
+if TYPE_CHECKING:
+    from tui.services.transfers import Job
 
 # Drawing buffered output this often keeps the log live without a redraw per line.
 LOG_FLUSH_SECONDS = 0.1
@@ -722,27 +725,38 @@ class RunConfigPane(Vertical):
         from tui.services.transfers import open_queue
 
         assert self.settings is not None
-        try:
-            queue = open_queue(self.settings)
+        settings = self.settings
+        version = self._version_of(config.checkpoint)
+
+        def enqueue() -> list[Job]:
+            queue = open_queue(settings)
             try:
-                jobs = evalrun.queue_for_logging(
+                return evalrun.queue_for_logging(
                     queue,
                     run_dirs,
                     config.checkpoint or None,
-                    version=self._version_of(config.checkpoint),
+                    version=version,
                     project=config.wandb_project or None,
                     entity=config.wandb_entity or None,
                 )
             finally:
                 queue.close()
-            if self.start_worker:
-                from tui.services.worker import ensure_worker
 
-                ensure_worker(self.settings)
+        try:
+            if self.start_worker:
+                from tui.panes.transfers import queue_with_worker
+
+                # A worker started with other settings is replaced before it could
+                # take these jobs; this may take half a minute, in this thread.
+                jobs, note = queue_with_worker(settings, enqueue)
+            else:
+                jobs, note = enqueue(), None
         except Exception as exc:  # shown; the results stay on disk to be logged by hand
             self._pending.append(f"error: could not queue for logging: {one_line(exc)}")
             return
         self._pending.append(f"# queued for logging: {len(jobs)} job(s)")
+        if note is not None and note.news:
+            self._pending.append(f"# {note.text}")
         self.post_message(self.LoggingQueued([job.id for job in jobs]))
 
     def _version_of(self, checkpoint: str) -> str | None:
