@@ -14,6 +14,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 from tui.services.refs import ArtifactRef, RefError
+from tui.widgets.text_field import TextField
 
 LATEST = "latest"
 
@@ -60,7 +61,7 @@ class AliasScreen(ModalScreen[str | None]):
                 f"Which alias should name {self.target}? A new one is added, one in use moves.",
                 markup=False,
             )
-            yield Input(
+            yield TextField(
                 placeholder="alias, e.g. production",
                 id="alias-name",
                 suggester=SuggestFromList(self.known, case_sensitive=False),

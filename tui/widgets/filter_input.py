@@ -11,13 +11,15 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Input
 
+from tui.widgets.text_field import TextField
+
 # Long enough to skip most intermediate states of a word typed quickly (keys of a fast
 # typist come 60-120 ms apart, a burst or a paste faster), short enough that the pause
 # plus the filtering itself stays under the 100 ms that feels immediate.
 DEBOUNCE_SECONDS = 0.04
 
 
-class FilterInput(Input):
+class FilterInput(TextField):
     """Posts `FilterChanged` once typing pauses; Escape clears and closes, Enter closes."""
 
     # Priority: run when the app reads the key, before a key typed right after it is

@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 from tui.services.registry.protocol import Registry
 from tui.services.version_search import SearchHit, search_versions
 from tui.widgets.format import one_line
+from tui.widgets.text_field import TextField
 
 DEBOUNCE_SECONDS = 0.25
 
@@ -70,7 +71,7 @@ class SearchScreen(ModalScreen[SearchHit | None]):
         with Vertical() as box:
             box.border_title = "search versions in all collections"
             box.border_subtitle = "↓ to the hits · Enter jumps · Esc closes"
-            yield Input(
+            yield TextField(
                 self.initial,
                 placeholder="an alias, tag, description or metadata value: production, bf16, 40000",
                 id="search-q",
