@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,49 @@ def test_add_folder_then_move_alias(registry_dir, tmp_path, capsys) -> None:
     registry = LocalRegistry(registry_dir)
     assert registry.resolve("fresh-model:candidate").version == "v1"
     assert "candidate" not in registry.resolve("fresh-model:v0").aliases
+
+
+def test_add_reports_progress_on_stderr_and_keeps_stdout(registry_dir, tmp_path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(os.urandom(4 << 20))
+    (folder / "sub" / "tokenizer.json").write_bytes(os.urandom(1 << 20))
+
+    code, out, err = run(capsys, "registry", "add", "progress-model", str(folder))
+
+    assert code == 0
+    assert out == "progress-model:v0  latest\n"
+    lines = err.splitlines()
+    assert lines[:2] == [
+        "evalwb-tui: storing 1/2 model.safetensors (4.0 MiB)",
+        "evalwb-tui: storing 2/2 sub/tokenizer.json (1.0 MiB)",
+    ]
+    assert "\r" not in err and "\033" not in err  # not a terminal: plain lines only
+
+    code, out, err = run(capsys, "registry", "add", "progress-model", str(folder), "--json")
+    assert json.loads(out)["version"] == "v1"
+    assert "storing 2/2" in err
+
+
+def test_ls_lines_end_without_spaces(registry_dir, tmp_path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    registry = LocalRegistry(registry_dir)
+    registry.add_version("plain-model", folder)
+    registry.add_version("plain-model", folder)  # `latest` moves on: v0 has no alias left
+
+    code, out, _ = run(capsys, "registry", "ls", "plain-model")
+    assert code == 0
+    assert out.splitlines()[-1].split() == ["plain-model:v0", "2", "B"]
+    for argv in (
+        ("registry", "ls"),
+        ("registry", "ls", "my-model"),
+        ("registry", "ls", "plain-model"),
+    ):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and out
+        assert [line for line in out.splitlines() if line != line.rstrip()] == []
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tui.services.demo import DEMO_TAG, MARKER_NAME, default_demo_root, seed_demo
-from tui.services.registry.local import INDEX_NAME, LocalRegistry
+from tui.services.registry.local import INDEX_NAME, LocalRegistry, StoreProgress
 from tui.services.registry.protocol import NotFoundError, RegistryError, RunInfo
 from tui.services.settings import Paths, Settings, load_settings
 
@@ -79,6 +79,33 @@ def test_identical_bytes_are_stored_once(registry: LocalRegistry, tmp_path: Path
     assert len(objects) == len(CHECKPOINT)
     assert not [p for p in objects if p.name.startswith(".tmp-")]
     assert registry.resolve("m:v0").digest == registry.resolve("m:v1").digest
+
+
+def test_progress_hook_hears_each_stored_file_hashed_then_copied(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    big = os.urandom(3 * (1 << 20) + 17)  # four chunks
+    src = make_folder(tmp_path / "src", {"model.bin": big, "config.json": b"{}"})
+    events: list[StoreProgress] = []
+
+    registry.add_version("m", src, progress=events.append)
+
+    assert [(e.index, e.path) for e in events if e.done == 0 and e.phase == "hashing"] == [
+        (1, "config.json"),
+        (2, "model.bin"),
+    ]
+    model = [e for e in events if e.path == "model.bin"]
+    assert {e.count for e in events} == {2} and {e.size for e in model} == {len(big)}
+    for phase in ("hashing", "copying"):
+        done = [e.done for e in model if e.phase == phase]
+        assert done == sorted(done) and done[-1] == len(big) and len(done) >= 4
+    assert [e.phase for e in model].index("copying") > [e.phase for e in model].index("hashing")
+
+    # The same bytes again are hashed, but the object store already holds them.
+    again: list[StoreProgress] = []
+    registry.add_version("m", src, progress=again.append)
+    assert {e.phase for e in again} == {"hashing"}
+    assert max(e.done for e in again if e.path == "model.bin") == len(big)
 
 
 def test_add_from_file_uri_references_without_copying(

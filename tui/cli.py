@@ -215,7 +215,7 @@ def _registry_ls(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         for v in versions:
             aliases = ", ".join(v.aliases)
-            print(f"{v.collection}:{v.version:<5} {human_size(v.size):>10}  {aliases}")
+            print(f"{v.collection}:{v.version:<5} {human_size(v.size):>10}  {aliases}".rstrip())
         return 0
     collections = registry.list_collections()
     if args.json:
@@ -229,7 +229,7 @@ def _registry_ls(args: argparse.Namespace, settings: Settings) -> int:
         )
     for c in collections:
         aliases = ", ".join(f"{a}={v}" for a, v in sorted(c.aliases.items()))
-        print(f"{c.name:<32} {c.version_count:>4} versions  {aliases}")
+        print(f"{c.name:<32} {c.version_count:>4} versions  {aliases}".rstrip())
     return 0
 
 
@@ -300,20 +300,59 @@ def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
         if not isinstance(metadata, dict):
             raise CliError("--metadata must be a JSON object, like '{\"step\": 1000}'")
     source: Any = args.source if "://" in args.source else Path(args.source)
-    version = _local_registry(settings).add_version(
-        args.collection,
-        source,
-        aliases=tuple(args.alias),
-        metadata=metadata,
-        description=args.description,
-        settings=settings,
-    )
+    show, finish = _store_printer()
+    try:
+        version = _local_registry(settings).add_version(
+            args.collection,
+            source,
+            aliases=tuple(args.alias),
+            metadata=metadata,
+            description=args.description,
+            settings=settings,
+            progress=show,
+        )
+    finally:
+        finish()
     if args.json:
         _print_json(_record(version))
     else:
         aliases = ", ".join(version.aliases)
         print(f"{version.collection}:{version.version}  {aliases}")
     return 0
+
+
+def _store_printer() -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """Progress of `registry add` on stderr, so stdout keeps only the result: one line
+    redrawn at most ten times a second on a terminal; otherwise a line per file, and one
+    every two seconds while a big file is read."""
+    tty = sys.stderr.isatty()
+    every = 0.1 if tty else 2.0
+    last = [0.0]
+    drawn = [False]
+
+    def show(event: Any) -> None:
+        now = time.monotonic()
+        starts = event.phase == "hashing" and event.done == 0
+        if not starts and now - last[0] < every:
+            return
+        last[0] = now
+        text = f"storing {event.index}/{event.count} {event.path} ({human_size(event.size)})"
+        if not starts:
+            text = (
+                f"{event.phase} {event.index}/{event.count} {event.path}: "
+                f"{human_size(event.done)} / {human_size(event.size)}"
+            )
+        if tty:
+            drawn[0] = True
+            print(f"\r\033[K{text[:200]}", end="", file=sys.stderr, flush=True)
+        else:
+            print(f"evalwb-tui: {text}", file=sys.stderr, flush=True)
+
+    def finish() -> None:
+        if drawn[0]:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+    return show, finish
 
 
 def _registry_alias(args: argparse.Namespace, settings: Settings) -> int:

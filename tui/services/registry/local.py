@@ -28,7 +28,7 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +124,25 @@ _COLLECTION_SELECT = """
              WHERE a.collection_id = c.id)
       FROM collections c
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreProgress:
+    """How far `add_version` is in storing a source's local files, reported per chunk.
+
+    Each file is read once to hash it ("hashing") and once more to copy it in
+    ("copying"), unless the object store already holds those bytes.
+    """
+
+    path: str  # the file, relative to its source
+    phase: str  # "hashing" or "copying"
+    done: int  # bytes of this file read in this phase
+    size: int  # this file's size
+    index: int  # 1-based number of this file among the stored ones
+    count: int  # files to store
+
+
+ProgressHook = Callable[[StoreProgress], None]
 
 
 def now_iso() -> str:
@@ -389,6 +408,7 @@ class LocalRegistry:
         tags: Sequence[str] = (),
         settings: Settings | None = None,
         created_at: str | None = None,
+        progress: ProgressHook | None = None,
     ) -> Version:
         """Add the next version of `collection` (created as type model if missing).
 
@@ -397,13 +417,21 @@ class LocalRegistry:
         and ETag; S3 credentials come from `settings`), or a list of such sources.
         `latest` moves to the new version, and so does every alias in `aliases`.
         `created_at` (ISO UTC) overrides the time stamp, for replaying a history.
+        `progress`, if given, is called with a `StoreProgress` as each stored file is
+        hashed and copied (after every chunk), on the calling thread.
         """
         _check_name("collection name", collection)
         wanted = _aliases(aliases)
         metadata_text = _json_object("metadata", metadata)
         tag_list = _tags(tags)
         gathered = gather(source, settings)
-        entries = [self._store(entry, local) for entry, local in gathered]
+        count = sum(1 for _, local in gathered if local is not None)
+        entries: list[FileEntry] = []
+        for entry, local in gathered:
+            report = None
+            if progress is not None and local is not None:
+                report = _reporter(progress, entry.path, len(entries) + 1, count, local)
+            entries.append(self._store(entry, local, report))
         stamp = created_at or now_iso()
         with self._writing() as conn:
             conn.execute(
@@ -547,21 +575,35 @@ class LocalRegistry:
         row = conn.execute(_VERSION_SELECT + " WHERE v.id = ?", (version_id,)).fetchone()
         return _version(row)
 
-    def _store(self, entry: FileEntry, local: Path | None) -> FileEntry:
-        """Copy a local file into the object store (references pass through)."""
+    def _store(
+        self,
+        entry: FileEntry,
+        local: Path | None,
+        report: Callable[[str, int], None] | None = None,
+    ) -> FileEntry:
+        """Copy a local file into the object store (references pass through); `report`
+        hears (phase, bytes read) as it goes."""
         if local is None:
             return entry
         try:
-            hex_digest = file_md5_hex(local)
+            hashed = None if report is None else (lambda done: report("hashing", done))
+            hex_digest = file_md5_hex(local, hashed)
             target = self.objects_dir / hex_digest[:2] / hex_digest
             size = local.stat().st_size
             if not (target.is_file() and target.stat().st_size == size):
-                self._copy_object(local, target, hex_digest)
+                copied = None if report is None else (lambda done: report("copying", done))
+                self._copy_object(local, target, hex_digest, copied)
         except OSError as exc:
             raise RegistryError(f"cannot store {local}: {exc.strerror or exc}") from None
         return dataclasses.replace(entry, size=size, digest=md5_b64(hex_digest))
 
-    def _copy_object(self, local: Path, target: Path, hex_digest: str) -> None:
+    def _copy_object(
+        self,
+        local: Path,
+        target: Path,
+        hex_digest: str,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
         import hashlib  # here, not at the top: loading OpenSSL delays every start-up
 
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -569,10 +611,14 @@ class LocalRegistry:
         tmp = Path(tmp_name)
         try:
             hasher = hashlib.md5()
+            done = 0
             with os.fdopen(fd, "wb") as out, local.open("rb") as src:
                 while chunk := src.read(CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
+                    done += len(chunk)
+                    if on_chunk is not None:
+                        on_chunk(done)
                 out.flush()
                 os.fsync(out.fileno())
             if hasher.hexdigest() != hex_digest:
@@ -583,6 +629,22 @@ class LocalRegistry:
 
 
 # -- rows and values ----------------------------------------------------------------
+
+
+def _reporter(
+    progress: ProgressHook, path: str, index: int, count: int, local: Path
+) -> Callable[[str, int], None]:
+    """(phase, bytes read) → a `StoreProgress` for one file, starting with 0 bytes hashed."""
+    try:
+        size = local.stat().st_size
+    except OSError:
+        size = 0  # _store reports the unreadable file itself
+
+    def report(phase: str, done: int) -> None:
+        progress(StoreProgress(path, phase, done, size, index, count))
+
+    report("hashing", 0)
+    return report
 
 
 def _as_ref(ref: ArtifactRef | str) -> ArtifactRef:

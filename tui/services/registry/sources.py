@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -36,14 +36,19 @@ def b64_to_hex(digest: str) -> str:
     return base64.b64decode(digest, validate=True).hex()
 
 
-def file_md5_hex(path: Path) -> str:
-    """The hex md5 of a file's bytes, read in chunks."""
+def file_md5_hex(path: Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    """The hex md5 of a file's bytes, read in chunks; `on_chunk`, if given, is called with
+    the bytes read so far after each chunk."""
     import hashlib  # here, not at the top: loading OpenSSL delays every start-up by ~3 ms
 
     hasher = hashlib.md5()
+    done = 0
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
             hasher.update(chunk)
+            done += len(chunk)
+            if on_chunk is not None:
+                on_chunk(done)
     return hasher.hexdigest()
 
 
