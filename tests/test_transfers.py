@@ -382,6 +382,7 @@ def test_pause_running_job_hands_it_back_and_resume_continues(
     size = src.stat().st_size
     assert paused.state == PAUSED and not paused.pause_requested
     assert 0 < paused.bytes_done < size and paused.claim_token is None
+    assert paused.attempts == 1
     part = tmp_path / "dst.bin.part"
     kept = part.stat().st_size
     assert kept > 0 and not (tmp_path / "dst.bin").exists()
@@ -389,8 +390,54 @@ def test_pause_running_job_hands_it_back_and_resume_continues(
     assert queue.resume(job.id).bytes_done == paused.bytes_done  # progress kept
     ended = Runner(queue, {"download": copy_handler}, interval=0.02).run_once()
     assert ended.state == DONE and ended.bytes_done == ended.bytes_total == size
+    assert ended.attempts == 1  # the pause used up no attempt
     assert ended.result == {"bytes": size, "resumed_from": kept}
     assert (tmp_path / "dst.bin").read_bytes() == src.read_bytes()
+
+
+def pause_and_resume(queue: TransferQueue, job_id: int) -> Job:
+    """Pause the running job, have its runner hand it back, resume and claim it again."""
+    claim = queue.get(job_id).claim_token
+    queue.pause(job_id)
+    assert queue.mark_paused(job_id, claim=claim)
+    assert queue.get(job_id).state == PAUSED
+    queue.resume(job_id)
+    return queue.claim_next()
+
+
+def test_pauses_use_up_no_attempts_and_failures_still_do(queue: TransferQueue) -> None:
+    job = queue.enqueue("upload", "x", {}, max_attempts=2)
+    assert queue.claim_next().attempts == 1
+    for _ in range(3):
+        assert pause_and_resume(queue, job.id).attempts == 1
+    assert queue.fail(job.id, TimeoutError("read timed out"), retryable=True)
+    backing_off = queue.get(job.id)
+    assert (backing_off.state, backing_off.attempts) == (QUEUED, 1)
+    # The backoff after a real failure (FAST waits 25 to 50 ms after a first attempt).
+    assert backing_off.next_attempt_at > backing_off.updated_at + 0.02
+    assert claim_when_due(queue).attempts == 2
+    assert pause_and_resume(queue, job.id).attempts == 2
+    assert queue.fail(job.id, TimeoutError("read timed out"), retryable=True)
+    assert (queue.get(job.id).state, queue.get(job.id).attempts) == (FAILED, 2)
+
+    # A retry starts afresh, even for a job cancelled while paused.
+    other = queue.enqueue("upload", "y", {})
+    queue.claim_next()
+    queue.pause(other.id)
+    queue.mark_paused(other.id, claim=queue.get(other.id).claim_token)
+    queue.cancel(other.id)
+    queue.retry(other.id)
+    assert queue.claim_next().attempts == 1
+
+
+def test_a_job_handed_back_for_a_withdrawn_pause_keeps_its_attempt(queue: TransferQueue) -> None:
+    job = queue.enqueue("upload", "x", {})
+    claim = queue.claim_next().claim_token
+    queue.pause(job.id)
+    queue.resume(job.id)  # withdrawn, but the runner had already stopped for it
+    assert queue.mark_paused(job.id, claim=claim)
+    assert queue.get(job.id).state == QUEUED
+    assert queue.claim_next().attempts == 1
 
 
 def test_a_pause_withdrawn_before_the_hand_back_keeps_the_job_going(

@@ -15,6 +15,9 @@ Job states::
     queued --pause--> paused --resume--> queued        paused --cancel--> cancelled
     running --pause (handler told, runner hands it back, progress kept)--> paused
 
+Each claim counts an attempt, except the claim after a runner handed the job back for a
+pause: pausing is the user's choice, so the resumed run continues the same attempt.
+
 Handler contract (the `Runner` calls ``handler(job, progress) -> dict``):
 
 - A handler may be stopped at any instant (SIGKILL, power, network) and run again on the
@@ -83,7 +86,7 @@ STATE_PHRASES = {
     PAUSED: "is paused",
 }
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.
 RATE_TAU = 3.0
@@ -133,6 +136,9 @@ CREATE TABLE IF NOT EXISTS job_files (
 _MIGRATIONS = {
     2: "ALTER TABLE jobs ADD COLUMN note TEXT",
     3: "ALTER TABLE jobs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0",
+    # Set when a runner hands a job back for a pause: its next claim continues the same
+    # attempt, since pausing is the user's choice, not a failure.
+    4: "ALTER TABLE jobs ADD COLUMN paused_attempt INTEGER NOT NULL DEFAULT 0",
 }
 
 
@@ -570,7 +576,8 @@ class TransferQueue:
                 )
             tx.execute(
                 "UPDATE jobs SET state = ?, attempts = 0, next_attempt_at = ?, last_error = NULL,"
-                " cancel_requested = 0, finished_at = NULL, updated_at = ? WHERE id = ?",
+                " cancel_requested = 0, paused_attempt = 0, finished_at = NULL, updated_at = ?"
+                " WHERE id = ?",
                 (QUEUED, now, now, job_id),
             )
         return self.get(job_id)
@@ -670,7 +677,8 @@ class TransferQueue:
             if row is None:
                 return None
             tx.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
+                "UPDATE jobs SET state = ?, attempts = attempts + 1 - paused_attempt,"
+                " paused_attempt = 0, started_at = ?,"
                 " updated_at = ?, heartbeat_at = ?, rate = 0, rate_at = ?, eta = NULL,"
                 " owner_pid = ?, owner_start = ?, owner_host = ?, claim_token = ?,"
                 " cancel_requested = 0, pause_requested = 0 WHERE id = ?",
@@ -836,13 +844,15 @@ class TransferQueue:
 
     def mark_paused(self, job_id: int, *, claim: str | None = None) -> bool:
         """Acknowledge a pause: the runner has stopped and hands the job back with its
-        progress; queued instead when the pause was withdrawn meanwhile."""
+        progress; queued instead when the pause was withdrawn meanwhile. The attempt it
+        was on is not used up: the next claim continues it."""
 
         def decide(row: sqlite3.Row) -> dict[str, Any]:
             state = PAUSED if row["pause_requested"] else QUEUED
             return {
                 "state": state,
                 "pause_requested": 0,
+                "paused_attempt": 1,
                 "next_attempt_at": time.time(),
                 "claim_token": None,
             }
