@@ -40,3 +40,45 @@ def test_cache_hits_and_runs_waiting_for_sync_show_words_not_zero_bytes(
     size = human_size(done.bytes_total)
     assert f" {size}/{size} " in lines[str(fetched.id)]  # figures where bytes moved
     assert all("0 B/0 B" not in line and "0 B/?" not in line for line in lines.values())
+
+
+def test_json_lists_each_jobs_files_with_their_progress(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch, capsys
+):
+    import json
+    import threading
+
+    from tui.services.registry.local import LocalRegistry
+    from tui.services.transfers import FileProgress
+
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "cache"))
+    settings = load_settings(dict(os.environ))
+    queue = open_queue(settings)
+    payload = {"ref": "llama-3-8b-sft:v3", "registry": str(demo_registry_dir)}
+    fetched = queue.enqueue("download", "fetched", payload)
+    Runner(queue, default_handlers(settings)).run_once()
+    stored = LocalRegistry(demo_registry_dir).files("llama-3-8b-sft:v3")
+
+    assert main(["transfers", "--all", "--json"]) == 0
+    [job] = json.loads(capsys.readouterr().out)
+    assert job["id"] == fetched.id and job["state"] == DONE
+    assert sorted((f["path"], f["bytes_done"], f["size"], f["state"]) for f in job["files"]) == (
+        sorted((f.path, f.size, f.size, "done") for f in stored)
+    )
+
+    # Following the queue: every line carries the running job's files as they move.
+    running = queue.enqueue("upload", "results", {})
+    claim = queue.claim_next(kinds=["upload"]).claim_token
+    part = FileProgress("results.json", bytes_done=10, size=40, state="running")
+    queue.report(running.id, bytes_done=10, bytes_total=40, file=part, claim=claim)
+    timer = threading.Timer(0.5, queue.finish, (running.id, {}), {"claim": claim})
+    timer.start()
+    try:
+        assert main(["transfers", "--watch", "--json"]) == 0
+    finally:
+        timer.cancel()
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert frames[0][0]["files"] == [
+        {"path": "results.json", "bytes_done": 10, "size": 40, "state": "running"}
+    ]
+    assert frames[-1][0]["state"] == DONE and frames[-1][0]["files"]

@@ -754,7 +754,8 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.watch:
         return _transfers_watch(args, settings)
-    jobs = open_queue(settings).list(None if args.all else ACTIVE_STATES)
+    # JSON readers get each job's files too; the table shows totals only.
+    jobs = open_queue(settings).list(None if args.all else ACTIVE_STATES, with_files=args.json)
     if args.json:
         _print_json([job.to_dict() for job in jobs])
         return 0
@@ -838,7 +839,7 @@ def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
     frames = watch_jobs(queue)
     try:
         if args.json:
-            shown = _watch_json(frames)
+            shown = _watch_json(frames, queue)
         elif sys.stdout.isatty():
             shown = _watch_terminal(frames)
         else:
@@ -886,9 +887,12 @@ def _watch_lines(frames: Any) -> bool:
     return bool(printed)
 
 
-def _watch_json(frames: Any) -> bool:
+def _watch_json(frames: Any, queue: Any) -> bool:
+    """A JSON line per change, each job with its per-file progress."""
     shown = False
     for jobs in frames:
+        for job in jobs:
+            job.files = queue.get(job.id).files
         print(json.dumps([job.to_dict() for job in jobs], sort_keys=True, default=str), flush=True)
         shown = True
     return shown
