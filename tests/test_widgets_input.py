@@ -1,4 +1,5 @@
-"""Text boxes keep the order of keys typed in one burst (Textual issue #6605).
+"""Text boxes keep the order of keys typed in one burst (Textual issue #6605); chosen
+rows of a check list read as chosen without colour.
 
 Each test queues the whole burst before the app reads its first key, as a terminal
 delivers fast typing; `pilot.press` would let the app go idle between keys and hide it.
@@ -17,6 +18,7 @@ from textual.widgets import Button, Input
 
 from tui.services.registry.local import LocalRegistry
 from tui.widgets.alias_dialog import AliasScreen
+from tui.widgets.check_list import CheckList
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.search import SearchScreen
 
@@ -95,3 +97,26 @@ async def test_search_box_clears_before_the_letters_typed_right_after_ctrl_u(
         burst(app, *CLEAR_THEN_TYPE)
         await settle(pilot, lambda: box.value.endswith("z"))
         assert box.value == "xyz"
+
+
+class ListApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield CheckList[str](("ARC", "ARC", True), ("COPA", "COPA"), ("MMLU", "MMLU", True))
+
+
+async def test_chosen_rows_differ_from_unchosen_ones_in_text_not_only_colour() -> None:
+    app = ListApp()
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(CheckList)
+        await pilot.pause()
+        lines = [listing.render_line(y).text for y in range(3)]
+        assert [line.split()[-1] for line in lines] == ["ARC", "COPA", "MMLU"]
+        marks = [
+            line[: line.index(name)]
+            for line, name in zip(lines, ("ARC", "COPA", "MMLU"), strict=True)
+        ]
+        assert marks[0] == marks[2] != marks[1]
+        assert "✓" in marks[0] and "✓" not in marks[1]
+        listing.toggle("COPA")
+        await pilot.pause()
+        assert listing.render_line(1).text.startswith(marks[0])

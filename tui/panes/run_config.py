@@ -32,6 +32,7 @@ from textual.widgets import Button, Checkbox, Input, Label, OptionList, Selectio
 from tui.services import evalrun
 from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
 from tui.services.settings import Settings
+from tui.widgets.check_list import CheckList
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
@@ -320,7 +321,7 @@ class RunConfigPane(Vertical):
             with Horizontal(classes="field-row"):
                 yield Label("tasks", classes="field-label")
                 yield TaskFilter(placeholder="filter tasks", id="run-task-filter", compact=True)
-            yield SelectionList[str](
+            yield CheckList[str](
                 *((name, name) for name in evalrun.task_names()), id="run-tasks", compact=True
             )
             yield Static("no task chosen", id="run-tasks-chosen", classes="field-note")

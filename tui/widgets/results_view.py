@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from tui.services.eval_results import COLUMN_SEPARATOR, ResultsTable, Value, results_by_version
 from tui.services.registry.protocol import Registry
+from tui.widgets.check_list import CheckList
 from tui.widgets.format import one_line
 
 # Options listed at once in the column chooser; the filter narrows the rest.
@@ -85,7 +86,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
                 id="chooser-help",
             )
             yield Input(placeholder="filter metrics, e.g. ARC Accuracy", id="chooser-filter")
-            yield SelectionList[str](id="chooser-list")
+            yield CheckList[str](id="chooser-list")
 
     def on_mount(self) -> None:
         self._fill("")

@@ -1,0 +1,38 @@
+"""A `SelectionList` whose chosen rows read as chosen without colour.
+
+Textual draws the same `▐X▌` before every row and tells chosen from not by colour alone,
+which a monochrome terminal or the ansi theme loses. Here a chosen row shows a tick and
+an unchosen one an empty box.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from rich.segment import Segment
+from textual.strip import Strip
+from textual.widgets import Checkbox, SelectionList
+from textual.widgets.option_list import OptionDoesNotExist
+
+CHOSEN = "✓"
+NOT_CHOSEN = " "
+
+T = TypeVar("T")
+
+
+class CheckList(SelectionList[T]):
+    """A `SelectionList` marking chosen rows `✓` and the others blank."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        # SelectionList draws Checkbox's mark second; a line past the options has none.
+        if len(segments) < 2 or segments[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        try:
+            selection = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        mark = CHOSEN if selection.value in self._selected else NOT_CHOSEN
+        segments[1] = Segment(mark, segments[1].style, segments[1].control)
+        return Strip(segments, strip.cell_length)
