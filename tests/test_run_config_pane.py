@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from textual.widgets import Button, Input, SelectionList, Static
 from tui.app import EvalWBApp
 from tui.panes.run_config import PromptScreen, RunConfigPane
 from tui.services import evalrun
+from tui.services.registry import RegistryError
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import Paths, Settings, load_settings
 from tui.services.transfers import open_queue
@@ -682,3 +684,141 @@ async def test_results_are_queued_for_a_worker_with_these_settings(
         deadline = time.monotonic() + 10
         while worker_status(load_settings()).alive and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+# -- the checkpoint looked up in the app's registry ---------------------------------------
+
+
+class RegistryPaneApp(PaneApp):
+    """The pane under an app that has a registry, as `EvalWBApp` has."""
+
+    def __init__(self, settings: Settings, registry: object) -> None:
+        super().__init__(settings)
+        self.registry = registry
+
+
+class ThreadNoting:
+    """The demo's local registry, noting which thread each lookup ran in."""
+
+    def __init__(self, registry: LocalRegistry) -> None:
+        self.inner = registry
+        self.root = registry.root
+        self.threads: list[threading.Thread] = []
+
+    def resolve(self, ref: object) -> object:
+        self.threads.append(threading.current_thread())
+        return self.inner.resolve(ref)  # type: ignore[arg-type]
+
+
+class Unreachable:
+    """Stands in for a W&B registry whose server refuses connections."""
+
+    def resolve(self, ref: object) -> object:
+        raise RegistryError("W&B artifact my-model:production: connection refused")
+
+
+def refusals(app: PaneApp) -> list[list[str]]:
+    return [m.reasons for m in app.messages if isinstance(m, RunConfigPane.Refused)]
+
+
+def told(app: App[None], text: str) -> bool:
+    return any(text in n.message for n in app._notifications)
+
+
+async def checked_form(pilot: Pilot, pane: RunConfigPane, checkpoint: str, out: Path) -> None:
+    """A valid form but for `checkpoint`, typed last; returns once its lookup reported."""
+    pane.set_config(evalrun.EvalRunConfig(tasks=["ARC"], output_dir=str(out), command=COMMAND))
+    await type_into(pilot, "checkpoint", checkpoint)
+    await until(pilot, lambda: not pane.checking, 10)
+
+
+async def test_a_checkpoint_the_registry_lacks_is_an_error_and_launch_is_refused(
+    settings: Settings, demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    registry = ThreadNoting(LocalRegistry(demo_registry_dir))
+    app = RegistryPaneApp(settings, registry)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await checked_form(pilot, pane, "nope:v9", tmp_path / "out")
+        expected = (
+            f"checkpoint: no version 'nope:v9' in the local registry at {demo_registry_dir}; "
+            "pick one in the Registry pane (F2)"
+        )
+        assert error_of(pane, "checkpoint") == expected
+        assert pane.query_one("#run-launch", Button).disabled
+        await pilot.press("ctrl+t")
+        assert refusals(app)[-1] == [expected]
+        assert not told(app, "is valid")
+        await pilot.press("f5")
+        assert refusals(app)[-1] == [expected] and pane.handle is None
+        # Looked up in a worker thread, never on the event loop's thread.
+        assert registry.threads and threading.main_thread() not in registry.threads
+
+        # A name without an alias means :latest, which no collection `x` has either.
+        await checked_form(pilot, pane, "x", tmp_path / "out")
+        assert "no version 'x' in the local registry" in error_of(pane, "checkpoint")
+
+
+async def test_a_known_alias_is_valid(
+    settings: Settings, demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    registry = ThreadNoting(LocalRegistry(demo_registry_dir))
+    app = RegistryPaneApp(settings, registry)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await checked_form(pilot, pane, "my-model:production", tmp_path / "out")
+        assert registry.threads, "the registry was asked"
+        assert error_of(pane, "checkpoint") == "" and pane.errors == {}
+        assert not pane.query_one("#run-launch", Button).disabled
+        await pilot.press("ctrl+t")
+        assert told(app, "the run configuration is valid") and not refusals(app)
+
+
+async def test_launching_before_the_lookup_reported_waits_for_it(
+    settings: Settings, demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    app = RegistryPaneApp(settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        pane.set_config(
+            evalrun.EvalRunConfig(
+                checkpoint="nope:v9", tasks=["ARC"], output_dir=str(tmp_path), command=COMMAND
+            )
+        )
+        assert pane.checking and pane.errors == {}  # not known bad yet
+        await pilot.press("f5")  # right away, within the typing pause
+        await until(pilot, lambda: refusals(app), 10)
+        assert "no version 'nope:v9'" in refusals(app)[-1][0] and pane.handle is None
+        assert told(app, "checking the checkpoint in the registry first")
+
+
+async def test_an_unreachable_registry_warns_and_does_not_block(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app = RegistryPaneApp(settings, Unreachable())
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await checked_form(pilot, pane, "my-model:production", tmp_path / "out")
+        warning = pane.query_one("#warn-checkpoint", Static)
+        assert warning.display
+        assert str(warning.render()) == (
+            "could not check 'my-model:production' in the W&B registry: "
+            "W&B artifact my-model:production: connection refused"
+        )
+        assert error_of(pane, "checkpoint") == "" and pane.errors == {}
+        await pilot.press("ctrl+t")
+        assert told(app, "the run configuration is valid") and not refusals(app)
+
+
+async def test_a_missing_checkpoint_folder_is_an_error_and_is_not_looked_up(
+    settings: Settings, demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    registry = ThreadNoting(LocalRegistry(demo_registry_dir))
+    app = RegistryPaneApp(settings, registry)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await checked_form(pilot, pane, str(tmp_path / "gone"), tmp_path / "out")
+        assert "is not a folder" in error_of(pane, "checkpoint")
+        (tmp_path / "gone").mkdir()
+        await checked_form(pilot, pane, str(tmp_path / "gone"), tmp_path / "out")
+        assert pane.errors == {} and registry.threads == []

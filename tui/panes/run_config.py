@@ -27,10 +27,12 @@ from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, SelectionList, Static
+from textual.worker import get_current_worker
 
 from tui.services import evalrun
-from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle
+from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle, RegistryCheck
 from tui.services.settings import Settings
 from tui.widgets.check_list import CheckList
 from tui.widgets.confirm import ConfirmScreen
@@ -46,6 +48,9 @@ LOG_FLUSH_SECONDS = 0.1
 LOG_MAX_LINES = 5000
 # Quitting waits for a cancelled eval to end: at most its kill grace period and this.
 QUIT_MARGIN_SECONDS = 3.0
+# The checkpoint is looked up in the registry once typing pauses this long.
+REGISTRY_CHECK_DELAY = 0.3
+REGISTRY_CHECK_GROUP = "run-checkpoint-check"
 
 # (field, label, placeholder) of the text inputs, in form order; tasks come after llm_class.
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -239,6 +244,7 @@ class RunConfigPane(Vertical):
     RunConfigPane .field-label { width: 15; color: $text-muted; }
     RunConfigPane .field-row Input { width: 1fr; }
     RunConfigPane .field-error { color: $error; padding-left: 15; }
+    RunConfigPane .field-warning { color: $warning; padding-left: 15; }
     RunConfigPane .field-note { color: $text-muted; }
     RunConfigPane #run-tasks { height: 8; }
     RunConfigPane #run-task-filter { margin-bottom: 0; }
@@ -312,6 +318,12 @@ class RunConfigPane(Vertical):
         # Files this pane wrote, with their stamps then: rewriting one unchanged since
         # needs no question.
         self._written: dict[Path, tuple[int, int]] = {}
+        # The registry's word on a checkpoint text, the text a lookup is due for (None:
+        # none), its debounce timer, and the action to run once that lookup reports.
+        self._ref_check: tuple[str, RegistryCheck] = ("", RegistryCheck())
+        self._check_due: str | None = None
+        self._check_timer: Timer | None = None
+        self._then: str | None = None
 
     # -- layout --------------------------------------------------------------------------
 
@@ -343,6 +355,8 @@ class RunConfigPane(Vertical):
                 yield Label(label, classes="field-label")
                 yield TextField(placeholder=placeholder, id=f"run-{name}", compact=True)
             yield Static("", id=f"err-{name}", classes="field-error")
+            if name == "checkpoint":
+                yield Static("", id="warn-checkpoint", classes="field-warning", markup=False)
 
     # -- focus ---------------------------------------------------------------------------
 
@@ -407,6 +421,8 @@ class RunConfigPane(Vertical):
         """
         self.query_one("#run-checkpoint", Input).value = ref
         self._picked = (ref.strip(), version)
+        if version:  # picked from the registry: it resolved just now
+            self._ref_check = (ref.strip(), RegistryCheck(version=version))
         self.refresh_checks()
 
     def set_config(self, config: EvalRunConfig) -> None:
@@ -433,13 +449,90 @@ class RunConfigPane(Vertical):
     def refresh_checks(self) -> dict[str, str]:
         """Check the whole form, show each problem under its field; returns the problems."""
         self.config, self.errors = evalrun.parse_form(self.form_values())
+        warning = self._registry_verdict()
         for name in (*INPUT_FIELDS, "tasks"):
             self._show(f"err-{name}", self.errors.get(name, ""))
+        self._show("warn-checkpoint", warning)
         secrets = evalrun.dropped_secrets(self.config)
         self._show("run-secret-note", evalrun.secret_note(secrets) if secrets else "")
         self._show("run-preview", self._command_preview(), hide_empty=False)
         self._update_buttons()
         return self.errors
+
+    # -- the checkpoint in the registry ------------------------------------------------
+
+    def _registry_verdict(self) -> str:
+        """Add the registry's problem with the checkpoint to the errors, or schedule a
+        lookup when it has not been asked about this text yet; returns its warning."""
+        text = self.config.checkpoint.strip()
+        registry = getattr(self.app, "registry", None)
+        if registry is None or not text or evalrun.is_local_checkpoint(text):
+            self._drop_check()
+            return ""
+        if "checkpoint" in self.errors:  # not a reference yet: nothing to look up
+            self._drop_check()
+            return ""
+        checked, verdict = self._ref_check
+        if checked != text:
+            self._schedule_check(text)
+            return ""
+        if verdict.problem:
+            self.errors = {"checkpoint": verdict.problem, **self.errors}
+        return verdict.warning or ""
+
+    def _drop_check(self) -> None:
+        self._check_due = None
+        if self._check_timer is not None:
+            self._check_timer.stop()
+            self._check_timer = None
+
+    def _schedule_check(self, text: str) -> None:
+        if self._check_due == text:
+            return
+        self._drop_check()
+        self._check_due = text
+        self._check_timer = self.set_timer(REGISTRY_CHECK_DELAY, self._start_check)
+
+    def _start_check(self) -> None:
+        self._check_timer = None
+        registry = getattr(self.app, "registry", None)
+        if self._check_due is not None and registry is not None:
+            self._check_ref(self._check_due, registry)
+
+    @property
+    def checking(self) -> bool:
+        """Whether the checkpoint is being looked up in the registry (or is about to be)."""
+        return self._check_due is not None
+
+    @work(thread=True, exclusive=True, group=REGISTRY_CHECK_GROUP, exit_on_error=False)
+    def _check_ref(self, text: str, registry: Any) -> None:
+        # A thread: the W&B backend waits on the network, which must not freeze the UI.
+        verdict = evalrun.check_in_registry(text, registry, settings=self.settings)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._checked, text, verdict)
+
+    def _checked(self, text: str, verdict: RegistryCheck) -> None:
+        self._ref_check = (text, verdict)
+        if self._check_due != text:  # the field changed meanwhile: a newer lookup is due
+            return
+        self._check_due = None
+        self.refresh_checks()
+        then, self._then = self._then, None
+        if then is not None:
+            getattr(self, f"action_{then}")()
+
+    def _awaiting_check(self, action: str) -> bool:
+        """True when the checkpoint's lookup has yet to report: `action` then runs once
+        it has (at once, without the typing pause)."""
+        self.refresh_checks()
+        if self._check_due is None:
+            return False
+        self._then = action
+        if self._check_timer is not None:
+            self._check_timer.stop()
+            self._start_check()
+        self.notify("checking the checkpoint in the registry first", markup=False)
+        return True
 
     def _show(self, widget_id: str, text: str, *, hide_empty: bool = True) -> None:
         # Updating only what changed spares a relayout of the whole form per keystroke.
@@ -526,11 +619,13 @@ class RunConfigPane(Vertical):
         return True
 
     def action_validate(self) -> None:
+        if self._awaiting_check("validate"):
+            return
         if self._valid("launch"):
             self.notify("the run configuration is valid", markup=False)
 
     def action_copy_command(self) -> None:
-        if not self._valid("copy the command"):
+        if self._awaiting_check("copy_command") or not self._valid("copy the command"):
             return
         text = evalrun.to_script(evalrun.to_argvs(self.config))
         self.app.copy_to_clipboard(text)  # OSC 52: works where the terminal allows it
@@ -538,7 +633,7 @@ class RunConfigPane(Vertical):
         self.notify("command copied", markup=False)
 
     def action_export(self) -> None:
-        if not self._valid("export"):
+        if self._awaiting_check("export") or not self._valid("export"):
             return
         default = self.last_export or evalrun.default_determined_path(self.config)
         self._ask_export_path(str(default))
@@ -675,7 +770,7 @@ class RunConfigPane(Vertical):
         if self.handle is not None and self.handle.running:
             self._refuse("launch", ["a run is already running; cancel it first (F6)"])
             return
-        if not self._valid("launch"):
+        if self._awaiting_check("launch") or not self._valid("launch"):
             return
         config = self._launched = self.config
         try:

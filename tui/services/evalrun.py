@@ -43,11 +43,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
-from tui.services.evallog import looks_secret
+from tui.services.evallog import DEFAULT_BASE_URL, looks_secret, server_reachable
 from tui.services.refs import RefError, parse_ref
+from tui.services.registry.protocol import NotFoundError
 from tui.services.results import AGGREGATED, METADATA, ResultsError, find_runs
 
 if TYPE_CHECKING:
+    from tui.services.registry.protocol import Registry
     from tui.services.settings import Settings
     from tui.services.transfers import Job, TransferQueue
 
@@ -319,6 +321,66 @@ def _check_checkpoint(config: EvalRunConfig) -> str | None:
     except RefError as exc:
         return f"checkpoint: {exc}"
     return None
+
+
+# Where the Run pane's users pick a version; the CLI names its own command instead.
+REGISTRY_PANE_HINT = "pick one in the Registry pane (F2)"
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """What the registry says of a checkpoint reference.
+
+    `problem` blocks a launch (the registry holds no such version); `warning` says it could
+    not be checked (unreachable registry), which must not block; `version` is the version
+    the reference stands for when it resolved.
+    """
+
+    problem: str | None = None
+    warning: str | None = None
+    version: str | None = None
+
+
+def registry_place(registry: Registry) -> str:
+    """`the local registry at <root>` or `the W&B registry`, for messages."""
+    root = getattr(registry, "root", None)
+    return f"the local registry at {root}" if root is not None else "the W&B registry"
+
+
+def check_in_registry(
+    checkpoint: str,
+    registry: Registry,
+    *,
+    settings: Settings | None = None,
+    hint: str = REGISTRY_PANE_HINT,
+) -> RegistryCheck:
+    """Whether the reference `checkpoint` names a version that `registry` holds.
+
+    Folders, empty text and unparsable references pass: `validate` reports those. With
+    `settings` on W&B, an unreachable server is found by a short connect first, since the
+    SDK would retry for minutes. This may wait on the network: call it off the UI thread.
+    """
+    text = checkpoint.strip()
+    if not text or is_local_checkpoint(text):
+        return RegistryCheck()
+    try:
+        parse_ref(text)
+    except RefError:
+        return RegistryCheck()
+    place = registry_place(registry)
+    # A local registry (the demo's, even under W&B settings) needs no server.
+    if settings is not None and settings.uses_wandb and getattr(registry, "root", None) is None:
+        url = settings.wandb_base_url or DEFAULT_BASE_URL
+        if not server_reachable(url):
+            return RegistryCheck(warning=f"could not check {text!r} in {place}: {url} unreachable")
+    try:
+        version = registry.resolve(text)
+    except NotFoundError:
+        return RegistryCheck(problem=f"checkpoint: no version {text!r} in {place}; {hint}")
+    except Exception as exc:  # unreachable or failing: said, and the run is not blocked
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return RegistryCheck(warning=f"could not check {text!r} in {place}: {reason}")
+    return RegistryCheck(version=version.version)
 
 
 def _check_llm_class(config: EvalRunConfig) -> str | None:
