@@ -720,3 +720,113 @@ def test_run_launch_queues_a_log_job_the_real_worker_logs(
     while worker_status(settings).alive and time.monotonic() < deadline:
         time.sleep(0.2)  # it stops by itself once idle
     assert not worker_status(settings).alive
+
+
+# -- the checkpoint looked up in the registry (`check_in_registry`, `run`, `log`) ----------
+
+DEMO_RESULTS = next(
+    Path(__file__)
+    .resolve()
+    .parent.parent.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")
+).parent
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_check_in_registry_on_the_demo_registry(demo_registry_dir: Path, tmp_path: Path) -> None:
+    from tui.services.registry.local import LocalRegistry
+
+    registry = LocalRegistry(demo_registry_dir)
+    known = evalrun.check_in_registry("my-model:production", registry)
+    assert known.problem is None and known.warning is None and known.version
+    assert known.version == registry.resolve("my-model:production").version
+    unknown = evalrun.check_in_registry("nope:v9", registry, hint="pick one")
+    assert unknown.problem == (
+        f"checkpoint: no version 'nope:v9' in the local registry at {demo_registry_dir}; pick one"
+    )
+    # Folders, empty text and malformed references are `validate`'s to report.
+    for text in ("", str(tmp_path / "gone"), "a/b/c/d:x"):
+        assert evalrun.check_in_registry(text, registry) == evalrun.RegistryCheck()
+
+
+def test_an_unreachable_wandb_server_is_a_warning(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.services.registry import open_registry
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    settings = load_settings()
+    started = time.monotonic()
+    verdict = evalrun.check_in_registry("m:v1", open_registry(settings), settings=settings)
+    assert verdict.problem is None
+    assert verdict.warning == f"could not check 'm:v1' in the W&B registry: {url} unreachable"
+    assert time.monotonic() - started < 5
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from tui.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_run_refuses_a_checkpoint_the_registry_lacks(
+    isolated_env: Path,
+    demo_registry_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    code, out, err = cli(capsys, "run", "--checkpoint", "my-model:nope", "--task", "ARC")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"evalwb-tui: checkpoint: no version 'my-model:nope' in the local registry at "
+        f"{demo_registry_dir}; list them with 'evalwb-tui registry ls'\n"
+    )
+    code, out, err = cli(capsys, "run", "--checkpoint", "my-model:production", "--task", "ARC")
+    assert code == 0 and err == ""
+    assert "artifact_name=my-model:production --task-name ARC" in out
+
+
+def test_cli_run_with_an_unreachable_registry_warns_and_prints_the_command(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    code, out, err = cli(capsys, "run", "--checkpoint", "my-model:production", "--task", "ARC")
+    assert code == 0 and "--task-name ARC" in out
+    assert err == (
+        "evalwb-tui: warning: could not check 'my-model:production' in the W&B registry: "
+        f"{url} unreachable\n"
+    )
+    assert "k" * 40 not in err + out
+
+
+def test_cli_log_warns_of_a_checkpoint_the_registry_lacks_and_logs(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    env = {**os.environ, "EVALWB_REGISTRY_DIR": str(demo_registry_dir), "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "log", str(DEMO_RESULTS), "--checkpoint", "nope:v1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"evalwb-tui: warning: checkpoint: no version 'nope:v1' in the local registry at "
+        f"{demo_registry_dir}; list them with 'evalwb-tui registry ls' (logged; lineage stays "
+        "pending)"
+    ) in done.stderr.splitlines()
+    assert "offline, pending sync" in done.stdout

@@ -22,6 +22,7 @@ from tui.widgets.progress_text import duration
 if TYPE_CHECKING:
     import argparse
 
+    from tui.services.evalrun import RegistryCheck
     from tui.services.registry import Registry
     from tui.services.registry.local import LocalRegistry
 
@@ -422,6 +423,22 @@ def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
     return ref.with_alias(version.version), ref.alias
 
 
+def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> RegistryCheck:
+    """`evalrun.check_in_registry` on the configured registry; one that cannot be opened
+    is a warning, as an unreachable one is."""
+    from tui.services import evalrun
+
+    if not checkpoint.strip() or evalrun.is_local_checkpoint(checkpoint):
+        return evalrun.RegistryCheck()
+    try:
+        registry = _registry(settings)
+    except Exception as exc:  # the run does not need the registry; say why it went unchecked
+        reason = mask(" ".join(str(exc).split()) or type(exc).__name__, settings)
+        return evalrun.RegistryCheck(warning=f"could not check {checkpoint!r}: {reason}")
+    hint = f"list them with 'evalwb-tui {'--demo ' if demo else ''}registry ls'"
+    return evalrun.check_in_registry(checkpoint, registry, settings=settings, hint=hint)
+
+
 def _log(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.evallog import choose_mode, log_run, split_s3_prefix
     from tui.services.refs import parse_ref
@@ -440,6 +457,9 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             f"--checkpoint names one model version, but the folders hold results of "
             f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
         )
+    unknown = _registry_check(args.checkpoint, settings, args.demo).problem if ref else None
+    if unknown:  # logged all the same: the version may be registered later
+        print(f"evalwb-tui: warning: {unknown} (logged; lineage stays pending)", file=sys.stderr)
     checkpoint, alias = _checkpoint(ref, settings)
     if not args.offline and choose_mode(settings, None) == "online":
         return _log_through_worker(args, settings, runs, checkpoint, alias)
@@ -999,6 +1019,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     config, errors = evalrun.parse_form(values)
     if errors:
         raise CliError("; ".join(errors.values()))
+    verdict = _registry_check(config.checkpoint, settings, args.demo)
+    if verdict.problem:
+        raise CliError(verdict.problem)
+    if verdict.warning:
+        print(f"evalwb-tui: warning: {verdict.warning}", file=sys.stderr)
     secrets = evalrun.dropped_secrets(config)
     if secrets:
         print(f"note: {evalrun.secret_note(secrets)}", file=sys.stderr)
