@@ -31,7 +31,7 @@ from tui.services.eval_results import (
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import Collection, Version
 from tui.services.version_search import search_versions
-from tui.widgets.results_view import ColumnChooser, ResultsScreen
+from tui.widgets.results_view import COLUMN_WIDTH, ColumnChooser, ResultsScreen, column_label
 
 ARC = column_name("ARC", "Average Accuracy Loglikelihood")
 
@@ -221,6 +221,37 @@ async def test_results_screen_shows_the_table_and_charts_the_column_under_the_cu
         assert len(screen.columns) == len(screen.table.default_columns) + 1
         await pilot.press("escape")
         assert not isinstance(app.screen, ResultsScreen)
+
+
+async def test_results_headers_fit_their_columns_and_the_scrollbar_sits_under_the_rows(
+    registry: LocalRegistry,
+) -> None:
+    app = ResultsApp(registry, "my-model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.table is not None, "the results")
+        await pilot.pause()
+        table = screen.data_table
+        for column in table.ordered_columns[1:]:
+            lines = column.label.plain.split("\n")
+            assert len(lines) <= table.header_height
+            # The whole label shows in its column: no line is cut by the column edge.
+            assert all(len(line) <= column.get_render_width(table) - 2 for line in lines)
+        copa = column_name("COPA_OLMES", "Average Accuracy Loglikelihood")
+        assert column_label(copa).plain.split("\n") == ["COPA_OLMES", "Accuracy", "Loglikelihood"]
+        # Wider than the screen: it scrolls sideways, its scrollbar on the line right below
+        # the last row, not alone halfway down the screen.
+        assert table.virtual_size.width > table.scrollable_content_region.width
+        rows_height = table.header_height + table.row_count
+        assert table.outer_size.height == rows_height + table.scrollbar_size_horizontal
+
+
+def test_a_header_too_long_for_its_column_ends_in_an_ellipsis() -> None:
+    task = "MMLU_PRO_VERY_LONG_TASK_NAME"
+    metric = "Average Accuracy Normalized Loglikelihood (micro)"
+    lines = column_label(column_name(task, metric)).plain.split("\n")
+    assert lines == [task[: COLUMN_WIDTH - 1] + "…", "Accuracy", "Normalized Lo…"]
+    assert all(len(line) <= COLUMN_WIDTH for line in lines)
 
 
 async def test_column_chooser_escape_keeps_the_columns(registry: LocalRegistry) -> None:

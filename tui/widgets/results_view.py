@@ -8,6 +8,7 @@ metric across the versions.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -31,6 +32,10 @@ from tui.widgets.format import one_line
 # Options listed at once in the column chooser; the filter narrows the rest.
 CHOOSER_LIMIT = 300
 FILTER_DEBOUNCE_SECONDS = 0.15
+# Metric columns are at most this wide, so several fit in 80 columns; a header is the
+# task and the metric wrapped over two lines (`Accuracy` / `Loglikelihood`).
+COLUMN_WIDTH = 14
+HEADER_LINES = 3
 
 
 def format_value(value: Value) -> Text:
@@ -42,10 +47,20 @@ def format_value(value: Value) -> Text:
     return Text(f"{value:.4g}", justify="right")
 
 
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def column_label(column: str) -> Text:
-    """Two header lines: the task, then the metric without its `Average` prefix."""
+    """Three header lines, none wider than `COLUMN_WIDTH`: the task, then the metric
+    without its `Average` prefix on two lines; what does not fit ends in `…`."""
     task, _, key = column.partition(COLUMN_SEPARATOR)
-    return Text(f"{task}\n{key.removeprefix('Average ')}")
+    metric = textwrap.wrap(key.removeprefix("Average "), COLUMN_WIDTH) or [""]
+    if len(metric) > HEADER_LINES - 1:
+        rest = " ".join(metric[HEADER_LINES - 2 :])
+        metric = [*metric[: HEADER_LINES - 2], rest]
+    lines = [task, *metric]
+    return Text("\n".join(_fit(line, COLUMN_WIDTH) for line in lines))
 
 
 def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
@@ -137,7 +152,10 @@ class ResultsScreen(ModalScreen[None]):
     ResultsScreen > Vertical {
         width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
     }
-    ResultsScreen DataTable { height: 1fr; }
+    /* As tall as its rows, so its horizontal scrollbar sits right under them rather
+       than alone mid-screen; the spacer below takes the rest. */
+    ResultsScreen DataTable { height: auto; max-height: 1fr; }
+    ResultsScreen #results-spacer { height: 1fr; }
     ResultsScreen Sparkline { height: 3; margin: 0 1; }
     ResultsScreen .note { color: $text-muted; }
     """
@@ -166,7 +184,8 @@ class ResultsScreen(ModalScreen[None]):
             box.border_title = f"eval results · {self.collection}"
             box.border_subtitle = "c columns · ←→ chart a metric · Esc close"
             yield Static("loading results…", id="results-note", classes="note", markup=False)
-            yield DataTable(id="results-table", header_height=2, zebra_stripes=True)
+            yield DataTable(id="results-table", header_height=HEADER_LINES, zebra_stripes=True)
+            yield Static(id="results-spacer")
             yield Static("", id="results-caption", markup=False)
             yield Sparkline([], id="results-chart")
 
