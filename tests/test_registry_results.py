@@ -244,6 +244,7 @@ async def test_results_headers_fit_their_columns_and_the_scrollbar_sits_under_th
         assert table.virtual_size.width > table.scrollable_content_region.width
         rows_height = table.header_height + table.row_count
         assert table.outer_size.height == rows_height + table.scrollbar_size_horizontal
+        assert table.outer_size.width == screen.query_one("#results-note").outer_size.width
 
 
 def test_a_header_too_long_for_its_column_ends_in_an_ellipsis() -> None:

@@ -28,6 +28,7 @@ from tui.services.eval_results import COLUMN_SEPARATOR, ResultsTable, Value, res
 from tui.services.registry.protocol import Registry
 from tui.widgets.check_list import CheckList
 from tui.widgets.format import one_line
+from tui.widgets.text_field import TextField
 
 # Options listed at once in the column chooser; the filter narrows the rest.
 CHOOSER_LIMIT = 300
@@ -100,7 +101,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
                 "type to filter · ↓ to the list · space toggles · Enter applies · Esc cancels",
                 id="chooser-help",
             )
-            yield Input(placeholder="filter metrics, e.g. ARC Accuracy", id="chooser-filter")
+            yield TextField(placeholder="filter metrics, e.g. ARC Accuracy", id="chooser-filter")
             yield CheckList[str](id="chooser-list")
 
     def on_mount(self) -> None:
@@ -152,10 +153,10 @@ class ResultsScreen(ModalScreen[None]):
     ResultsScreen > Vertical {
         width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
     }
-    /* As tall as its rows, so its horizontal scrollbar sits right under them rather
-       than alone mid-screen; the spacer below takes the rest. */
-    ResultsScreen DataTable { height: auto; max-height: 1fr; }
-    ResultsScreen #results-spacer { height: 1fr; }
+    /* As tall as its rows (at most the space left), so its horizontal scrollbar sits
+       right under them rather than alone mid-screen. */
+    ResultsScreen #results-body { height: 1fr; width: 100%; }
+    ResultsScreen DataTable { height: auto; max-height: 100%; }
     ResultsScreen Sparkline { height: 3; margin: 0 1; }
     ResultsScreen .note { color: $text-muted; }
     """
@@ -184,8 +185,8 @@ class ResultsScreen(ModalScreen[None]):
             box.border_title = f"eval results · {self.collection}"
             box.border_subtitle = "c columns · ←→ chart a metric · Esc close"
             yield Static("loading results…", id="results-note", classes="note", markup=False)
-            yield DataTable(id="results-table", header_height=HEADER_LINES, zebra_stripes=True)
-            yield Static(id="results-spacer")
+            with Vertical(id="results-body"):
+                yield DataTable(id="results-table", header_height=HEADER_LINES, zebra_stripes=True)
             yield Static("", id="results-caption", markup=False)
             yield Sparkline([], id="results-chart")
 
