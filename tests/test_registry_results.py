@@ -245,6 +245,12 @@ async def test_results_headers_fit_their_columns_and_the_scrollbar_sits_under_th
         rows_height = table.header_height + table.row_count
         assert table.outer_size.height == rows_height + table.scrollbar_size_horizontal
         assert table.outer_size.width == screen.query_one("#results-note").outer_size.width
+        # Many more versions: the table scrolls, the caption and chart stay in view.
+        for i in range(40):
+            table.add_row(f"v{100 + i}")
+        await pilot.pause()
+        caption = screen.query_one("#results-caption")
+        assert table.region.bottom <= caption.region.y and caption.region.bottom < 24
 
 
 def test_a_header_too_long_for_its_column_ends_in_an_ellipsis() -> None:
