@@ -662,8 +662,12 @@ def test_the_stand_in_refuses_options_eval_framework_lacks(tmp_path: Path) -> No
 # --- the headless `run` command ------------------------------------------------------------
 
 
-def test_run_command_prints_writes_and_launches(isolated_env: Path, capsys) -> None:
+def test_run_command_prints_writes_and_launches(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     from tui.cli import main
+
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))  # holds my-model:v3
 
     out_dir = isolated_env / "out"
     common = ["run", "--checkpoint", "org/proj/my-model:v3", "--task", "arc", "--fewshot", "3"]

@@ -710,6 +710,20 @@ class ThreadNoting:
         return self.inner.resolve(ref)  # type: ignore[arg-type]
 
 
+class Gated(ThreadNoting):
+    """The demo's registry answering only once the test opens the gate (5 s at most)."""
+
+    def __init__(self, registry: LocalRegistry) -> None:
+        super().__init__(registry)
+        self.gate = threading.Event()
+        self.asked = threading.Event()
+
+    def resolve(self, ref: object) -> object:
+        self.asked.set()
+        self.gate.wait(5)
+        return super().resolve(ref)
+
+
 class Unreachable:
     """Stands in for a W&B registry whose server refuses connections."""
 
@@ -822,3 +836,27 @@ async def test_a_missing_checkpoint_folder_is_an_error_and_is_not_looked_up(
         (tmp_path / "gone").mkdir()
         await checked_form(pilot, pane, str(tmp_path / "gone"), tmp_path / "out")
         assert pane.errors == {} and registry.threads == []
+
+
+async def test_editing_the_checkpoint_after_launch_drops_the_waiting_launch(
+    settings: Settings, demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    registry = Gated(LocalRegistry(demo_registry_dir))
+    app = RegistryPaneApp(settings, registry)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        pane.set_config(
+            evalrun.EvalRunConfig(
+                checkpoint="nope:v9", tasks=["ARC"], output_dir=str(tmp_path), command=COMMAND
+            )
+        )
+        await pilot.press("f5")  # waits for the lookup, which waits at the gate
+        await until(pilot, registry.asked.is_set, 5)
+        # The UI answers meanwhile: the field takes an edit while the lookup is out.
+        pane.query_one("#run-checkpoint", Input).value = "my-model:production"
+        await pilot.pause()
+        assert pane.checking
+        registry.gate.set()
+        await until(pilot, lambda: not pane.checking, 10)
+        await pilot.pause(0.2)
+        assert pane.errors == {} and pane.handle is None and not refusals(app)

@@ -481,7 +481,9 @@ class RunConfigPane(Vertical):
         return verdict.warning or ""
 
     def _drop_check(self) -> None:
+        # An action waiting on the lookup is dropped with it: the field changed after it.
         self._check_due = None
+        self._then = None
         if self._check_timer is not None:
             self._check_timer.stop()
             self._check_timer = None
