@@ -457,12 +457,11 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             f"--checkpoint names one model version, but the folders hold results of "
             f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
         )
-    unknown = _registry_check(args.checkpoint, settings, args.demo).problem if ref else None
-    if unknown:  # logged all the same: the version may be registered later
-        print(f"evalwb-tui: warning: {unknown} (logged; lineage stays pending)", file=sys.stderr)
     checkpoint, alias = _checkpoint(ref, settings)
     if not args.offline and choose_mode(settings, None) == "online":
-        return _log_through_worker(args, settings, runs, checkpoint, alias)
+        code = _log_through_worker(args, settings, runs, checkpoint, alias)
+        _warn_unregistered(args, settings)
+        return code
     for run in runs:
         logged = log_run(
             run,
@@ -480,7 +479,18 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         else:
             state = "offline, pending sync" if logged.pending_sync else logged.mode
             print(_logged_line(logged.to_json(), state), flush=True)
+    _warn_unregistered(args, settings)
     return 0
+
+
+def _warn_unregistered(args: argparse.Namespace, settings: Settings) -> None:
+    """A warning when --checkpoint names no version the registry holds; the results are
+    logged all the same (the version may be registered later). Asked after the logging:
+    the W&B SDK leaves its service in this process's environment, which a worker started
+    afterwards would inherit and lose when this process ends."""
+    unknown = _registry_check(args.checkpoint or "", settings, args.demo).problem
+    if unknown:
+        print(f"evalwb-tui: warning: {unknown} (logged; lineage stays pending)", file=sys.stderr)
 
 
 def _logged_line(record: dict[str, Any], state: str) -> str:
