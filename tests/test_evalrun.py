@@ -834,3 +834,30 @@ def test_cli_log_warns_of_a_checkpoint_the_registry_lacks_and_logs(
         "pending)"
     ) in done.stderr.splitlines()
     assert "offline, pending sync" in done.stdout
+
+
+def test_cli_run_looks_the_checkpoint_up_on_a_wandb_server(
+    isolated_env: Path,
+    demo_registry_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+    from tui.services.registry.local import LocalRegistry
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=0, max_seconds=60).start()
+    try:
+        monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+        code, out, err = cli(capsys, "run", "--checkpoint", "my-model:nope", "--task", "ARC")
+        assert (code, out) == (2, "")
+        assert err.startswith("evalwb-tui: checkpoint: no version 'my-model:nope' in the W&B")
+        assert err.count("\n") == 1
+        code, out, err = cli(capsys, "run", "--checkpoint", "my-model:production", "--task", "ARC")
+    finally:
+        emulator.stop()
+    assert code == 0 and err == "" and "--task-name ARC" in out
+    # An eval or worker started next must not inherit this command's W&B service.
+    assert "WANDB_SERVICE" not in os.environ
