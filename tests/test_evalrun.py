@@ -859,5 +859,16 @@ def test_cli_run_looks_the_checkpoint_up_on_a_wandb_server(
     finally:
         emulator.stop()
     assert code == 0 and err == "" and "--task-name ARC" in out
-    # An eval or worker started next must not inherit this command's W&B service.
-    assert "WANDB_SERVICE" not in os.environ
+
+
+def test_the_eval_does_not_inherit_the_wandb_service_of_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wandb SDK sets WANDB_SERVICE once it is used here; an eval that inherited it
+    # would attach to this process's service and fail once the app ends.
+    monkeypatch.setenv("WANDB_SERVICE", "2-4242-tcp-localhost-1")
+    show = [sys.executable, "-c", "import os; print('service:', os.environ.get('WANDB_SERVICE'))"]
+    lines = Lines()
+    handle = launch(launch_config(tmp_path), program=show, on_line=lines)
+    assert handle.wait(30) == 0
+    assert lines.wait_for("service: None")

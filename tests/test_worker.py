@@ -38,6 +38,7 @@ from tui.services.worker import (
     EXIT_ALREADY_RUNNING,
     WORKER_NICENESS,
     _download_handler,
+    ensure_worker,
     log_path,
     worker_status,
 )
@@ -670,3 +671,18 @@ def test_a_paused_download_resumes_where_it_was_instead_of_starting_over(
     files = {f.path: (f.bytes_done, f.size, f.state) for f in done.files}
     sizes = {e.path: e.size for e in LocalRegistry(registry).files("one:v0")}
     assert files == {path: (n, n, "done") for path, n in sizes.items()}
+
+
+def test_the_worker_does_not_inherit_the_wandb_service_of_this_process(
+    env, settings, monkeypatch, reaper
+):
+    # The wandb SDK sets WANDB_SERVICE once it is used here (the app's W&B backend); a
+    # worker that inherited it would fail its jobs once this process and its service end.
+    monkeypatch.setenv("WANDB_SERVICE", "2-4242-tcp-localhost-1")
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "30")
+    status = ensure_worker(settings, wait=60)
+    assert status.started and status.pid is not None
+    reaper(status.pid)
+    environ = Path(f"/proc/{status.pid}/environ").read_bytes().split(b"\0")
+    assert not [item for item in environ if item.startswith(b"WANDB_SERVICE=")]
+    assert b"EVALWB_WORKER_IDLE_SEC=30" in environ

@@ -426,8 +426,6 @@ def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
 def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> RegistryCheck:
     """`evalrun.check_in_registry` on the configured registry; one that cannot be opened
     is a warning, as an unreachable one is."""
-    import os
-
     from tui.services import evalrun
 
     if not checkpoint.strip() or evalrun.is_local_checkpoint(checkpoint):
@@ -438,14 +436,9 @@ def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> Registry
         reason = mask(" ".join(str(exc).split()) or type(exc).__name__, settings)
         return evalrun.RegistryCheck(warning=f"could not check {checkpoint!r}: {reason}")
     hint = f"list them with 'evalwb-tui {'--demo ' if demo else ''}registry ls'"
-    had_service = "WANDB_SERVICE" in os.environ
-    try:
-        return evalrun.check_in_registry(checkpoint, registry, settings=settings, hint=hint)
-    finally:
-        # The W&B SDK names its in-process service there; an eval or a worker started
-        # next would inherit it and lose it when this command ends.
-        if not had_service:
-            os.environ.pop("WANDB_SERVICE", None)
+    # The W&B SDK may name its service in WANDB_SERVICE now; the worker and the eval
+    # are started without it (settings.child_environment).
+    return evalrun.check_in_registry(checkpoint, registry, settings=settings, hint=hint)
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:

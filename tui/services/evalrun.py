@@ -47,6 +47,7 @@ from tui.services.evallog import DEFAULT_BASE_URL, looks_secret, server_reachabl
 from tui.services.refs import RefError, parse_ref
 from tui.services.registry.protocol import NotFoundError
 from tui.services.results import AGGREGATED, METADATA, ResultsError, find_runs
+from tui.services.settings import child_environment
 
 if TYPE_CHECKING:
     from tui.services.registry.protocol import Registry
@@ -1207,7 +1208,7 @@ class LaunchHandle:
         self.cancelled = False
         self._on_line = on_line
         self._on_exit = on_exit
-        self._env = dict(os.environ if env is None else env)
+        self._env = child_environment(env)
         # Python programs buffer a pipe in blocks; the log should move line by line.
         self._env.setdefault("PYTHONUNBUFFERED", "1")
         self._secrets = [s for s in secrets if s]

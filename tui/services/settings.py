@@ -232,6 +232,16 @@ def load_settings(
     )
 
 
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process we start (the worker, an eval): `env` (default this
+    process's) without WANDB_SERVICE. The wandb SDK sets that to its own service process
+    once it is used here; a child that inherits it attaches to that service, and fails
+    once this process (and its service) ends."""
+    child = dict(os.environ if env is None else env)
+    child.pop("WANDB_SERVICE", None)
+    return child
+
+
 def mask(text: str, settings: Settings) -> str:
     """Replace every secret value of `settings` that occurs in `text` with ****."""
     for secret in (settings.wandb_api_key, settings.aws_secret_access_key):

@@ -48,7 +48,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tui.services.settings import Secret, Settings, load_settings, parse_seconds, read_env
+from tui.services.settings import (
+    Secret,
+    Settings,
+    child_environment,
+    load_settings,
+    parse_seconds,
+    read_env,
+)
 from tui.services.transfers import (
     DONE,
     PENDING_SYNC,
@@ -315,7 +322,7 @@ def _start_worker(settings: Settings, wait: float, restarted: bool) -> WorkerSta
             stderr=out,
             close_fds=True,
             start_new_session=True,
-            env=dict(os.environ),
+            env=child_environment(),
         )
     # Reap it if it ends while this process lives on (the app), so no zombie is left.
     threading.Thread(target=proc.wait, name="worker-reaper", daemon=True).start()
