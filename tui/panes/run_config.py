@@ -197,27 +197,6 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class TaskFilter(TextField):
-    """The filter over the task list, left by Tab and Shift+Tab as soon as the app reads
-    the key (priority). A key typed right behind Tab, such as the Space that toggles the
-    first match, is handed to whatever is focused when the app reads it: an ordinary
-    Tab would still be on its way up from this box, and the Space would land in it."""
-
-    # Every text field leaves on Tab when the app reads it (`TextField`); these ids stay
-    # so a keys.toml that remaps them goes on working.
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("tab", "leave(1)", "Next field", show=False, priority=True, id="run.tasks.next"),
-        Binding(
-            "shift+tab",
-            "leave(-1)",
-            "Previous field",
-            show=False,
-            priority=True,
-            id="run.tasks.previous",
-        ),
-    ]
-
-
 class RunConfigPane(Vertical):
     """The run form, its command preview, buttons and the live log of a launched run."""
 
@@ -332,7 +311,7 @@ class RunConfigPane(Vertical):
             yield from self._inputs(TEXT_FIELDS)
             with Horizontal(classes="field-row"):
                 yield Label("tasks", classes="field-label")
-                yield TaskFilter(placeholder="filter tasks", id="run-task-filter", compact=True)
+                yield TextField(placeholder="filter tasks", id="run-task-filter", compact=True)
             yield CheckList[str](
                 *((name, name) for name in evalrun.task_names()), id="run-tasks", compact=True
             )
