@@ -307,7 +307,9 @@ class RunConfigPane(Vertical):
     # -- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="run-form"):
+        # Not a Tab stop of its own: it scrolls to the focused field, and its arrow keys
+        # still reach it from the fields.
+        with VerticalScroll(id="run-form", can_focus=False):
             yield from self._inputs(TEXT_FIELDS)
             with Horizontal(classes="field-row"):
                 yield Label("tasks", classes="field-label")
