@@ -572,11 +572,15 @@ def test_cli_checkpoint_alias_groups_by_the_version_it_names(demo_registry_dir, 
         env_for(tmp_path, EVALWB_REGISTRY_DIR=str(demo_registry_dir)),
         paths=Paths(tmp_path / "d", tmp_path / "c", tmp_path / "s", tmp_path / "cfg"),
     )
-    ref, alias = cli._checkpoint(parse_ref("my-model:production"), settings)
+
+    def at_version(text: str):
+        return cli._checkpoint(parse_ref(text), cli._registry_check(text, settings, False))
+
+    ref, alias = at_version("my-model:production")
     assert (ref.name, ref.alias, alias) == ("my-model", "v3", "production")
-    ref, alias = cli._checkpoint(parse_ref("my-model:v2"), settings)
+    ref, alias = at_version("my-model:v2")
     assert (ref.alias, alias) == ("v2", None)
-    ref, alias = cli._checkpoint(parse_ref("no-such-model:best"), settings)
+    ref, alias = at_version("no-such-model:best")
     assert (ref.alias, alias) == ("best", "best")
 
 

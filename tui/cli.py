@@ -407,20 +407,14 @@ def _add_log(sub: Any) -> None:
     sync.set_defaults(handler=_sync)
 
 
-def _checkpoint(ref: Any, settings: Settings) -> tuple[Any, str | None]:
-    """The checkpoint reference at its version, and the alias it was named by."""
-    from tui.services.evallog import DEFAULT_BASE_URL, server_reachable
-
+def _checkpoint(ref: Any, check: RegistryCheck) -> tuple[Any, str | None]:
+    """The checkpoint reference at its version, and the alias it was named by: grouped
+    by version (`m:v3`), not by a moving alias, when the registry check resolved it."""
     if ref is None or ref.version_index is not None:
         return ref, None
-    # Group by version (`m:v3`), not by a moving alias; resolving is best effort.
-    if settings.uses_wandb and not server_reachable(settings.wandb_base_url or DEFAULT_BASE_URL):
+    if check.version is None:  # unresolved (unknown or unreachable): grouped by the alias
         return ref, ref.alias
-    try:
-        version = _registry(settings).resolve(ref)
-    except Exception:
-        return ref, ref.alias
-    return ref.with_alias(version.version), ref.alias
+    return ref.with_alias(check.version), ref.alias
 
 
 def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> RegistryCheck:
@@ -436,8 +430,6 @@ def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> Registry
         reason = mask(" ".join(str(exc).split()) or type(exc).__name__, settings)
         return evalrun.RegistryCheck(warning=f"could not check {checkpoint!r}: {reason}")
     hint = f"list them with 'evalwb-tui {'--demo ' if demo else ''}registry ls'"
-    # The W&B SDK may name its service in WANDB_SERVICE now; the worker and the eval
-    # are started without it (settings.child_environment).
     return evalrun.check_in_registry(checkpoint, registry, settings=settings, hint=hint)
 
 
@@ -459,10 +451,11 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             f"--checkpoint names one model version, but the folders hold results of "
             f"{len(models)} models ({', '.join(models)}); log each model's folders separately"
         )
-    checkpoint, alias = _checkpoint(ref, settings)
+    check = _registry_check(args.checkpoint or "", settings, args.demo)
+    checkpoint, alias = _checkpoint(ref, check)
     if not args.offline and choose_mode(settings, None) == "online":
         code = _log_through_worker(args, settings, runs, checkpoint, alias)
-        _warn_unregistered(args, settings)
+        _warn_unregistered(check)
         return code
     for run in runs:
         logged = log_run(
@@ -481,18 +474,18 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         else:
             state = "offline, pending sync" if logged.pending_sync else logged.mode
             print(_logged_line(logged.to_json(), state), flush=True)
-    _warn_unregistered(args, settings)
+    _warn_unregistered(check)
     return 0
 
 
-def _warn_unregistered(args: argparse.Namespace, settings: Settings) -> None:
+def _warn_unregistered(check: RegistryCheck) -> None:
     """A warning when --checkpoint names no version the registry holds; the results are
-    logged all the same (the version may be registered later). Asked after the logging:
-    the W&B SDK leaves its service in this process's environment, which a worker started
-    afterwards would inherit and lose when this process ends."""
-    unknown = _registry_check(args.checkpoint or "", settings, args.demo).problem
-    if unknown:
-        print(f"evalwb-tui: warning: {unknown} (logged; lineage stays pending)", file=sys.stderr)
+    logged all the same (the version may be registered later)."""
+    if check.problem:
+        print(
+            f"evalwb-tui: warning: {check.problem} (logged; lineage stays pending)",
+            file=sys.stderr,
+        )
 
 
 def _logged_line(record: dict[str, Any], state: str) -> str:
@@ -1055,11 +1048,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         handle.wait()
         raise
     if code == 0 and handle.run_dirs and not args.no_queue:
-        _queue_run_logging(config, handle.run_dirs, settings)
+        _queue_run_logging(config, handle.run_dirs, settings, verdict)
     return code or 0
 
 
-def _queue_run_logging(config: Any, run_dirs: list[Path], settings: Settings) -> None:
+def _queue_run_logging(
+    config: Any, run_dirs: list[Path], settings: Settings, check: RegistryCheck
+) -> None:
     from tui.services import evalrun
     from tui.services.refs import parse_ref
     from tui.services.transfers import open_queue
@@ -1067,7 +1062,7 @@ def _queue_run_logging(config: Any, run_dirs: list[Path], settings: Settings) ->
 
     version = None
     if not evalrun.is_local_checkpoint(config.checkpoint):
-        version = _checkpoint(parse_ref(config.checkpoint), settings)[0].alias  # best effort
+        version = _checkpoint(parse_ref(config.checkpoint), check)[0].alias
     queue = open_queue(settings)
     try:
         jobs, worker = queue_for_worker(
