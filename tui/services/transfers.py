@@ -860,9 +860,15 @@ class TransferQueue:
         return self._transition(job_id, from_states=(RUNNING,), claim=claim, decide=decide)
 
     def release(self, job_id: int, *, claim: str | None = None) -> bool:
-        """Give a running job back to the queue at once, e.g. when its runner is stopped."""
+        """Give a running job back to the queue at once, e.g. when its runner is stopped.
+        Like a pause, the attempt it was on is not used up: the job did not fail."""
         return self._end(
-            job_id, QUEUED, from_states=(RUNNING,), claim=claim, next_attempt_at=time.time()
+            job_id,
+            QUEUED,
+            from_states=(RUNNING,),
+            claim=claim,
+            next_attempt_at=time.time(),
+            paused_attempt=1,
         )
 
     def fail(
