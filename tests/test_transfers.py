@@ -385,6 +385,9 @@ def test_pause_running_job_hands_it_back_and_resume_continues(
     assert paused.state == PAUSED and not paused.pause_requested
     assert 0 < paused.bytes_done < size and paused.claim_token is None
     assert paused.attempts == 1
+    # Its file stopped with it: the details and `transfers --json` say paused, not running.
+    assert [f.state for f in paused.files] == [PAUSED]
+    assert [f.state for f in queue.list(with_files=True)[0].files] == [PAUSED]
     part = tmp_path / "dst.bin.part"
     kept = part.stat().st_size
     assert kept > 0 and not (tmp_path / "dst.bin").exists()

@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -495,12 +495,16 @@ class TransferQueue:
             raise JobNotFoundError(f"no transfer job with id {job_id}")
         return row
 
-    def _files(self, job_id: int) -> list[FileProgress]:
+    def _files(self, job: Job) -> list[FileProgress]:
         rows = self._conn().execute(
             "SELECT path, bytes_done, size, state FROM job_files WHERE job_id = ? ORDER BY path",
-            (job_id,),
+            (job.id,),
         )
-        return [FileProgress(*row) for row in rows]
+        files = [FileProgress(*row) for row in rows]
+        if job.state in (PAUSED, QUEUED, FAILED, CANCELLED):
+            # A file cut off mid-way stopped with its job; it is no longer running.
+            files = [replace(f, state=job.state) if f.state == RUNNING else f for f in files]
+        return files
 
     def mask(self, error: BaseException | str) -> str:
         """`error` as one masked line, as stored in `last_error`."""
@@ -531,7 +535,7 @@ class TransferQueue:
     def get(self, job_id: int) -> Job:
         """The job with its per-file progress; `JobNotFoundError` when there is none."""
         job = self._load(self._row(self._conn(), job_id))
-        job.files = self._files(job_id)
+        job.files = self._files(job)
         return job
 
     def _load(self, row: sqlite3.Row, memo: dict[Any, bool] | None = None) -> Job:
@@ -975,7 +979,7 @@ class TransferQueue:
         jobs = [self._load(row, memo) for row in rows]
         if with_files:
             for job in jobs:
-                job.files = self._files(job.id)
+                job.files = self._files(job)
         return jobs
 
 
