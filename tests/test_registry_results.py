@@ -245,6 +245,13 @@ async def test_results_headers_fit_their_columns_and_the_scrollbar_sits_under_th
         rows_height = table.header_height + table.row_count
         assert table.outer_size.height == rows_height + table.scrollbar_size_horizontal
         assert table.outer_size.width == screen.query_one("#results-note").outer_size.width
+        # Scrolled to the last metric, each row still says which version it is.
+        for _ in table.ordered_columns:
+            await pilot.press("right")
+        await pilot.pause()
+        assert table.scroll_x > 0
+        v3 = table.header_height + table.get_row_index("v3")
+        assert table.render_line(v3).text.split()[0] == "v3"
         # Many more versions: the table scrolls, the caption and chart stay in view.
         for i in range(40):
             table.add_row(f"v{100 + i}")

@@ -186,7 +186,12 @@ class ResultsScreen(ModalScreen[None]):
             box.border_subtitle = "c columns · ←→ chart a metric · Esc close"
             yield Static("loading results…", id="results-note", classes="note", markup=False)
             with Vertical(id="results-body"):
-                yield DataTable(id="results-table", header_height=HEADER_LINES, zebra_stripes=True)
+                yield DataTable(
+                    id="results-table",
+                    header_height=HEADER_LINES,
+                    zebra_stripes=True,
+                    fixed_columns=1,  # the version stays in sight when scrolled right
+                )
             yield Static("", id="results-caption", markup=False)
             yield Sparkline([], id="results-chart")
 
