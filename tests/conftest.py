@@ -10,11 +10,20 @@ from typing import Any
 
 import pytest
 
+from tui.app import SSH_VARIABLES
 from tui.services.demo import DemoInfo, seed_demo
 from tui.services.settings import VARIABLES
 
 # Folders the app or the SDKs could write to when left pointing at the real user.
 _HOME_VARIABLES = ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
+
+
+@pytest.fixture(autouse=True)
+def _no_ssh_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app picks the ansi theme in an SSH session; tests draw in the default theme
+    wherever the suite runs (the ones about SSH set the variables themselves)."""
+    for name in SSH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

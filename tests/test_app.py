@@ -406,6 +406,35 @@ async def test_evalwb_theme(
         assert app.theme == theme
 
 
+@pytest.mark.parametrize(
+    ("ssh", "value", "theme"),
+    [
+        ({"SSH_CONNECTION": "10.0.0.9 52144 10.0.0.1 22"}, None, "ansi-dark"),
+        ({"SSH_TTY": "/dev/pts/3"}, None, "ansi-dark"),
+        ({"SSH_CONNECTION": "10.0.0.9 52144 10.0.0.1 22"}, "default", "textual-dark"),
+        ({"SSH_TTY": "/dev/pts/3"}, "nord", "nord"),
+        ({}, None, "textual-dark"),
+    ],
+)
+async def test_an_ssh_session_draws_in_the_terminals_palette_unless_a_theme_is_set(
+    isolated_env: Path,
+    demo_registry_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ssh: dict[str, str],
+    value: str | None,
+    theme: str,
+) -> None:
+    for name, text in ssh.items():
+        monkeypatch.setenv(name, text)
+    extra = {"EVALWB_THEME": value} if value else {}
+    settings = make_settings(isolated_env, demo_registry_dir, **extra)
+    app = EvalWBApp(settings, LocalRegistry(demo_registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == theme
+        assert notifications(app) == []
+
+
 async def test_an_unknown_theme_is_one_warning(isolated_env: Path, demo_registry_dir: Path) -> None:
     settings = make_settings(isolated_env, demo_registry_dir, EVALWB_THEME="solarised-pink")
     app = EvalWBApp(settings, LocalRegistry(demo_registry_dir))

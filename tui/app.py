@@ -8,9 +8,10 @@ imported in a thread too, once the registry listing is up, so they never delay i
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
@@ -51,6 +52,18 @@ if TYPE_CHECKING:
 TITLE = "evalwb-tui"
 # EVALWB_THEME=ansi uses the terminal's own palette, which survives SSH and tmux.
 THEME_ALIASES = {"ansi": "ansi-dark", "default": "textual-dark"}
+# Set by sshd (and passed on by tmux): the app draws on a terminal it cannot see, whose
+# own palette is the safe choice unless EVALWB_THEME says otherwise.
+SSH_VARIABLES = ("SSH_CONNECTION", "SSH_TTY")
+
+
+def theme_wanted(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """The theme to use: EVALWB_THEME, else `ansi` in an SSH session, else Textual's."""
+    if settings.evalwb_theme:
+        return settings.evalwb_theme
+    return "ansi" if any(environ.get(name) for name in SSH_VARIABLES) else None
+
+
 # How the help screen names a focused widget whose keys it lists.
 WIDGET_WORDS = {
     "Input": "text field",
@@ -197,7 +210,7 @@ class EvalWBApp(App[None]):
         self.set_timer(PANES_LOAD_DEADLINE_SECONDS, self._load_panes)
 
     def _apply_theme(self) -> None:
-        wanted = self.settings.evalwb_theme
+        wanted = theme_wanted(self.settings, os.environ)
         if not wanted:
             return
         theme = THEME_ALIASES.get(wanted, wanted)

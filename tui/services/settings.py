@@ -37,8 +37,8 @@ VARIABLES: dict[str, str] = {
     "EVALWB_REGISTRY_DIR": "folder of the embedded local registry (default: under the data dir)",
     "EVALWB_WORKER_IDLE_SEC": "seconds the detached transfer worker waits idle before it exits "
     "(default 300)",
-    "EVALWB_THEME": "app colours: ansi uses the terminal's own palette (best over SSH), or a "
-    "Textual theme name (default: textual-dark)",
+    "EVALWB_THEME": "app colours: ansi uses the terminal's own palette, default is Textual's, "
+    "or a Textual theme name (default: ansi in an SSH session, else textual-dark)",
 }
 
 SECRET_VARIABLES = frozenset({"WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY"})
