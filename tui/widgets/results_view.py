@@ -61,7 +61,8 @@ def column_label(column: str) -> Text:
         rest = " ".join(metric[HEADER_LINES - 2 :])
         metric = [*metric[: HEADER_LINES - 2], rest]
     lines = [task, *metric]
-    return Text("\n".join(_fit(line, COLUMN_WIDTH) for line in lines))
+    # Right-aligned like the numbers under it.
+    return Text("\n".join(_fit(line, COLUMN_WIDTH) for line in lines), justify="right")
 
 
 def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
