@@ -170,6 +170,7 @@ class EvalWBApp(App[None]):
         self.settings = settings
         self.registry = registry
         self.sub_title = backend_title(settings, registry)
+        self._theme_problem = self._apply_theme()
         self.keymap: dict[str, str] = {}
         # The listing is read while Textual sets the screen up, so the first frame can
         # hold it instead of a placeholder. Only when the registry is at hand already:
@@ -203,26 +204,27 @@ class EvalWBApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._apply_theme()
+        if self._theme_problem:
+            self.notify(self._theme_problem, severity="warning", markup=False)
         self._apply_keymap()
         if self.registry is None:
             self._open_registry()
         self.set_timer(PANES_LOAD_DEADLINE_SECONDS, self._load_panes)
 
-    def _apply_theme(self) -> None:
+    def _apply_theme(self) -> str:
+        """Set the wanted theme; what is wrong with EVALWB_THEME, if anything.
+
+        Called before the app runs, so the first styling already uses the theme
+        instead of restyling every widget once they are up."""
         wanted = theme_wanted(self.settings, os.environ)
         if not wanted:
-            return
+            return ""
         theme = THEME_ALIASES.get(wanted, wanted)
         if theme not in self.available_themes:
             names = ", ".join(["ansi", *sorted(self.available_themes)])
-            self.notify(
-                f"EVALWB_THEME={wanted!r} is not a theme; use one of: {names}",
-                severity="warning",
-                markup=False,
-            )
-            return
+            return f"EVALWB_THEME={wanted!r} is not a theme; use one of: {names}"
         self.theme = theme
+        return ""
 
     def _apply_keymap(self) -> None:
         path = keymap_path(self.settings.paths.config)
