@@ -121,6 +121,19 @@ async def test_filter_then_tab_and_space_choose_the_first_match(tmp_path: Path) 
         assert pane.form_values()["tasks"] == ["ARC"]
 
 
+async def test_a_filter_matching_no_task_says_so(tmp_path: Path) -> None:
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        note = pane.query_one("#run-tasks-chosen", Static)
+        await choose_task(pilot, pane, "arc", "ARC")
+        await type_into(pilot, "task-filter", "zzz", keys=True)
+        assert pane.query_one("#run-tasks", SelectionList).option_count == 0
+        assert str(note.render()) == "no task matches 'zzz'; chosen (1): ARC"
+        await type_into(pilot, "task-filter", "gsm", keys=True)
+        assert str(note.render()) == "chosen (1): ARC"
+
+
 def burst(app: App[None], *keys: tuple[str, str | None]) -> None:
     """Queue keys as a terminal delivers a burst: all of them before the app reads the
     first (`pilot.press` lets the app go idle between keys, so it hides what follows)."""

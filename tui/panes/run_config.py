@@ -288,6 +288,7 @@ class RunConfigPane(Vertical):
         self._launched = EvalRunConfig()
         self._picked: tuple[str, str | None] = ("", None)
         self._chosen: list[str] = []
+        self._unmatched = ""  # the task filter's text when it matches no task
         # Bounded: lines older than the log keeps would be dropped by the log anyway.
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
         self._shown: dict[str, str] = {}
@@ -570,12 +571,17 @@ class RunConfigPane(Vertical):
         if tasks.option_count:
             # Space then toggles the best match at once, without a cursor move first.
             tasks.highlighted = 0
+        # An empty list alone reads as a broken one: say the filter matched nothing.
+        self._unmatched = "" if tasks.option_count else " ".join(text.split())
         self._show_chosen()
 
     def _show_chosen(self) -> None:
         chosen = self.query_one("#run-tasks-chosen", Static)
         count = len(self._chosen)
-        chosen.update(f"chosen ({count}): {', '.join(self._chosen)}" if count else "no task chosen")
+        line = f"chosen ({count}): {', '.join(self._chosen)}" if count else "no task chosen"
+        if self._unmatched:
+            line = f"no task matches {self._unmatched!r}; {line}"
+        chosen.update(line)
 
     @on(SelectionList.SelectionToggled, "#run-tasks")
     def _task_toggled(self, event: SelectionList.SelectionToggled) -> None:
