@@ -292,6 +292,22 @@ def test_a_stopped_runner_gives_its_job_back(queue: TransferQueue) -> None:
     assert again is not None and again.attempts == 1
 
 
+def test_a_handler_that_ends_its_runner_uses_up_its_attempts(queue: TransferQueue) -> None:
+    def exits(job: Job, progress: Progress) -> dict[str, Any]:
+        raise SystemExit(3)  # as a library's sys.exit would
+
+    job = queue.enqueue("download", "x", {}, max_attempts=2)
+    with pytest.raises(SystemExit):
+        Runner(queue, {"download": exits}).run_once()
+    assert (queue.get(job.id).state, queue.get(job.id).attempts) == (QUEUED, 1)
+    with pytest.raises(SystemExit):
+        Runner(queue, {"download": exits}).run_once()
+    failed = queue.get(job.id)
+    assert (failed.state, failed.attempts) == (FAILED, 2)
+    assert failed.last_error == "the worker ended while running it, on its last attempt (2 of 2)"
+    assert queue.claim_next() is None
+
+
 def test_cancel_queued_job(queue: TransferQueue) -> None:
     job = queue.enqueue("download", "m:v1", {})
     assert queue.cancel(job.id).state == CANCELLED

@@ -254,6 +254,9 @@ def test_sigterm_gives_the_running_job_back_to_the_queue(
     assert back.state == "queued" and not back.stalled
     assert 0 < back.files_done < back.files_total
     assert not worker_status(settings).alive
+    # A stopped worker is no failed attempt: the next claim goes on with the first.
+    again = queue.claim_next()
+    assert again is not None and again.id == job.id and again.attempts == 1
 
 
 def test_idle_worker_exits_after_the_configured_time(env, settings, monkeypatch, reaper):

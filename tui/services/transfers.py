@@ -165,6 +165,11 @@ class RetryableError(Exception):
         self.retry_after = retry_after
 
 
+class RunnerStopped(BaseException):
+    """Raised into a runner from outside (a signal) to stop it: its job goes back to the
+    queue on the attempt it was on, as after Ctrl-C."""
+
+
 # Network errors retry without the handler having to wrap them.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     RetryableError,
@@ -863,17 +868,24 @@ class TransferQueue:
 
         return self._transition(job_id, from_states=(RUNNING,), claim=claim, decide=decide)
 
-    def release(self, job_id: int, *, claim: str | None = None) -> bool:
+    def release(self, job_id: int, *, claim: str | None = None, keep_attempt: bool = False) -> bool:
         """Give a running job back to the queue at once, e.g. when its runner is stopped.
-        Like a pause, the attempt it was on is not used up: the job did not fail."""
-        return self._end(
-            job_id,
-            QUEUED,
-            from_states=(RUNNING,),
-            claim=claim,
-            next_attempt_at=time.time(),
-            paused_attempt=1,
-        )
+
+        With `keep_attempt`, as after a pause, the next claim continues the attempt it was
+        on: the job did not fail, its runner was stopped. Without it the attempt counts,
+        and a job released on its last attempt fails instead of coming back forever."""
+
+        def decide(row: sqlite3.Row) -> dict[str, Any]:
+            now = time.time()
+            if not keep_attempt and row["attempts"] >= row["max_attempts"]:
+                message = (
+                    "the worker ended while running it, on its last attempt "
+                    f"({row['attempts']} of {row['max_attempts']})"
+                )
+                return {"state": FAILED, "last_error": message, "finished_at": now}
+            return {"state": QUEUED, "next_attempt_at": now, "paused_attempt": int(keep_attempt)}
+
+        return self._transition(job_id, from_states=(RUNNING,), claim=claim, decide=decide)
 
     def fail(
         self,
@@ -1157,9 +1169,12 @@ class Runner:
             retryable = isinstance(exc, RETRYABLE_ERRORS)
             self.queue.fail(job.id, exc, retryable=retryable, retry_after=retry_after, claim=claim)
             return
-        except BaseException:
-            # Stopped from outside (Ctrl-C, SystemExit): the job resumes on the next run.
-            self.queue.release(job.id, claim=claim)
+        except BaseException as exc:
+            # Stopped from outside: the job resumes on the next run, on the same attempt
+            # after Ctrl-C or a signal. Anything else (a library's SystemExit) costs an
+            # attempt, so a job that ends its runner every time fails in the end.
+            stopped = isinstance(exc, KeyboardInterrupt | RunnerStopped)
+            self.queue.release(job.id, claim=claim, keep_attempt=stopped)
             raise
         if not self._stopped(job, progress):
             self._conclude(job, outcome)

@@ -68,6 +68,7 @@ from tui.services.transfers import (
     Progress,
     RetryableError,
     Runner,
+    RunnerStopped,
     TransferQueue,
     mask_text,
     open_queue,
@@ -100,7 +101,7 @@ MAX_NOTE_CHARS = 200
 MOVING_STATES = (QUEUED, RUNNING)
 
 
-class WorkerStopped(BaseException):
+class WorkerStopped(RunnerStopped):
     """Raised in the worker by SIGTERM/SIGINT, so the runner gives its job back."""
 
 
