@@ -288,7 +288,6 @@ class RunConfigPane(Vertical):
         self._launched = EvalRunConfig()
         self._picked: tuple[str, str | None] = ("", None)
         self._chosen: list[str] = []
-        self._unmatched = ""  # the task filter's text when it matches no task
         # Bounded: lines older than the log keeps would be dropped by the log anyway.
         self._pending: deque[str] = deque(maxlen=LOG_MAX_LINES)
         self._shown: dict[str, str] = {}
@@ -571,16 +570,16 @@ class RunConfigPane(Vertical):
         if tasks.option_count:
             # Space then toggles the best match at once, without a cursor move first.
             tasks.highlighted = 0
-        # An empty list alone reads as a broken one: say the filter matched nothing.
-        self._unmatched = "" if tasks.option_count else " ".join(text.split())
         self._show_chosen()
 
     def _show_chosen(self) -> None:
         chosen = self.query_one("#run-tasks-chosen", Static)
         count = len(self._chosen)
         line = f"chosen ({count}): {', '.join(self._chosen)}" if count else "no task chosen"
-        if self._unmatched:
-            line = f"no task matches {self._unmatched!r}; {line}"
+        # An empty list alone reads as a broken one: say the filter matched nothing.
+        text = " ".join(self.query_one("#run-task-filter", Input).value.split())
+        if text and not self.query_one("#run-tasks", SelectionList).option_count:
+            line = f"no task matches {text!r}; {line}"
         chosen.update(line)
 
     @on(SelectionList.SelectionToggled, "#run-tasks")
