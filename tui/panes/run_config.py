@@ -254,6 +254,9 @@ class RunConfigPane(Vertical):
             self.cancelled = cancelled
             self.run_dirs = run_dirs
 
+    class LogWaiting(Message):
+        """Lines from a worker thread wait in the log's buffer."""
+
     class LoggingQueued(Message):
         """Result folders were queued for logging as these transfer-queue job ids."""
 
@@ -390,7 +393,8 @@ class RunConfigPane(Vertical):
         self.query_one("#run-form").border_title = "eval-framework run"
         self.query_one("#run-log").border_title = "output"
         self.set_config(EvalRunConfig())
-        self.set_interval(LOG_FLUSH_SECONDS, self._flush_log)
+        # Ticks only while an eval runs: an idle pane wakes the app for nothing.
+        self._flush_timer = self.set_interval(LOG_FLUSH_SECONDS, self._tick_log, pause=True)
 
     # -- the form <-> config -------------------------------------------------------------
 
@@ -692,10 +696,10 @@ class RunConfigPane(Vertical):
         try:
             out = evalrun.submit_determined(path)
         except EvalRunError as exc:
-            self._pending.append(f"error: {exc}")
+            self._log_from_thread(f"error: {exc}")
             self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
-        self._pending.extend(out.splitlines())
+        self._log_from_thread(*out.splitlines())
 
     def action_save_preset(self) -> None:
         if self.settings is None:
@@ -773,6 +777,7 @@ class RunConfigPane(Vertical):
             self._write_log(f"error: {exc}")
             self._refuse("launch", [str(exc)])
             return
+        self._flush_timer.resume()
         self._update_buttons()
         self.post_message(self.RunStarted(self.handle.argvs))
 
@@ -836,11 +841,12 @@ class RunConfigPane(Vertical):
             else:
                 jobs, note = enqueue(), None
         except Exception as exc:  # shown; the results stay on disk to be logged by hand
-            self._pending.append(f"error: could not queue for logging: {one_line(exc)}")
+            self._log_from_thread(f"error: could not queue for logging: {one_line(exc)}")
             return
-        self._pending.append(f"# queued for logging: {len(jobs)} job(s)")
+        lines = [f"# queued for logging: {len(jobs)} job(s)"]
         if note is not None and note.news:
-            self._pending.append(f"# {note.text}")
+            lines.append(f"# {note.text}")
+        self._log_from_thread(*lines)
         self.post_message(self.LoggingQueued([job.id for job in jobs]))
 
     def _version_of(self, checkpoint: str) -> str | None:
@@ -902,6 +908,20 @@ class RunConfigPane(Vertical):
     def _write_log(self, text: str) -> None:
         self._pending.extend(text.splitlines())
         self._flush_log()
+
+    def _log_from_thread(self, *lines: str) -> None:
+        self._pending.extend(lines)
+        self.post_message(self.LogWaiting())
+
+    @on(LogWaiting)
+    def _log_waiting(self) -> None:
+        self._flush_log()
+
+    def _tick_log(self) -> None:
+        self._flush_log()
+        # The run's last lines came before its end, and RunFinished flushes them too.
+        if self.handle is None or not self.handle.running:
+            self._flush_timer.pause()
 
     def _flush_log(self) -> None:
         if not self._pending:
