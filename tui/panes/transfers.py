@@ -75,10 +75,16 @@ T = TypeVar("T")
 
 # How often the watcher reads data_version(): cheap, one pragma on its own connection.
 POLL_SECONDS = 0.1
+# With no job queued or running only a job queued elsewhere can change the queue: the
+# watcher looks less often, so an idle app barely wakes.
+IDLE_POLL_SECONDS = 0.5
 # The table is refreshed at most this often, however fast jobs report.
 MIN_REFRESH_SECONDS = 0.2
 # A runner that died commits nothing; listing again now and then shows it as stalled.
 RESCAN_SECONDS = 2.0
+# Nothing running can stall: the queue is only listed (and runs synced outside settled)
+# this often.
+IDLE_RESCAN_SECONDS = 10.0
 # Below this many columns the table uses short states and a narrow bar.
 NARROW_WIDTH = 110
 # Tries, rate, then ETA are left out (the details show them) while the `what` column
@@ -397,13 +403,19 @@ class _WatchState:
     last_list: float = 0.0
     last_settle: float | None = None
     error: str | None = None
+    moving: bool = True  # a job was queued or running at the last listing
 
     def wait(self) -> float:
         """Seconds until the next poll: sooner when a listing waits only for the throttle."""
         if not self.dirty:
-            return POLL_SECONDS
+            return POLL_SECONDS if self.moving else IDLE_POLL_SECONDS
         due = self.last_post + MIN_REFRESH_SECONDS - time.monotonic()
         return max(0.0, min(POLL_SECONDS, due))
+
+    @property
+    def rescan(self) -> float:
+        """Seconds between listings that nothing asked for."""
+        return RESCAN_SECONDS if self.moving else IDLE_RESCAN_SECONDS
 
 
 class TransfersPane(Vertical):
@@ -637,15 +649,17 @@ class TransfersPane(Vertical):
             self._run_command(queue, command)  # type: ignore[arg-type]
             state.dirty, state.last_post = True, 0.0  # show the effect of a key at once
         now = time.monotonic()
-        if state.last_settle is None or now - state.last_settle >= RESCAN_SECONDS:
+        if state.last_settle is None or now - state.last_settle >= state.rescan:
             state.last_settle = now
             self._settle(queue)
         version = queue.data_version()
-        if version != state.version or now - state.last_list >= RESCAN_SECONDS:
+        if version != state.version or now - state.last_list >= state.rescan:
             state.version, state.dirty = version, True
         if state.dirty and now - state.last_post >= MIN_REFRESH_SECONDS:
-            self.post_message(self.JobsListed(queue.list(), self._detail(queue)))
+            jobs = queue.list()
+            self.post_message(self.JobsListed(jobs, self._detail(queue)))
             state.dirty, state.last_post, state.last_list = False, now, now
+            state.moving = any(job.state in (QUEUED, RUNNING) for job in jobs)
 
     def _settle(self, queue: TransferQueue) -> None:
         """Log jobs whose run was synced outside the queue (`evalwb-tui sync`) are done:
