@@ -21,6 +21,10 @@
 3. Event-loop stall: a `--size-mib` download of a `file://` entry queued and run by the
    detached transfer worker while the app shows the Transfers pane; a 10 ms
    `set_interval` ticker records the longest gap (target: under 50 ms).
+4. Idle CPU (`--parts idle`, not in the default set: it takes a minute): each start-up
+   contender is started as in 1., left alone for `--idle-seconds` once its marker is on
+   screen (plus 2 s for ours to load its other panes), and its user and system CPU over
+   that time read from /proc, as a share of one core.
 """
 
 from __future__ import annotations
@@ -94,6 +98,34 @@ START_TIMEOUT = 60.0
 
 def time_to_text(argv: list[str], marker: str, env: dict[str, str]) -> float:
     """Seconds from spawning `argv` on a pty until `marker` is on its screen; then quits it."""
+    return _on_pty(argv, marker, env)[0]
+
+
+def idle_cpu(argv: list[str], marker: str, env: dict[str, str], seconds: float) -> float:
+    """The share of one core `argv` uses over `seconds` left alone once `marker` is on its
+    screen (after 2 s more, so work started with the first frame is over)."""
+    return _on_pty(argv, marker, env, hold=seconds)[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _read_for(master: int, seconds: float) -> None:
+    """Drain the terminal for `seconds`, so the app never blocks on a full pty."""
+    end = time.perf_counter() + seconds
+    while (left := end - time.perf_counter()) > 0:
+        ready, _, _ = select.select([master], [], [], min(left, 0.5))
+        if ready:
+            os.read(master, 65536)
+
+
+def _on_pty(
+    argv: list[str], marker: str, env: dict[str, str], hold: float = 0.0
+) -> tuple[float, float]:
+    """Seconds until `marker` shows, and with `hold` the share of a core used while idle."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     started = time.perf_counter()
@@ -111,6 +143,12 @@ def time_to_text(argv: list[str], marker: str, env: dict[str, str]) -> float:
                 seen += os.read(master, 65536)
                 if needle in _ESCAPES.sub(b"", seen):
                     elapsed = time.perf_counter() - started
+        busy = 0.0
+        if hold:
+            _read_for(master, 2.0)
+            before, began = cpu_seconds(proc.pid), time.perf_counter()
+            _read_for(master, hold)
+            busy = (cpu_seconds(proc.pid) - before) / (time.perf_counter() - began)
         os.write(master, b"\x11")  # ctrl+q
         _drain_until_exit(master, proc)
     finally:
@@ -118,7 +156,7 @@ def time_to_text(argv: list[str], marker: str, env: dict[str, str]) -> float:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         os.close(master)
-    return elapsed
+    return elapsed, busy
 
 
 def _drain_until_exit(master: int, proc: subprocess.Popen[bytes]) -> None:
@@ -135,6 +173,18 @@ def _drain_until_exit(master: int, proc: subprocess.Popen[bytes]) -> None:
 
 def startup(runs: int, env: dict[str, str]) -> dict[str, list[float]]:
     """Seconds to the marker text per run: the minimal app, the same frame, ours."""
+    contenders = startup_contenders(env)
+    for argv, marker in contenders.values():  # warm the file and bytecode caches
+        time_to_text(argv, marker, env)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, (argv, marker) in contenders.items():
+            times[name].append(time_to_text(argv, marker, env))
+    return times
+
+
+def startup_contenders(env: dict[str, str]) -> dict[str, tuple[list[str], str]]:
+    """(argv, marker text) of the minimal app, the same frame and ours, on the demo."""
     from tui.services.demo import default_demo_root
     from tui.services.registry.local import LocalRegistry
     from tui.services.settings import load_settings
@@ -144,18 +194,11 @@ def startup(runs: int, env: dict[str, str]) -> dict[str, list[float]]:
     subprocess.run([*command, "demo", "seed"], env=env, check=True, capture_output=True)
     demo = LocalRegistry(default_demo_root(load_settings(env)))
     names = [collection.name for collection in demo.list_collections()]
-    contenders = {
+    return {
         "minimal": ([sys.executable, "-c", MINIMAL_APP], "minimal-ready"),
         "frame": ([sys.executable, "-c", FRAME_APP, *names], "my-model-local"),
         "evalwb": ([*command, "--demo"], "my-model-local"),
     }
-    for argv, marker in contenders.values():  # warm the file and bytecode caches
-        time_to_text(argv, marker, env)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(runs):
-        for name, (argv, marker) in contenders.items():
-            times[name].append(time_to_text(argv, marker, env))
-    return times
 
 
 # -- 2. a big registry --------------------------------------------------------------------
@@ -408,6 +451,17 @@ def measure_startup(runs: int, env: dict[str, str], add: Add) -> None:
     add("  same frame / minimal", f"{median['frame'] / median['minimal']:.2f}x")
 
 
+def measure_idle(seconds: float, env: dict[str, str], add: Add) -> None:
+    say(f"idle CPU over {seconds:g} s each…")
+    labels = {
+        "minimal": "idle CPU: minimal Textual app, one line",
+        "frame": "idle CPU: same frame in stock widgets",
+        "evalwb": "idle CPU: evalwb-tui --demo, Registry pane",
+    }
+    for name, (argv, marker) in startup_contenders(env).items():
+        add(labels[name], f"{idle_cpu(argv, marker, env, seconds) * 100:.2f}% of a core")
+
+
 def measure_registry(fast: Path, collections: int, versions: int, settings, add: Add) -> None:
     seed_start = time.perf_counter()
     names = seed_big(fast, collections, versions)
@@ -445,8 +499,11 @@ def main() -> int:
     parser.add_argument("--collections", type=int, default=200)
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--parts", default="startup,registry,download", help="comma-separated subset to run"
+        "--parts",
+        default="startup,registry,download",
+        help="comma-separated subset of startup,registry,download,idle to run",
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -469,6 +526,8 @@ def main() -> int:
         settings = load_settings()
         if "startup" in parts:
             measure_startup(args.runs, env, add)
+        if "idle" in parts:
+            measure_idle(args.idle_seconds, env, add)
         if "registry" in parts:
             measure_registry(fast, args.collections, args.versions, settings, add)
         if "download" in parts:
