@@ -386,6 +386,32 @@ def test_importing_evallog_does_not_import_wandb():
 # --- secrets, unreachable server, S3, duplicates ---------------------------------------
 
 
+PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
+
+
+def test_an_unreachable_server_is_named_with_why_and_a_proxy_is_what_is_tried(monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    port = closed_port()
+    refused = f"127.0.0.1:{port}: connection refused"
+    assert evallog.server_problem(f"http://127.0.0.1:{port}") == refused
+    unknown = "https://no-such-host.invalid"
+    assert evallog.server_problem(unknown) == "no-such-host.invalid is not a known host name"
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        # The name is unknown here; the SDK would ask the proxy for it, and so does the probe.
+        assert evallog.server_problem(unknown) is None
+        assert evallog.server_reachable(unknown)
+        monkeypatch.setenv("no_proxy", "no-such-host.invalid")
+        assert evallog.server_problem(unknown) == "no-such-host.invalid is not a known host name"
+    monkeypatch.delenv("no_proxy")
+    monkeypatch.setenv("https_proxy", f"127.0.0.1:{port}")
+    assert evallog.server_problem(unknown) == f"the proxy 127.0.0.1:{port}: connection refused"
+
+
 def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_path, monkeypatch):
     folder = copy_run(ARC_V4, tmp_path / "results")
     metadata = json.loads((folder / "metadata.json").read_text())

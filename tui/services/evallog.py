@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -318,15 +319,34 @@ def artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, An
 
 def server_reachable(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> bool:
     """True when a TCP connection to the W&B server opens within `timeout` seconds."""
+    return server_problem(base_url, timeout) is None
+
+
+def server_problem(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> str | None:
+    """Why no TCP connection to the W&B server at `base_url` opens within `timeout`
+    seconds, in a few words; None when one does. Where the environment sets a proxy for
+    the server (`https_proxy`, `no_proxy`), the SDK goes through it, so it is the proxy
+    that is tried."""
     parsed = urlparse(base_url)
     if not parsed.hostname:
-        return False
+        return f"{base_url!r} is not a URL"
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    via = ""
+    if proxy and not urllib.request.proxy_bypass(parsed.hostname):
+        parsed, via = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "the proxy "
+        if not parsed.hostname:
+            return f"its proxy {proxy!r} is not a URL"
+    host = parsed.hostname
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"{via}{host} is not a known host name"
+    except TimeoutError:
+        return f"{via}{host}:{port} did not answer in {timeout:g} s"
+    except OSError as exc:
+        return f"{via}{host}:{port}: {(exc.strerror or str(exc)).lower()}"
 
 
 def choose_mode(settings: Settings, offline: bool | None) -> str:

@@ -440,6 +440,15 @@ class WandbRegistry:
     def _connect(self) -> Any:
         os.environ.setdefault("WANDB_SILENT", "true")
         with self._errors("connecting to W&B"):
+            from tui.services.evallog import DEFAULT_BASE_URL, server_problem
+
+            # The SDK retries a server it cannot reach for a minute or more and then
+            # says only that its service did not respond in time.
+            url = self.settings.wandb_base_url or DEFAULT_BASE_URL
+            if problem := server_problem(url):
+                raise ConnectionError(
+                    f"cannot reach {url} ({problem}); check WANDB_BASE_URL and the network"
+                )
             import wandb
 
             overrides: dict[str, Any] = {}
