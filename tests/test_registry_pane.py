@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -445,6 +446,33 @@ async def test_a_slow_collection_shows_loading_until_its_versions_arrive(
             holder.execute("COMMIT")
             holder.close()
         await wait_for(pilot, lambda: len(first.children) == 3, "the versions")
+
+
+async def test_a_slow_listing_shows_how_long_it_has_waited(
+    app: EvalWBApp, registry: LocalRegistry
+) -> None:
+    import sqlite3
+
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        holder = sqlite3.connect(registry.root / INDEX_NAME, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            await pilot.press("r")
+            notes = lambda: [str(node.label) for node in widget.root.children]  # noqa: E731
+            assert notes() == ["loading collections…"]
+            await wait_for(
+                pilot, lambda: notes()[0].startswith("loading collections… "), "the seconds"
+            )
+            assert re.fullmatch(r"loading collections… \d+ s", notes()[0])
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        await wait_for(pilot, lambda: len(widget.shown_collections) == 3, "the listing")
+        # The count stops with the listing: nothing rewrites the tree afterwards.
+        await pilot.pause(1.5)
+        assert widget.shown_collections == ["llama-small", "mistral-tiny", "qwen-mini"]
 
 
 def test_sizes_times_and_metadata_read_well() -> None:

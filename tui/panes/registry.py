@@ -67,6 +67,8 @@ DETAIL_DELAY_SECONDS = 0.1
 # How often the download watcher looks at the queue; a look is one cheap PRAGMA unless
 # another process wrote to it.
 DOWNLOAD_POLL_SECONDS = 0.1
+# A listing slower than this (a slow link, a server retrying) shows the seconds waited.
+LOADING_SHOWS_SECONDS_AFTER = 2.0
 
 
 class RegistryPane(Vertical):
@@ -167,6 +169,7 @@ class RegistryPane(Vertical):
         self.registry: Registry | None = None
         self._initial = (registry, collections)
         self._detail_timer: Timer | None = None
+        self._loading_timer: Timer | None = None
         # Until the pane is first on screen, the highlighted collection waits here: the
         # first frame shows the listing, its details (Rich tables) follow a frame later.
         self._drawn = False
@@ -218,7 +221,7 @@ class RegistryPane(Vertical):
                 self._collections_loaded(self.CollectionsLoaded(collections.result()))
                 self.post_message(self.CollectionsLoaded(collections.result(), shown=True))
                 return
-        self.collection_tree.show_note("loading collections…")
+        self._show_loading()
         self._load_collections(registry, collections)
 
     def show_unavailable(self, error: str) -> None:
@@ -255,8 +258,27 @@ class RegistryPane(Vertical):
     def action_reload(self) -> None:
         if self.registry is None:
             return
-        self.collection_tree.show_note("loading collections…")
+        self._show_loading()
         self._load_collections(self.registry)
+
+    def _show_loading(self) -> None:
+        """Say the collections are loading; after a while, for how long, so a slow
+        server reads as waited on, not as a frozen app."""
+        began = time.monotonic()
+
+        def tick() -> None:
+            waited = time.monotonic() - began
+            if waited >= LOADING_SHOWS_SECONDS_AFTER:
+                self.collection_tree.show_note(f"loading collections… {waited:.0f} s")
+
+        self._stop_loading()
+        self.collection_tree.show_note("loading collections…")
+        self._loading_timer = self.set_interval(1.0, tick)
+
+    def _stop_loading(self) -> None:
+        if self._loading_timer is not None:
+            self._loading_timer.stop()
+            self._loading_timer = None
 
     # -- loading ---------------------------------------------------------------------
 
@@ -296,6 +318,7 @@ class RegistryPane(Vertical):
     def _collections_loaded(self, event: CollectionsLoaded) -> None:
         if event.shown:
             return
+        self._stop_loading()
         if event.error is not None:
             self.show_unavailable(event.error)
             return
