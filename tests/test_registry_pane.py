@@ -18,7 +18,7 @@ from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import Button, OptionList, ProgressBar, Tree
+from textual.widgets import Button, OptionList, ProgressBar, Static, Tree
 
 from tui.app import EvalWBApp
 from tui.messages import CheckpointPicked
@@ -325,8 +325,14 @@ async def test_a_damaged_registry_is_a_notification_not_a_traceback(tmp_path: Pa
         await wait_for(pilot, lambda: bool(error_notifications(app)), "an error notification")
         (message,) = error_notifications(app)
         assert INDEX_NAME in message and "\n" not in message
-        assert "registry unavailable" in text_of(tree(app))
+        assert "registry unavailable; r tries again" in text_of(tree(app))
         assert app.is_running
+        # Moved away, as the message says: r lists the (now empty) registry.
+        (root / INDEX_NAME).rename(tmp_path / "broken.sqlite")
+        await pilot.press("r")
+        body = app.query_one("#detail-body", Static)
+        await wait_for(pilot, lambda: "the registry is empty" in str(body.render()), "the retry")
+        assert "unavailable" not in text_of(tree(app)) and len(error_notifications(app)) == 1
 
 
 async def test_a_failure_while_expanding_is_notified_and_expanding_retries(

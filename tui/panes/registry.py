@@ -226,7 +226,8 @@ class RegistryPane(Vertical):
 
     def show_unavailable(self, error: str) -> None:
         """The registry could not be opened; say so where the collections would be."""
-        self.collection_tree.show_note("registry unavailable")
+        retry = "; r tries again" if self.registry is not None else ""
+        self.collection_tree.show_note(f"registry unavailable{retry}")
         self.detail_view.show_note(error)
         self.notify(error, severity="error", markup=False)
 
