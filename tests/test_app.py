@@ -3,6 +3,8 @@ command palette, the help screen, keys.toml remapping, the theme, and `serve`.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -515,7 +517,43 @@ def get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def test_serve_answers_on_127_0_0_1_and_stops(isolated_env: Path) -> None:
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid`, from /proc."""
+    found, parents = [], {pid}
+    for _ in range(5):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) not in found:
+                with contextlib.suppress(OSError):
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if ppid in parents:
+                        found.append(int(entry.name))
+                        parents.add(int(entry.name))
+    return found
+
+
+async def served_app_environment(port: int, pid: int) -> dict[str, str]:
+    """Open the browser's app connection, and read the environment of the app it starts."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        url = f"ws://127.0.0.1:{port}/ws?width=80&height=24"
+        async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=5)):
+            for _ in range(100):  # at most 10 s
+                for child in descendants(pid):
+                    with contextlib.suppress(OSError):
+                        proc = Path(f"/proc/{child}")
+                        if b"tui.cli\0--demo" in (proc / "cmdline").read_bytes():
+                            raw = (proc / "environ").read_bytes().split(b"\0")
+                            return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+                await asyncio.sleep(0.1)
+    raise AssertionError("the served app did not start")
+
+
+def test_serve_answers_on_127_0_0_1_and_stops(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Served from an SSH session, the app still draws in the browser's colours.
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.9 52144 10.0.0.1 22")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "serve", "--demo", "--port", str(port)],
@@ -536,6 +574,9 @@ def test_serve_answers_on_127_0_0_1_and_stops(isolated_env: Path) -> None:
         assert status == 200, proc.stdout.read().decode() if proc.poll() is not None else ""
         assert "evalwb-tui" in page
         assert f"ws://127.0.0.1:{port}/ws" in page  # the browser's app connection
+        served = asyncio.run(served_app_environment(port, proc.pid))
+        assert served["TEXTUAL_DRIVER"].endswith("WebDriver")
+        assert "SSH_CONNECTION" not in served and "SSH_TTY" not in served
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -946,6 +946,7 @@ def _add_serve(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
     import shlex
 
     from textual_serve.server import Server
@@ -963,6 +964,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo or args.serve_demo:
         _seeded_demo(settings)  # once here, so a seeding error shows before serving
         command.append("--demo")
+    from tui.app import SSH_VARIABLES
+
+    # Each served app draws in a browser tab, not on the SSH terminal this server may run
+    # in: it should not take the SSH session's terminal palette.
+    for name in SSH_VARIABLES:
+        os.environ.pop(name, None)
     server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
     server.serve()
     return 0
