@@ -410,6 +410,9 @@ def test_an_unreachable_server_is_named_with_why_and_a_proxy_is_what_is_tried(mo
     monkeypatch.delenv("no_proxy")
     monkeypatch.setenv("https_proxy", f"127.0.0.1:{port}")
     assert evallog.server_problem(unknown) == f"the proxy 127.0.0.1:{port}: connection refused"
+    monkeypatch.setenv("https_proxy", "http://user:s3cret@:3128")
+    problem = evallog.server_problem(unknown)
+    assert problem == "the https_proxy the environment sets is not a URL"
 
 
 def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_path, monkeypatch):

@@ -327,17 +327,18 @@ def server_problem(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> str | N
     seconds, in a few words; None when one does. Where the environment sets a proxy for
     the server (`https_proxy`, `no_proxy`), the SDK goes through it, so it is the proxy
     that is tried."""
-    parsed = urlparse(base_url)
-    if not parsed.hostname:
+    server = urlparse(base_url)
+    if not server.hostname:
         return f"{base_url!r} is not a URL"
-    proxy = urllib.request.getproxies().get(parsed.scheme)
-    via = ""
-    if proxy and not urllib.request.proxy_bypass(parsed.hostname):
-        parsed, via = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "the proxy "
-        if not parsed.hostname:
-            return f"its proxy {proxy!r} is not a URL"
-    host = parsed.hostname
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    target, via = server, ""
+    proxy = urllib.request.getproxies().get(server.scheme)
+    if proxy and not urllib.request.proxy_bypass(server.hostname):
+        target, via = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "the proxy "
+        if not target.hostname:
+            # Not repeated: a proxy URL may hold a user name and password.
+            return f"the {server.scheme}_proxy the environment sets is not a URL"
+    host = target.hostname
+    port = target.port or (443 if target.scheme == "https" else 80)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
