@@ -9,7 +9,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -430,41 +431,42 @@ def test_header_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert backend_title(remote, None) == "W&B team-x"
 
 
+@contextmanager
+def index_held(registry: LocalRegistry) -> Iterator[None]:
+    """Hold the registry's index exclusively, as another process could: every read waits."""
+    import sqlite3
+
+    holder = sqlite3.connect(registry.root / INDEX_NAME, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+
+
 async def test_a_slow_collection_shows_loading_until_its_versions_arrive(
     app: EvalWBApp, registry: LocalRegistry
 ) -> None:
-    import sqlite3
-
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)
-        # Another process holding the index exclusively makes every read wait.
-        holder = sqlite3.connect(registry.root / INDEX_NAME, isolation_level=None)
-        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
+        with index_held(registry):
             await pilot.press("enter")
             first = widget.root.children[0]
             await pilot.pause(0.3)
             assert [str(c.label) for c in first.children] == ["loading…"]
             assert app.is_running and widget.has_focus
             await pilot.press("down")  # the event loop still answers keys
-        finally:
-            holder.execute("COMMIT")
-            holder.close()
         await wait_for(pilot, lambda: len(first.children) == 3, "the versions")
 
 
 async def test_a_slow_listing_shows_how_long_it_has_waited(
     app: EvalWBApp, registry: LocalRegistry
 ) -> None:
-    import sqlite3
-
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)
-        holder = sqlite3.connect(registry.root / INDEX_NAME, isolation_level=None)
-        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
+        with index_held(registry):
             await pilot.press("r")
             notes = lambda: [str(node.label) for node in widget.root.children]  # noqa: E731
             assert notes() == ["loading collections…"]
@@ -472,9 +474,6 @@ async def test_a_slow_listing_shows_how_long_it_has_waited(
                 pilot, lambda: notes()[0].startswith("loading collections… "), "the seconds"
             )
             assert re.fullmatch(r"loading collections… \d+ s", notes()[0])
-        finally:
-            holder.execute("COMMIT")
-            holder.close()
         await wait_for(pilot, lambda: len(widget.shown_collections) == 3, "the listing")
         # The count stops with the listing: nothing rewrites the tree afterwards.
         await pilot.pause(1.5)
