@@ -629,8 +629,9 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
         verify=args.verify,
         progress=_progress_printer() if sys.stderr.isatty() else _status_printer(),
     )
-    if result.offline_warning:
-        print(f"evalwb-tui: {mask(result.offline_warning, settings)}", file=sys.stderr)
+    for warning in (result.offline_warning, result.twin_note):
+        if warning:
+            print(f"evalwb-tui: {mask(warning, settings)}", file=sys.stderr)
     if args.json:
         _print_json(result.as_json())
     else:

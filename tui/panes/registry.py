@@ -684,6 +684,9 @@ class RegistryPane(Vertical):
             path = (job.result or {}).get("path", "?")
             why = reused(job)
             note = f"{event.ref}: {why}, at {path}" if why else f"Downloaded {event.ref} to {path}"
+            twin_note = (job.result or {}).get("twin_note")
+            if twin_note:  # the -local twin and the named version disagree: say which
+                self.notify(f"{event.ref}: {twin_note}", severity="warning", markup=False)
             self.notify(note, markup=False, timeout=10)
         elif job.state == FAILED:
             self.notify(
