@@ -147,6 +147,7 @@ def test_file_refs_are_copied_and_a_changed_source_is_refused(tmp_path, settings
     result = download("m", registry=registry, settings=settings)
     assert result.path == result.folder and digests_match(result.folder, registry, "m:v0")
 
+    (source / "tokenizer.json").write_text("{}")  # other files: a new version
     registry.add_version("m", f"file://{source}")  # v1, then its source changes
     (source / "model-00002.safetensors").write_bytes(os.urandom(300_000))
     with pytest.raises(DownloadError, match=r"model-00002.safetensors has md5 .* changed"):

@@ -115,9 +115,31 @@ def test_add_reports_progress_on_stderr_and_keeps_stdout(registry_dir, tmp_path,
     ]
     assert "\r" not in err and "\033" not in err  # not a terminal: plain lines only
 
+    (folder / "model.safetensors").write_bytes(os.urandom(4 << 20))
     code, out, err = run(capsys, "registry", "add", "progress-model", str(folder), "--json")
     assert json.loads(out)["version"] == "v1"
     assert "storing 2/2" in err
+
+
+def test_adding_identical_content_returns_the_existing_version_and_says_so(
+    registry_dir, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    code, out, err = run(capsys, "registry", "add", "twice-model", str(folder))
+    assert (code, out) == (0, "twice-model:v0  latest\n")
+    assert "already holds" not in err
+
+    code, out, err = run(
+        capsys, "registry", "add", "twice-model", str(folder), "--alias", "production"
+    )
+    assert (code, out) == (0, "twice-model:v0  latest, production\n")
+    assert err.splitlines()[-1] == (
+        "evalwb-tui: twice-model:v0 already holds these files; no new version made; "
+        "moved production to it"
+    )
+    assert LocalRegistry(registry_dir).get_collection("twice-model").version_count == 1
 
 
 def test_ls_lines_end_without_spaces(registry_dir, tmp_path, capsys) -> None:
@@ -126,6 +148,7 @@ def test_ls_lines_end_without_spaces(registry_dir, tmp_path, capsys) -> None:
     (folder / "config.json").write_text("{}")
     registry = LocalRegistry(registry_dir)
     registry.add_version("plain-model", folder)
+    (folder / "config.json").write_text("[]")
     registry.add_version("plain-model", folder)  # `latest` moves on: v0 has no alias left
 
     code, out, _ = run(capsys, "registry", "ls", "plain-model")

@@ -302,8 +302,10 @@ def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError("--metadata must be a JSON object, like '{\"step\": 1000}'")
     source: Any = args.source if "://" in args.source else Path(args.source)
     show, finish = _store_printer()
+    registry = _local_registry(settings)
     try:
-        version = _local_registry(settings).add_version(
+        before = _version_count(registry, args.collection)
+        version = registry.add_version(
             args.collection,
             source,
             aliases=tuple(args.alias),
@@ -314,12 +316,29 @@ def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         finish()
+    if version.index < before:  # it existed before this command: nothing was added
+        moved = f"; moved {', '.join(args.alias)} to it" if args.alias else ""
+        print(
+            f"evalwb-tui: {version.collection}:{version.version} already holds these files; "
+            f"no new version made{moved}",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(_record(version))
     else:
         aliases = ", ".join(version.aliases)
         print(f"{version.collection}:{version.version}  {aliases}")
     return 0
+
+
+def _version_count(registry: LocalRegistry, collection: str) -> int:
+    """How many versions `collection` has (0 when it does not exist yet)."""
+    from tui.services.registry.protocol import NotFoundError
+
+    try:
+        return registry.get_collection(collection).version_count
+    except NotFoundError:
+        return 0
 
 
 def _store_printer() -> tuple[Callable[[Any], None], Callable[[], None]]:
