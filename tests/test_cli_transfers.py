@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from tui.cli import main
+from tui.services.registry.local import LocalRegistry
 from tui.services.settings import load_settings
 from tui.services.transfers import DONE, Runner, open_queue
 from tui.services.worker import default_handlers
@@ -82,3 +83,23 @@ def test_json_lists_each_jobs_files_with_their_progress(
         {"path": "results.json", "bytes_done": 10, "size": 40, "state": "running"}
     ]
     assert frames[-1][0]["state"] == DONE and frames[-1][0]["files"]
+
+
+def test_all_lists_the_error_of_a_failed_job(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "cache"))
+    settings = load_settings(dict(os.environ))
+    queue = open_queue(settings)
+    payload = {"ref": "my-model:gone", "registry": str(demo_registry_dir)}
+    failed = queue.enqueue("download", "my-model:gone", payload, max_attempts=1)
+    Runner(queue, default_handlers(settings)).run_once()
+    assert queue.get(failed.id).state == "failed"
+
+    assert main(["transfers", "--all"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[0] == str(failed.id))
+    assert line.endswith(
+        "my-model:gone  (error: my-model has no alias 'gone'; its aliases are "
+        + ", ".join(sorted(LocalRegistry(demo_registry_dir).get_collection("my-model").aliases))
+        + ")"
+    )

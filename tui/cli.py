@@ -782,9 +782,14 @@ def _job_line(job: Any) -> str:
 
 def _job_note(job: Any) -> str:
     """The handler's status line, e.g. what a download waits for, while it runs (a note
-    left by an earlier attempt says nothing about a queued or ended job)."""
+    left by an earlier attempt says nothing about a queued or ended job); the error of a
+    failed job, or of the last try of one queued to retry."""
     note = getattr(job, "note", None)
-    return f"  ({note})" if note and job.state == "running" else ""
+    if note and job.state == "running":
+        return f"  ({note})"
+    if job.last_error and (job.state == "failed" or (job.state == "queued" and job.attempts)):
+        return f"  (error: {job.last_error})"
+    return ""
 
 
 def _jobs_header() -> str:
@@ -836,19 +841,37 @@ def _transfers_change(args: argparse.Namespace, settings: Settings) -> int:
 
 def _transfers_add(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.refs import parse_ref
-    from tui.services.transfers import open_queue
+    from tui.services.transfers import download_title, open_queue
     from tui.services.worker import queue_for_worker
 
     ref = str(parse_ref(args.ref))  # a bad reference fails here, before anything is queued
+    # A version the registry lacks fails here too, as `download` would, not in the worker.
+    _check_download_ref(ref, settings)
     # The registry this command reads (the demo's with --demo), as the app's jobs name
     # theirs: the worker's own settings may point elsewhere.
     registry = None if settings.uses_wandb else str(settings.registry_dir.absolute())
     queue = open_queue(settings)
+    payload = {"ref": ref, "registry": registry}
     job, worker = queue_for_worker(
-        settings, lambda: queue.enqueue(args.kind, ref, {"ref": ref, "registry": registry})
+        settings, lambda: queue.enqueue(args.kind, download_title(ref), payload)
     )
     print(f"job {job.id} queued: {job.kind} {job.title} ({_worker_words(worker)})")
     return 0
+
+
+def _check_download_ref(ref: str, settings: Settings) -> None:
+    """NotFoundError (one line, exit 2) when neither the version `ref` names nor its
+    `-local` twin exists; an unreachable registry is only a warning: the worker retries."""
+    from tui.services.cache import download_candidate
+    from tui.services.registry.protocol import NotFoundError, RegistryError
+
+    try:
+        download_candidate(ref, _registry(settings))
+    except NotFoundError:
+        raise
+    except (RegistryError, OSError) as exc:
+        why = mask(" ".join(str(exc).split()), settings)
+        print(f"evalwb-tui: cannot check {ref} now ({why}); queued all the same", file=sys.stderr)
 
 
 def _worker_words(worker: Any) -> str:

@@ -699,13 +699,13 @@ class RegistryPane(Vertical):
 def _queued_download(queue: TransferQueue, ref: str, registry_dir: str | None) -> Job:
     """The queued or running download of `ref`, or a new one: pressing `d` twice must not
     fetch the same checkpoint twice."""
-    from tui.services.transfers import QUEUED, RUNNING
+    from tui.services.transfers import QUEUED, RUNNING, download_title
 
     for job in queue.list((QUEUED, RUNNING)):
         if job.kind == "download" and job.payload.get("ref") == ref:
             return job
     payload = {"ref": ref, "root": None, "verify": False, "registry": registry_dir}
-    return queue.enqueue("download", f"download {ref}", payload)
+    return queue.enqueue("download", download_title(ref), payload)
 
 
 def _watch(

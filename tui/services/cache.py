@@ -449,6 +449,23 @@ def _same_content(twin: Sequence[FileEntry], named: Sequence[FileEntry]) -> bool
     return files(twin) == files(named)
 
 
+def download_candidate(ref: ArtifactRef | str, registry: Registry) -> Version:
+    """The version a download of `ref` starts from: the named one, else its `-local` twin
+    (which stands in for a version not published yet); NotFoundError, naming `ref`,
+    when neither exists."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    try:
+        return registry.resolve(ref)
+    except NotFoundError:
+        if ref.is_local_twin:
+            raise
+        try:
+            return registry.resolve(ref.local_twin())
+        except NotFoundError:
+            pass
+        raise
+
+
 def _local_path(entry: FileEntry) -> Path | None:
     if entry.ref is None or not entry.ref.startswith("file://"):
         return None
@@ -1250,6 +1267,7 @@ __all__ = [
     "check_paths",
     "checkpoint_root",
     "download",
+    "download_candidate",
     "ensure_root",
     "md5_b64_of",
     "read_marker",
