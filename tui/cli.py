@@ -1003,6 +1003,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "launch commands from the Run pane. Keep 127.0.0.1 and forward the port: "
             f"ssh -L {args.port}:127.0.0.1:{args.port} HOST"
         )
+    _check_port(args.host, args.port)
     command = [sys.executable, "-m", "tui.cli"]
     if args.demo or args.serve_demo:
         _seeded_demo(settings)  # once here, so a seeding error shows before serving
@@ -1016,6 +1017,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
     server.serve()
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """CliError naming the port and `--port` when it cannot be bound: a busy port is one
+    line before anything is served, not a banner followed by the server's traceback."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server binds (SO_REUSEADDR): a port left in TIME_WAIT is free to it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise CliError(
+                f"cannot serve on {host}:{port} ({why}); choose another port with --port"
+            ) from None
 
 
 def _loopback(host: str) -> bool:
