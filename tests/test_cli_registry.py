@@ -243,3 +243,45 @@ def test_a_bad_alias_is_named_once(registry_dir, capsys) -> None:
     code, out, err = run(capsys, "registry", "alias", "my-model:v0", "bad !")
     assert (code, out) == (2, "")
     assert err == "evalwb-tui: alias 'bad !' has characters W&B does not allow: ' ' '!'\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["registry", "show", "my-model", "--bogus"], "evalwb-tui registry show"),
+        (["registry", "--bogus", "ls"], "evalwb-tui registry"),
+        (["download", "my-model", "--bogus"], "evalwb-tui download"),
+        (["transfers", "add", "download", "m:v0", "extra"], "evalwb-tui transfers add"),
+        (["--bogus"], "evalwb-tui"),
+    ],
+)
+def test_an_unknown_argument_points_to_its_own_command_s_help(capsys, argv, command) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert done.value.code == 2 and out == ""
+    extra = argv[-1] if argv[-1] != "ls" else "--bogus"
+    assert err == f"{command}: unrecognized arguments: {extra} (see {command} --help)\n"
+
+
+def test_every_argument_has_help_and_the_top_level_says_what_opens_the_app(capsys) -> None:
+    import argparse
+
+    from tui.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    parser = build_parser()
+    silent = [
+        f"{p.prog} {a.dest}"
+        for p in parsers(parser)
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert silent == []
+    assert "Without a command it opens the app" in " ".join(parser.format_help().split())

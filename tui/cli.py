@@ -46,15 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     class Parser(argparse.ArgumentParser):
-        """argparse with usage errors on one line, like every other error."""
+        """argparse with usage errors on one line, like every other error, each pointing
+        to the `--help` of the command it is about."""
+
+        top_level = False
 
         def error(self, message: str) -> NoReturn:
             self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            parsed, extras = super().parse_known_args(args, namespace)
+            if extras and not self.top_level:
+                # A command's own parser says it, else the top one would, pointing to
+                # the top-level help.
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            return parsed, extras
+
     parser = Parser(
         prog="evalwb-tui",
-        description="Terminal app for the W&B side of LLM evaluation with eval-framework.",
+        description="Terminal app for the W&B side of LLM evaluation with eval-framework. "
+        "Without a command it opens the app (with --demo: on the seeded demo registry); "
+        "a command runs headless and never opens it.",
     )
+    parser.top_level = True
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -188,7 +202,7 @@ def _add_registry(sub: Any) -> None:
     show.set_defaults(handler=_registry_show)
 
     add = verbs.add_parser("add", help="register a checkpoint folder or URI as a new version")
-    add.add_argument("collection")
+    add.add_argument("collection", help="the collection to add a version to (made if new)")
     add.add_argument("source", metavar="PATH_OR_URI", help="a folder, file:// or s3:// prefix")
     add.add_argument("--alias", action="append", default=[], help="alias (repeatable)")
     add.add_argument("--metadata", default=None, help="metadata as a JSON object")
@@ -197,8 +211,8 @@ def _add_registry(sub: Any) -> None:
     add.set_defaults(handler=_registry_add)
 
     alias = verbs.add_parser("alias", help="move an alias to the version REF names")
-    alias.add_argument("ref")
-    alias.add_argument("alias")
+    alias.add_argument("ref", help="the version: [entity/project/]name:vN or name:alias")
+    alias.add_argument("alias", help="the alias to move there, e.g. production")
     alias.set_defaults(handler=_registry_alias)
 
     demo = sub.add_parser("demo", help="demo data")
@@ -1059,19 +1073,45 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument("--preset", help="start from a saved preset")
     run.add_argument("--checkpoint", metavar="REF", help="e.g. my-model:production or a folder")
-    run.add_argument("--task", dest="tasks", action="append", metavar="TASK", help="repeatable")
-    run.add_argument("--fewshot", dest="num_fewshot", type=int)
-    run.add_argument("--samples", dest="num_samples", type=int, help="per subject; default all")
-    run.add_argument("--max-tokens", type=int)
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--output-dir")
-    run.add_argument("--llm-class")
-    run.add_argument("--models", dest="models_file", metavar="FILE")
+    run.add_argument(
+        "--task", dest="tasks", action="append", metavar="TASK", help="a task to run (repeatable)"
+    )
+    run.add_argument(
+        "--fewshot", dest="num_fewshot", type=int, metavar="N", help="few-shot examples (default 0)"
+    )
+    run.add_argument(
+        "--samples", dest="num_samples", type=int, metavar="N", help="per subject; default all"
+    )
+    run.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="tokens to generate at most (default: the task's)",
+    )
+    run.add_argument("--batch-size", type=int, metavar="N", help="samples per batch (default 1)")
+    run.add_argument(
+        "--output-dir", metavar="DIR", help="where eval-framework writes results (default outputs)"
+    )
+    run.add_argument(
+        "--llm-class",
+        metavar="CLASS",
+        help="the model class: a name from the models file or an import path "
+        "(default eval_framework.llm.huggingface.HFLLM)",
+    )
+    run.add_argument(
+        "--models", dest="models_file", metavar="FILE", help="a models file (.py) naming classes"
+    )
     run.add_argument("--llm-args", metavar="JSON", help='a JSON object, e.g. {"dtype": "bf16"}')
     run.add_argument("--project", dest="wandb_project", help="W&B project for eval-framework")
-    run.add_argument("--entity", dest="wandb_entity")
-    run.add_argument("--no-upload", dest="upload_results", action="store_false", default=None)
-    run.add_argument("--description")
+    run.add_argument("--entity", dest="wandb_entity", help="W&B entity for eval-framework")
+    run.add_argument(
+        "--no-upload",
+        dest="upload_results",
+        action="store_false",
+        default=None,
+        help="eval-framework uploads no results to W&B",
+    )
+    run.add_argument("--description", help="a description eval-framework records with the run")
     # Not `command`: that name holds the chosen subcommand.
     run.add_argument("--eval-command", help="the eval program (default: eval_framework)")
     what = run.add_mutually_exclusive_group()
