@@ -467,7 +467,7 @@ def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> Registry
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.evallog import choose_mode, log_run, split_s3_prefix
+    from tui.services.evallog import choose_mode, find_logged, log_run, split_s3_prefix
     from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
@@ -486,6 +486,16 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         )
     check = _registry_check(args.checkpoint or "", settings, args.demo)
     checkpoint, alias = _checkpoint(ref, check)
+    if not args.force:  # results logged under another checkpoint: refused before any log
+        for run in runs:
+            find_logged(
+                run,
+                settings=settings,
+                project=args.project or settings.results_project,
+                entity=args.entity or settings.wandb_entity,
+                checkpoint=checkpoint,
+                checkpoint_alias=alias,
+            )
     if not args.offline and choose_mode(settings, None) == "online":
         code = _log_through_worker(args, settings, runs, checkpoint, alias)
         _warn_unregistered(check)
