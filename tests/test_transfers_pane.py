@@ -49,6 +49,7 @@ from tui.services.transfers import (
     Progress,
     Runner,
     TransferQueue,
+    open_queue,
     queue_path,
 )
 from tui.services.worker import default_handlers, worker_status
@@ -894,7 +895,11 @@ async def test_a_download_that_moved_no_bytes_says_why_in_words(
         await pilot.pause()
         text = detail_text(app)
         assert "already in the cache (8 files)" in text and "0 B of 0 B" not in text
-        assert "null" not in text and "root      not set" in text
+        assert "null" not in text and "not set" not in text  # unset fields are left out
+        words = " ".join(text.split())
+        assert "reference llama-3-8b-sft:v3" in words and "from the cache yes" in words
+        assert "where local" in words
+        assert "offline_warning" not in text and "cache_hit" not in text  # no raw keys
         await pilot.press("down")
         await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == fetched.id, "it")
         await pilot.pause()
@@ -1171,3 +1176,33 @@ def test_snapshot(
         await pilot.pause()
 
     assert snap_compare(PaneApp(queue_file), terminal_size=size, run_before=settled)
+
+
+async def test_jobs_queued_for_another_backend_say_where_they_belong(isolated_env: Path) -> None:
+    local = load_settings(dict(os.environ))
+    wandb = load_settings(
+        {
+            **os.environ,
+            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+            "WANDB_BASE_URL": "http://127.0.0.1:9",
+            "WANDB_ENTITY": "team",
+        }
+    )
+    queue = open_queue(wandb)
+    remote = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    queue.close()
+    queue = open_queue(local)
+    here = queue.enqueue("download", "my-model:v2", {"ref": "my-model:v2"})
+    queue.close()
+    app = PaneApp(None, settings=local)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        assert cell(app, remote.id, "what") == "[W&B team] · my-model:v3"
+        assert cell(app, here.id, "what") == "my-model:v2"
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == here.id, "here")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == remote.id, "it")
+        await pilot.pause()
+        words = " ".join(detail_text(app).split())
+        assert "where W&B team@127.0.0.1:9" in words and "place" not in words

@@ -365,7 +365,9 @@ def place_of(settings: Settings) -> str:
         return LOCAL_PLACE
     from urllib.parse import urlparse
 
-    server = urlparse(settings.wandb_base_url).netloc if settings.wandb_base_url else ""
+    url = urlparse(settings.wandb_base_url or "")
+    # Host and port only: a URL's user:password part is no place to show.
+    server = f"{url.hostname}:{url.port}" if url.hostname and url.port else url.hostname or ""
     entity = settings.wandb_entity or ""
     at = "@" if entity and server else ""
     return f"W&B {entity}{at}{server}".rstrip() if entity or server else "W&B"
