@@ -103,3 +103,14 @@ def test_all_lists_the_error_of_a_failed_job(
         + ", ".join(sorted(LocalRegistry(demo_registry_dir).get_collection("my-model").aliases))
         + ")"
     )
+
+
+def test_a_download_hashing_its_last_file_says_verifying(isolated_env: Path, capsys):
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    assert queue.claim_next(os.getpid()) is not None
+    queue.report(job.id, bytes_done=4 << 20, bytes_total=4 << 20, files_done=2, files_total=3)
+
+    assert main(["transfers"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[:4] == [str(job.id), "download", "verifying", "100%"]

@@ -785,7 +785,9 @@ def _job_state(job: Any) -> str:
     wait = job.next_attempt_at - time.time()
     if job.state == "queued" and wait > 0.5:
         return f"retry {duration(wait)}"
-    return job.state
+    from tui.widgets.progress_text import running_phase  # plain text; no textual import
+
+    return running_phase(job) or job.state
 
 
 def _job_line(job: Any) -> str:

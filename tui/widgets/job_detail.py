@@ -28,7 +28,7 @@ from tui.services.transfers import (
     mask_text,
 )
 from tui.widgets.format import human_size
-from tui.widgets.progress_text import count_text, duration, reused, text_bar
+from tui.widgets.progress_text import count_text, duration, reused, running_phase, text_bar
 
 # A job can move thousands of files; past this the list is cut with a count.
 FILES_SHOWN = 200
@@ -48,6 +48,10 @@ STATE_STYLES = {
     "retrying": "yellow",
     "stalled": "yellow",
     "cancelling": "yellow",
+    # What a running job is doing (`running_phase`), styled as running.
+    "verifying": "cyan",
+    "writing": "cyan",
+    "uploading": "cyan",
 }
 
 
@@ -62,7 +66,7 @@ def display_state(job: Job) -> str:
         return "retrying"
     if job.state == PENDING_SYNC:
         return "pending sync"
-    return job.state
+    return running_phase(job) or job.state
 
 
 def title_parts(job: Job) -> list[str]:
