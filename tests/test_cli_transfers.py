@@ -114,3 +114,20 @@ def test_a_download_hashing_its_last_file_says_verifying(isolated_env: Path, cap
     assert main(["transfers"]) == 0
     line = capsys.readouterr().out.splitlines()[1]
     assert line.split()[:4] == [str(job.id), "download", "verifying", "100%"]
+
+
+def test_a_job_queued_for_another_backend_names_its_place(isolated_env: Path, capsys):
+    wandb = {
+        **os.environ,
+        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_ENTITY": "team",
+    }
+    remote = open_queue(load_settings(wandb)).enqueue("download", "my-model:v3", {"ref": "x"})
+    here = open_queue(load_settings(dict(os.environ))).enqueue("download", "m:v1", {"ref": "y"})
+    assert remote.payload["place"] == "W&B team@127.0.0.1:9" and here.payload["place"] == "local"
+
+    assert main(["transfers"]) == 0  # no key here: the local place
+    lines = {x.split()[0]: x for x in capsys.readouterr().out.splitlines()[1:]}
+    assert lines[str(remote.id)].endswith(" [W&B team] my-model:v3")
+    assert lines[str(here.id)].endswith(" m:v1")

@@ -790,8 +790,14 @@ def _job_state(job: Any) -> str:
     return running_phase(job) or job.state
 
 
-def _job_line(job: Any) -> str:
+def _job_line(job: Any, here: str | None = None) -> str:
+    """One job as a table line; a job queued for another place than `here` names it
+    before its title (`[W&B team] my-model:v3`)."""
+    from tui.services.transfers import place_tag
+
     state = _job_state(job)
+    tag = place_tag(job, here)
+    title = f"[{tag}] {job.title}" if tag else job.title
     percent = "-" if job.fraction is None else f"{job.fraction:.0%}"
     from tui.widgets.progress_text import bytes_word  # plain text; no textual import
 
@@ -802,7 +808,7 @@ def _job_line(job: Any) -> str:
     tries = f"{job.attempts}/{job.max_attempts}"
     return (
         f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "
-        f"{duration(job.eta):<7} {tries:<5} {job.title}{_job_note(job)}"
+        f"{duration(job.eta):<7} {tries:<5} {title}{_job_note(job)}"
     )
 
 
@@ -826,7 +832,7 @@ def _jobs_header() -> str:
 
 
 def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.transfers import ACTIVE_STATES, open_queue
+    from tui.services.transfers import ACTIVE_STATES, open_queue, place_of
 
     if args.watch:
         return _transfers_watch(args, settings)
@@ -840,8 +846,9 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"evalwb-tui: no {which}", file=sys.stderr)
         return 0
     print(_jobs_header())
+    here = place_of(settings)
     for job in jobs:
-        print(_job_line(job))
+        print(_job_line(job, here))
     return 0
 
 

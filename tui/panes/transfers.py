@@ -54,9 +54,9 @@ from tui.services.transfers import (
     JobStateError,
     TransferQueue,
     TransferQueueError,
-    job_place,
     open_queue,
     place_of,
+    place_tag,
 )
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
@@ -172,15 +172,6 @@ def fit_title(parts: list[str], width: int) -> str:
         if fitted != part:
             break
     return shown
-
-
-def place_tag(job: Job, here: str | None) -> str | None:
-    """`W&B team` or `local`: where `job` belongs, for a job queued for another place than
-    `here` (the one the app works on); None for a job of this place or an unknown one."""
-    place = job_place(job)
-    if place is None or here is None or place == here:
-        return None
-    return place.partition("@")[0]
 
 
 def row_cells(job: Job, columns: list[Column], here: str | None = None) -> tuple[Text, ...]:

@@ -382,6 +382,15 @@ def job_place(job: Job) -> str | None:
     return LOCAL_PLACE if job.payload.get("registry") else None
 
 
+def place_tag(job: Job, here: str | None) -> str | None:
+    """`W&B team` or `local`: where `job` belongs, for a job queued for another place than
+    `here` (the one the reader works on); None for a job of this place or an unknown one."""
+    place = job_place(job)
+    if place is None or here is None or place == here:
+        return None
+    return place.partition("@")[0]
+
+
 def download_title(ref: str) -> str:
     """The title of a download job, wherever it is queued: the reference as given (the
     kind has a column of its own)."""
