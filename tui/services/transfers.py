@@ -368,9 +368,8 @@ def place_of(settings: Settings) -> str:
     url = urlparse(settings.wandb_base_url or "")
     # Host and port only: a URL's user:password part is no place to show.
     server = f"{url.hostname}:{url.port}" if url.hostname and url.port else url.hostname or ""
-    entity = settings.wandb_entity or ""
-    at = "@" if entity and server else ""
-    return f"W&B {entity}{at}{server}".rstrip() if entity or server else "W&B"
+    where = "@".join(part for part in (settings.wandb_entity, server) if part)
+    return f"W&B {where}" if where else "W&B"
 
 
 def job_place(job: Job) -> str | None:

@@ -215,7 +215,7 @@ RESULT_LABELS: dict[str, str | None] = {
 }
 
 
-def _shown(key: str, value: Any) -> str:
+def _shown(key: str, value: Any) -> Any:
     """A value as its field wants it: sizes in bytes, durations in seconds."""
     if key == "bytes" and isinstance(value, int):
         return human_size(value)
@@ -230,22 +230,15 @@ def _empty(value: Any) -> bool:
 
 
 def _mapping(data: dict[str, Any] | None, labels: dict[str, str | None]) -> RenderableType:
-    """The fields of `data` that say something, under readable names: internal fields and
-    empty or false ones are left out."""
-    fields = [
-        (labels.get(key, key.replace("_", " ")), key)
-        for key in [
-            *(k for k in labels if k in (data or {})),
-            *sorted(set(data or {}) - set(labels)),
-        ]
-        if labels.get(key, key) is not None and not _empty(data[key])
-    ]
-    if not fields:
-        return Text("-", style="dim")
+    """The fields of `data` that say something, under readable names, in `labels`' order
+    and then by name: internal fields and empty or false ones are left out."""
+    data = data or {}
     grid = _grid()
-    for label, key in fields:
-        grid.add_row(str(label), _value(_shown(key, data[key])))  # type: ignore[index]
-    return grid
+    for key in [*(k for k in labels if k in data), *sorted(set(data) - set(labels))]:
+        label = labels.get(key, key.replace("_", " "))
+        if label is not None and not _empty(data[key]):
+            grid.add_row(label, _value(_shown(key, data[key])))
+    return grid if grid.row_count else Text("-", style="dim")
 
 
 def _sending_files(job: Job, files_loaded: bool) -> bool | None:
@@ -344,9 +337,8 @@ def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False
     state = display_state(job)
     grid = _grid()
     grid.add_row("what", job_title(job))
-    grid.add_row(
-        "where", Text(job_place(job) or "not recorded", style="" if job_place(job) else "dim")
-    )
+    place = job_place(job)
+    grid.add_row("where", Text(place or "not recorded", style="" if place else "dim"))
     state_text = Text(state, style=STATE_STYLES.get(state, ""))
     state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
     hint = _explain(job, state, key_missing)
