@@ -598,6 +598,23 @@ def test_serve_refuses_a_bad_port(isolated_env: Path) -> None:
     assert done.stderr.strip() == "evalwb-tui: --port must be between 1 and 65535, not 70000"
 
 
+def test_serve_on_a_busy_port_is_one_line_naming_it_and_the_option(isolated_env: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tui.cli", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"evalwb-tui: cannot serve on 127.0.0.1:{port} (")
+    assert done.stderr.endswith("; choose another port with --port\n")
+    assert done.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.org"])
 def test_serve_refuses_an_address_reachable_from_the_network(isolated_env: Path, host: str) -> None:
     done = subprocess.run(

@@ -147,6 +147,7 @@ def test_file_refs_are_copied_and_a_changed_source_is_refused(tmp_path, settings
     result = download("m", registry=registry, settings=settings)
     assert result.path == result.folder and digests_match(result.folder, registry, "m:v0")
 
+    (source / "tokenizer.json").write_text("{}")  # other files: a new version
     registry.add_version("m", f"file://{source}")  # v1, then its source changes
     (source / "model-00002.safetensors").write_bytes(os.urandom(300_000))
     with pytest.raises(DownloadError, match=r"model-00002.safetensors has md5 .* changed"):
@@ -274,18 +275,53 @@ def test_two_processes_one_downloads_the_other_waits(tmp_path, settings, registr
     assert digests_match(Path(by_hit[0]["folder"]), registry, "m:v0")
 
 
-def test_local_twin_with_all_files_is_used_in_place(tmp_path, settings, registry):
+def test_local_twin_with_the_same_files_is_used_in_place(tmp_path, settings, registry):
     shared = make_checkpoint(tmp_path / "shared" / "run-7" / "checkpoint")
     registry.add_version("m-local", f"file://{shared.parent}", aliases=["production"])
-    make_checkpoint(tmp_path / "other")
-    registry.add_version("m", tmp_path / "other", aliases=["production"])
+    registry.add_version("m", shared.parent, aliases=["production"])
 
     result = download("m:production", registry=registry, settings=settings)
 
     assert result.local_twin and result.cache_hit and result.bytes == 0
     assert result.path == shared
-    assert result.version.collection == "m-local"
+    # The version asked for, served by its twin's files: no word needed.
+    assert result.version.collection == "m" and result.twin == "m-local:v0"
+    assert result.twin_note is None
     assert not (tmp_path / "cache" / "local").exists()  # nothing copied
+
+
+def test_a_twin_whose_alias_names_other_files_is_not_used(tmp_path, settings, registry):
+    old = make_checkpoint(tmp_path / "shared" / "old")
+    new = make_checkpoint(tmp_path / "shared" / "new")
+    for folder in (old, new):
+        registry.add_version("m", folder)
+        registry.add_version("m-local", f"file://{folder}")
+    # `production` moves back to v0 on the named collection only; the twin's stays on v1.
+    registry.set_alias("m:v1", "production")
+    registry.set_alias("m-local:v1", "production")
+    registry.set_alias("m:v0", "production")
+
+    result = download("m:production", registry=registry, settings=settings)
+
+    assert result.version.collection == "m" and result.version.version == "v0"
+    assert not result.local_twin and result.twin is None
+    assert digests_match(result.folder, registry, "m:v0")
+    assert result.twin_note == (
+        "m-local:production is v1, whose files differ from m:production (v0); used m:v0"
+    )
+    assert result.as_json()["twin_note"] == result.twin_note
+    assert result.as_json()["ref"] == "local/m:v0"
+
+
+def test_a_twin_stands_in_for_a_version_not_published_yet(tmp_path, settings, registry):
+    shared = make_checkpoint(tmp_path / "shared" / "ckpt")
+    registry.add_version("m-local", f"file://{shared}", aliases=["production"])
+
+    result = download("m:production", registry=registry, settings=settings)
+
+    assert result.local_twin and result.path == shared
+    assert result.version.collection == "m-local"
+    assert result.twin_note == "m:production does not exist; used its twin m-local:v0"
 
 
 def test_no_twin_means_the_real_artifact(tmp_path, settings, registry):
@@ -386,6 +422,35 @@ def test_cli_download_prints_the_folder_and_json(tmp_path, registry):
     missing = cli("m:nope")
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "no alias 'nope'" in missing.stderr
+
+
+def test_cli_download_says_in_one_line_which_of_two_disagreeing_versions_it_used(
+    tmp_path, registry
+):
+    for name in ("old", "new"):
+        folder = make_checkpoint(tmp_path / "shared" / name)
+        registry.add_version("m", folder, aliases=["production"])
+        registry.add_version("m-local", f"file://{folder}", aliases=["production"])
+    registry.set_alias("m:v0", "production")
+    env = {**env_for(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tui.cli", "download", "m:production", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    plain = cli()
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == str(tmp_path / "cache/local/local/m/v0")
+    note = "m-local:production is v1, whose files differ from m:production (v0); used m:v0"
+    assert plain.stderr.strip().splitlines()[-1] == f"evalwb-tui: {note}"
+    as_json = json.loads(cli("--json").stdout)
+    assert as_json["ref"] == "local/m:v0" and as_json["twin_note"] == note
 
 
 def test_asking_for_the_twin_itself_uses_it_in_place_or_names_the_missing_file(

@@ -128,3 +128,24 @@ def test_a_queued_log_job_is_titled_as_the_run_pane_titles_it(env, demo_registry
     [job] = open_queue(load_settings(dict(os.environ))).list(["done"])
     assert job.title == log_title(RESULTS, "my-model:v3")
     assert job.title.startswith("ARC · my-model:v3 · ")
+
+
+def test_the_same_results_under_another_checkpoint_are_refused_unless_forced(env):
+    first = log("--checkpoint", "my-model:v3", "--json")
+    assert first.returncode == 0, first.stderr
+    run_id = json.loads(first.stdout)["run_id"]
+
+    other = log("--checkpoint", "my-model:v2")
+    assert other.returncode == 2 and other.stdout == ""
+    assert other.stderr.splitlines()[-1] == (
+        f"evalwb-tui: {RESULTS}: these results were logged under checkpoint my-model:v3 "
+        f"(run {run_id}); a run belongs to one checkpoint, so --force logs them under "
+        "my-model:v2 as another run"
+    )
+    settings = load_settings(dict(os.environ))
+    assert [run.run_id for run in pending_runs(settings)] == [run_id]
+
+    forced = log("--checkpoint", "my-model:v2", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["group"] == "my-model:v2"
+    assert len(pending_runs(settings)) == 2

@@ -115,9 +115,31 @@ def test_add_reports_progress_on_stderr_and_keeps_stdout(registry_dir, tmp_path,
     ]
     assert "\r" not in err and "\033" not in err  # not a terminal: plain lines only
 
+    (folder / "model.safetensors").write_bytes(os.urandom(4 << 20))
     code, out, err = run(capsys, "registry", "add", "progress-model", str(folder), "--json")
     assert json.loads(out)["version"] == "v1"
     assert "storing 2/2" in err
+
+
+def test_adding_identical_content_returns_the_existing_version_and_says_so(
+    registry_dir, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    code, out, err = run(capsys, "registry", "add", "twice-model", str(folder))
+    assert (code, out) == (0, "twice-model:v0  latest\n")
+    assert "already holds" not in err
+
+    code, out, err = run(
+        capsys, "registry", "add", "twice-model", str(folder), "--alias", "production"
+    )
+    assert (code, out) == (0, "twice-model:v0  latest, production\n")
+    assert err.splitlines()[-1] == (
+        "evalwb-tui: twice-model:v0 already holds these files; no new version made; "
+        "moved production to it"
+    )
+    assert LocalRegistry(registry_dir).get_collection("twice-model").version_count == 1
 
 
 def test_ls_lines_end_without_spaces(registry_dir, tmp_path, capsys) -> None:
@@ -126,6 +148,7 @@ def test_ls_lines_end_without_spaces(registry_dir, tmp_path, capsys) -> None:
     (folder / "config.json").write_text("{}")
     registry = LocalRegistry(registry_dir)
     registry.add_version("plain-model", folder)
+    (folder / "config.json").write_text("[]")
     registry.add_version("plain-model", folder)  # `latest` moves on: v0 has no alias left
 
     code, out, _ = run(capsys, "registry", "ls", "plain-model")
@@ -220,3 +243,45 @@ def test_a_bad_alias_is_named_once(registry_dir, capsys) -> None:
     code, out, err = run(capsys, "registry", "alias", "my-model:v0", "bad !")
     assert (code, out) == (2, "")
     assert err == "evalwb-tui: alias 'bad !' has characters W&B does not allow: ' ' '!'\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["registry", "show", "my-model", "--bogus"], "evalwb-tui registry show"),
+        (["registry", "--bogus", "ls"], "evalwb-tui registry"),
+        (["download", "my-model", "--bogus"], "evalwb-tui download"),
+        (["transfers", "add", "download", "m:v0", "extra"], "evalwb-tui transfers add"),
+        (["--bogus"], "evalwb-tui"),
+    ],
+)
+def test_an_unknown_argument_points_to_its_own_command_s_help(capsys, argv, command) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert done.value.code == 2 and out == ""
+    extra = argv[-1] if argv[-1] != "ls" else "--bogus"
+    assert err == f"{command}: unrecognized arguments: {extra} (see {command} --help)\n"
+
+
+def test_every_argument_has_help_and_the_top_level_says_what_opens_the_app(capsys) -> None:
+    import argparse
+
+    from tui.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    parser = build_parser()
+    silent = [
+        f"{p.prog} {a.dest}"
+        for p in parsers(parser)
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert silent == []
+    assert "Without a command it opens the app" in " ".join(parser.format_help().split())

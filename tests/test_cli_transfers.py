@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from tui.cli import main
+from tui.services.registry.local import LocalRegistry
 from tui.services.settings import load_settings
 from tui.services.transfers import DONE, Runner, open_queue
 from tui.services.worker import default_handlers
@@ -82,3 +83,51 @@ def test_json_lists_each_jobs_files_with_their_progress(
         {"path": "results.json", "bytes_done": 10, "size": 40, "state": "running"}
     ]
     assert frames[-1][0]["state"] == DONE and frames[-1][0]["files"]
+
+
+def test_all_lists_the_error_of_a_failed_job(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(isolated_env / "cache"))
+    settings = load_settings(dict(os.environ))
+    queue = open_queue(settings)
+    payload = {"ref": "my-model:gone", "registry": str(demo_registry_dir)}
+    failed = queue.enqueue("download", "my-model:gone", payload, max_attempts=1)
+    Runner(queue, default_handlers(settings)).run_once()
+    assert queue.get(failed.id).state == "failed"
+
+    assert main(["transfers", "--all"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[0] == str(failed.id))
+    assert line.endswith(
+        "my-model:gone  (error: my-model has no alias 'gone'; its aliases are "
+        + ", ".join(sorted(LocalRegistry(demo_registry_dir).get_collection("my-model").aliases))
+        + ")"
+    )
+
+
+def test_a_download_hashing_its_last_file_says_verifying(isolated_env: Path, capsys):
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    assert queue.claim_next(os.getpid()) is not None
+    queue.report(job.id, bytes_done=4 << 20, bytes_total=4 << 20, files_done=2, files_total=3)
+
+    assert main(["transfers"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[:4] == [str(job.id), "download", "verifying", "100%"]
+
+
+def test_a_job_queued_for_another_backend_names_its_place(isolated_env: Path, capsys):
+    wandb = {
+        **os.environ,
+        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_ENTITY": "team",
+    }
+    remote = open_queue(load_settings(wandb)).enqueue("download", "my-model:v3", {"ref": "x"})
+    here = open_queue(load_settings(dict(os.environ))).enqueue("download", "m:v1", {"ref": "y"})
+    assert remote.payload["place"] == "W&B team@127.0.0.1:9" and here.payload["place"] == "local"
+
+    assert main(["transfers"]) == 0  # no key here: the local place
+    lines = {x.split()[0]: x for x in capsys.readouterr().out.splitlines()[1:]}
+    assert lines[str(remote.id)].endswith(" [W&B team] my-model:v3")
+    assert lines[str(here.id)].endswith(" m:v1")

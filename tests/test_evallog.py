@@ -30,7 +30,9 @@ from tests.eval_fixtures import DEV, EXPECTED_ARTIFACTS, peer_records
 from tui.services import evallog
 from tui.services.evallog import (
     TABLE_COLUMNS,
+    LoggedUnderAnotherCheckpoint,
     content_alias,
+    find_logged,
     log_run,
     looks_secret,
     pending_runs,
@@ -506,9 +508,26 @@ def test_same_results_are_skipped_unless_forced(tmp_path, monkeypatch):
     assert len(runs) == 1
     forced = log_run(run, settings=settings, project="evals", force=True)
     assert not forced.skipped_duplicate and forced.run_id != first.run_id
-    other_group = log_run(run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"))
+    # A run belongs to one checkpoint: the same results under another one are refused,
+    # naming the checkpoint they were logged under, unless forced.
+    with pytest.raises(LoggedUnderAnotherCheckpoint) as refused:
+        log_run(run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"))
+    assert str(refused.value) == (
+        f"{run.path}: these results were logged under checkpoint {first.group} "
+        f"(run {forced.run_id}); a run belongs to one checkpoint, so --force logs them "
+        "under m:v4 as another run"
+    )
+    with pytest.raises(LoggedUnderAnotherCheckpoint):
+        find_logged(run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"))
+    assert len(sorted((tmp_path / "wandb-dir").rglob("*.wandb"))) == 2  # nothing written
+    other_group = log_run(
+        run, settings=settings, project="evals", checkpoint=parse_ref("m:v4"), force=True
+    )
     assert not other_group.skipped_duplicate and other_group.group == "m:v4"
-    assert len(pending_runs(settings)) == 3
+    # In another project the same results are another record: no refusal there.
+    elsewhere = log_run(run, settings=settings, project="other", checkpoint=parse_ref("m:v5"))
+    assert not elsewhere.skipped_duplicate
+    assert len(pending_runs(settings)) == 4
 
     keyed = use_env(
         monkeypatch,
@@ -519,7 +538,7 @@ def test_same_results_are_skipped_unless_forced(tmp_path, monkeypatch):
     (result,) = sync_pending(keyed, run_ids={first.run_id})
     assert result.run_id == first.run_id and not result.ok
     assert "not reachable" in result.message
-    assert len(pending_runs(settings)) == 3  # nothing lost: all still wait for sync
+    assert len(pending_runs(settings)) == 4  # nothing lost: all still wait for sync
 
 
 # --- the CLI as a user runs it -------------------------------------------------------

@@ -74,11 +74,36 @@ def test_add_from_folder_stores_content_addressed_copies(
 
 def test_identical_bytes_are_stored_once(registry: LocalRegistry, tmp_path: Path) -> None:
     registry.add_version("m", make_folder(tmp_path / "a", CHECKPOINT))
-    registry.add_version("m", make_folder(tmp_path / "b", CHECKPOINT))
+    registry.add_version("n", make_folder(tmp_path / "b", CHECKPOINT))
     objects = [p for p in (registry.root / "objects").rglob("*") if p.is_file()]
     assert len(objects) == len(CHECKPOINT)
     assert not [p for p in objects if p.name.startswith(".tmp-")]
-    assert registry.resolve("m:v0").digest == registry.resolve("m:v1").digest
+    assert registry.resolve("m:v0").digest == registry.resolve("n:v0").digest
+
+
+def test_adding_the_same_files_again_returns_the_existing_version(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    first = registry.add_version(
+        "m", make_folder(tmp_path / "a", CHECKPOINT), description="first", metadata={"step": 1}
+    )
+    registry.add_version("m", make_folder(tmp_path / "other", {"w": b"other"}))
+    again = registry.add_version(
+        "m",
+        make_folder(tmp_path / "b", CHECKPOINT),
+        aliases=["production"],
+        description="second",
+        metadata={"step": 2},
+    )
+    # W&B returns the existing version for the same digest; so does the local registry.
+    assert again.version == first.version == "v0"
+    assert registry.get_collection("m").version_count == 2
+    assert again.aliases == ("production",) and again.description == "first"
+    assert dict(again.metadata) == {"step": 1}
+    assert registry.resolve("m:latest").version == "v1"  # latest stays on the newest
+    # The same bytes referenced elsewhere are other entries: a new version.
+    referenced = registry.add_version("m", (tmp_path / "b").as_uri())
+    assert referenced.version == "v2"
 
 
 def test_progress_hook_hears_each_stored_file_hashed_then_copied(
@@ -187,7 +212,7 @@ def test_latest_moves_to_the_newest_version(registry: LocalRegistry, tmp_path: P
 def test_an_alias_lives_on_one_version_only(registry: LocalRegistry, tmp_path: Path) -> None:
     source = make_folder(tmp_path / "ckpt", CHECKPOINT)
     registry.add_version("m", source, aliases=["production"])
-    registry.add_version("m", source, aliases=["production", "best"])
+    registry.add_version("m", source.as_uri(), aliases=["production", "best"])
     assert registry.resolve("m:v0").aliases == ()
     assert registry.resolve("m:v1").aliases == ("best", "latest", "production")
     registry.set_alias("m:v0", "best")

@@ -1124,3 +1124,36 @@ def test_status_text_of_each_state() -> None:
     assert status_text(job) == "done: already in the cache"
     job.result = {"local_twin": True, "cache_hit": False}
     assert status_text(job) == "done: local checkpoint: its files are used where they are"
+
+
+async def test_a_download_whose_local_twin_differs_says_which_was_used(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_worker(monkeypatch)
+    registry = LocalRegistry(demo_registry_dir)
+    made = []
+    for name, folder in (("my-model", "named"), ("my-model-local", "twin")):
+        source = worker_settings.paths.data / folder
+        source.mkdir(parents=True)
+        (source / "config.json").write_text(f'{{"model_type": "{folder}"}}')
+        made.append(registry.add_version(name, source if name == "my-model" else source.as_uri()))
+    named, twin = made
+    assert named.version == twin.version  # the same vN, other files
+    app = PaneApp(worker_settings, registry)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", named.version)
+        await pilot.press("d")
+        status = app.query_one(RegistryPane).download_status
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        await asyncio.to_thread(
+            Runner(open_queue(worker_settings), default_handlers(worker_settings)).run_once
+        )
+        ref = f"my-model:{named.version}"
+        note = (
+            f"{ref}: my-model-local:{named.version} is {twin.version}, whose files differ "
+            f"from {ref} ({named.version}); used {ref}"
+        )
+        await wait_long(pilot, lambda: note in notes(app), "the twin's note", 10)
+        (toast,) = [n for n in app._notifications if n.message == note]
+        assert toast.severity == "warning"
+        assert downloaded_to(app, ref) is not None  # fetched, not the twin's folder

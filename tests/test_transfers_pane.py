@@ -49,10 +49,12 @@ from tui.services.transfers import (
     Progress,
     Runner,
     TransferQueue,
+    open_queue,
     queue_path,
 )
 from tui.services.worker import default_handlers, worker_status
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.download_status import status_text
 from tui.widgets.progress_text import (
     bytes_cell,
     compact_size,
@@ -894,7 +896,11 @@ async def test_a_download_that_moved_no_bytes_says_why_in_words(
         await pilot.pause()
         text = detail_text(app)
         assert "already in the cache (8 files)" in text and "0 B of 0 B" not in text
-        assert "null" not in text and "root      not set" in text
+        assert "null" not in text and "not set" not in text  # unset fields are left out
+        words = " ".join(text.split())
+        assert "reference llama-3-8b-sft:v3" in words and "from the cache yes" in words
+        assert "where local" in words
+        assert "offline_warning" not in text and "cache_hit" not in text  # no raw keys
         await pilot.press("down")
         await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == fetched.id, "it")
         await pilot.pause()
@@ -976,7 +982,8 @@ async def test_a_chatty_job_is_coalesced_into_a_bounded_number_of_refreshes(
         job = queue.enqueue("log", "chatty", payload)
         # interval=0: every report is its own commit, the worst case for a watcher.
         with RunnerThread(queue_file, interval=0.0):
-            await wait_for(pilot, lambda: cell(app, job.id, "state") == RUNNING, "running")
+            # A log job that moves bytes is uploading.
+            await wait_for(pilot, lambda: cell(app, job.id, "state") == "uploading", "running")
             before, started = pane.refresh_count, time.monotonic()
             seen = set()
             # At least as long as the job ran before it waited for the pane: 1.5 s.
@@ -1171,3 +1178,59 @@ def test_snapshot(
         await pilot.pause()
 
     assert snap_compare(PaneApp(queue_file), terminal_size=size, run_before=settled)
+
+
+async def test_jobs_queued_for_another_backend_say_where_they_belong(isolated_env: Path) -> None:
+    local = load_settings(dict(os.environ))
+    wandb = load_settings(
+        {
+            **os.environ,
+            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+            "WANDB_BASE_URL": "http://127.0.0.1:9",
+            "WANDB_ENTITY": "team",
+        }
+    )
+    queue = open_queue(wandb)
+    remote = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    queue.close()
+    queue = open_queue(local)
+    here = queue.enqueue("download", "my-model:v2", {"ref": "my-model:v2"})
+    queue.close()
+    app = PaneApp(None, settings=local)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        assert cell(app, remote.id, "what") == "[W&B team] · my-model:v3"
+        assert cell(app, here.id, "what") == "my-model:v2"
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == here.id, "here")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == remote.id, "it")
+        await pilot.pause()
+        words = " ".join(detail_text(app).split())
+        assert "where W&B team@127.0.0.1:9" in words and "place" not in words
+
+
+async def test_phases_are_named_so_a_bar_never_seems_to_go_back(
+    queue: TransferQueue, queue_file: Path, tmp_path: Path
+) -> None:
+    payload = {"ref": "my-model:v3"}
+    download = queue.enqueue("download", "my-model:v3", payload)
+    log = cli_log_job(queue, tmp_path, "HFLLM_my-model_v3", "ARC", "fewshot_3__samples_10_31c6f")
+    claimed = {job.id: job for job in (queue.claim_next(os.getpid()) for _ in range(2)) if job}
+    assert set(claimed) == {download.id, log.id}
+    # Every byte is in; the last file is being hashed before it counts as verified.
+    queue.report(download.id, bytes_done=4 << 20, bytes_total=4 << 20, files_done=2, files_total=3)
+    # The log job wrote its offline run (4 of 5 steps): its bar stands at 80%.
+    queue.report(log.id, files_done=4, files_total=5)
+    app = PaneApp(queue_file)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: pane.table.row_count == 2, "two rows")
+        await wait_for(pilot, lambda: cell(app, download.id, "state") == "verifying", "verifying")
+        assert cell(app, log.id, "state") == "writing" and percent(app, log.id) == 80
+        # Its upload starts at 0 bytes: another phase, named as such.
+        queue.report(log.id, bytes_done=0, bytes_total=1 << 20)
+        await wait_for(pilot, lambda: cell(app, log.id, "state") == "uploading", "uploading")
+        assert percent(app, log.id) == 0
+    status = status_text(queue.get(download.id))
+    assert status.startswith("verifying… 4.0M/4.0M")

@@ -338,7 +338,23 @@ def test_transfers_add_download_starts_a_worker_and_watch_waits_for_it(
         timeout=60,
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    # A version the registry lacks is refused as `download` refuses it: nothing queued.
+    missing = subprocess.run(
+        [*CLI, "transfers", "add", "download", "nope:v1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.strip().splitlines() == [
+        f"evalwb-tui: no collection 'nope' in the local registry at {demo_registry_dir}"
+    ]
     assert [j.id for j in open_queue(settings).list()] == [1]
+    # The app titles its downloads as the command does.
+    from tui.panes.registry import _queued_download
+
+    app_job = _queued_download(TransferQueue(settings.paths.state / "app.sqlite"), SMALL, None)
+    assert job.title == app_job.title == SMALL
 
 
 def detail_text(job: Job) -> str:

@@ -46,15 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     class Parser(argparse.ArgumentParser):
-        """argparse with usage errors on one line, like every other error."""
+        """argparse with usage errors on one line, like every other error, each pointing
+        to the `--help` of the command it is about."""
+
+        top_level = False
 
         def error(self, message: str) -> NoReturn:
             self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            parsed, extras = super().parse_known_args(args, namespace)
+            if extras and not self.top_level:
+                # A command's own parser says it, else the top one would, pointing to
+                # the top-level help.
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            return parsed, extras
+
     parser = Parser(
         prog="evalwb-tui",
-        description="Terminal app for the W&B side of LLM evaluation with eval-framework.",
+        description="Terminal app for the W&B side of LLM evaluation with eval-framework. "
+        "Without a command it opens the app (with --demo: on the seeded demo registry); "
+        "a command runs headless and never opens it.",
     )
+    parser.top_level = True
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -188,7 +202,7 @@ def _add_registry(sub: Any) -> None:
     show.set_defaults(handler=_registry_show)
 
     add = verbs.add_parser("add", help="register a checkpoint folder or URI as a new version")
-    add.add_argument("collection")
+    add.add_argument("collection", help="the collection to add a version to (made if new)")
     add.add_argument("source", metavar="PATH_OR_URI", help="a folder, file:// or s3:// prefix")
     add.add_argument("--alias", action="append", default=[], help="alias (repeatable)")
     add.add_argument("--metadata", default=None, help="metadata as a JSON object")
@@ -197,8 +211,8 @@ def _add_registry(sub: Any) -> None:
     add.set_defaults(handler=_registry_add)
 
     alias = verbs.add_parser("alias", help="move an alias to the version REF names")
-    alias.add_argument("ref")
-    alias.add_argument("alias")
+    alias.add_argument("ref", help="the version: [entity/project/]name:vN or name:alias")
+    alias.add_argument("alias", help="the alias to move there, e.g. production")
     alias.set_defaults(handler=_registry_alias)
 
     demo = sub.add_parser("demo", help="demo data")
@@ -302,8 +316,10 @@ def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError("--metadata must be a JSON object, like '{\"step\": 1000}'")
     source: Any = args.source if "://" in args.source else Path(args.source)
     show, finish = _store_printer()
+    registry = _local_registry(settings)
     try:
-        version = _local_registry(settings).add_version(
+        before = _version_count(registry, args.collection)
+        version = registry.add_version(
             args.collection,
             source,
             aliases=tuple(args.alias),
@@ -314,12 +330,29 @@ def _registry_add(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         finish()
+    if version.index < before:  # it existed before this command: nothing was added
+        moved = f"; moved {', '.join(args.alias)} to it" if args.alias else ""
+        print(
+            f"evalwb-tui: {version.collection}:{version.version} already holds these files; "
+            f"no new version made{moved}",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(_record(version))
     else:
         aliases = ", ".join(version.aliases)
         print(f"{version.collection}:{version.version}  {aliases}")
     return 0
+
+
+def _version_count(registry: LocalRegistry, collection: str) -> int:
+    """How many versions `collection` has (0 when it does not exist yet)."""
+    from tui.services.registry.protocol import NotFoundError
+
+    try:
+        return registry.get_collection(collection).version_count
+    except NotFoundError:
+        return 0
 
 
 def _store_printer() -> tuple[Callable[[Any], None], Callable[[], None]]:
@@ -434,7 +467,7 @@ def _registry_check(checkpoint: str, settings: Settings, demo: bool) -> Registry
 
 
 def _log(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.evallog import choose_mode, log_run, split_s3_prefix
+    from tui.services.evallog import choose_mode, find_logged, log_run, split_s3_prefix
     from tui.services.refs import parse_ref
     from tui.services.results import find_runs, read_run
 
@@ -453,6 +486,16 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         )
     check = _registry_check(args.checkpoint or "", settings, args.demo)
     checkpoint, alias = _checkpoint(ref, check)
+    if not args.force:  # results logged under another checkpoint: refused before any log
+        for run in runs:
+            find_logged(
+                run,
+                settings=settings,
+                project=args.project or settings.results_project,
+                entity=args.entity or settings.wandb_entity,
+                checkpoint=checkpoint,
+                checkpoint_alias=alias,
+            )
     if not args.offline and choose_mode(settings, None) == "online":
         code = _log_through_worker(args, settings, runs, checkpoint, alias)
         _warn_unregistered(check)
@@ -629,8 +672,9 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
         verify=args.verify,
         progress=_progress_printer() if sys.stderr.isatty() else _status_printer(),
     )
-    if result.offline_warning:
-        print(f"evalwb-tui: {mask(result.offline_warning, settings)}", file=sys.stderr)
+    for warning in (result.offline_warning, result.twin_note):
+        if warning:
+            print(f"evalwb-tui: {mask(warning, settings)}", file=sys.stderr)
     if args.json:
         _print_json(result.as_json())
     else:
@@ -741,11 +785,19 @@ def _job_state(job: Any) -> str:
     wait = job.next_attempt_at - time.time()
     if job.state == "queued" and wait > 0.5:
         return f"retry {duration(wait)}"
-    return job.state
+    from tui.widgets.progress_text import running_phase  # plain text; no textual import
+
+    return running_phase(job) or job.state
 
 
-def _job_line(job: Any) -> str:
+def _job_line(job: Any, here: str | None = None) -> str:
+    """One job as a table line; a job queued for another place than `here` names it
+    before its title (`[W&B team] my-model:v3`)."""
+    from tui.services.transfers import place_tag
+
     state = _job_state(job)
+    tag = place_tag(job, here)
+    title = f"[{tag}] {job.title}" if tag else job.title
     percent = "-" if job.fraction is None else f"{job.fraction:.0%}"
     from tui.widgets.progress_text import bytes_word  # plain text; no textual import
 
@@ -756,15 +808,20 @@ def _job_line(job: Any) -> str:
     tries = f"{job.attempts}/{job.max_attempts}"
     return (
         f"{job.id:<5} {job.kind:<8} {state:<12} {percent:>4}  {size:<21} {rate:<12} "
-        f"{duration(job.eta):<7} {tries:<5} {job.title}{_job_note(job)}"
+        f"{duration(job.eta):<7} {tries:<5} {title}{_job_note(job)}"
     )
 
 
 def _job_note(job: Any) -> str:
     """The handler's status line, e.g. what a download waits for, while it runs (a note
-    left by an earlier attempt says nothing about a queued or ended job)."""
+    left by an earlier attempt says nothing about a queued or ended job); the error of a
+    failed job, or of the last try of one queued to retry."""
     note = getattr(job, "note", None)
-    return f"  ({note})" if note and job.state == "running" else ""
+    if note and job.state == "running":
+        return f"  ({note})"
+    if job.last_error and (job.state == "failed" or (job.state == "queued" and job.attempts)):
+        return f"  (error: {job.last_error})"
+    return ""
 
 
 def _jobs_header() -> str:
@@ -775,7 +832,7 @@ def _jobs_header() -> str:
 
 
 def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.services.transfers import ACTIVE_STATES, open_queue
+    from tui.services.transfers import ACTIVE_STATES, open_queue, place_of
 
     if args.watch:
         return _transfers_watch(args, settings)
@@ -789,8 +846,9 @@ def _transfers_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"evalwb-tui: no {which}", file=sys.stderr)
         return 0
     print(_jobs_header())
+    here = place_of(settings)
     for job in jobs:
-        print(_job_line(job))
+        print(_job_line(job, here))
     return 0
 
 
@@ -816,19 +874,37 @@ def _transfers_change(args: argparse.Namespace, settings: Settings) -> int:
 
 def _transfers_add(args: argparse.Namespace, settings: Settings) -> int:
     from tui.services.refs import parse_ref
-    from tui.services.transfers import open_queue
+    from tui.services.transfers import download_title, open_queue
     from tui.services.worker import queue_for_worker
 
     ref = str(parse_ref(args.ref))  # a bad reference fails here, before anything is queued
+    # A version the registry lacks fails here too, as `download` would, not in the worker.
+    _check_download_ref(ref, settings)
     # The registry this command reads (the demo's with --demo), as the app's jobs name
     # theirs: the worker's own settings may point elsewhere.
     registry = None if settings.uses_wandb else str(settings.registry_dir.absolute())
     queue = open_queue(settings)
+    payload = {"ref": ref, "registry": registry}
     job, worker = queue_for_worker(
-        settings, lambda: queue.enqueue(args.kind, ref, {"ref": ref, "registry": registry})
+        settings, lambda: queue.enqueue(args.kind, download_title(ref), payload)
     )
     print(f"job {job.id} queued: {job.kind} {job.title} ({_worker_words(worker)})")
     return 0
+
+
+def _check_download_ref(ref: str, settings: Settings) -> None:
+    """NotFoundError (one line, exit 2) when neither the version `ref` names nor its
+    `-local` twin exists; an unreachable registry is only a warning: the worker retries."""
+    from tui.services.cache import download_candidate
+    from tui.services.registry.protocol import NotFoundError, RegistryError
+
+    try:
+        download_candidate(ref, _registry(settings))
+    except NotFoundError:
+        raise
+    except (RegistryError, OSError) as exc:
+        why = mask(" ".join(str(exc).split()), settings)
+        print(f"evalwb-tui: cannot check {ref} now ({why}); queued all the same", file=sys.stderr)
 
 
 def _worker_words(worker: Any) -> str:
@@ -960,6 +1036,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "launch commands from the Run pane. Keep 127.0.0.1 and forward the port: "
             f"ssh -L {args.port}:127.0.0.1:{args.port} HOST"
         )
+    _check_port(args.host, args.port)
     command = [sys.executable, "-m", "tui.cli"]
     if args.demo or args.serve_demo:
         _seeded_demo(settings)  # once here, so a seeding error shows before serving
@@ -973,6 +1050,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
     server.serve()
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """CliError naming the port and `--port` when it cannot be bound: a busy port is one
+    line before anything is served, not a banner followed by the server's traceback."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server binds (SO_REUSEADDR): a port left in TIME_WAIT is free to it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise CliError(
+                f"cannot serve on {host}:{port} ({why}); choose another port with --port"
+            ) from None
 
 
 def _loopback(host: str) -> bool:
@@ -997,19 +1092,45 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument("--preset", help="start from a saved preset")
     run.add_argument("--checkpoint", metavar="REF", help="e.g. my-model:production or a folder")
-    run.add_argument("--task", dest="tasks", action="append", metavar="TASK", help="repeatable")
-    run.add_argument("--fewshot", dest="num_fewshot", type=int)
-    run.add_argument("--samples", dest="num_samples", type=int, help="per subject; default all")
-    run.add_argument("--max-tokens", type=int)
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--output-dir")
-    run.add_argument("--llm-class")
-    run.add_argument("--models", dest="models_file", metavar="FILE")
+    run.add_argument(
+        "--task", dest="tasks", action="append", metavar="TASK", help="a task to run (repeatable)"
+    )
+    run.add_argument(
+        "--fewshot", dest="num_fewshot", type=int, metavar="N", help="few-shot examples (default 0)"
+    )
+    run.add_argument(
+        "--samples", dest="num_samples", type=int, metavar="N", help="per subject; default all"
+    )
+    run.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="tokens to generate at most (default: the task's)",
+    )
+    run.add_argument("--batch-size", type=int, metavar="N", help="samples per batch (default 1)")
+    run.add_argument(
+        "--output-dir", metavar="DIR", help="where eval-framework writes results (default outputs)"
+    )
+    run.add_argument(
+        "--llm-class",
+        metavar="CLASS",
+        help="the model class: a name from the models file or an import path "
+        "(default eval_framework.llm.huggingface.HFLLM)",
+    )
+    run.add_argument(
+        "--models", dest="models_file", metavar="FILE", help="a models file (.py) naming classes"
+    )
     run.add_argument("--llm-args", metavar="JSON", help='a JSON object, e.g. {"dtype": "bf16"}')
     run.add_argument("--project", dest="wandb_project", help="W&B project for eval-framework")
-    run.add_argument("--entity", dest="wandb_entity")
-    run.add_argument("--no-upload", dest="upload_results", action="store_false", default=None)
-    run.add_argument("--description")
+    run.add_argument("--entity", dest="wandb_entity", help="W&B entity for eval-framework")
+    run.add_argument(
+        "--no-upload",
+        dest="upload_results",
+        action="store_false",
+        default=None,
+        help="eval-framework uploads no results to W&B",
+    )
+    run.add_argument("--description", help="a description eval-framework records with the run")
     # Not `command`: that name holds the chosen subcommand.
     run.add_argument("--eval-command", help="the eval program (default: eval_framework)")
     what = run.add_mutually_exclusive_group()

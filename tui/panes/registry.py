@@ -684,6 +684,9 @@ class RegistryPane(Vertical):
             path = (job.result or {}).get("path", "?")
             why = reused(job)
             note = f"{event.ref}: {why}, at {path}" if why else f"Downloaded {event.ref} to {path}"
+            twin_note = (job.result or {}).get("twin_note")
+            if twin_note:  # the -local twin and the named version disagree: say which
+                self.notify(f"{event.ref}: {twin_note}", severity="warning", markup=False)
             self.notify(note, markup=False, timeout=10)
         elif job.state == FAILED:
             self.notify(
@@ -696,13 +699,13 @@ class RegistryPane(Vertical):
 def _queued_download(queue: TransferQueue, ref: str, registry_dir: str | None) -> Job:
     """The queued or running download of `ref`, or a new one: pressing `d` twice must not
     fetch the same checkpoint twice."""
-    from tui.services.transfers import QUEUED, RUNNING
+    from tui.services.transfers import QUEUED, RUNNING, download_title
 
     for job in queue.list((QUEUED, RUNNING)):
         if job.kind == "download" and job.payload.get("ref") == ref:
             return job
     payload = {"ref": ref, "root": None, "verify": False, "registry": registry_dir}
-    return queue.enqueue("download", f"download {ref}", payload)
+    return queue.enqueue("download", download_title(ref), payload)
 
 
 def _watch(

@@ -44,6 +44,7 @@ from tui.services.transfers import (
     CANCELLED,
     DONE,
     FAILED,
+    LOCAL_PLACE,
     PAUSED,
     PENDING_SYNC,
     QUEUED,
@@ -54,6 +55,8 @@ from tui.services.transfers import (
     TransferQueue,
     TransferQueueError,
     open_queue,
+    place_of,
+    place_tag,
 )
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.format import one_line
@@ -171,16 +174,19 @@ def fit_title(parts: list[str], width: int) -> str:
     return shown
 
 
-def row_cells(job: Job, columns: list[Column]) -> tuple[Text, ...]:
-    """The table cells of `job`, fitted to `columns`."""
+def row_cells(job: Job, columns: list[Column], here: str | None = None) -> tuple[Text, ...]:
+    """The table cells of `job`, fitted to `columns`; a job of another place than `here`
+    names its place first in the `what` column."""
     width = {c.key: c.width for c in columns}
+    tag = place_tag(job, here)
+    what = [f"[{tag}]", *title_parts(job)] if tag else title_parts(job)
     narrow = width["state"] < 12
     state = display_state(job)
     active = job.state == RUNNING and not job.stalled
     values: dict[str, tuple[str, str]] = {
         "id": (f"#{job.id}", "dim"),
         "kind": (job.kind, ""),
-        "what": (fit_title(title_parts(job), width["what"]), ""),
+        "what": (fit_title(what, width["what"]), ""),
         "state": (SHORT_STATES.get(state, state) if narrow else state, STATE_STYLES.get(state, "")),
         "progress": (text_bar(job.fraction, 5 if narrow else 10), ""),
         "bytes": (job_bytes_cell(job), ""),
@@ -812,6 +818,14 @@ class TransfersPane(Vertical):
         self._columns = columns
         return True
 
+    @property
+    def _here(self) -> str | None:
+        """The place this app's jobs belong to (jobs of other places say theirs): local
+        on a local registry (the demo's too), else the W&B the settings name."""
+        if getattr(getattr(self.app, "registry", None), "root", None) is not None:
+            return LOCAL_PLACE
+        return place_of(self.settings) if self.settings is not None else None
+
     def _rebuild(self) -> None:
         """Lay the rows out again (jobs came or went, or the width changed)."""
         table = self.table
@@ -823,7 +837,7 @@ class TransfersPane(Vertical):
         self._order = [job.id for job in jobs]
         self._cells = {}
         for job in jobs:
-            cells = row_cells(job, self._columns)
+            cells = row_cells(job, self._columns, self._here)
             self._cells[job.id] = _cell_key(cells)
             table.add_row(*cells, key=str(job.id))
         if not jobs:
@@ -836,7 +850,7 @@ class TransfersPane(Vertical):
         """Change only the cells of `jobs` whose text or style changed."""
         table = self.table
         for job in jobs:
-            cells = row_cells(job, self._columns)
+            cells = row_cells(job, self._columns, self._here)
             key = _cell_key(cells)
             old = self._cells.get(job.id)
             if old == key:

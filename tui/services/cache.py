@@ -153,6 +153,11 @@ class DownloadResult:
     seconds: float
     offline_warning: str | None = None
     local_twin: bool = False
+    # The `-local` twin (`name-local:vN`) whose files were used in place, if any.
+    twin: str | None = None
+    # Set when the twin and the named version disagree (or the named one is missing):
+    # one line saying which was used.
+    twin_note: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The fields a script wants, as JSON-ready values."""
@@ -168,6 +173,8 @@ class DownloadResult:
             "seconds": round(self.seconds, 4),
             "offline_warning": self.offline_warning,
             "local_twin": self.local_twin,
+            "twin": self.twin,
+            "twin_note": self.twin_note,
         }
 
 
@@ -220,9 +227,13 @@ def download(
 ) -> DownloadResult:
     """Bring the version `ref` names into the cache and return its folder.
 
-    Prefers a `-local` twin whose `file://` files are all present (no copy); waits up to
-    `WANDB_ARTIFACT_WAIT_TIMEOUT_SEC` for the real artifact when the twin's files are
-    missing. With `checkpoint`, `path` is the single folder holding `config.json`
+    The alias is resolved on the named collection. Its `-local` twin's `file://` files
+    are used in place (no copy) when the twin holds the same files as the named version,
+    when the user named the twin, or when the named version does not exist; when the twin
+    differs, the named version is fetched and `twin_note` says so. With the named version
+    missing and the twin's files missing too, waits up to
+    `WANDB_ARTIFACT_WAIT_TIMEOUT_SEC` for the named version.
+    With `checkpoint`, `path` is the single folder holding `config.json`
     (CheckpointError when there is none or several); else the version folder.
     Falls back to the cached version, with `offline_warning`, when the registry cannot
     be reached and the alias was resolved before. `progress` may be called from worker
@@ -264,6 +275,7 @@ class _Job:
     clock: Any
     started: float
     urls: dict[str, str] = field(default_factory=dict)
+    twin_note: str | None = None
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -355,7 +367,11 @@ class _Reporter:
 
 
 def _prefer_local_twin(job: _Job, checkpoint: bool, poll_interval: float) -> DownloadResult | None:
-    """The twin's folder when its files are all there; else wait for the real one."""
+    """The twin's folder when its files are all there and it may stand in for the named
+    version; else None, after waiting for the named version while it is missing and the
+    twin's files are too (eval-framework's WANDB_ARTIFACT_WAIT_TIMEOUT_SEC)."""
+    if job.ref.is_local_twin:
+        return _twin_in_place(job, job.ref, checkpoint)  # asked for the twin itself
     twin_ref = job.ref.local_twin()
     try:
         twin = job.registry.resolve(twin_ref)
@@ -363,25 +379,91 @@ def _prefer_local_twin(job: _Job, checkpoint: bool, poll_interval: float) -> Dow
         return None
     entries = job.registry.files(twin.ref())
     missing = [e for e in entries if not _local_ref_present(e)]
-    if not missing:
-        # Every file is where the twin says: use them in place, copying nothing.
-        folder = _twin_folder(twin_ref, entries)
-        result = DownloadResult(
-            path=folder,
-            folder=folder,
-            version=twin,
-            digest=twin.digest,
-            bytes=0,
-            files=len(entries),
-            cache_hit=True,
-            seconds=0.0,
-            local_twin=True,
-        )
-        return _finish(job, result, entries, checkpoint)
-    if job.ref.is_local_twin:
-        return None  # asked for the twin itself: copy what it refers to, or say what is gone
-    _wait_for_real(job, twin_ref, missing, poll_interval)
+    try:
+        named = job.registry.resolve(job.ref)
+    except NotFoundError:
+        named = None
+    if named is None and missing:
+        _wait_for_real(job, twin_ref, missing, poll_interval)
+        return None
+    if named is None:
+        # Not published yet: the twin is all there is, as eval-framework uses it.
+        note = f"{job.ref} does not exist; used its twin {twin_ref.name}:{twin.version}"
+        return _in_place(job, twin, twin_ref, entries, checkpoint, note=note)
+    if _same_content(entries, job.registry.files(named.ref())):
+        if missing:
+            return None  # the same checkpoint, but not on this disk: fetch the named one
+        return _in_place(job, named, twin_ref, entries, checkpoint, twin=twin)
+    job.twin_note = (
+        f"{twin_ref} is {twin.version}, whose files differ from {job.ref} ({named.version}); "
+        f"used {named.collection}:{named.version}"
+    )
     return None
+
+
+def _twin_in_place(job: _Job, ref: ArtifactRef, checkpoint: bool) -> DownloadResult | None:
+    """The twin the user named, in place when its files are all there; else None (copy
+    what it refers to, or say what is gone)."""
+    twin = job.registry.resolve(ref)
+    entries = job.registry.files(twin.ref())
+    if not all(_local_ref_present(e) for e in entries):
+        return None
+    return _in_place(job, twin, ref, entries, checkpoint, twin=twin)
+
+
+def _in_place(
+    job: _Job,
+    version: Version,
+    twin_ref: ArtifactRef,
+    entries: Sequence[FileEntry],
+    checkpoint: bool,
+    *,
+    twin: Version | None = None,
+    note: str | None = None,
+) -> DownloadResult:
+    """`version`, served by the twin's files where they lie, copying nothing."""
+    folder = _twin_folder(twin_ref, entries)
+    shown = twin or version
+    result = DownloadResult(
+        path=folder,
+        folder=folder,
+        version=version,
+        digest=version.digest,
+        bytes=0,
+        files=len(entries),
+        cache_hit=True,
+        seconds=0.0,
+        local_twin=True,
+        twin=f"{shown.collection}:{shown.version}",
+        twin_note=note,
+    )
+    return _finish(job, result, entries, checkpoint)
+
+
+def _same_content(twin: Sequence[FileEntry], named: Sequence[FileEntry]) -> bool:
+    """Whether two manifests hold the same files: paths, sizes and digests."""
+
+    def files(entries: Sequence[FileEntry]) -> set[tuple[str, int, str]]:
+        return {(e.path, e.size, e.digest) for e in entries}
+
+    return files(twin) == files(named)
+
+
+def download_candidate(ref: ArtifactRef | str, registry: Registry) -> Version:
+    """The version a download of `ref` starts from: the named one, else its `-local` twin
+    (which stands in for a version not published yet); NotFoundError, naming `ref`,
+    when neither exists."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    try:
+        return registry.resolve(ref)
+    except NotFoundError:
+        if ref.is_local_twin:
+            raise
+        try:
+            return registry.resolve(ref.local_twin())
+        except NotFoundError:
+            pass
+        raise
 
 
 def _local_path(entry: FileEntry) -> Path | None:
@@ -1109,7 +1191,10 @@ def _finish(
     path = (
         checkpoint_root(result.folder, (e.path for e in entries)) if checkpoint else result.folder
     )
-    done = DownloadResult(**{**_fields(result), "path": path, "seconds": job.elapsed()})
+    changes = {"path": path, "seconds": job.elapsed()}
+    if job.twin_note and not result.twin_note:
+        changes["twin_note"] = job.twin_note
+    done = DownloadResult(**{**_fields(result), **changes})
     job.report.emit("done", f"{done.version.collection}:{done.version.version} at {path}")
     return done
 
@@ -1182,6 +1267,7 @@ __all__ = [
     "check_paths",
     "checkpoint_root",
     "download",
+    "download_candidate",
     "ensure_root",
     "md5_b64_of",
     "read_marker",

@@ -10,7 +10,8 @@ With a key and a reachable server the run goes online; otherwise it is written o
 under `settings.runs_dir` and listed as pending until `sync_pending` uploads it (as
 `wandb sync` does, through this process's wandb-core, with upload progress) and applies
 its lineage. An index in the state dir remembers what was logged,
-so the same results are not logged twice unless forced.
+so the same results are not logged twice unless forced: for the same checkpoint they are
+skipped, under another checkpoint they are refused (a run belongs to one checkpoint).
 
 `wandb` is imported inside functions only: importing this module stays cheap.
 """
@@ -63,6 +64,11 @@ MAX_TAG = 64
 
 class EvalLogError(Exception):
     """Logging or syncing failed; the message is one line saying what to fix."""
+
+
+class LoggedUnderAnotherCheckpoint(EvalLogError):
+    """The same results were logged before under another checkpoint: a run belongs to
+    one checkpoint, so logging them again under this one takes `force`."""
 
 
 @dataclass(frozen=True)
@@ -486,6 +492,20 @@ class LogIndex:
                 ),
             )
 
+    def find_content(self, entity: str | None, project: str, alias: str) -> LoggedRun | None:
+        """The latest run logged with the content alias `alias` in the project, under any
+        checkpoint group."""
+        rows = self._db.execute(
+            "SELECT dedupe_key, record FROM logged_runs WHERE dedupe_key LIKE ?"
+            " ORDER BY created DESC",
+            (f"%{json.dumps(alias)}]",),
+        ).fetchall()
+        for key, record in rows:
+            held_entity, held_project, _, held_alias = json.loads(key)
+            if (held_entity, held_project, held_alias) == (entity or "", project, alias):
+                return _record(record)
+        return None
+
     def pending(self) -> list[LoggedRun]:
         """Runs still waiting for `wandb sync` or for their lineage, oldest first."""
         rows = self._db.execute(
@@ -680,15 +700,33 @@ def find_logged(
     checkpoint_alias: str | None = None,
 ) -> LoggedRun | None:
     """The run these results were logged as before (same results, checkpoint group and
-    project, as `log_run` dedupes), marked `skipped_duplicate`; None when they were not."""
+    project, as `log_run` dedupes), marked `skipped_duplicate`; None when they were not.
+    LoggedUnderAnotherCheckpoint when they were logged under another checkpoint."""
     group = grouping(run, checkpoint, checkpoint_alias)
-    key = dedupe_key(entity, project, group.group, content_alias(run.path))
+    alias = content_alias(run.path)
     index = LogIndex.open(settings)
     try:
-        earlier = index.find(key)
+        earlier = index.find(dedupe_key(entity, project, group.group, alias))
+        if earlier is None:
+            _refuse_another_checkpoint(index, run, entity, project, group, alias)
     finally:
         index.close()
     return None if earlier is None else _replace(earlier, skipped_duplicate=True)
+
+
+def _refuse_another_checkpoint(
+    index: LogIndex, run: EvalRun, entity: str | None, project: str, group: Grouping, alias: str
+) -> None:
+    """LoggedUnderAnotherCheckpoint naming the checkpoint group these results (content
+    alias `alias`) were logged under in the project, if it is not `group`."""
+    other = index.find_content(entity, project, alias)
+    if other is None or other.group == group.group:
+        return
+    raise LoggedUnderAnotherCheckpoint(
+        f"{run.path}: these results were logged under checkpoint {other.group} "
+        f"(run {other.run_id}); a run belongs to one checkpoint, so --force logs them "
+        f"under {group.group} as another run"
+    )
 
 
 def log_run(
@@ -708,7 +746,9 @@ def log_run(
     """Log one results folder as a W&B run with its results artifact.
 
     Returns the earlier run, marked `skipped_duplicate`, when the same results were
-    already logged for the same checkpoint group and project, unless `force`.
+    already logged for the same checkpoint group and project, unless `force`; raises
+    LoggedUnderAnotherCheckpoint when they were logged in the project under another
+    checkpoint group, unless `force`.
     """
     group = grouping(run, checkpoint, checkpoint_alias)
     name = run_artifact_name(run)
@@ -719,6 +759,8 @@ def log_run(
         earlier = index.find(key)
         if earlier is not None and not force:
             return _replace(earlier, skipped_duplicate=True)
+        if not force:
+            _refuse_another_checkpoint(index, run, entity, project, group, alias)
         mode = choose_mode(settings, offline)
         with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
             files = artifact_files(run, Path(scratch))

@@ -86,6 +86,9 @@ STATE_PHRASES = {
     PAUSED: "is paused",
 }
 
+# Where a job belongs, when queued without W&B: the local registry and offline runs.
+LOCAL_PLACE = "local"
+
 SCHEMA_VERSION = 4
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.
@@ -349,9 +352,48 @@ def queue_path(settings: Settings) -> Path:
 
 
 def open_queue(settings: Settings) -> TransferQueue:
-    """The user's transfer queue, masking the configured secrets in stored errors."""
+    """The user's transfer queue, masking the configured secrets in stored errors; the
+    jobs it queues are stamped with the place `settings` work on (`place_of`)."""
     secrets = [s.reveal() for s in (settings.wandb_api_key, settings.aws_secret_access_key) if s]
-    return TransferQueue(queue_path(settings), secrets=secrets)
+    return TransferQueue(queue_path(settings), secrets=secrets, place=place_of(settings))
+
+
+def place_of(settings: Settings) -> str:
+    """Where jobs queued with `settings` belong: `local` (the local registry, offline
+    runs) or `W&B entity@server`, so one queue shared by every backend tells them apart."""
+    if not settings.uses_wandb:
+        return LOCAL_PLACE
+    from urllib.parse import urlparse
+
+    url = urlparse(settings.wandb_base_url or "")
+    # Host and port only: a URL's user:password part is no place to show.
+    server = f"{url.hostname}:{url.port}" if url.hostname and url.port else url.hostname or ""
+    where = "@".join(part for part in (settings.wandb_entity, server) if part)
+    return f"W&B {where}" if where else "W&B"
+
+
+def job_place(job: Job) -> str | None:
+    """Where `job` belongs, as `place_of` said when it was queued; a download of a local
+    registry queued before jobs were stamped is `local`; None when unknown."""
+    place = job.payload.get("place")
+    if isinstance(place, str) and place:
+        return place
+    return LOCAL_PLACE if job.payload.get("registry") else None
+
+
+def place_tag(job: Job, here: str | None) -> str | None:
+    """`W&B team` or `local`: where `job` belongs, for a job queued for another place than
+    `here` (the one the reader works on); None for a job of this place or an unknown one."""
+    place = job_place(job)
+    if place is None or here is None or place == here:
+        return None
+    return place.partition("@")[0]
+
+
+def download_title(ref: str) -> str:
+    """The title of a download job, wherever it is queued: the reference as given (the
+    kind has a column of its own)."""
+    return ref
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -413,8 +455,11 @@ class TransferQueue:
         secrets: Iterable[str] = (),
         backoff: Backoff | None = None,
         stale_after: float = 300.0,
+        place: str | None = None,
     ) -> None:
         self.path = Path(path)
+        # Stamped on the jobs queued here that do not say where they belong.
+        self.place = place
         self.backoff = backoff or Backoff()
         # Jobs of owners on other hosts count as dead after this long without a heartbeat.
         self.stale_after = stale_after
@@ -525,7 +570,10 @@ class TransferQueue:
             raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(KINDS)}")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        text = json.dumps(dict(payload), sort_keys=True)
+        payload = dict(payload)
+        if self.place and "place" not in payload:
+            payload["place"] = self.place
+        text = json.dumps(payload, sort_keys=True)
         if mask_text(text, self._secrets) != text:
             raise ValueError("a job payload must not hold secrets; pass them through settings")
         now = time.time()

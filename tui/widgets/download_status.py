@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from textual.containers import Horizontal
 from textual.widgets import Label
 
-from tui.widgets.progress_text import bytes_cell, duration, rate_cell, reused
+from tui.widgets.progress_text import bytes_cell, duration, rate_cell, reused, running_phase
 
 if TYPE_CHECKING:
     from textual.widgets import ProgressBar
@@ -31,6 +31,8 @@ def status_text(job: Job) -> str:
     if job.state == RUNNING:
         if not job.bytes_done and not job.bytes_total:
             return "starting…"  # resolving the version, or waiting for a file lock
+        if running_phase(job) == "verifying":
+            return f"verifying… {bytes_cell(job.bytes_done, job.bytes_total)}"
         parts = [bytes_cell(job.bytes_done, job.bytes_total), rate_cell(job.rate)]
         if job.eta is not None:
             parts.append(f"{duration(job.eta)} left")

@@ -24,10 +24,11 @@ from tui.services.transfers import (
     RUNNING,
     FileProgress,
     Job,
+    job_place,
     mask_text,
 )
 from tui.widgets.format import human_size
-from tui.widgets.progress_text import count_text, duration, reused, text_bar
+from tui.widgets.progress_text import count_text, duration, reused, running_phase, text_bar
 
 # A job can move thousands of files; past this the list is cut with a count.
 FILES_SHOWN = 200
@@ -47,6 +48,10 @@ STATE_STYLES = {
     "retrying": "yellow",
     "stalled": "yellow",
     "cancelling": "yellow",
+    # What a running job is doing (`running_phase`), styled as running.
+    "verifying": "cyan",
+    "writing": "cyan",
+    "uploading": "cyan",
 }
 
 
@@ -61,7 +66,7 @@ def display_state(job: Job) -> str:
         return "retrying"
     if job.state == PENDING_SYNC:
         return "pending sync"
-    return job.state
+    return running_phase(job) or job.state
 
 
 def title_parts(job: Job) -> list[str]:
@@ -156,13 +161,84 @@ def _value(value: Any) -> Text:
     return Text(text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…")
 
 
-def _mapping(data: dict[str, Any] | None) -> RenderableType:
-    if not data:
-        return Text("-", style="dim")
+# Readable names of what a job was asked to do and what it returned, in this order; a
+# field named None here is internal (or shown elsewhere) and left out; one not named at
+# all shows under its own name.
+PAYLOAD_LABELS: dict[str, str | None] = {
+    "ref": "reference",
+    "results": "results folder",
+    "checkpoint": "checkpoint",
+    "checkpoint_alias": "checkpoint alias",
+    "project": "W&B project",
+    "entity": "W&B entity",
+    "s3_prefix": "S3 prefix",
+    "force": "log again (--force)",
+    "offline": "offline only",
+    "root": "cache root",
+    "verify": "re-hash cached files",
+    "registry": "local registry",
+    "runs": "runs",
+    "place": None,  # the `where` row
+}
+RESULT_LABELS: dict[str, str | None] = {
+    "path": "checkpoint folder",
+    "folder": "version folder",
+    "ref": "version",
+    "twin_note": "note",
+    "twin": "-local twin",
+    "local_twin": "used in place",
+    "cache_hit": "from the cache",
+    "offline_warning": "offline",
+    "bytes": "bytes fetched",
+    "files": "files",
+    "seconds": "took",
+    "digest": "digest",
+    "name": "run name",
+    "run_id": "run",
+    "group": "group",
+    "mode": "mode",
+    "pending_sync": "waits for sync",
+    "lineage_pending": "lineage pending",
+    "sync_message": "sync",
+    "skipped_duplicate": "logged before",
+    "artifact_name": "results artifact",
+    "artifact_alias": "artifact alias",
+    "model_artifact": "checkpoint artifact",
+    "project": "W&B project",
+    "entity": "W&B entity",
+    "run_dir": "run folder",
+    "wandb_file": "run file",
+    "results_path": "results folder",
+    "synced": "synced runs",
+    "id": None,  # run_id again
+    "version": None,  # in `ref`
+}
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A value as its field wants it: sizes in bytes, durations in seconds."""
+    if key == "bytes" and isinstance(value, int):
+        return human_size(value)
+    if key == "seconds" and isinstance(value, int | float):
+        return f"{value:.1f} s"
+    return value
+
+
+def _empty(value: Any) -> bool:
+    """Whether a field says nothing: unset, false, or an empty text or list."""
+    return value is None or value is False or (isinstance(value, str | list | dict) and not value)
+
+
+def _mapping(data: dict[str, Any] | None, labels: dict[str, str | None]) -> RenderableType:
+    """The fields of `data` that say something, under readable names, in `labels`' order
+    and then by name: internal fields and empty or false ones are left out."""
+    data = data or {}
     grid = _grid()
-    for key in sorted(data):
-        grid.add_row(str(key), _value(data[key]))
-    return grid
+    for key in [*(k for k in labels if k in data), *sorted(set(data) - set(labels))]:
+        label = labels.get(key, key.replace("_", " "))
+        if label is not None and not _empty(data[key]):
+            grid.add_row(label, _value(_shown(key, data[key])))
+    return grid if grid.row_count else Text("-", style="dim")
 
 
 def _sending_files(job: Job, files_loaded: bool) -> bool | None:
@@ -261,6 +337,8 @@ def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False
     state = display_state(job)
     grid = _grid()
     grid.add_row("what", job_title(job))
+    place = job_place(job)
+    grid.add_row("where", Text(place or "not recorded", style="" if place else "dim"))
     state_text = Text(state, style=STATE_STYLES.get(state, ""))
     state_text.append(f" · {job.attempts} of {job.max_attempts} attempts used")
     hint = _explain(job, state, key_missing)
@@ -275,11 +353,11 @@ def render_job(job: Job, *, files_loaded: bool = True, key_missing: bool = False
         Text(f"#{job.id} {job.kind}", style="bold reverse"),
         grid,
         *_files_part(job, files_loaded),
-        Text("payload", style="bold underline"),
-        _mapping(job.payload),
+        Text("asked", style="bold underline"),
+        _mapping(job.payload, PAYLOAD_LABELS),
     ]
     if job.result:
-        parts += [Text("result", style="bold underline"), _mapping(job.result)]
+        parts += [Text("result", style="bold underline"), _mapping(job.result, RESULT_LABELS)]
     return Group(*parts)
 
 

@@ -41,6 +41,26 @@ def bytes_cell(done: int, total: int | None) -> str:
     return f"{compact_size(done)}/{compact_size(total)}"
 
 
+def running_phase(job: Job) -> str | None:
+    """What a running job is doing, when `running` and its bar would mislead: `verifying`
+    for a download whose bytes are all in while its files are still being checked;
+    `writing` (its offline run, counted in steps) then `uploading` (counted in bytes) for
+    a log job, so a bar that starts again at 0% is seen to start another phase. None
+    otherwise."""
+    # Imported here: the Registry pane imports this module long before its first download.
+    from tui.services.transfers import RUNNING
+
+    if job.state != RUNNING or job.stalled:
+        return None
+    if job.kind == "download":
+        bytes_in = bool(job.bytes_total) and job.bytes_done >= (job.bytes_total or 0)
+        unchecked = job.files_total is not None and job.files_done < job.files_total
+        return "verifying" if bytes_in and unchecked else None
+    if job.kind == "log":
+        return "uploading" if job.bytes_total else "writing"
+    return None
+
+
 # Why a finished download moved no bytes: (result flag, table cell, sentence).
 _REUSES = (
     ("local_twin", "in place", "local checkpoint: its files are used where they are"),

@@ -415,7 +415,11 @@ class LocalRegistry:
         `source` is a folder or file (copied into the object store), a `file://` URI
         (referenced with size and md5), an `s3://bucket/prefix` URI (referenced with size
         and ETag; S3 credentials come from `settings`), or a list of such sources.
-        `latest` moves to the new version, and so does every alias in `aliases`.
+        `latest` moves to the new version, and so does every alias in `aliases`. When a
+        version of the collection already holds the same files (paths, digests and
+        references), no version is added: that one is returned, with `aliases` moved to
+        it, its description, metadata and tags kept, as W&B returns the existing version
+        for an artifact of the same digest.
         `created_at` (ISO UTC) overrides the time stamp, for replaying a history.
         `progress`, if given, is called with a `StoreProgress` as each stored file is
         hashed and copied (after every chunk), on the calling thread.
@@ -439,6 +443,12 @@ class LocalRegistry:
                 (collection, stamp),
             )
             collection_id = self._collection_id(conn, collection)
+            version_id = _same_version(conn, collection_id, entries)
+            if version_id is not None:
+                # As W&B does for the same digest: the existing version, given the aliases.
+                for alias in wanted:
+                    _move_alias(conn, collection_id, alias, version_id)
+                return self._load_version(conn, version_id)
             version_id = _insert_version(
                 conn,
                 collection_id,
@@ -741,6 +751,24 @@ def _insert_version(
         [(version_id, e.path, e.size, e.digest, e.ref, json.dumps(dict(e.extra))) for e in entries],
     )
     return version_id
+
+
+def _same_version(
+    conn: sqlite3.Connection, collection_id: int, entries: Sequence[FileEntry]
+) -> int | None:
+    """The newest version of the collection holding exactly `entries`, or None."""
+    wanted = sorted((e.path, e.size, e.digest, e.ref) for e in entries)
+    for (version_id,) in conn.execute(
+        "SELECT id FROM versions WHERE collection_id = ? AND digest = ? ORDER BY idx DESC",
+        (collection_id, manifest_digest(entries)),
+    ).fetchall():
+        held = conn.execute(
+            "SELECT path, size, digest, ref FROM files WHERE version_id = ? ORDER BY path",
+            (version_id,),
+        ).fetchall()
+        if sorted(tuple(row) for row in held) == wanted:
+            return version_id
+    return None
 
 
 def _move_alias(conn: sqlite3.Connection, collection_id: int, alias: str, version_id: int) -> None:
