@@ -160,6 +160,8 @@ def check_server(emulator: WandbEmulator, job: Job) -> None:
     assert [r.id for r in runs] == [job.result["run_id"]]
     [wb_run] = runs
     assert (wb_run.group, wb_run.job_type, wb_run.state) == (CHECKPOINT, "ARC", "finished")
+    # One logged step, one history row: a resumed upload does not append it again.
+    assert wb_run._attrs["historyLineCount"] == 1
     assert wb_run.config["checkpoint_name"] == "my-model"
     assert wb_run.config["checkpoint_version"] == "v3"
     for key, value in run.aggregated.items():
@@ -299,6 +301,47 @@ def test_worker_killed_mid_upload_a_new_worker_resumes_without_doubles(
     assert done.attempts == 2
     check_server(emulator, done)
     assert [r.name for r in emulator.uploads.runs.values()] == [done.result["run_id"]]
+
+
+@pytest.mark.parametrize(
+    ("hold", "killed_when"),
+    [
+        # The results upload is held; the file stream posts the history meanwhile.
+        ("PUT /storage/artifact", "history"),
+        # The upload is finished and marked synced; the lineage is being applied.
+        ("UseArtifact", "finished"),
+    ],
+)
+def test_worker_killed_after_the_history_reached_the_server_leaves_one_row(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None], hold: str, killed_when: str
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add(hold, 1, delay=45)
+    job = enqueue_log(settings)
+    first = start_worker(reap)
+
+    def reached() -> bool:
+        runs = list(emulator.uploads.runs.values())
+        if killed_when == "history":
+            return bool(emulator.faults.hits) and any(r.history for r in runs)
+        return bool(emulator.faults.hits) and any(r.state == "finished" for r in runs)
+
+    wait_for(f"the run's {killed_when} on the server", reached, 60)
+    kill_tree(first.pid)
+    [record] = emulator.uploads.runs.values()
+    assert len(record.history) == 1
+    assert open_queue(settings).get(job.id).state == RUNNING
+    emulator.faults.clear()
+    start_worker(reap)
+    done = wait_for("the new worker to finish the job", lambda: job_done(settings, job.id), 90)
+    assert done.attempts == 2
+    check_server(emulator, done)
+    assert sorted(record.history) == [0]
+    # The copy the upload resumed from is gone; the run's own log is marked synced.
+    run_dir = Path(done.result["run_dir"])
+    assert not list(run_dir.glob("*.resume.wandb*"))
+    assert Path(done.result["wandb_file"] + ".synced").exists()
 
 
 def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled(

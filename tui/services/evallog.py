@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -57,6 +58,8 @@ REACH_TIMEOUT_SEC = 3.0
 SYNC_TIMEOUT_SEC = 1800.0
 INDEX_FILE = "evallog.sqlite"
 LINEAGE_FILE = "evalwb-lineage.json"
+# Written in a run folder when its upload starts: a later upload is a resume.
+UPLOAD_STARTED_FILE = "evalwb-upload-started"
 TABLE_COLUMNS = ("task", "language", "fewshot", "samples", "metric", "subject", "value")
 MAX_TAG = 64
 
@@ -852,12 +855,13 @@ def _one_line(text: str, settings: Settings) -> str:
     return mask(lines[-1] if lines else "", settings)[:300]
 
 
-def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
-    """`wandb sync` one run folder; None when it worked, else the reason."""
+def _run_sync(logged: LoggedRun, settings: Settings, source: Path) -> str | None:
+    """`wandb sync` one run's transaction log `source`; None when it worked, else the
+    reason."""
     argv = [*_wandb_command(), "sync", "--no-include-synced", "--project", logged.project]
     if logged.entity:
         argv += ["--entity", logged.entity]
-    argv.append(logged.run_dir)
+    argv.append(str(source))
     # Its own session, so a timeout ends wandb-core with it.
     proc = subprocess.Popen(
         argv,
@@ -874,8 +878,7 @@ def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return f"wandb sync took longer than {SYNC_TIMEOUT_SEC:.0f} s; the run stays pending"
-    synced = Path(logged.wandb_file + ".synced").exists()
-    if proc.returncode == 0 and synced:
+    if proc.returncode == 0 and _synced(source):
         return None
     return _one_line(err or out, settings) or f"wandb sync exited with {proc.returncode}"
 
@@ -981,7 +984,11 @@ def upload_plan(logged: LoggedRun) -> dict[str, int]:
 
 
 def _sync_here(
-    logged: LoggedRun, settings: Settings, progress: ProgressFn | None, tally: UploadTally
+    logged: LoggedRun,
+    settings: Settings,
+    source: Path,
+    progress: ProgressFn | None,
+    tally: UploadTally,
 ) -> str | None:
     """Upload one offline run as `wandb sync` does (wandb.cli.beta_sync), through this
     process's wandb-core, reporting progress; None when it worked, else the reason.
@@ -996,15 +1003,19 @@ def _sync_here(
 
     setup = wandb_setup.singleton()
     service = setup.ensure_service()
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
     sdk = wandb.Settings(
         api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
         base_url=settings.wandb_base_url or DEFAULT_BASE_URL,
         silent=True,
+        # wandb-core writes its debug-sync log under the root's `wandb/logs`; without
+        # a root that is the current folder.
+        root_dir=str(settings.runs_dir),
     )
 
     async def sync() -> list[Any]:
         init = await service.init_sync(
-            {Path(logged.wandb_file)},
+            {source},
             sdk,
             cwd=None,
             live=False,
@@ -1030,26 +1041,99 @@ def _sync_here(
         raise
     except Exception as exc:  # the service's own failures, whatever their kind
         return _one_line(f"sync of {logged.run_dir} failed: {exc}", settings)
-    if Path(logged.wandb_file + ".synced").exists():
+    if _synced(source):
         return None
     errors = [m.content for m in messages if m.severity >= logging.ERROR]
     return _one_line("\n".join(errors), settings) or "the sync did not finish"
 
 
+def _synced(wandb_file: Path) -> bool:
+    """Whether wandb-core finished uploading this transaction log (its `.synced` mark)."""
+    return wandb_file.with_name(wandb_file.name + ".synced").exists()
+
+
 def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
     """Sync one offline run in this process, or with the `wandb sync` command when this
     SDK has no sync service; None when it worked, else the reason. Progress starts at
-    the planned totals and ends at them once the upload is confirmed."""
+    the planned totals and ends at them once the upload is confirmed.
+
+    A run whose upload began before (a worker killed mid-upload) is resumed from a copy
+    of its log without the history lines the server already holds (`resume_source`)."""
+    wandb_file = Path(logged.wandb_file)
     tally = UploadTally(upload_plan(logged))
     tally.report(progress)
-    try:
-        failure = _sync_here(logged, settings, progress, tally)
-    except (ImportError, AttributeError):
-        failure = _run_sync(logged, settings)
+    if _synced(wandb_file):
+        failure = None  # uploaded whole before; stopped before it was noted
+    else:
+        started = Path(logged.run_dir) / UPLOAD_STARTED_FILE
+        try:
+            source = resume_source(logged, settings) if started.exists() else wandb_file
+        except EvalLogError as exc:
+            return str(exc)
+        started.touch()
+        try:
+            try:
+                failure = _sync_here(logged, settings, source, progress, tally)
+            except (ImportError, AttributeError):
+                failure = _run_sync(logged, settings, source)
+            if failure is None and source != wandb_file:
+                wandb_file.with_name(wandb_file.name + ".synced").touch()
+        finally:
+            if source != wandb_file:
+                for leftover in (source, *source.parent.glob(source.name + ".*")):
+                    leftover.unlink(missing_ok=True)
     if failure is None:
         tally.finish()
         tally.report(progress)
     return failure
+
+
+def server_history_lines(logged: LoggedRun, settings: Settings) -> int:
+    """How many history lines the server holds for the run `logged` (0 when it has no
+    such run); EvalLogError when the server cannot say."""
+    import wandb
+    from wandb.apis.public.runs import RunNotFoundError
+
+    try:
+        api = wandb.Api(
+            api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
+            overrides={"base_url": settings.wandb_base_url or DEFAULT_BASE_URL},
+            timeout=REACH_TIMEOUT_SEC * 10,
+        )
+        entity = logged.entity or api.default_entity
+        wb_run = api.run(f"{entity}/{logged.project}/{logged.run_id}")
+        return int(wb_run._attrs.get("historyLineCount") or 0)
+    except RunNotFoundError:
+        return 0
+    except Exception as exc:
+        raise EvalLogError(
+            _one_line(f"could not ask the server what run {logged.run_id} holds: {exc}", settings)
+        ) from None
+
+
+def resume_source(logged: LoggedRun, settings: Settings) -> Path:
+    """The transaction log to resume an interrupted upload of `logged` from.
+
+    wandb-core appends history at the line count its `UpsertBucket` answer gives (see
+    wandb-core's runupserter `lockedUpdateFromUpsert`), so resending the whole log
+    would write each step twice. When the server holds some history lines already, the
+    answer is a copy of the log without them, beside the original (the run's `files`
+    are found there); else the log itself."""
+    from tui.services.wandb_log import LogFormatError, without_history
+
+    wandb_file = Path(logged.wandb_file)
+    lines = server_history_lines(logged, settings)
+    if lines == 0:
+        return wandb_file
+    copy = wandb_file.with_name(wandb_file.name.removesuffix(".wandb") + ".resume.wandb")
+    try:
+        without_history(wandb_file, copy, lines)
+    except (OSError, LogFormatError) as exc:
+        raise EvalLogError(f"cannot resume the upload of {wandb_file}: {exc}") from None
+    state = wandb_file.with_name(wandb_file.name + ".syncstate")
+    if state.exists():  # the starting step the first attempt settled on
+        shutil.copyfile(state, copy.with_name(copy.name + ".syncstate"))
+    return copy
 
 
 def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
