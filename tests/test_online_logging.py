@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from tests.wandb_emulator import FAKE_KEY, WandbEmulator
-from tui.services.evallog import content_alias, run_artifact_name
+from tui.services.evallog import content_alias, pending_runs, run_artifact_name
 from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
 from tui.services.settings import Settings, load_settings
 from tui.services.transfers import DONE, RUNNING, Job, open_queue
-from tui.services.worker import log_path, worker_status
+from tui.services.worker import log_path, temp_root, worker_status
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
@@ -124,14 +124,17 @@ def enqueue_log(settings: Settings, results: Path = RESULTS, project: str | None
     return open_queue(settings).enqueue("log", "ARC demo results", payload)
 
 
-def start_worker(reap: Callable[[int], None]) -> subprocess.Popen[bytes]:
+def start_worker(
+    reap: Callable[[int], None], idle: float = 2, **popen: Any
+) -> subprocess.Popen[bytes]:
     """A worker started as `ensure_worker` starts one: its own session, no terminal."""
     proc = subprocess.Popen(
-        [*CLI, "worker", "--idle-exit", "2"],
+        [*CLI, "worker", "--idle-exit", str(idle)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        **popen,
     )
     reap(proc.pid)
     return proc
@@ -463,3 +466,48 @@ def test_a_sync_job_uploads_an_offline_run_and_reports_bytes(
     assert done.bytes_done == done.bytes_total > 0
     assert [r.name for r in emulator.uploads.runs.values()] == [run_id]
     assert open_queue(settings).get(logged.id).state == DONE  # its log job is done too
+
+
+def test_a_log_job_uploads_its_own_run_and_leaves_the_pending_ones_for_sync(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    queue = open_queue(settings)
+    others = sorted(RESULTS.parent.parent.glob("v*_GSM8K*/*/metadata.json"))[:1]
+    others += sorted(RESULTS.parent.parent.glob("v*_MMLU/*/metadata.json"))[:1]
+    offline = [
+        queue.enqueue(
+            "log", "offline", {"results": str(m.parent), "project": PROJECT, "offline": True}
+        )
+        for m in others
+    ]
+    job = enqueue_log(settings)
+    start_worker(reap)
+    done = wait_for("the online log job", lambda: job_done(settings, job.id), 90)
+    check_server(emulator, done)  # its own run, and no other
+    waiting = {queue.get(j.id).result["run_id"] for j in offline}
+    assert len(waiting) == 2
+    assert {run.run_id for run in pending_runs(settings)} == waiting
+    assert all(queue.get(j.id).state == "pending_sync" for j in offline)
+
+
+def test_an_upload_writes_nothing_in_the_current_folder_and_cleans_its_temp_files(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None], tmp_path: Path
+) -> None:
+    serve()
+    settings = settings_now()
+    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
+    cwd.mkdir()
+    temp.mkdir()
+    job = enqueue_log(settings)
+    worker = start_worker(reap, idle=15, cwd=cwd, env={**os.environ, "TMPDIR": str(temp)})
+    wait_for("the log job", lambda: job_done(settings, job.id), 90)
+    # While the worker waits for more work: only the SDK's own (empty) folders are kept.
+    [own] = temp_root(settings).iterdir()
+    left = list(own.rglob("*"))
+    assert all(p.is_dir() and p.name.endswith(("wandb-media", "wandb-artifacts")) for p in left)
+    assert worker.wait(timeout=60) == 0  # its idle exit
+    assert list(cwd.rglob("*")) == []  # no wandb/logs/debug-sync.*.log here
+    assert list(temp.rglob("*")) == []  # nor wandb's temp folders or results.table.json
+    assert list(temp_root(settings).rglob("*")) == []  # its own temp folder is gone

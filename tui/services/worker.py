@@ -22,7 +22,8 @@ Job payloads (plain JSON, never secrets):
 - `log`: `{"results": FOLDER, "project": P, "entity": E or null, "checkpoint": REF or null,
   "checkpoint_alias": A or null, "offline": bool, "force": bool, "s3_prefix": URI or null}`
   — written offline first with `evallog.log_run` (the `.wandb` file is the durable record),
-  then uploaded with `evallog.sync_pending` when a key is set and `offline` is false.
+  then that run alone uploaded with `evallog.sync_pending` when a key is set and
+  `offline` is false.
 - `sync`: `{}` (any payload) — `evallog.sync_pending`: every pending offline run; log jobs
   waiting on a run that got synced are marked done.
 """
@@ -37,9 +38,11 @@ import json
 import logging
 import logging.handlers
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -81,6 +84,7 @@ T = TypeVar("T")
 
 LOCK_FILE = "worker.lock"
 LOG_FILE = "worker.log"
+TEMP_FOLDER = "tmp"
 IDLE_VARIABLE = "EVALWB_WORKER_IDLE_SEC"
 DEFAULT_IDLE_SEC = 300.0
 EXIT_ALREADY_RUNNING = 3
@@ -434,10 +438,75 @@ def _signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def temp_root(settings: Settings) -> Path:
+    """Where workers keep their temporary files: one folder each, under the state dir."""
+    return settings.paths.state / TEMP_FOLDER
+
+
+@contextlib.contextmanager
+def _private_temp(settings: Settings) -> Iterator[Path]:
+    """A temporary folder of this worker's own, for it and its children (the SDK's
+    media and artifact staging, wandb-core's files): TMPDIR and `tempfile` point there
+    while it runs, and it is removed when the worker ends. Folders that workers killed
+    before could not remove go first: the lock says no other worker runs."""
+    root = temp_root(settings)
+    for stale in root.glob("worker-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"worker-{os.getpid()}"
+    folder.mkdir(parents=True, mode=0o700)
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sdk_temp_folders() -> set[str]:
+    """The SDK's process-wide temporary folders, made once when it is imported and used
+    for the life of the process: a job must not remove them."""
+    found = set()
+    for module, owner, attr in (
+        ("wandb.sdk.data_types._private", None, "MEDIA_TMP"),
+        ("wandb.sdk.artifacts.artifact", "Artifact", "_TMP_DIR"),
+    ):
+        holder: Any = sys.modules.get(module)
+        if holder is not None and owner:
+            holder = getattr(holder, owner, None)
+        folder = getattr(holder, attr, None)
+        if folder is not None and getattr(folder, "name", None):
+            found.add(os.path.realpath(folder.name))
+    return found
+
+
+def _tidy_temp(before: set[Path]) -> None:
+    """Remove what a job left in the temporary folder (an artifact's staging folder,
+    `results.table.json`), keeping what was there before it and the SDK's own folders."""
+    folder = Path(tempfile.gettempdir())
+    keep = _sdk_temp_folders()
+    for entry in set(folder.iterdir()) - before:
+        if os.path.realpath(entry) in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def _logged(kind: str, handler: Handler, logger: logging.Logger) -> Handler:
     def run(job: Job, progress: Progress) -> Any:
         logger.info("job %s %s %r: started (attempt %s)", job.id, kind, job.title, job.attempts)
-        return handler(job, progress)
+        before = set(Path(tempfile.gettempdir()).iterdir())
+        try:
+            return handler(job, progress)
+        finally:
+            _tidy_temp(before)
 
     return run
 
@@ -479,7 +548,8 @@ def run_worker(
             return EXIT_ALREADY_RUNNING
         logger = _open_log(settings)
         try:
-            return _serve(settings, idle_exit, handlers, logger)
+            with _private_temp(settings):
+                return _serve(settings, idle_exit, handlers, logger)
         except WorkerStopped as stop:
             logger.info("stopped by %s; running jobs went back to the queue", stop)
             return 0
@@ -669,9 +739,9 @@ def _log_handler(settings: Settings) -> Handler:
 def _upload(
     evallog: Any, settings: Settings, run_id: str, queue: TransferQueue, report: Any
 ) -> dict[str, Any]:
-    """Sync the pending offline runs (ours among them), then their lineage; upload
-    progress goes to `report`."""
-    synced = {r.run_id: r for r in evallog.sync_pending(settings, progress=report)}
+    """Sync this job's own offline run, then its lineage; upload progress goes to
+    `report`. Other pending runs wait for `sync`."""
+    synced = {r.run_id: r for r in evallog.sync_pending(settings, [run_id], progress=report)}
     _finish_log_jobs(queue, [r for r in synced.values() if r.ok])
     mine = synced.get(run_id)
     if mine is None:
