@@ -511,3 +511,71 @@ def test_an_upload_writes_nothing_in_the_current_folder_and_cleans_its_temp_file
     assert list(cwd.rglob("*")) == []  # no wandb/logs/debug-sync.*.log here
     assert list(temp.rglob("*")) == []  # nor wandb's temp folders or results.table.json
     assert list(temp_root(settings).rglob("*")) == []  # its own temp folder is gone
+
+
+def test_a_waiting_log_restarts_its_dead_worker_and_reports_what_it_logged(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add("PUT /storage/artifact", 1, delay=45)  # the first upload hangs
+    command = subprocess.Popen(
+        [*CLI, "log", str(RESULTS), "--project", PROJECT, "--checkpoint", CHECKPOINT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    reap(command.pid)
+    wait_for("the upload to be under way", lambda: emulator.faults.hits, 60)
+    first = worker_status(settings)
+    assert first.alive and first.pid is not None
+    reap(first.pid)
+    kill_tree(first.pid)  # the run is in the log index; its upload is cut
+    emulator.faults.clear()
+    # Nothing else starts a worker: the waiting command notices and starts one.
+    out, err = command.communicate(timeout=90)
+    assert command.returncode == 0, err
+    assert "the transfer worker stopped; started a new one" in err
+    second = worker_status(settings)
+    if second.alive:
+        reap(second.pid)
+    # The run it logged is reported as logged by this command, not as found logged.
+    [line] = out.splitlines()
+    assert line.startswith("logged  ARC"), line
+    assert "skipped" not in out and "--force" not in out
+    [job] = open_queue(settings).list()
+    assert (job.state, job.attempts, job.result["skipped_duplicate"]) == (DONE, 2, False)
+    check_server(emulator, job)
+
+
+def test_transfers_watch_restarts_a_dead_worker_and_follows_its_job_to_the_end(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add("PUT /storage/artifact", 1, delay=45)
+    job = enqueue_log(settings)
+    first = start_worker(reap, idle=30)
+    wait_for("the upload to be under way", lambda: emulator.faults.hits, 60)
+    watch = subprocess.Popen(
+        [*CLI, "transfers", "--watch"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    reap(watch.pid)
+    wait_for("the watcher to show the job", lambda: watch.stdout.readline())
+    kill_tree(first.pid)
+    emulator.faults.clear()
+    out, err = watch.communicate(timeout=90)
+    assert watch.returncode == 0, err
+    assert "the transfer worker stopped; started a new one" in err
+    second = worker_status(settings)
+    if second.alive:
+        reap(second.pid)
+    assert out.splitlines()[-1].split()[:3] == [str(job.id), "log", "done"]
+    check_server(emulator, open_queue(settings).get(job.id))

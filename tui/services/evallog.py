@@ -100,6 +100,8 @@ class LoggedRun:
     results_path: str = ""
     model_artifact: str | None = None
     lineage_pending: bool = False
+    # The transfer queue's log job that logged it, if one did.
+    job_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record `evalwb-tui log --json` prints; `id` repeats `run_id`."""
@@ -707,11 +709,14 @@ def log_run(
     hf_upload_url: str | None = None,
     s3_prefix: str | None = None,
     progress: ProgressFn | None = None,
+    job_id: int | None = None,
 ) -> LoggedRun:
     """Log one results folder as a W&B run with its results artifact.
 
     Returns the earlier run, marked `skipped_duplicate`, when the same results were
-    already logged for the same checkpoint group and project, unless `force`.
+    already logged for the same checkpoint group and project, unless `force`. `job_id`
+    (the log job doing this) is remembered with the run, so a rerun of that job can
+    tell its own earlier attempt from results logged before it.
     """
     group = grouping(run, checkpoint, checkpoint_alias)
     name = run_artifact_name(run)
@@ -740,7 +745,7 @@ def log_run(
                 files,
                 s3_urls,
             )
-            logged = _log_to_wandb(plan, settings, mode, progress)
+            logged = _replace(_log_to_wandb(plan, settings, mode, progress), job_id=job_id)
         index.add(key, logged)
         _emit(progress, "done", 4, 4)
         return logged

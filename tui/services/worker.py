@@ -718,7 +718,12 @@ def _log_handler(settings: Settings) -> Handler:
             force=bool(payload.get("force")) and job.attempts <= 1,
             s3_prefix=payload.get("s3_prefix"),
             progress=report,
+            job_id=job.id,
         )
+        if logged.skipped_duplicate and logged.job_id == job.id:
+            # An earlier attempt of this job logged it before its worker died: this
+            # job logged it, it did not find it logged.
+            logged = dataclasses.replace(logged, skipped_duplicate=False)
         result = logged.to_json()
         if not upload:
             return PendingSync(result) if logged.pending_sync else result
@@ -826,18 +831,63 @@ def _finish_log_jobs(queue: TransferQueue, synced: Iterable[Any]) -> list[int]:
 # --- watching ------------------------------------------------------------------------
 
 
+class WorkerKeeper:
+    """Notices that the worker a watcher waits on died (its lock is free while jobs are
+    still queued or running) and starts another, saying so through `say`; or says once
+    why none runs.
+
+    Only a worker's death counts: one seen alive before (`seen_alive`, or on an earlier
+    check), or a job left running with no worker. Queued jobs that no worker has taken
+    yet are left for whoever starts one.
+    """
+
+    def __init__(
+        self, settings: Settings, say: Callable[[str], None], *, seen_alive: bool = False
+    ) -> None:
+        self.settings = settings
+        self.say = say
+        self.seen_alive = seen_alive
+        self.told = False
+
+    def __call__(self, jobs: Iterable[Job]) -> None:
+        """Check once, given the watched jobs as they are now."""
+        jobs = list(jobs)
+        if worker_status(self.settings).alive:
+            self.seen_alive = True
+            return
+        if not any(job.state in MOVING_STATES for job in jobs):
+            return
+        if not (self.seen_alive or any(job.state == RUNNING for job in jobs)):
+            return
+        status = ensure_worker(self.settings, wait=3.0)
+        if status.alive:
+            self.say(
+                f"the transfer worker stopped; started a new one (pid {status.pid}), "
+                "which resumes the jobs"
+            )
+            self.told = False
+        elif not self.told:
+            self.say(
+                "the transfer worker stopped and a new one did not start; its log says "
+                f"why: {status.log}"
+            )
+            self.told = True
+
+
 def watch_jobs(
     queue: TransferQueue,
     *,
     poll: float = 0.2,
     refresh: float = 1.0,
     include_new: bool = True,
+    keeper: Callable[[list[Job]], None] | None = None,
 ) -> Iterator[list[Job]]:
     """Yield the watched jobs whenever the queue changes (at least every `refresh`
     seconds, for rates and countdowns) until none of them is queued or running.
 
     Watched: the jobs queued or running now, and with `include_new` any job added later.
-    Nothing is yielded when no job is queued or running to begin with.
+    Nothing is yielded when no job is queued or running to begin with. `keeper` (a
+    `WorkerKeeper`) is given the watched jobs at least every `refresh` seconds.
     """
     watched = {job.id for job in queue.list(MOVING_STATES)}
     if not watched:
@@ -855,11 +905,14 @@ def watch_jobs(
             yield mine
             if not any(job.state in MOVING_STATES for job in mine):
                 return
+            if keeper is not None:
+                keeper(mine)
         time.sleep(poll)
 
 
 __all__ = [
     "EXIT_ALREADY_RUNNING",
+    "WorkerKeeper",
     "WorkerStatus",
     "default_handlers",
     "ensure_worker",
