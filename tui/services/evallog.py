@@ -9,8 +9,10 @@ on which results are identical.
 With a key and a reachable server the run goes online; otherwise it is written offline
 under `settings.runs_dir` and listed as pending until `sync_pending` uploads it (as
 `wandb sync` does, through this process's wandb-core, with upload progress) and applies
-its lineage. An index in the state dir remembers what was logged,
-so the same results are not logged twice unless forced.
+its lineage. An index in the state dir remembers what was logged, so the same results
+are not logged twice unless forced; each run's folder keeps its own row of it
+(`evalwb-run.json`), so a lost index is rebuilt from the runs, and a run whose writer
+died before indexing it is adopted (whole) or removed (half-written).
 
 `wandb` is imported inside functions only: importing this module stays cheap.
 """
@@ -23,10 +25,12 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import sqlite3
+import string
 import subprocess
 import sys
 import tempfile
@@ -60,6 +64,8 @@ INDEX_FILE = "evallog.sqlite"
 LINEAGE_FILE = "evalwb-lineage.json"
 # Written in a run folder when its upload starts: a later upload is a resume.
 UPLOAD_STARTED_FILE = "evalwb-upload-started"
+# A logged run's index row, kept in its folder.
+RUN_RECORD_FILE = "evalwb-run.json"
 TABLE_COLUMNS = ("task", "language", "fewshot", "samples", "metric", "subject", "value")
 MAX_TAG = 64
 
@@ -445,24 +451,47 @@ class LogIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=30)
-        # WAL: the worker and the CLI may read and write at once. NORMAL sync is safe
-        # in WAL mode and spares an fsync per statement.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            "BEGIN;"
-            "CREATE TABLE IF NOT EXISTS logged_runs ("
-            " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, created REAL NOT NULL,"
-            " pending_sync INTEGER NOT NULL, lineage_pending INTEGER NOT NULL,"
-            " record TEXT NOT NULL);"
-            "CREATE INDEX IF NOT EXISTS logged_runs_key ON logged_runs (dedupe_key, created);"
-            "COMMIT;"
-        )
+        try:
+            # WAL: the worker and the CLI may read and write at once. NORMAL sync is
+            # safe in WAL mode and spares an fsync per statement.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(
+                "BEGIN;"
+                "CREATE TABLE IF NOT EXISTS logged_runs ("
+                " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, created REAL NOT NULL,"
+                " pending_sync INTEGER NOT NULL, lineage_pending INTEGER NOT NULL,"
+                " record TEXT NOT NULL);"
+                "CREATE INDEX IF NOT EXISTS logged_runs_key ON logged_runs (dedupe_key, created);"
+                # Runs being written: the offline run exists before its row above does.
+                "CREATE TABLE IF NOT EXISTS writing ("
+                " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, pid INTEGER NOT NULL,"
+                " created REAL NOT NULL);"
+                "COMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise EvalLogError(
+                f"the log index {path} is damaged ({exc}); move it away, and a new one "
+                "is rebuilt from the runs under WANDB_DIR"
+            ) from None
 
     @classmethod
     def open(cls, settings: Settings) -> LogIndex:
-        """The index of this user's state dir."""
-        return cls(settings.paths.state / INDEX_FILE)
+        """The index of this user's state dir. A new one (none yet, or a damaged one
+        moved away) is rebuilt from the runs under `settings.runs_dir`; runs whose
+        writer died before they were indexed are adopted or removed."""
+        path = settings.paths.state / INDEX_FILE
+        fresh = not path.exists()
+        index = cls(path)
+        try:
+            if fresh:
+                index.rebuild(settings.runs_dir)
+            index.settle_unfinished(settings.runs_dir)
+        except BaseException:
+            index.close()
+            raise
+        return index
 
     def close(self) -> None:
         """Close the database."""
@@ -477,7 +506,7 @@ class LogIndex:
         return _record(row[0]) if row else None
 
     def add(self, key: str, logged: LoggedRun) -> None:
-        """Remember a logged run."""
+        """Remember a logged run (no longer being written)."""
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO logged_runs VALUES (?, ?, ?, ?, ?, ?)",
@@ -490,6 +519,55 @@ class LogIndex:
                     json.dumps(logged.to_json()),
                 ),
             )
+            self._db.execute("DELETE FROM writing WHERE run_id = ?", (logged.run_id,))
+
+    def begin(self, run_id: str, key: str) -> None:
+        """Note that this process starts writing the run `run_id`."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO writing VALUES (?, ?, ?, ?)",
+                (run_id, key, os.getpid(), time.time()),
+            )
+
+    def forget(self, run_id: str) -> None:
+        """The run `run_id` is no longer being written, nor was it logged."""
+        with self._db:
+            self._db.execute("DELETE FROM writing WHERE run_id = ?", (run_id,))
+
+    def settle_unfinished(self, runs_dir: Path) -> None:
+        """Adopt or remove the runs whose writer died before indexing them: one whose
+        record was written (`evalwb-run.json`: it finished) is indexed, the folders of
+        one that did not finish are removed, so no `wandb sync` uploads a stray run."""
+        rows = self._db.execute("SELECT run_id, dedupe_key, pid FROM writing").fetchall()
+        for run_id, key, pid in rows:
+            if _process_alive(pid):
+                continue
+            folders = run_folders(runs_dir, run_id)
+            found = [_read_run_record(f) for f in folders]
+            adopted = next((r for r in found if r is not None), None)
+            if adopted is not None:
+                self.add(adopted[0] or key, adopted[1])
+                continue
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            self.forget(run_id)
+
+    def rebuild(self, runs_dir: Path) -> int:
+        """Index every run under `runs_dir` that this app logged (its `evalwb-run.json`)
+        and the index does not hold; pending as its sync marks say. Returns how many."""
+        added = 0
+        for record_file in sorted(runs_dir.glob(f"wandb/*/{RUN_RECORD_FILE}")):
+            found = _read_run_record(record_file.parent)
+            if found is None:
+                continue
+            key, logged = found
+            known = self._db.execute(
+                "SELECT 1 FROM logged_runs WHERE run_id = ?", (logged.run_id,)
+            ).fetchone()
+            if not known:
+                self.add(key, logged)
+                added += 1
+        return added
 
     def pending(self) -> list[LoggedRun]:
         """Runs still waiting for `wandb sync` or for their lineage, oldest first."""
@@ -514,6 +592,44 @@ class LogIndex:
                 " WHERE run_id = ?",
                 (int(pending_sync), int(lineage_pending), json.dumps(record), run_id),
             )
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process writes it now, or cleans up after a failure itself
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_folders(runs_dir: Path, run_id: str) -> list[Path]:
+    """The folders under `runs_dir` the SDK wrote for the run `run_id`."""
+    return sorted(p for p in runs_dir.glob(f"wandb/*-{run_id}") if p.is_dir())
+
+
+def _write_run_record(run_dir: Path, key: str, logged: LoggedRun) -> None:
+    """The run's index row, kept in its folder: the index can be rebuilt from these."""
+    tmp = run_dir / (RUN_RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps({"dedupe_key": key, "record": logged.to_json()}, indent=2))
+    tmp.replace(run_dir / RUN_RECORD_FILE)
+
+
+def _read_run_record(run_dir: Path) -> tuple[str, LoggedRun] | None:
+    """The dedupe key and run kept in `run_dir` by `_write_run_record`, pending as the
+    folder says now; None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads((run_dir / RUN_RECORD_FILE).read_text())
+        logged = _record(json.dumps(data["record"]))
+        key = str(data["dedupe_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    synced = logged.mode == "online" or _synced(Path(logged.wandb_file))
+    lineage = (run_dir / LINEAGE_FILE).exists()
+    return key, _replace(logged, pending_sync=not synced, lineage_pending=lineage)
 
 
 def _record(text: str) -> LoggedRun:
@@ -728,29 +844,49 @@ def log_run(
         if earlier is not None and not force:
             return _replace(earlier, skipped_duplicate=True)
         mode = choose_mode(settings, offline)
-        with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
-            files = artifact_files(run, Path(scratch))
-            s3_urls = None
-            if s3_prefix:
-                prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
-                s3_urls = upload_to_s3(files, prefix, settings, progress)
-            plan = _Plan(
-                run,
-                project,
-                entity,
-                group,
-                hf_link(run, hf_upload_url),
-                name,
-                alias,
-                files,
-                s3_urls,
-            )
-            logged = _replace(_log_to_wandb(plan, settings, mode, progress), job_id=job_id)
-        index.add(key, logged)
+        run_id = new_run_id()
+        index.begin(run_id, key)
+        try:
+            with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
+                files = artifact_files(run, Path(scratch))
+                s3_urls = None
+                if s3_prefix:
+                    prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
+                    s3_urls = upload_to_s3(files, prefix, settings, progress)
+                plan = _Plan(
+                    run,
+                    project,
+                    entity,
+                    group,
+                    hf_link(run, hf_upload_url),
+                    name,
+                    alias,
+                    files,
+                    s3_urls,
+                    run_id,
+                )
+                logged = _replace(_log_to_wandb(plan, settings, mode, progress), job_id=job_id)
+            # Kept in the run's folder first: a kill before the row below is written
+            # leaves a run the index adopts, not an orphan.
+            _write_run_record(Path(logged.run_dir), key, logged)
+            index.add(key, logged)
+        except BaseException:
+            # Not a kill: this process removes the run it did not finish itself.
+            for folder in run_folders(settings.runs_dir, run_id):
+                shutil.rmtree(folder, ignore_errors=True)
+            index.forget(run_id)
+            raise
         _emit(progress, "done", 4, 4)
         return logged
     finally:
         index.close()
+
+
+def new_run_id() -> str:
+    """A W&B run id chosen before the run starts (8 characters of [a-z0-9], as the SDK
+    makes them), so a run can be found by it if its writer dies."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 @dataclass(frozen=True)
@@ -766,6 +902,7 @@ class _Plan:
     alias: str
     files: Mapping[str, Path]
     s3_urls: Mapping[str, str] | None
+    run_id: str
 
 
 def _log_to_wandb(
@@ -789,6 +926,7 @@ def _log_to_wandb(
             notes=f"Full results: {plan.hf_url}" if plan.hf_url else None,
             config=run_config(run, group, plan.hf_url),
             reinit="create_new",
+            id=plan.run_id,
         )
         try:
             _emit(progress, "log", 1, 4)
@@ -1211,4 +1349,7 @@ def _sync_one(
             return SyncResult(logged.run_id, logged.run_dir, False, False, failure)
     problem = _apply_lineage(logged, settings) if logged.lineage_pending else None
     index.mark(logged.run_id, pending_sync=False, lineage_pending=problem is not None)
+    if logged.lineage_pending and problem is None:
+        # Applied: a rebuilt index must not find it pending again.
+        (Path(logged.run_dir) / LINEAGE_FILE).unlink(missing_ok=True)
     return SyncResult(logged.run_id, logged.run_dir, True, problem is None, problem or "synced")
