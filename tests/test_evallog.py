@@ -673,3 +673,79 @@ def test_a_quick_upload_names_every_file_it_sends_from_the_start(
     # ... and each ends sent whole; a file seen in flight is not listed a second time.
     last = {e.detail: (e.done, e.total) for e in files}
     assert last == {path: (size, size) for path, size in plan.items()}
+
+
+# --- a writer killed, an index damaged -------------------------------------------------
+
+# Logs COPA offline in a process of its own that SIGKILLs itself at a chosen point: the
+# kill is real; only the moment is chosen.
+KILLED_LOGGER = """
+import os, signal, sys
+from pathlib import Path
+from tui.services import evallog
+from tui.services.results import read_run
+from tui.services.settings import load_settings
+
+point = sys.argv[2]
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "mid-run":  # the offline run is open: history logged, no artifact yet
+    evallog._build_artifact = die
+else:  # the run is whole, its record kept in its folder; the index row is not written
+    evallog.LogIndex.add = die
+evallog.log_run(read_run(Path(sys.argv[1])), settings=load_settings(), project="evals")
+"""
+
+
+def wandb_files(root: Path) -> list[Path]:
+    """Every offline run `wandb sync --sync-all` would upload from WANDB_DIR."""
+    return sorted((root / "wandb-dir").rglob("*.wandb"))
+
+
+@pytest.mark.parametrize("point", ["mid-run", "before-the-index-row"])
+def test_a_run_whose_writer_was_killed_is_adopted_or_removed(tmp_path, monkeypatch, point):
+    settings = use_env(monkeypatch, tmp_path)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_LOGGER, str(COPA), point],
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    [orphan] = wandb_files(tmp_path)  # written, but not in the index
+    logged = log_run(read_run(COPA), settings=settings, project="evals")
+    if point == "mid-run":
+        # The half-written run is gone; the results are logged once, as a new run.
+        assert not orphan.exists() and not logged.skipped_duplicate
+        assert wandb_files(tmp_path) == [Path(logged.wandb_file)]
+    else:
+        # The whole run is adopted: found logged, not written a second time.
+        assert logged.skipped_duplicate and Path(logged.wandb_file) == orphan
+        assert wandb_files(tmp_path) == [orphan]
+    assert [r.run_id for r in pending_runs(settings)] == [logged.run_id]
+
+
+def test_a_damaged_index_is_named_and_a_new_one_finds_the_pending_runs_again(tmp_path, monkeypatch):
+    settings = use_env(monkeypatch, tmp_path)
+    copa = log_run(read_run(COPA), settings=settings, project="evals")
+    wino = log_run(read_run(WINO_V3), settings=settings, project="evals")
+    index = settings.paths.state / evallog.INDEX_FILE
+    for extra in ("-wal", "-shm"):
+        index.with_name(index.name + extra).unlink(missing_ok=True)
+    index.write_bytes(b"not a database, a disk's garbage " * 200)
+
+    env = env_for(tmp_path, WANDB_API_KEY=FAKE_WANDB_KEY)
+    damaged = cli(["sync"], env, tmp_path)
+    assert damaged.returncode == 2
+    [line] = damaged.stderr.splitlines()
+    assert str(index) in line and "file is not a database" in line, line
+
+    index.rename(tmp_path / "evallog.sqlite.damaged")
+    pending = pending_runs(settings)
+    assert sorted(r.run_id for r in pending) == sorted([copa.run_id, wino.run_id])
+    assert all(r.pending_sync and r.artifact_name for r in pending)
+    # Dedupe holds again too: the same results are found logged.
+    again = log_run(read_run(COPA), settings=settings, project="evals")
+    assert again.skipped_duplicate and again.run_id == copa.run_id

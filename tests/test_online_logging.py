@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from tests.wandb_emulator import FAKE_KEY, WandbEmulator
-from tui.services.evallog import content_alias, run_artifact_name
+from tui.services.evallog import content_alias, pending_runs, run_artifact_name
 from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
 from tui.services.settings import Settings, load_settings
 from tui.services.transfers import DONE, RUNNING, Job, open_queue
-from tui.services.worker import log_path, worker_status
+from tui.services.worker import log_path, temp_root, worker_status
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = next(REPO.glob("tui/demo_data/eval-framework/*my-model_v3/*ARC*/*/metadata.json")).parent
@@ -124,14 +124,17 @@ def enqueue_log(settings: Settings, results: Path = RESULTS, project: str | None
     return open_queue(settings).enqueue("log", "ARC demo results", payload)
 
 
-def start_worker(reap: Callable[[int], None]) -> subprocess.Popen[bytes]:
+def start_worker(
+    reap: Callable[[int], None], idle: float = 2, **popen: Any
+) -> subprocess.Popen[bytes]:
     """A worker started as `ensure_worker` starts one: its own session, no terminal."""
     proc = subprocess.Popen(
-        [*CLI, "worker", "--idle-exit", "2"],
+        [*CLI, "worker", "--idle-exit", str(idle)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        **popen,
     )
     reap(proc.pid)
     return proc
@@ -160,6 +163,8 @@ def check_server(emulator: WandbEmulator, job: Job) -> None:
     assert [r.id for r in runs] == [job.result["run_id"]]
     [wb_run] = runs
     assert (wb_run.group, wb_run.job_type, wb_run.state) == (CHECKPOINT, "ARC", "finished")
+    # One logged step, one history row: a resumed upload does not append it again.
+    assert wb_run._attrs["historyLineCount"] == 1
     assert wb_run.config["checkpoint_name"] == "my-model"
     assert wb_run.config["checkpoint_version"] == "v3"
     for key, value in run.aggregated.items():
@@ -301,6 +306,47 @@ def test_worker_killed_mid_upload_a_new_worker_resumes_without_doubles(
     assert [r.name for r in emulator.uploads.runs.values()] == [done.result["run_id"]]
 
 
+@pytest.mark.parametrize(
+    ("hold", "killed_when"),
+    [
+        # The results upload is held; the file stream posts the history meanwhile.
+        ("PUT /storage/artifact", "history"),
+        # The upload is finished and marked synced; the lineage is being applied.
+        ("UseArtifact", "finished"),
+    ],
+)
+def test_worker_killed_after_the_history_reached_the_server_leaves_one_row(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None], hold: str, killed_when: str
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add(hold, 1, delay=45)
+    job = enqueue_log(settings)
+    first = start_worker(reap)
+
+    def reached() -> bool:
+        runs = list(emulator.uploads.runs.values())
+        if killed_when == "history":
+            return bool(emulator.faults.hits) and any(r.history for r in runs)
+        return bool(emulator.faults.hits) and any(r.state == "finished" for r in runs)
+
+    wait_for(f"the run's {killed_when} on the server", reached, 60)
+    kill_tree(first.pid)
+    [record] = emulator.uploads.runs.values()
+    assert len(record.history) == 1
+    assert open_queue(settings).get(job.id).state == RUNNING
+    emulator.faults.clear()
+    start_worker(reap)
+    done = wait_for("the new worker to finish the job", lambda: job_done(settings, job.id), 90)
+    assert done.attempts == 2
+    check_server(emulator, done)
+    assert sorted(record.history) == [0]
+    # The copy the upload resumed from is gone; the run's own log is marked synced.
+    run_dir = Path(done.result["run_dir"])
+    assert not list(run_dir.glob("*.resume.wandb*"))
+    assert Path(done.result["wandb_file"] + ".synced").exists()
+
+
 def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled(
     env: Path,
     serve: Callable[..., WandbEmulator],
@@ -420,3 +466,116 @@ def test_a_sync_job_uploads_an_offline_run_and_reports_bytes(
     assert done.bytes_done == done.bytes_total > 0
     assert [r.name for r in emulator.uploads.runs.values()] == [run_id]
     assert open_queue(settings).get(logged.id).state == DONE  # its log job is done too
+
+
+def test_a_log_job_uploads_its_own_run_and_leaves_the_pending_ones_for_sync(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    queue = open_queue(settings)
+    others = sorted(RESULTS.parent.parent.glob("v*_GSM8K*/*/metadata.json"))[:1]
+    others += sorted(RESULTS.parent.parent.glob("v*_MMLU/*/metadata.json"))[:1]
+    offline = [
+        queue.enqueue(
+            "log", "offline", {"results": str(m.parent), "project": PROJECT, "offline": True}
+        )
+        for m in others
+    ]
+    job = enqueue_log(settings)
+    start_worker(reap)
+    done = wait_for("the online log job", lambda: job_done(settings, job.id), 90)
+    check_server(emulator, done)  # its own run, and no other
+    waiting = {queue.get(j.id).result["run_id"] for j in offline}
+    assert len(waiting) == 2
+    assert {run.run_id for run in pending_runs(settings)} == waiting
+    assert all(queue.get(j.id).state == "pending_sync" for j in offline)
+
+
+def test_an_upload_writes_nothing_in_the_current_folder_and_cleans_its_temp_files(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None], tmp_path: Path
+) -> None:
+    serve()
+    settings = settings_now()
+    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
+    cwd.mkdir()
+    temp.mkdir()
+    job = enqueue_log(settings)
+    worker = start_worker(reap, idle=15, cwd=cwd, env={**os.environ, "TMPDIR": str(temp)})
+    wait_for("the log job", lambda: job_done(settings, job.id), 90)
+    # While the worker waits for more work: only the SDK's own (empty) folders are kept.
+    [own] = temp_root(settings).iterdir()
+    left = list(own.rglob("*"))
+    assert all(p.is_dir() and p.name.endswith(("wandb-media", "wandb-artifacts")) for p in left)
+    assert worker.wait(timeout=60) == 0  # its idle exit
+    assert list(cwd.rglob("*")) == []  # no wandb/logs/debug-sync.*.log here
+    assert list(temp.rglob("*")) == []  # nor wandb's temp folders or results.table.json
+    assert list(temp_root(settings).rglob("*")) == []  # its own temp folder is gone
+
+
+def test_a_waiting_log_restarts_its_dead_worker_and_reports_what_it_logged(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add("PUT /storage/artifact", 1, delay=45)  # the first upload hangs
+    command = subprocess.Popen(
+        [*CLI, "log", str(RESULTS), "--project", PROJECT, "--checkpoint", CHECKPOINT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    reap(command.pid)
+    wait_for("the upload to be under way", lambda: emulator.faults.hits, 60)
+    first = worker_status(settings)
+    assert first.alive and first.pid is not None
+    reap(first.pid)
+    kill_tree(first.pid)  # the run is in the log index; its upload is cut
+    emulator.faults.clear()
+    # Nothing else starts a worker: the waiting command notices and starts one.
+    out, err = command.communicate(timeout=90)
+    assert command.returncode == 0, err
+    assert "the transfer worker stopped; started a new one" in err
+    second = worker_status(settings)
+    if second.alive:
+        reap(second.pid)
+    # The run it logged is reported as logged by this command, not as found logged.
+    [line] = out.splitlines()
+    assert line.startswith("logged  ARC"), line
+    assert "skipped" not in out and "--force" not in out
+    [job] = open_queue(settings).list()
+    assert (job.state, job.attempts, job.result["skipped_duplicate"]) == (DONE, 2, False)
+    check_server(emulator, job)
+
+
+def test_transfers_watch_restarts_a_dead_worker_and_follows_its_job_to_the_end(
+    serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
+) -> None:
+    emulator = serve()
+    settings = settings_now()
+    emulator.faults.add("PUT /storage/artifact", 1, delay=45)
+    job = enqueue_log(settings)
+    first = start_worker(reap, idle=30)
+    wait_for("the upload to be under way", lambda: emulator.faults.hits, 60)
+    watch = subprocess.Popen(
+        [*CLI, "transfers", "--watch"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    reap(watch.pid)
+    wait_for("the watcher to show the job", lambda: watch.stdout.readline())
+    kill_tree(first.pid)
+    emulator.faults.clear()
+    out, err = watch.communicate(timeout=90)
+    assert watch.returncode == 0, err
+    assert "the transfer worker stopped; started a new one" in err
+    second = worker_status(settings)
+    if second.alive:
+        reap(second.pid)
+    assert out.splitlines()[-1].split()[:3] == [str(job.id), "log", "done"]
+    check_server(emulator, open_queue(settings).get(job.id))

@@ -398,6 +398,34 @@ def upload(em: WandbEmulator, content: bytes, *, run: str = "r1", alias: str = "
     return artifact_id
 
 
+def test_the_file_stream_writes_history_lines_at_their_offsets(emulator: WandbEmulator) -> None:
+    """As wandb-core counts on: a chunk at the line count appends, one at an earlier
+    line replaces it, one past the end (a gap) is refused as a client fault."""
+
+    def post(offset: int, *lines: str) -> int:
+        stream = {"files": {"wandb-history.jsonl": {"offset": offset, "content": list(lines)}}}
+        request = urllib.request.Request(
+            f"{emulator.base_url}/files/team/evals/r2/file_stream",
+            data=json.dumps(stream).encode(),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    assert post(0, '{"_step": 0}') == 200
+    assert post(1, '{"_step": 1}') == 200
+    assert post(1, '{"_step": 1, "a": 2}') == 200
+    assert post(3, '{"_step": 3}') == 400
+    run = emulator.uploads.find_run("team", "evals", "r2")
+    assert run is not None
+    assert run.history == {0: '{"_step": 0}', 1: '{"_step": 1, "a": 2}'}
+    assert [e for e in emulator.take_errors() if "file_stream" in e] == [
+        "file_stream of run r2: wandb-history.jsonl chunk at line 3; the file has 2"
+    ]
+
+
 def test_an_upload_is_stored_and_read_back_with_the_sdk_queries(emulator: WandbEmulator) -> None:
     artifact_id = upload(emulator, b'{"acc": 0.5}')
     stream = {"files": {"wandb-history.jsonl": {"offset": 0, "content": ['{"acc": 0.5}']}}}

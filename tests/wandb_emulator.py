@@ -611,22 +611,38 @@ class Uploads:
             run.summary.update(_config_values(data["summaryMetrics"]))
         return {"bucket": self.run_node(run), "inserted": inserted_new}
 
-    def file_stream(self, entity: str, project: str, name: str, body: Mapping[str, Any]) -> None:
-        """Apply one file stream post: history/events lines at offsets, summary, exit."""
+    def file_stream(
+        self, entity: str, project: str, name: str, body: Mapping[str, Any]
+    ) -> str | None:
+        """Apply one file stream post: history/events lines at offsets, summary, exit;
+        returns what is wrong with it, if anything.
+
+        As W&B keeps them, `wandb-history.jsonl` and `wandb-events.jsonl` are files of
+        lines, and a chunk writes its lines from line `offset` on: lines already there
+        are replaced, lines past the end are appended. wandb-core sends history from the
+        line count the server holds (`HistoryLineNum`, set from `UpsertBucket`'s
+        `historyLineCount` in runupserter's `lockedUpdateFromUpsert`, and from
+        `RunResumeStatus` when resuming), so a run uploaded twice gets its history
+        twice, as on W&B. A chunk that starts past the end would leave a gap of
+        missing lines: a client fault, refused. The summary is the last line sent
+        (filestreamstate's `SummaryLineNum`: "the backend only looks at the last line").
+        """
         with self.lock:
             run = self.run_record(entity, project, name)
             for file_name, chunk in (body.get("files") or {}).items():
                 lines = list(chunk.get("content") or ())
                 offset = int(chunk.get("offset") or 0)
-                if file_name == "wandb-history.jsonl":
-                    run.history.update({offset + i: line for i, line in enumerate(lines)})
-                elif file_name == "wandb-events.jsonl":
-                    run.events.update({offset + i: line for i, line in enumerate(lines)})
+                if file_name in ("wandb-history.jsonl", "wandb-events.jsonl"):
+                    kept = run.history if file_name == "wandb-history.jsonl" else run.events
+                    if offset > len(kept):
+                        return f"{file_name} chunk at line {offset}; the file has {len(kept)}"
+                    kept.update({offset + i: line for i, line in enumerate(lines)})
                 elif file_name == "wandb-summary.json" and lines:
                     run.summary = json.loads(lines[-1])
             if body.get("complete"):
                 run.exitcode = body.get("exitcode")
                 run.state = "finished" if not run.exitcode else "failed"
+        return None
 
     def create_run_files(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
@@ -1679,7 +1695,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             emulator.record("POST /file_stream")
             parts = [unquote(p) for p in m.groups()]
-            emulator.uploads.file_stream(*parts, json.loads(raw))
+            if problem := emulator.uploads.file_stream(*parts, json.loads(raw)):
+                emulator.record_error(f"file_stream of run {parts[2]}: {problem}")
+                self._send(400, json.dumps({"error": problem}).encode())
+                return
             self._send(200, json.dumps({"exitcode": None, "limits": {}}).encode())
             return
         if self.path.rstrip("/") != "/graphql":

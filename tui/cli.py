@@ -544,6 +544,10 @@ def _logged_line(record: dict[str, Any], state: str) -> str:
     )
 
 
+def _say(line: str) -> None:
+    print(f"evalwb-tui: {line}", file=sys.stderr, flush=True)
+
+
 def _log_through_worker(
     args: argparse.Namespace,
     settings: Settings,
@@ -557,7 +561,7 @@ def _log_through_worker(
     from tui.services.evallog import find_logged
     from tui.services.evalrun import log_title
     from tui.services.transfers import DONE, PENDING_SYNC, open_queue
-    from tui.services.worker import MOVING_STATES, queue_for_worker, watch_jobs
+    from tui.services.worker import MOVING_STATES, WorkerKeeper, queue_for_worker, watch_jobs
 
     folders = []
     for run in runs:
@@ -610,7 +614,8 @@ def _log_through_worker(
         return 0
     mine = {job.id for job in jobs}
     final = {job.id: job for job in queue.list() if job.id in mine}
-    for frame in watch_jobs(queue, include_new=False):
+    keeper = WorkerKeeper(settings, _say, seen_alive=worker.alive)
+    for frame in watch_jobs(queue, include_new=False, keeper=keeper):
         final.update((job.id, job) for job in frame if job.id in mine)
         if not any(final[i].state in MOVING_STATES for i in mine):
             break  # other jobs in the queue are not ours to wait for
@@ -928,7 +933,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
     """Follow jobs live: redrawn in place on a terminal, one line per change otherwise."""
     from tui.services.transfers import QUEUED, open_queue
-    from tui.services.worker import watch_jobs, worker_status
+    from tui.services.worker import WorkerKeeper, watch_jobs, worker_status
 
     queue = open_queue(settings)
     if queue.list([QUEUED]) and not worker_status(settings).alive:
@@ -937,7 +942,7 @@ def _transfers_watch(args: argparse.Namespace, settings: Settings) -> int:
             "(evalwb-tui worker)",
             file=sys.stderr,
         )
-    frames = watch_jobs(queue)
+    frames = watch_jobs(queue, keeper=WorkerKeeper(settings, _say))
     try:
         if args.json:
             shown = _watch_json(frames, queue)

@@ -9,9 +9,11 @@ on which results are identical.
 With a key and a reachable server the run goes online; otherwise it is written offline
 under `settings.runs_dir` and listed as pending until `sync_pending` uploads it (as
 `wandb sync` does, through this process's wandb-core, with upload progress) and applies
-its lineage. An index in the state dir remembers what was logged,
-so the same results are not logged twice unless forced: for the same checkpoint they are
-skipped, under another checkpoint they are refused (a run belongs to one checkpoint).
+its lineage. An index in the state dir remembers what was logged, so the same results
+are not logged twice unless forced: for the same checkpoint they are skipped, under another
+checkpoint they are refused (a run belongs to one checkpoint). Each run's folder keeps its
+own row of the index (`evalwb-run.json`), so a lost index is rebuilt from the runs, and a
+run whose writer died before indexing it is adopted (whole) or removed (half-written).
 
 `wandb` is imported inside functions only: importing this module stays cheap.
 """
@@ -24,9 +26,12 @@ import json
 import logging
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import sqlite3
+import string
 import subprocess
 import sys
 import tempfile
@@ -58,6 +63,10 @@ REACH_TIMEOUT_SEC = 3.0
 SYNC_TIMEOUT_SEC = 1800.0
 INDEX_FILE = "evallog.sqlite"
 LINEAGE_FILE = "evalwb-lineage.json"
+# Written in a run folder when its upload starts: a later upload is a resume.
+UPLOAD_STARTED_FILE = "evalwb-upload-started"
+# A logged run's index row, kept in its folder.
+RUN_RECORD_FILE = "evalwb-run.json"
 TABLE_COLUMNS = ("task", "language", "fewshot", "samples", "metric", "subject", "value")
 MAX_TAG = 64
 
@@ -103,6 +112,8 @@ class LoggedRun:
     results_path: str = ""
     model_artifact: str | None = None
     lineage_pending: bool = False
+    # The transfer queue's log job that logged it, if one did.
+    job_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record `evalwb-tui log --json` prints; `id` repeats `run_id`."""
@@ -446,24 +457,47 @@ class LogIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=30)
-        # WAL: the worker and the CLI may read and write at once. NORMAL sync is safe
-        # in WAL mode and spares an fsync per statement.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            "BEGIN;"
-            "CREATE TABLE IF NOT EXISTS logged_runs ("
-            " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, created REAL NOT NULL,"
-            " pending_sync INTEGER NOT NULL, lineage_pending INTEGER NOT NULL,"
-            " record TEXT NOT NULL);"
-            "CREATE INDEX IF NOT EXISTS logged_runs_key ON logged_runs (dedupe_key, created);"
-            "COMMIT;"
-        )
+        try:
+            # WAL: the worker and the CLI may read and write at once. NORMAL sync is
+            # safe in WAL mode and spares an fsync per statement.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(
+                "BEGIN;"
+                "CREATE TABLE IF NOT EXISTS logged_runs ("
+                " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, created REAL NOT NULL,"
+                " pending_sync INTEGER NOT NULL, lineage_pending INTEGER NOT NULL,"
+                " record TEXT NOT NULL);"
+                "CREATE INDEX IF NOT EXISTS logged_runs_key ON logged_runs (dedupe_key, created);"
+                # Runs being written: the offline run exists before its row above does.
+                "CREATE TABLE IF NOT EXISTS writing ("
+                " run_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, pid INTEGER NOT NULL,"
+                " created REAL NOT NULL);"
+                "COMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise EvalLogError(
+                f"the log index {path} is damaged ({exc}); move it away, and a new one "
+                "is rebuilt from the runs under WANDB_DIR"
+            ) from None
 
     @classmethod
     def open(cls, settings: Settings) -> LogIndex:
-        """The index of this user's state dir."""
-        return cls(settings.paths.state / INDEX_FILE)
+        """The index of this user's state dir. A new one (none yet, or a damaged one
+        moved away) is rebuilt from the runs under `settings.runs_dir`; runs whose
+        writer died before they were indexed are adopted or removed."""
+        path = settings.paths.state / INDEX_FILE
+        fresh = not path.exists()
+        index = cls(path)
+        try:
+            if fresh:
+                index.rebuild(settings.runs_dir)
+            index.settle_unfinished(settings.runs_dir)
+        except BaseException:
+            index.close()
+            raise
+        return index
 
     def close(self) -> None:
         """Close the database."""
@@ -478,7 +512,7 @@ class LogIndex:
         return _record(row[0]) if row else None
 
     def add(self, key: str, logged: LoggedRun) -> None:
-        """Remember a logged run."""
+        """Remember a logged run (no longer being written)."""
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO logged_runs VALUES (?, ?, ?, ?, ?, ?)",
@@ -491,6 +525,55 @@ class LogIndex:
                     json.dumps(logged.to_json()),
                 ),
             )
+            self._db.execute("DELETE FROM writing WHERE run_id = ?", (logged.run_id,))
+
+    def begin(self, run_id: str, key: str) -> None:
+        """Note that this process starts writing the run `run_id`."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO writing VALUES (?, ?, ?, ?)",
+                (run_id, key, os.getpid(), time.time()),
+            )
+
+    def forget(self, run_id: str) -> None:
+        """The run `run_id` is no longer being written, nor was it logged."""
+        with self._db:
+            self._db.execute("DELETE FROM writing WHERE run_id = ?", (run_id,))
+
+    def settle_unfinished(self, runs_dir: Path) -> None:
+        """Adopt or remove the runs whose writer died before indexing them: one whose
+        record was written (`evalwb-run.json`: it finished) is indexed, the folders of
+        one that did not finish are removed, so no `wandb sync` uploads a stray run."""
+        rows = self._db.execute("SELECT run_id, dedupe_key, pid FROM writing").fetchall()
+        for run_id, key, pid in rows:
+            if _process_alive(pid):
+                continue
+            folders = run_folders(runs_dir, run_id)
+            found = [_read_run_record(f) for f in folders]
+            adopted = next((r for r in found if r is not None), None)
+            if adopted is not None:
+                self.add(adopted[0] or key, adopted[1])
+                continue
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            self.forget(run_id)
+
+    def rebuild(self, runs_dir: Path) -> int:
+        """Index every run under `runs_dir` that this app logged (its `evalwb-run.json`)
+        and the index does not hold; pending as its sync marks say. Returns how many."""
+        added = 0
+        for record_file in sorted(runs_dir.glob(f"wandb/*/{RUN_RECORD_FILE}")):
+            found = _read_run_record(record_file.parent)
+            if found is None:
+                continue
+            key, logged = found
+            known = self._db.execute(
+                "SELECT 1 FROM logged_runs WHERE run_id = ?", (logged.run_id,)
+            ).fetchone()
+            if not known:
+                self.add(key, logged)
+                added += 1
+        return added
 
     def find_content(self, entity: str | None, project: str, alias: str) -> LoggedRun | None:
         """The latest run logged with the content alias `alias` in the project, under any
@@ -529,6 +612,44 @@ class LogIndex:
                 " WHERE run_id = ?",
                 (int(pending_sync), int(lineage_pending), json.dumps(record), run_id),
             )
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process writes it now, or cleans up after a failure itself
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_folders(runs_dir: Path, run_id: str) -> list[Path]:
+    """The folders under `runs_dir` the SDK wrote for the run `run_id`."""
+    return sorted(p for p in runs_dir.glob(f"wandb/*-{run_id}") if p.is_dir())
+
+
+def _write_run_record(run_dir: Path, key: str, logged: LoggedRun) -> None:
+    """The run's index row, kept in its folder: the index can be rebuilt from these."""
+    tmp = run_dir / (RUN_RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps({"dedupe_key": key, "record": logged.to_json()}, indent=2))
+    tmp.replace(run_dir / RUN_RECORD_FILE)
+
+
+def _read_run_record(run_dir: Path) -> tuple[str, LoggedRun] | None:
+    """The dedupe key and run kept in `run_dir` by `_write_run_record`, pending as the
+    folder says now; None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads((run_dir / RUN_RECORD_FILE).read_text())
+        logged = _record(json.dumps(data["record"]))
+        key = str(data["dedupe_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    synced = logged.mode == "online" or _synced(Path(logged.wandb_file))
+    lineage = (run_dir / LINEAGE_FILE).exists()
+    return key, _replace(logged, pending_sync=not synced, lineage_pending=lineage)
 
 
 def _record(text: str) -> LoggedRun:
@@ -742,13 +863,16 @@ def log_run(
     hf_upload_url: str | None = None,
     s3_prefix: str | None = None,
     progress: ProgressFn | None = None,
+    job_id: int | None = None,
 ) -> LoggedRun:
     """Log one results folder as a W&B run with its results artifact.
 
     Returns the earlier run, marked `skipped_duplicate`, when the same results were
     already logged for the same checkpoint group and project, unless `force`; raises
     LoggedUnderAnotherCheckpoint when they were logged in the project under another
-    checkpoint group, unless `force`.
+    checkpoint group, unless `force`. `job_id` (the log job doing this) is remembered with
+    the run, so a rerun of that job can tell its own earlier attempt from results logged
+    before it.
     """
     group = grouping(run, checkpoint, checkpoint_alias)
     name = run_artifact_name(run)
@@ -762,29 +886,49 @@ def log_run(
         if not force:
             _refuse_another_checkpoint(index, run, entity, project, group, alias)
         mode = choose_mode(settings, offline)
-        with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
-            files = artifact_files(run, Path(scratch))
-            s3_urls = None
-            if s3_prefix:
-                prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
-                s3_urls = upload_to_s3(files, prefix, settings, progress)
-            plan = _Plan(
-                run,
-                project,
-                entity,
-                group,
-                hf_link(run, hf_upload_url),
-                name,
-                alias,
-                files,
-                s3_urls,
-            )
-            logged = _log_to_wandb(plan, settings, mode, progress)
-        index.add(key, logged)
+        run_id = new_run_id()
+        index.begin(run_id, key)
+        try:
+            with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
+                files = artifact_files(run, Path(scratch))
+                s3_urls = None
+                if s3_prefix:
+                    prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
+                    s3_urls = upload_to_s3(files, prefix, settings, progress)
+                plan = _Plan(
+                    run,
+                    project,
+                    entity,
+                    group,
+                    hf_link(run, hf_upload_url),
+                    name,
+                    alias,
+                    files,
+                    s3_urls,
+                    run_id,
+                )
+                logged = _replace(_log_to_wandb(plan, settings, mode, progress), job_id=job_id)
+            # Kept in the run's folder first: a kill before the row below is written
+            # leaves a run the index adopts, not an orphan.
+            _write_run_record(Path(logged.run_dir), key, logged)
+            index.add(key, logged)
+        except BaseException:
+            # Not a kill: this process removes the run it did not finish itself.
+            for folder in run_folders(settings.runs_dir, run_id):
+                shutil.rmtree(folder, ignore_errors=True)
+            index.forget(run_id)
+            raise
         _emit(progress, "done", 4, 4)
         return logged
     finally:
         index.close()
+
+
+def new_run_id() -> str:
+    """A W&B run id chosen before the run starts (8 characters of [a-z0-9], as the SDK
+    makes them), so a run can be found by it if its writer dies."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 @dataclass(frozen=True)
@@ -800,6 +944,7 @@ class _Plan:
     alias: str
     files: Mapping[str, Path]
     s3_urls: Mapping[str, str] | None
+    run_id: str
 
 
 def _log_to_wandb(
@@ -823,6 +968,7 @@ def _log_to_wandb(
             notes=f"Full results: {plan.hf_url}" if plan.hf_url else None,
             config=run_config(run, group, plan.hf_url),
             reinit="create_new",
+            id=plan.run_id,
         )
         try:
             _emit(progress, "log", 1, 4)
@@ -894,12 +1040,13 @@ def _one_line(text: str, settings: Settings) -> str:
     return mask(lines[-1] if lines else "", settings)[:300]
 
 
-def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
-    """`wandb sync` one run folder; None when it worked, else the reason."""
+def _run_sync(logged: LoggedRun, settings: Settings, source: Path) -> str | None:
+    """`wandb sync` one run's transaction log `source`; None when it worked, else the
+    reason."""
     argv = [*_wandb_command(), "sync", "--no-include-synced", "--project", logged.project]
     if logged.entity:
         argv += ["--entity", logged.entity]
-    argv.append(logged.run_dir)
+    argv.append(str(source))
     # Its own session, so a timeout ends wandb-core with it.
     proc = subprocess.Popen(
         argv,
@@ -916,8 +1063,7 @@ def _run_sync(logged: LoggedRun, settings: Settings) -> str | None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return f"wandb sync took longer than {SYNC_TIMEOUT_SEC:.0f} s; the run stays pending"
-    synced = Path(logged.wandb_file + ".synced").exists()
-    if proc.returncode == 0 and synced:
+    if proc.returncode == 0 and _synced(source):
         return None
     return _one_line(err or out, settings) or f"wandb sync exited with {proc.returncode}"
 
@@ -1023,7 +1169,11 @@ def upload_plan(logged: LoggedRun) -> dict[str, int]:
 
 
 def _sync_here(
-    logged: LoggedRun, settings: Settings, progress: ProgressFn | None, tally: UploadTally
+    logged: LoggedRun,
+    settings: Settings,
+    source: Path,
+    progress: ProgressFn | None,
+    tally: UploadTally,
 ) -> str | None:
     """Upload one offline run as `wandb sync` does (wandb.cli.beta_sync), through this
     process's wandb-core, reporting progress; None when it worked, else the reason.
@@ -1038,15 +1188,19 @@ def _sync_here(
 
     setup = wandb_setup.singleton()
     service = setup.ensure_service()
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
     sdk = wandb.Settings(
         api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
         base_url=settings.wandb_base_url or DEFAULT_BASE_URL,
         silent=True,
+        # wandb-core writes its debug-sync log under the root's `wandb/logs`; without
+        # a root that is the current folder.
+        root_dir=str(settings.runs_dir),
     )
 
     async def sync() -> list[Any]:
         init = await service.init_sync(
-            {Path(logged.wandb_file)},
+            {source},
             sdk,
             cwd=None,
             live=False,
@@ -1072,26 +1226,99 @@ def _sync_here(
         raise
     except Exception as exc:  # the service's own failures, whatever their kind
         return _one_line(f"sync of {logged.run_dir} failed: {exc}", settings)
-    if Path(logged.wandb_file + ".synced").exists():
+    if _synced(source):
         return None
     errors = [m.content for m in messages if m.severity >= logging.ERROR]
     return _one_line("\n".join(errors), settings) or "the sync did not finish"
 
 
+def _synced(wandb_file: Path) -> bool:
+    """Whether wandb-core finished uploading this transaction log (its `.synced` mark)."""
+    return wandb_file.with_name(wandb_file.name + ".synced").exists()
+
+
 def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | None) -> str | None:
     """Sync one offline run in this process, or with the `wandb sync` command when this
     SDK has no sync service; None when it worked, else the reason. Progress starts at
-    the planned totals and ends at them once the upload is confirmed."""
+    the planned totals and ends at them once the upload is confirmed.
+
+    A run whose upload began before (a worker killed mid-upload) is resumed from a copy
+    of its log without the history lines the server already holds (`resume_source`)."""
+    wandb_file = Path(logged.wandb_file)
     tally = UploadTally(upload_plan(logged))
     tally.report(progress)
-    try:
-        failure = _sync_here(logged, settings, progress, tally)
-    except (ImportError, AttributeError):
-        failure = _run_sync(logged, settings)
+    if _synced(wandb_file):
+        failure = None  # uploaded whole before; stopped before it was noted
+    else:
+        started = Path(logged.run_dir) / UPLOAD_STARTED_FILE
+        try:
+            source = resume_source(logged, settings) if started.exists() else wandb_file
+        except EvalLogError as exc:
+            return str(exc)
+        started.touch()
+        try:
+            try:
+                failure = _sync_here(logged, settings, source, progress, tally)
+            except (ImportError, AttributeError):
+                failure = _run_sync(logged, settings, source)
+            if failure is None and source != wandb_file:
+                wandb_file.with_name(wandb_file.name + ".synced").touch()
+        finally:
+            if source != wandb_file:
+                for leftover in (source, *source.parent.glob(source.name + ".*")):
+                    leftover.unlink(missing_ok=True)
     if failure is None:
         tally.finish()
         tally.report(progress)
     return failure
+
+
+def server_history_lines(logged: LoggedRun, settings: Settings) -> int:
+    """How many history lines the server holds for the run `logged` (0 when it has no
+    such run); EvalLogError when the server cannot say."""
+    import wandb
+    from wandb.apis.public.runs import RunNotFoundError
+
+    try:
+        api = wandb.Api(
+            api_key=settings.wandb_api_key.reveal() if settings.wandb_api_key else None,
+            overrides={"base_url": settings.wandb_base_url or DEFAULT_BASE_URL},
+            timeout=REACH_TIMEOUT_SEC * 10,
+        )
+        entity = logged.entity or api.default_entity
+        wb_run = api.run(f"{entity}/{logged.project}/{logged.run_id}")
+        return int(wb_run._attrs.get("historyLineCount") or 0)
+    except RunNotFoundError:
+        return 0
+    except Exception as exc:
+        raise EvalLogError(
+            _one_line(f"could not ask the server what run {logged.run_id} holds: {exc}", settings)
+        ) from None
+
+
+def resume_source(logged: LoggedRun, settings: Settings) -> Path:
+    """The transaction log to resume an interrupted upload of `logged` from.
+
+    wandb-core appends history at the line count its `UpsertBucket` answer gives (see
+    wandb-core's runupserter `lockedUpdateFromUpsert`), so resending the whole log
+    would write each step twice. When the server holds some history lines already, the
+    answer is a copy of the log without them, beside the original (the run's `files`
+    are found there); else the log itself."""
+    from tui.services.wandb_log import LogFormatError, without_history
+
+    wandb_file = Path(logged.wandb_file)
+    lines = server_history_lines(logged, settings)
+    if lines == 0:
+        return wandb_file
+    copy = wandb_file.with_name(wandb_file.name.removesuffix(".wandb") + ".resume.wandb")
+    try:
+        without_history(wandb_file, copy, lines)
+    except (OSError, LogFormatError) as exc:
+        raise EvalLogError(f"cannot resume the upload of {wandb_file}: {exc}") from None
+    state = wandb_file.with_name(wandb_file.name + ".syncstate")
+    if state.exists():  # the starting step the first attempt settled on
+        shutil.copyfile(state, copy.with_name(copy.name + ".syncstate"))
+    return copy
 
 
 def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
@@ -1164,4 +1391,7 @@ def _sync_one(
             return SyncResult(logged.run_id, logged.run_dir, False, False, failure)
     problem = _apply_lineage(logged, settings) if logged.lineage_pending else None
     index.mark(logged.run_id, pending_sync=False, lineage_pending=problem is not None)
+    if logged.lineage_pending and problem is None:
+        # Applied: a rebuilt index must not find it pending again.
+        (Path(logged.run_dir) / LINEAGE_FILE).unlink(missing_ok=True)
     return SyncResult(logged.run_id, logged.run_dir, True, problem is None, problem or "synced")

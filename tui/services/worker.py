@@ -22,7 +22,8 @@ Job payloads (plain JSON, never secrets):
 - `log`: `{"results": FOLDER, "project": P, "entity": E or null, "checkpoint": REF or null,
   "checkpoint_alias": A or null, "offline": bool, "force": bool, "s3_prefix": URI or null}`
   — written offline first with `evallog.log_run` (the `.wandb` file is the durable record),
-  then uploaded with `evallog.sync_pending` when a key is set and `offline` is false.
+  then that run alone uploaded with `evallog.sync_pending` when a key is set and
+  `offline` is false.
 - `sync`: `{}` (any payload) — `evallog.sync_pending`: every pending offline run; log jobs
   waiting on a run that got synced are marked done.
 """
@@ -37,9 +38,11 @@ import json
 import logging
 import logging.handlers
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -81,6 +84,7 @@ T = TypeVar("T")
 
 LOCK_FILE = "worker.lock"
 LOG_FILE = "worker.log"
+TEMP_FOLDER = "tmp"
 IDLE_VARIABLE = "EVALWB_WORKER_IDLE_SEC"
 DEFAULT_IDLE_SEC = 300.0
 EXIT_ALREADY_RUNNING = 3
@@ -434,10 +438,75 @@ def _signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def temp_root(settings: Settings) -> Path:
+    """Where workers keep their temporary files: one folder each, under the state dir."""
+    return settings.paths.state / TEMP_FOLDER
+
+
+@contextlib.contextmanager
+def _private_temp(settings: Settings) -> Iterator[Path]:
+    """A temporary folder of this worker's own, for it and its children (the SDK's
+    media and artifact staging, wandb-core's files): TMPDIR and `tempfile` point there
+    while it runs, and it is removed when the worker ends. Folders that workers killed
+    before could not remove go first: the lock says no other worker runs."""
+    root = temp_root(settings)
+    for stale in root.glob("worker-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"worker-{os.getpid()}"
+    folder.mkdir(parents=True, mode=0o700)
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sdk_temp_folders() -> set[str]:
+    """The SDK's process-wide temporary folders, made once when it is imported and used
+    for the life of the process: a job must not remove them."""
+    found = set()
+    for module, owner, attr in (
+        ("wandb.sdk.data_types._private", None, "MEDIA_TMP"),
+        ("wandb.sdk.artifacts.artifact", "Artifact", "_TMP_DIR"),
+    ):
+        holder: Any = sys.modules.get(module)
+        if holder is not None and owner:
+            holder = getattr(holder, owner, None)
+        folder = getattr(holder, attr, None)
+        if folder is not None and getattr(folder, "name", None):
+            found.add(os.path.realpath(folder.name))
+    return found
+
+
+def _tidy_temp(before: set[Path]) -> None:
+    """Remove what a job left in the temporary folder (an artifact's staging folder,
+    `results.table.json`), keeping what was there before it and the SDK's own folders."""
+    folder = Path(tempfile.gettempdir())
+    keep = _sdk_temp_folders()
+    for entry in set(folder.iterdir()) - before:
+        if os.path.realpath(entry) in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def _logged(kind: str, handler: Handler, logger: logging.Logger) -> Handler:
     def run(job: Job, progress: Progress) -> Any:
         logger.info("job %s %s %r: started (attempt %s)", job.id, kind, job.title, job.attempts)
-        return handler(job, progress)
+        before = set(Path(tempfile.gettempdir()).iterdir())
+        try:
+            return handler(job, progress)
+        finally:
+            _tidy_temp(before)
 
     return run
 
@@ -479,7 +548,8 @@ def run_worker(
             return EXIT_ALREADY_RUNNING
         logger = _open_log(settings)
         try:
-            return _serve(settings, idle_exit, handlers, logger)
+            with _private_temp(settings):
+                return _serve(settings, idle_exit, handlers, logger)
         except WorkerStopped as stop:
             logger.info("stopped by %s; running jobs went back to the queue", stop)
             return 0
@@ -648,7 +718,12 @@ def _log_handler(settings: Settings) -> Handler:
             force=bool(payload.get("force")) and job.attempts <= 1,
             s3_prefix=payload.get("s3_prefix"),
             progress=report,
+            job_id=job.id,
         )
+        if logged.skipped_duplicate and logged.job_id == job.id:
+            # An earlier attempt of this job logged it before its worker died: this
+            # job logged it, it did not find it logged.
+            logged = dataclasses.replace(logged, skipped_duplicate=False)
         result = logged.to_json()
         if not upload:
             return PendingSync(result) if logged.pending_sync else result
@@ -669,9 +744,9 @@ def _log_handler(settings: Settings) -> Handler:
 def _upload(
     evallog: Any, settings: Settings, run_id: str, queue: TransferQueue, report: Any
 ) -> dict[str, Any]:
-    """Sync the pending offline runs (ours among them), then their lineage; upload
-    progress goes to `report`."""
-    synced = {r.run_id: r for r in evallog.sync_pending(settings, progress=report)}
+    """Sync this job's own offline run, then its lineage; upload progress goes to
+    `report`. Other pending runs wait for `sync`."""
+    synced = {r.run_id: r for r in evallog.sync_pending(settings, [run_id], progress=report)}
     _finish_log_jobs(queue, [r for r in synced.values() if r.ok])
     mine = synced.get(run_id)
     if mine is None:
@@ -756,18 +831,63 @@ def _finish_log_jobs(queue: TransferQueue, synced: Iterable[Any]) -> list[int]:
 # --- watching ------------------------------------------------------------------------
 
 
+class WorkerKeeper:
+    """Notices that the worker a watcher waits on died (its lock is free while jobs are
+    still queued or running) and starts another, saying so through `say`; or says once
+    why none runs.
+
+    Only a worker's death counts: one seen alive before (`seen_alive`, or on an earlier
+    check), or a job left running with no worker. Queued jobs that no worker has taken
+    yet are left for whoever starts one.
+    """
+
+    def __init__(
+        self, settings: Settings, say: Callable[[str], None], *, seen_alive: bool = False
+    ) -> None:
+        self.settings = settings
+        self.say = say
+        self.seen_alive = seen_alive
+        self.told = False
+
+    def __call__(self, jobs: Iterable[Job]) -> None:
+        """Check once, given the watched jobs as they are now."""
+        jobs = list(jobs)
+        if worker_status(self.settings).alive:
+            self.seen_alive = True
+            return
+        if not any(job.state in MOVING_STATES for job in jobs):
+            return
+        if not (self.seen_alive or any(job.state == RUNNING for job in jobs)):
+            return
+        status = ensure_worker(self.settings, wait=3.0)
+        if status.alive:
+            self.say(
+                f"the transfer worker stopped; started a new one (pid {status.pid}), "
+                "which resumes the jobs"
+            )
+            self.told = False
+        elif not self.told:
+            self.say(
+                "the transfer worker stopped and a new one did not start; its log says "
+                f"why: {status.log}"
+            )
+            self.told = True
+
+
 def watch_jobs(
     queue: TransferQueue,
     *,
     poll: float = 0.2,
     refresh: float = 1.0,
     include_new: bool = True,
+    keeper: Callable[[list[Job]], None] | None = None,
 ) -> Iterator[list[Job]]:
     """Yield the watched jobs whenever the queue changes (at least every `refresh`
     seconds, for rates and countdowns) until none of them is queued or running.
 
     Watched: the jobs queued or running now, and with `include_new` any job added later.
-    Nothing is yielded when no job is queued or running to begin with.
+    Nothing is yielded when no job is queued or running to begin with. `keeper` (a
+    `WorkerKeeper`) is given the watched jobs at least every `refresh` seconds.
     """
     watched = {job.id for job in queue.list(MOVING_STATES)}
     if not watched:
@@ -785,11 +905,14 @@ def watch_jobs(
             yield mine
             if not any(job.state in MOVING_STATES for job in mine):
                 return
+            if keeper is not None:
+                keeper(mine)
         time.sleep(poll)
 
 
 __all__ = [
     "EXIT_ALREADY_RUNNING",
+    "WorkerKeeper",
     "WorkerStatus",
     "default_handlers",
     "ensure_worker",
