@@ -123,7 +123,7 @@ def read_run(path: Path) -> EvalRun:
         num_samples=_optional_int(metadata, "num_samples", folder.get("samples"), path),
         max_tokens=_optional_int(metadata, "max_tokens", folder.get("tokens"), path),
         eval_framework_version=_version(metadata, path),
-        language=_language(metadata),
+        language=language_of(metadata),
         config_hash=folder["hash"],
         aggregated=aggregated,
         files={name: path / name for name in RESULT_FILES if (path / name).is_file()},
@@ -157,6 +157,11 @@ def find_runs(root: Path) -> list[Path]:
 def iter_results(run: EvalRun) -> Iterator[dict]:
     """Stream `results.jsonl` of a run, one metric result per row."""
     return _iter_jsonl(run.path / RESULTS)
+
+
+def iter_results_file(file: Path) -> Iterator[dict]:
+    """Stream a `results.jsonl` wherever it lies, one metric result per row."""
+    return _iter_jsonl(Path(file))
 
 
 def iter_outputs(run: EvalRun) -> Iterator[dict]:
@@ -327,7 +332,7 @@ def _version(metadata: dict[str, Any], path: Path) -> str:
     )
 
 
-def _language(metadata: dict[str, Any]) -> str | None:
+def language_of(metadata: dict[str, Any]) -> str | None:
     """The run's language as one string.
 
     `language` is a name (`German`), a map subject -> name, or a map subject -> (source,
