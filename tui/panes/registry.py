@@ -84,7 +84,7 @@ class RegistryPane(Vertical):
         Binding("d", "download", "Download", id="registry.download"),
         Binding("t", "results", "Results", id="registry.results"),
         Binding("l", "lineage", "Lineage", id="registry.lineage"),
-        Binding("m", "compare", "Compare", id="registry.compare"),
+        Binding("m", "compare", "Compare", show=False, id="registry.compare"),
         Binding("a", "move_alias", "Alias", id="registry.alias"),
         Binding("y", "copy_ref", "Copy ref", id="registry.copy"),
         Binding("s,ctrl+f", "search", "Search", key_display="s", id="registry.search"),
