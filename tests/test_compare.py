@@ -292,12 +292,10 @@ def test_memory_holds_samples_not_rows(tmp_path: Path) -> None:
 
     side = _Side().read(big, ())
     assert len(side.samples) == 20
-    assert all(len(m.sums) == 20 for m in side.metrics.values())
+    assert all(len(m.sums) < 64 for m in side.metrics.values())
     small = _Side().read(folder / "results.jsonl", ())
     key = ("Accuracy Loglikelihood", None)
-    assert [side.metrics[key].value(i) for i in range(20)] == [
-        small.metrics[key].value(i) for i in range(20)
-    ]
+    assert side.metrics[key].values() == small.metrics[key].values()
 
 
 def test_a_task_run_twice_counts_its_newest_run(tmp_path: Path) -> None:

@@ -303,7 +303,8 @@ class _Metric:
 
     def add(self, index: int, value: float | None) -> None:
         if index >= len(self.seen):
-            grow = index + 1 - len(self.seen)
+            # Doubling, so a run of new samples costs few reallocations.
+            grow = max(index + 1 - len(self.seen), len(self.seen), 16)
             self.sums.extend(array("d", [0.0]) * grow)
             self.counts.extend(array("l", [0]) * grow)
             self.seen.extend(array("b", [0]) * grow)
@@ -312,15 +313,12 @@ class _Metric:
             self.sums[index] += value
             self.counts[index] += 1
 
-    def value(self, index: int) -> float | None:
-        """The sample's mean over its valid rows; None when it has none."""
-        if index >= len(self.seen) or not self.counts[index]:
-            return None
-        return self.sums[index] / self.counts[index]
-
-    def excluded(self, index: int) -> bool:
-        """True when the sample has rows for this metric but none with a value."""
-        return index < len(self.seen) and bool(self.seen[index]) and not self.counts[index]
+    def values(self) -> list[float | None]:
+        """Each sample's mean over its valid rows (None when it has none), by index."""
+        return [
+            total / count if count else None
+            for total, count in zip(self.sums, self.counts, strict=True)
+        ]
 
 
 class _Side:
@@ -351,17 +349,14 @@ class _Side:
                 metric = self.metrics[(name, key)] = _Metric()
             if metric.higher_is_better is None and isinstance(row.get("higher_is_better"), bool):
                 metric.higher_is_better = row["higher_is_better"]
-            metric.add(index, _valid(row))
+            value = row.get("value")
+            valid = (
+                row.get("error") is None
+                and value.__class__ in (float, int)
+                and math.isfinite(value)
+            )
+            metric.add(index, float(value) if valid else None)
         return self
-
-
-def _valid(row: Mapping[str, Any]) -> float | None:
-    value = row.get("value")
-    if row.get("error") is not None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _hashable(value: Any) -> Any:
@@ -389,6 +384,7 @@ def _compare_pair(
     subjects = sorted({s for s, _ in side_a.keys} | {s for s, _ in side_b.keys})
     rows: list[Row] = []
     only: list[Unmatched] = []
+    scopes: list[str | None] = [None, *subjects] if len(subjects) > 1 else [None]
     for metric_key in sorted(side_a.metrics.keys() | side_b.metrics.keys(), key=_order):
         metric_a = side_a.metrics.get(metric_key)
         metric_b = side_b.metrics.get(metric_key)
@@ -396,12 +392,26 @@ def _compare_pair(
             side, run = ("a", run_a) if metric_b is None else ("b", run_b)
             only.append(_unmatched(side, run, "the other side has no such metric", metric_key))
             continue
-        scopes: list[str | None] = [None, *subjects] if len(subjects) > 1 else [None]
+        sides = (_Values(side_a, metric_a), _Values(side_b, metric_b))
         for subject in scopes:
-            rows.append(
-                _row(run_a, run_b, side_a, side_b, metric_key, metric_a, metric_b, subject, alpha)
-            )
+            rows.append(_row(run_a, run_b, *sides, metric_key, subject, alpha))
     return rows, only
+
+
+class _Values:
+    """One side's per-sample values of one metric, read off once for every row."""
+
+    def __init__(self, side: _Side, metric: _Metric) -> None:
+        self.samples = side.samples
+        self.values = metric.values()
+        self.seen = metric.seen
+        self.higher_is_better = metric.higher_is_better
+
+    def value(self, index: int | None) -> float | None:
+        return self.values[index] if index is not None and index < len(self.values) else None
+
+    def excluded(self, index: int) -> bool:
+        return index < len(self.seen) and bool(self.seen[index]) and self.values[index] is None
 
 
 def _order(metric_key: tuple[str, str | None]) -> tuple[str, str]:
@@ -411,18 +421,16 @@ def _order(metric_key: tuple[str, str | None]) -> tuple[str, str]:
 def _row(
     run_a: RunResults,
     run_b: RunResults,
-    side_a: _Side,
-    side_b: _Side,
+    metric_a: _Values,
+    metric_b: _Values,
     metric_key: tuple[str, str | None],
-    metric_a: _Metric,
-    metric_b: _Metric,
     subject: str | None,
     alpha: float,
 ) -> Row:
     pair_a, pair_b, diffs = stats.Running(), stats.Running(), stats.Running()
     all_a, all_b = stats.Running(), stats.Running()
     excluded_a = excluded_b = 0
-    for sample, index in side_a.samples.items():
+    for sample, index in metric_a.samples.items():
         if subject is not None and sample[0] != subject:
             continue
         value_a = metric_a.value(index)
@@ -430,13 +438,12 @@ def _row(
         if value_a is None:
             continue
         all_a.add(value_a)
-        index_b = side_b.samples.get(sample)
-        value_b = metric_b.value(index_b) if index_b is not None else None
+        value_b = metric_b.value(metric_b.samples.get(sample))
         if value_b is not None:
             pair_a.add(value_a)
             pair_b.add(value_b)
             diffs.add(value_b - value_a)
-    for sample, index in side_b.samples.items():
+    for sample, index in metric_b.samples.items():
         if subject is not None and sample[0] != subject:
             continue
         value_b = metric_b.value(index)
