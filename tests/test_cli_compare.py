@@ -18,7 +18,7 @@ from tests.wandb_emulator import (
 from tui.cli import main
 from tui.services.compare import ROW_FIELDS, compare_versions
 from tui.services.demo import RESULTS_DIR
-from tui.services.promote import AUDIT_KEY, gate, promote, promotions
+from tui.services.promote import AUDIT_KEY, PromoteError, gate, promote, promotions
 from tui.services.registry.local import LocalRegistry
 
 V3 = RESULTS_DIR / "HFLLM_checkpoint_org_proj_my-model_v3"
@@ -162,6 +162,9 @@ def test_compare_and_promote_through_the_wandb_backend(
         assert len(found["unmatched"]) == len(expected["unmatched"])
         refused = gate(backend, "my-model:v4", "production", settings=service.settings)
         assert not refused.passed and refused.holder.version == "v3"
+        with pytest.raises(PromoteError, match="refused"):
+            promote(backend, refused)
+        assert backend.resolve("my-model:production").version == "v3"
         passed = gate(
             backend,
             "my-model:v4",
@@ -180,3 +183,21 @@ def test_compare_and_promote_through_the_wandb_backend(
         assert promotions(local.resolve("my-model:v4")) == [record]
     finally:
         service.check()
+
+
+def test_an_unreadable_eval_artifact_is_listed_and_the_rest_compared(registry_dir, capsys) -> None:
+    registry = LocalRegistry(registry_dir)
+    arc = next(c.name for c in registry.list_collections(type="eval") if "_v4__ARC__" in c.name)
+    (entry,) = [e for e in registry.files(f"{arc}:v0") if e.path == "results.jsonl"]
+    stored = registry.object_path(entry)
+    stored.write_text('{"id": 0, "subject": "ARC-Easy"\n')
+    code, out, _ = run(capsys, "compare", "my-model:v3", "my-model:v4", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {r["task"] for r in data["rows"]} == {"GSM8K_OLMES"}
+    (broken,) = [u for u in data["unmatched"] if u["side"] == "b" and u["task"] == "ARC"]
+    assert broken["reason"].startswith("cannot be read: ") and "damaged" in broken["reason"]
+    stored.unlink()
+    code, out, _ = run(capsys, "compare", "my-model:v3", "my-model:v4", "--json")
+    (gone,) = [u for u in json.loads(out)["unmatched"] if u["side"] == "b" and u["task"] == "ARC"]
+    assert gone["source"] == f"{arc}:v0" and gone["reason"].startswith("cannot be read: ")

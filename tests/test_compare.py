@@ -308,3 +308,16 @@ def test_a_task_run_twice_counts_its_newest_run(tmp_path: Path) -> None:
     ]
     row = compare_runs("a", runs_a, "b", dated).find("ARC")
     assert row is not None and row.diff == pytest.approx(0.2)
+
+
+def test_a_results_file_that_cannot_be_read_is_listed_not_fatal(tmp_path: Path) -> None:
+    folder = run_folder(V4, "ARC")
+    other = tmp_path / "b" / folder.name
+    shutil.copytree(folder, other)
+    (other / "results.jsonl").write_text('{"id": 0, "subject": "ARC-Easy"\n')
+    runs_b = [*runs_in_folder(other), *runs_in_folder(run_folder(V4, "GSM8K_OLMES"))]
+    comparison = compare_runs("v3", runs_in_folder(V3), "b", runs_b)
+    assert {r.task for r in comparison.rows} == {"GSM8K_OLMES"}
+    broken = [u for u in comparison.unmatched if u.task == "ARC"]
+    assert [u.side for u in broken] == ["a", "b"]
+    assert all("results.jsonl: line 1: invalid JSON" in u.reason for u in broken)

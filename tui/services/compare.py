@@ -38,7 +38,14 @@ from tui.services import stats
 from tui.services.eval_results import EVAL_TYPE, produced_evals
 from tui.services.refs import parse_ref
 from tui.services.registry.protocol import FileEntry, Registry, RegistryError, Version
-from tui.services.results import AGGREGATED, METADATA, RESULTS, iter_results_file, read_run
+from tui.services.results import (
+    AGGREGATED,
+    METADATA,
+    RESULTS,
+    ResultsError,
+    iter_results_file,
+    read_run,
+)
 
 if TYPE_CHECKING:
     from tui.services.settings import Settings
@@ -236,7 +243,12 @@ def compare_runs(
             continue
         if run_a.primary or run_b.primary:
             primary.setdefault(run_a.task, run_a.primary or run_b.primary or "")
-        found, only = _compare_pair(run_a, run_b, metrics, alpha)
+        try:
+            found, only = _compare_pair(run_a, run_b, metrics, alpha)
+        except (ResultsError, RegistryError, OSError) as exc:
+            reason = f"cannot be read: {exc}"
+            unmatched += [_unmatched("a", run_a, reason), _unmatched("b", run_b, reason)]
+            continue
         rows.extend(found)
         unmatched.extend(only)
     for key, run_b in newest_b.items():
@@ -607,8 +619,7 @@ def _eval_run(registry: Registry, version: Version, settings: Settings | None) -
     reported_values = json.loads(files.path(AGGREGATED).read_text())
     if not isinstance(reported_values, dict):
         raise ValueError(f"{AGGREGATED} is not a JSON object")
-    if not files.has(RESULTS):
-        raise RegistryError(f"holds no {RESULTS}")
+    results = files.path(RESULTS)
     task = merged.get("task_name")
     if not isinstance(task, str) or not task:
         raise ValueError("names no task_name in its metadata")
@@ -619,7 +630,7 @@ def _eval_run(registry: Registry, version: Version, settings: Settings | None) -
         max_tokens=_int(merged.get("max_tokens")),
         subjects=_subjects(merged),
         reported={k: v for k, v in reported_values.items() if _is_value(v)},
-        results=lambda: files.path(RESULTS),
+        results=lambda: results,
         source=f"{version.collection}:{version.version}",
         language=_language(merged),
         primary=_primary(merged),
