@@ -108,6 +108,16 @@ async def test_m_compares_with_production_filters_and_promotes(
         )
         (record,) = promotions(registry.resolve("my-model:v4"))
         assert record["from"] == "my-model:v3" and record["required"][0]["better"] == "B"
+        await wait_for(pilot, lambda: screen.moved, "the screen to know")
+        await pilot.press("escape")  # the pane reads the collections again
+
+        await wait_for(pilot, lambda: not isinstance(app.screen, CompareScreen), "the pane")
+
+        def production_on_v4() -> bool:
+            shown = {v.version: v.aliases for v in tree.versions_of("my-model")}
+            return "production" in shown.get("v4", ())
+
+        await wait_for(pilot, production_on_v4, "the tree to show production on v4")
 
 
 async def test_a_failing_gate_moves_nothing_and_o_compares_with_another(

@@ -508,7 +508,9 @@ class RegistryPane(Vertical):
             from tui.screens.compare import CompareScreen
 
             settings = getattr(self.app, "settings", None)
-            self.app.push_screen(CompareScreen(registry, version, settings=settings))
+            screen = CompareScreen(registry, version, settings=settings)
+            # An alias moved from there: show the collections as they are now.
+            self.app.push_screen(screen, lambda moved: moved and self.action_reload())
 
     def action_search(self) -> None:
         registry = self._registry_or_say()

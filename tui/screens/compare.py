@@ -101,8 +101,9 @@ class AgainstScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip())
 
 
-class CompareScreen(ModalScreen[None]):
-    """B = `version`, A = `against` (default: the holder of `production`)."""
+class CompareScreen(ModalScreen[bool]):
+    """B = `version`, A = `against` (default: the holder of `production`); dismissed
+    with True when an alias was moved from here."""
 
     DEFAULT_CSS = """
     CompareScreen { align: center middle; }
@@ -161,6 +162,7 @@ class CompareScreen(ModalScreen[None]):
         self.comparison: Comparison | None = None
         self.shown: list[Row] = []
         self.query_text = ""
+        self.moved = False
 
     @property
     def ref_b(self) -> str:
@@ -297,7 +299,7 @@ class CompareScreen(ModalScreen[None]):
         if box.has_focus:
             self.data_table.focus()
             return
-        self.dismiss(None)
+        self.dismiss(self.moved)
 
     def action_against(self) -> None:
         def chosen(ref: str | None) -> None:
@@ -391,6 +393,7 @@ class CompareScreen(ModalScreen[None]):
             self.notify(f"Promotion failed: {event.outcome}", severity="error", markup=False)
             return
         version = event.outcome
+        self.moved = True
         self.notify(
             f"{version.collection}:{event.alias} now names {version.version} "
             "(recorded in its metadata)",
