@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,8 +85,8 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class RunResults:
-    """One eval run on one side: its settings, eval-framework's aggregates and its
-    `results.jsonl` (opened only when compared)."""
+    """One eval run on one side: its settings, eval-framework's aggregates and where its
+    `results.jsonl` lies (opened only when compared)."""
 
     task: str
     num_fewshot: int | None
@@ -94,7 +94,7 @@ class RunResults:
     max_tokens: int | None
     subjects: tuple[str, ...]
     reported: Mapping[str, Value]
-    results: Callable[[], Path]
+    results: Path
     source: str
     language: str | None = None
     primary: str | None = None
@@ -284,7 +284,9 @@ def _why_unmatched(run: RunResults, others: Sequence[RunResults]) -> str:
     return "settings differ: " + ", ".join(differences)
 
 
-def _unmatched(side: str, run: RunResults, reason: str, metric: Any = None) -> Unmatched:
+def _unmatched(
+    side: str, run: RunResults, reason: str, metric: tuple[str, str | None] | None = None
+) -> Unmatched:
     name, key = metric if metric else (None, None)
     return Unmatched(
         side,
@@ -391,8 +393,8 @@ def _metric_matches(row: Row, metric: str) -> bool:
 def _compare_pair(
     run_a: RunResults, run_b: RunResults, metrics: Sequence[str], alpha: float
 ) -> tuple[list[Row], list[Unmatched]]:
-    side_a = _Side().read(run_a.results(), metrics)
-    side_b = _Side().read(run_b.results(), metrics)
+    side_a = _Side().read(run_a.results, metrics)
+    side_b = _Side().read(run_b.results, metrics)
     subjects = sorted({s for s, _ in side_a.keys} | {s for s, _ in side_b.keys})
     rows: list[Row] = []
     only: list[Unmatched] = []
@@ -540,7 +542,7 @@ def runs_in_folder(root: Path) -> list[RunResults]:
                 max_tokens=run.max_tokens,
                 subjects=tuple(run.subjects),
                 reported=run.aggregated,
-                results=lambda p=run.path: p / RESULTS,
+                results=run.path / RESULTS,
                 source=str(run.path),
                 language=run.language,
                 primary=_primary(run.metadata),
@@ -630,7 +632,7 @@ def _eval_run(registry: Registry, version: Version, settings: Settings | None) -
         max_tokens=_int(merged.get("max_tokens")),
         subjects=_subjects(merged),
         reported={k: v for k, v in reported_values.items() if _is_value(v)},
-        results=lambda: results,
+        results=results,
         source=f"{version.collection}:{version.version}",
         language=_language(merged),
         primary=_primary(merged),
