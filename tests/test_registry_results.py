@@ -196,9 +196,13 @@ async def test_results_screen_shows_the_table_and_charts_the_column_under_the_cu
         assert table.row_count == 5
         arc = screen.columns.index(ARC) + 1
         row = table.get_row("v3")
-        assert (
-            str(row[arc]) == f"{fixture_values('v3', 'ARC')['Average Accuracy Loglikelihood']:.4g}"
+        values = fixture_values("v3", "ARC")
+        # The mean, then ± the standard error eval-framework reported beside it.
+        mean, stderr = (
+            values["Average Accuracy Loglikelihood"],
+            values["StdErr Accuracy Loglikelihood"],
         )
+        assert str(row[arc]) == f"{mean:.4g} ±{stderr:.2g}" == "0.45 ±0.16"
         assert str(table.get_row("v0")[arc]) == "-"
         # The cursor starts on the first metric column; its chart is ARC.
         assert screen.charted == screen.columns[0] == ARC

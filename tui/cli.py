@@ -412,6 +412,86 @@ def _demo_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- compare and promote ----------------------------------------------------------------
+
+EXIT_GATE_FAILED = 3
+
+
+@subcommand
+def _add_compare(sub: Any) -> None:
+    from tui.services.compare import GROUP_DIMENSIONS
+
+    compare = sub.add_parser(
+        "compare", help="compare two versions' eval results per sample, with error bars"
+    )
+    compare.add_argument("ref_a", help="A, e.g. my-model:production")
+    compare.add_argument("ref_b", help="B, e.g. my-model:v4; differences are B - A")
+    compare.add_argument("--task", action="append", default=[], help="only this task (repeat)")
+    compare.add_argument("--metric", action="append", default=[], help="only this metric")
+    compare.add_argument("--alpha", type=float, default=0.05, help="1 - interval level")
+    compare.add_argument(
+        "--group-by", action="append", default=[], choices=GROUP_DIMENSIONS, help="(repeat)"
+    )
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.set_defaults(handler=_compare)
+    promote = sub.add_parser(
+        "promote", help="move an alias to REF only when it is better than the holder now"
+    )
+    promote.add_argument("ref")
+    promote.add_argument("--alias", required=True)
+    promote.add_argument(
+        "--require", action="append", default=[], metavar="TASK[:METRIC]", help="(repeat)"
+    )
+    promote.add_argument("--alpha", type=float, default=0.05)
+    promote.add_argument("--yes", action="store_true", help="move without asking")
+    promote.set_defaults(handler=_promote)
+
+
+def _compare(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.compare import compare_versions
+    from tui.services.compare_report import table_lines
+
+    comparison = compare_versions(
+        _registry(settings),
+        args.ref_a,
+        args.ref_b,
+        settings=settings,
+        tasks=args.task,
+        metrics=args.metric,
+        alpha=args.alpha,
+    )
+    if args.json:
+        print(json.dumps(comparison.as_json(), indent=2, allow_nan=False))
+    else:
+        print("\n".join(table_lines(comparison, args.group_by)))
+    return 0
+
+
+def _promote(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.compare_report import table_lines
+    from tui.services.promote import gate, promote
+
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("promote asks before moving an alias; not on a terminal, pass --yes")
+    registry = _registry(settings)
+    decided = gate(
+        registry, args.ref, args.alias, require=args.require, alpha=args.alpha, settings=settings
+    )
+    print("\n".join(table_lines(decided.comparison)))
+    print(decided.summary)
+    if not decided.passed:
+        print("evalwb-tui: nothing moved", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    name = decided.candidate.collection
+    question = f"Move {name}:{args.alias} from {decided.holder.version} to "
+    if not args.yes and input(f"{question}{decided.candidate.version}? [y/N] ").lower() != "y":
+        print("evalwb-tui: nothing moved", file=sys.stderr)
+        return 1
+    version = promote(registry, decided)
+    print(f"{name}:{args.alias} now names {version.version} (recorded in its metadata)")
+    return 0
+
+
 # --- log and sync -----------------------------------------------------------------------
 
 

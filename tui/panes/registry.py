@@ -3,10 +3,10 @@
 Every registry call runs in a thread worker and reports back by message, so the pane
 stays responsive on a slow backend; failures become one-line notifications.
 
-Beyond browsing: eval results by version (`t`), lineage (`l`), moving an alias (`a`),
-copying a reference (`y`), searching versions everywhere (`s`), downloading through the
-transfer queue with progress in a status line (`d`), and handing the version to the Run
-pane (`e`) by the alias it was picked by.
+Beyond browsing: eval results by version (`t`), lineage (`l`), comparing a version with
+another (`m`), moving an alias (`a`), copying a reference (`y`), searching versions
+everywhere (`s`), downloading through the transfer queue with progress in a status line
+(`d`), and handing the version to the Run pane (`e`) by the alias it was picked by.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class RegistryPane(Vertical):
         Binding("d", "download", "Download", id="registry.download"),
         Binding("t", "results", "Results", id="registry.results"),
         Binding("l", "lineage", "Lineage", id="registry.lineage"),
+        Binding("m", "compare", "Compare", show=False, id="registry.compare"),
         Binding("a", "move_alias", "Alias", id="registry.alias"),
         Binding("y", "copy_ref", "Copy ref", id="registry.copy"),
         Binding("s,ctrl+f", "search", "Search", key_display="s", id="registry.search"),
@@ -499,6 +500,17 @@ class RegistryPane(Vertical):
             from tui.widgets.lineage_view import LineageScreen
 
             self.app.push_screen(LineageScreen(registry, version))
+
+    def action_compare(self) -> None:
+        registry = self._registry_or_say()
+        version = self._selected_version("compare it") if registry else None
+        if registry is not None and version is not None:
+            from tui.screens.compare import CompareScreen
+
+            settings = getattr(self.app, "settings", None)
+            screen = CompareScreen(registry, version, settings=settings)
+            # An alias moved from there: show the collections as they are now.
+            self.app.push_screen(screen, lambda moved: moved and self.action_reload())
 
     def action_search(self) -> None:
         registry = self._registry_or_say()

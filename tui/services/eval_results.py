@@ -144,6 +144,15 @@ def column_name(task: str, key: str) -> str:
     return f"{task}{COLUMN_SEPARATOR}{key}"
 
 
+def stderr_column(column: str) -> str | None:
+    """The column of eval-framework's standard error for an `Average` column:
+    `ARC / Average X - sub` -> `ARC / StdErr X - sub`; None for any other column."""
+    task, _, key = column.partition(COLUMN_SEPARATOR)
+    if not key.startswith("Average "):
+        return None
+    return column_name(task, "StdErr " + key.removeprefix("Average "))
+
+
 def headline_metric(values: Mapping[str, Value], primary: str | None = None) -> str | None:
     """The key a table shows for a task by default: `Average <primary>` when logged."""
     for key in (f"Average {primary}" if primary else "", *HEADLINE_METRICS):
@@ -348,6 +357,12 @@ def _result(registry: Registry, model: Version, evaluation: Version, run: RunInf
         created_at=evaluation.created_at,
         primary=_primary_metric(evaluation.metadata),
     )
+
+
+def primary_metric(metadata: Mapping[str, Any]) -> str | None:
+    """A task's headline metric, from an eval run's metadata: eval-framework's
+    `primary_metrics`, else the first of the task's own metrics."""
+    return _primary_metric(metadata)
 
 
 def _primary_metric(metadata: Mapping[str, Any]) -> str | None:

@@ -159,6 +159,11 @@ def iter_results(run: EvalRun) -> Iterator[dict]:
     return _iter_jsonl(run.path / RESULTS)
 
 
+def iter_results_file(file: Path) -> Iterator[dict]:
+    """Stream a `results.jsonl` wherever it lies, one metric result per row."""
+    return _iter_jsonl(Path(file))
+
+
 def iter_outputs(run: EvalRun) -> Iterator[dict]:
     """Stream `output.jsonl` of a run, one model response per row."""
     return _iter_jsonl(run.path / OUTPUT)
@@ -325,6 +330,11 @@ def _version(metadata: dict[str, Any], path: Path) -> str:
         f"{path / METADATA}: required key 'eval_framework_version' is missing and the parent "
         f"folder {path.parent.name!r} is not v<version>_<task>"
     )
+
+
+def language_of(metadata: dict[str, Any]) -> str | None:
+    """The language of a run with this `metadata.json`, as `EvalRun.language` has it."""
+    return _language(metadata)
 
 
 def _language(metadata: dict[str, Any]) -> str | None:

@@ -24,7 +24,13 @@ from textual.widgets import DataTable, Input, SelectionList, Sparkline, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
-from tui.services.eval_results import COLUMN_SEPARATOR, ResultsTable, Value, results_by_version
+from tui.services.eval_results import (
+    COLUMN_SEPARATOR,
+    ResultsTable,
+    Value,
+    results_by_version,
+    stderr_column,
+)
 from tui.services.registry.protocol import Registry
 from tui.widgets.check_list import CheckList
 from tui.widgets.format import one_line
@@ -39,13 +45,22 @@ COLUMN_WIDTH = 14
 HEADER_LINES = 3
 
 
-def format_value(value: Value) -> Text:
-    """A metric cell: four significant digits, `-` for none, `NaN` as logged."""
+def format_value(value: Value, stderr: Value = None) -> Text:
+    """A metric cell: four significant digits, `-` for none, `NaN` as logged; then
+    `±` the standard error eval-framework reported for it, when it is a number."""
     if value is None:
         return Text("-", style="dim", justify="right")
     if isinstance(value, float) and math.isnan(value):
         return Text("NaN", style="dim", justify="right")
-    return Text(f"{value:.4g}", justify="right")
+    cell = Text(f"{value:.4g}", justify="right")
+    if isinstance(stderr, int | float) and math.isfinite(stderr):
+        cell.append(f" ±{_short(stderr)}", style="dim")
+    return cell
+
+
+def _short(stderr: float) -> str:
+    text = f"{stderr:.2g}"
+    return f"{stderr:.0f}" if "e" in text and abs(stderr) >= 1 else text
 
 
 def _fit(line: str, width: int) -> str:
@@ -259,11 +274,19 @@ class ResultsScreen(ModalScreen[None]):
         for column in self.columns:
             widget.add_column(column_label(column), key=column)
         for version in table.versions:
-            cells = [format_value(table.value(version, c)) for c in self.columns]
+            cells = [
+                format_value(table.value(version, c), self._stderr(version, c))
+                for c in self.columns
+            ]
             widget.add_row(version, *cells, key=version)
         if self.columns:
             widget.move_cursor(column=1)
         self._chart()
+
+    def _stderr(self, version: str, column: str) -> Value:
+        assert self.table is not None
+        stderr = stderr_column(column)
+        return self.table.value(version, stderr) if stderr else None
 
     def _chart(self) -> None:
         column = self.charted
