@@ -201,6 +201,17 @@ async def test_palette_offers_the_current_panes_actions_and_runs_them(app: EvalW
         await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
 
 
+async def test_palette_offers_the_apps_commands_not_textuals(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        names = [entry.splitlines()[0] for entry in await palette_entries(pilot)]
+        assert "Help: keys and binding ids" in names and "Quit" in names
+        # Textual's own: a Keys panel repeating `?` that Esc does not close, and more.
+        for textual_own in ("Keys", "Theme", "Screenshot", "Maximize", "Minimize"):
+            assert not any(name.startswith(textual_own) for name in names), names
+        assert names.count("Quit") == 1
+
+
 async def test_palette_follows_the_pane_on_screen(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)

@@ -140,7 +140,9 @@ class EvalWBApp(App[None]):
     # tree: every focus change restyles and redraws before the first frame).
     AUTO_FOCUS = "#registry-tree"
     TITLE = TITLE
-    COMMANDS = App.COMMANDS | {_pane_commands}
+    # Only the app's own commands: Textual's system commands (its Keys panel, Theme,
+    # Screenshot, Quit) would repeat `?` and `q` under other names, or not fit the app.
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {_pane_commands}
     # No key_display: the footer names the key that acts now (`^q` while a text field
     # takes a typed `q`).
     BINDINGS: ClassVar[list[BindingType]] = [
