@@ -337,6 +337,21 @@ async def test_help_lists_the_bindings_with_their_ids(app: EvalWBApp) -> None:
         assert "run.launch" in shown, shown
 
 
+@pytest.mark.parametrize("pane", ["1", "2", "3"])
+async def test_at_80_columns_the_footer_keeps_help_in_sight(app: EvalWBApp, pane: str) -> None:
+    from textual.widgets._footer import FooterKey
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press(pane)
+        await pilot.pause(0.3)
+        keys = list(app.screen.query(FooterKey))
+        (palette,) = [k for k in keys if k.has_class("-command-palette")]
+        (help_key,) = [k for k in keys if k.action == "help"]
+        # Drawn whole, left of the palette key that is docked over the right edge.
+        assert help_key.region.width > 0 and help_key.region.right <= palette.region.x
+
+
 async def test_keys_toml_remaps_a_binding_by_id(settings: Settings) -> None:
     settings.paths.config.mkdir(parents=True)
     (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filter" = "f"\n')

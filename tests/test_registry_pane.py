@@ -240,6 +240,19 @@ async def test_enter_keeps_the_filter_and_escape_in_the_tree_clears_it(app: Eval
         assert widget.shown_collections == ["llama-small", "mistral-tiny", "qwen-mini"]
 
 
+async def test_tab_cycles_between_the_tree_and_the_details(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        detail = app.query_one(DetailView)
+        seen = []
+        for key in ("tab", "tab", "tab", "shift+tab", "shift+tab"):
+            await pilot.press(key)
+            seen.append(app.focused)
+        assert seen == [detail, widget, detail, widget, detail]
+        await pilot.press("tab", "e")  # the pane's keys still act: `e` asks for an alias
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen), "the alias choice")
+
+
 async def test_expanded_collections_survive_filtering(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)

@@ -23,7 +23,7 @@ from textual.dom import DOMNode
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
 from tui.keymap import (
     BindingRow,
@@ -41,6 +41,7 @@ from tui.panes.registry import RegistryPane
 from tui.services.registry import Registry, open_registry
 from tui.services.registry.protocol import Collection
 from tui.services.settings import Settings, mask
+from tui.widgets.app_footer import AppFooter
 from tui.widgets.format import one_line, short_path
 
 if TYPE_CHECKING:
@@ -203,9 +204,12 @@ class EvalWBApp(App[None]):
                         # A plain line, not a LoadingIndicator: one widget class (and its
                         # CSS) fewer to set up before the first frame.
                         yield PaneLoading("loading…")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
+        # Tab moves between the widgets of a pane, never onto the tab strip (where the
+        # pane's keys stop acting); 1-3 and F2-F4 switch panes, and a click still does.
+        self.query_one(TabbedContent).query_one(Tabs).can_focus = False
         if self._theme_problem:
             self.notify(self._theme_problem, severity="warning", markup=False)
         self._apply_keymap()
