@@ -228,9 +228,12 @@ async def test_filter_by_alias_and_tag_then_escape_restores(app: EvalWBApp) -> N
 async def test_enter_keeps_the_filter_and_escape_in_the_tree_clears_it(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)
+        assert widget.border_title == "collections"
         await pilot.press("slash", *"mis", "enter")
         assert app.focused is widget
         assert widget.shown_collections == ["mistral-tiny"]
+        # The box is closed: the title says what filter is in force.
+        assert widget.border_title == "collections · filter: mis"
         # q typed into the filter is text, not quit.
         await pilot.press("slash", "q")
         assert app.query_one(FilterInput).value == "misq"
@@ -238,6 +241,17 @@ async def test_enter_keeps_the_filter_and_escape_in_the_tree_clears_it(app: Eval
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(widget.shown_collections) == 3, "all collections")
         assert widget.shown_collections == ["llama-small", "mistral-tiny", "qwen-mini"]
+        assert widget.border_title == "collections"
+
+
+def test_the_filter_box_and_the_readme_say_the_same_of_enter_and_esc() -> None:
+    from tui.panes import registry
+
+    source = Path(registry.__file__).read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `/` |")]
+    for words in ("Enter keeps", "Esc clears"):
+        assert words in source and words in row, words
 
 
 async def test_tab_cycles_between_the_tree_and_the_details(app: EvalWBApp) -> None:

@@ -34,7 +34,13 @@ from tui.widgets.detail import DetailView, version_key
 from tui.widgets.download_status import DownloadStatus
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
-from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree, key_aliases
+from tui.widgets.registry_tree import (
+    PAGE_SIZE,
+    NodeData,
+    RegistryTree,
+    key_aliases,
+    tree_title,
+)
 
 if TYPE_CHECKING:
     from tui.services.transfers import Job, TransferQueue
@@ -198,7 +204,7 @@ class RegistryPane(Vertical):
         return self.query_one(DetailView)
 
     def on_mount(self) -> None:
-        self.collection_tree.border_title = "collections"
+        self.collection_tree.border_title = tree_title("")
         self.detail_view.border_title = "details"
         self.collection_tree.focus()
         registry, collections = self._initial
@@ -237,7 +243,7 @@ class RegistryPane(Vertical):
         box = self.filter_box
         if box is None:
             box = FilterInput(
-                placeholder="filter collections by name, alias or tag (Esc clears)",
+                placeholder="filter by name, alias or tag · Enter keeps it · Esc clears it",
                 id="registry-filter",
             )
             # Awaited inside the key's priority binding: keys typed right after `/` wait

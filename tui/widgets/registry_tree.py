@@ -75,6 +75,11 @@ def version_label(version: Version) -> Text:
     return label
 
 
+def tree_title(query: str) -> str:
+    """`collections`, or `collections · filter: prod` while a filter applies."""
+    return f"collections · filter: {query}" if query else "collections"
+
+
 def _note(text: str) -> Text:
     return Text(text, style="dim italic")
 
@@ -161,10 +166,12 @@ class RegistryTree(Tree[NodeData]):
         self._rebuild()
 
     def apply_filter(self, query: str) -> None:
-        """Show only collections matching `query` (name, alias or tag)."""
+        """Show only collections matching `query` (name, alias or tag); the tree's title
+        says which filter is in force, since the box is closed while it applies."""
         query = query.strip()
         if query != self._query:
             self._query = query
+            self.border_title = tree_title(query)
             self._rebuild()
 
     def replace_collection(self, collection: Collection, versions: list[Version]) -> None:
