@@ -1151,3 +1151,49 @@ def test_status_text_of_each_state() -> None:
     assert status_text(job) == "done: already in the cache"
     job.result = {"local_twin": True, "cache_hit": False}
     assert status_text(job) == "done: local checkpoint: its files are used where they are"
+
+
+async def test_every_dialog_has_the_same_frame(demo_app: PaneApp, tmp_path: Path) -> None:
+    from textual.screen import ModalScreen
+
+    from tui.screens.help import HelpScreen
+    from tui.widgets.results_view import ColumnChooser
+
+    frames: dict[str, tuple[str, ...]] = {}
+
+    async def frame_of(kind: type[ModalScreen]) -> None:
+        shown = lambda: isinstance(demo_app.screen, kind) and demo_app.screen.children  # noqa: E731
+        await wait_for(pilot, shown, kind.__name__)
+        await pilot.pause()
+        edges = demo_app.screen.children[0].styles
+        frames[kind.__name__] = tuple(
+            edge[0] for edge in (edges.border_top, edges.border_right, edges.border_bottom)
+        )
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(demo_app.screen, kind), "closed")
+
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await collections_shown(pilot)
+        await pilot.press("e")
+        await frame_of(ChoiceScreen)
+        await open_version(pilot, "my-model", "v2")
+        await pilot.press("l")
+        await frame_of(LineageScreen)
+        await pilot.press("s")
+        await frame_of(SearchScreen)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(demo_app.screen, AliasScreen), "the alias")
+        await pilot.press(*"best", "enter")
+        await frame_of(ConfirmScreen)
+        await pilot.press("a")
+        await frame_of(AliasScreen)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(demo_app.screen, ResultsScreen), "results")
+        await wait_for(pilot, lambda: demo_app.screen.table is not None, "the results")
+        await pilot.press("c")
+        await frame_of(ColumnChooser)
+        await frame_of(ResultsScreen)
+        demo_app.push_screen(HelpScreen([], tmp_path / "keys.toml"))
+        await frame_of(HelpScreen)
+    assert len(frames) == 8
+    assert set(frames.values()) == {("round", "round", "round")}, frames

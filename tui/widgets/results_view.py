@@ -79,7 +79,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
     DEFAULT_CSS = """
     ColumnChooser { align: center middle; }
     ColumnChooser > Vertical {
-        width: 90%; height: 90%; border: thick $accent 80%; background: $surface;
+        width: 90%; height: 90%; border: round $accent; background: $surface;
     }
     ColumnChooser SelectionList { height: 1fr; }
     ColumnChooser #chooser-help { color: $text-muted; }
@@ -152,7 +152,7 @@ class ResultsScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     ResultsScreen { align: center middle; }
     ResultsScreen > Vertical {
-        width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
+        width: 100%; height: 100%; border: round $accent; background: $surface;
     }
     /* As tall as its rows (at most the space left), so its horizontal scrollbar sits
        right under them rather than alone mid-screen. */
