@@ -352,6 +352,28 @@ async def test_at_80_columns_the_footer_keeps_help_in_sight(app: EvalWBApp, pane
         assert help_key.region.width > 0 and help_key.region.right <= palette.region.x
 
 
+@pytest.mark.parametrize("pane", ["1", "f3", "3"])
+async def test_help_at_80_columns_wraps_instead_of_scrolling_sideways(
+    app: EvalWBApp, pane: str
+) -> None:
+    from textual.widgets import DataTable
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press(pane, "f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await pilot.pause(0.2)
+        table = app.screen.query_one("#help-table", DataTable)
+        assert table.max_scroll_x == 0
+        shown = " ".join(str(table.render_line(y).text) for y in range(table.size.height))
+        assert "app.help" in shown or table.max_scroll_y > 0
+        # Every action is there whole, wrapped over lines where it is long.
+        words = " ".join(shown.split())
+        first = app.screen.rows[0][1]
+        assert first.binding_id in words
+        assert all(w in words for w in first.description.split()), (first, words)
+
+
 async def test_keys_toml_remaps_a_binding_by_id(settings: Settings) -> None:
     settings.paths.config.mkdir(parents=True)
     (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filter" = "f"\n')
