@@ -1197,3 +1197,22 @@ async def test_every_dialog_has_the_same_frame(demo_app: PaneApp, tmp_path: Path
         await frame_of(HelpScreen)
     assert len(frames) == 8
     assert set(frames.values()) == {("round", "round", "round")}, frames
+
+
+async def test_an_empty_registry_says_how_to_fill_it_at_80x24(tmp_path: Path) -> None:
+    empty = LocalRegistry(tmp_path / "empty")
+    app = EvalWBApp(settings_for(tmp_path, empty.root), empty)
+    async with app.run_test(size=(80, 24)) as pilot:
+        widget = tree(app)
+        await wait_for(pilot, lambda: "empty" in detail_text(app), "the empty listing")
+        await pilot.pause(0.1)
+        assert "no collections yet" in text_of(widget)  # whole, in the narrow tree
+        shown = " ".join(detail_text(app).split())
+        assert "evalwb-tui --demo" in shown and "demo seed" in shown
+        assert "evalwb-tui registry add NAME FOLDER" in shown
+        for key in ("e", "t", "d"):
+            await pilot.press(key)
+            await pilot.pause()
+            said = notes(app)[-1]
+            assert said.startswith("The registry is empty") and "--demo" in said, (key, said)
+        assert not any("Pick a" in n for n in notes(app))

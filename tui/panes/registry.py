@@ -67,6 +67,14 @@ def alias_labels(refs: list[str], versions: list[str | None]) -> list[str]:
     ]
 
 
+# Beside the tree's "no collections yet", where a wider view has room for the way out.
+EMPTY_REGISTRY = (
+    "The registry is empty.\n\n"
+    "To look around first, evalwb-tui --demo opens a demo registry with models, aliases "
+    "and eval results (evalwb-tui demo seed seeds it without opening the app).\n\n"
+    "To add a checkpoint: evalwb-tui registry add NAME FOLDER"
+)
+
 # Holding an arrow key moves the cursor faster than files and lineage can be fetched;
 # they are fetched only once the cursor rests this long.
 DETAIL_DELAY_SECONDS = 0.1
@@ -331,7 +339,7 @@ class RegistryPane(Vertical):
             return
         self.collection_tree.set_collections(event.collections)
         if not event.collections:
-            self.detail_view.show_note("the registry is empty")
+            self.detail_view.show_note(EMPTY_REGISTRY)
 
     @on(FilesLoaded)
     def _files_loaded(self, event: FilesLoaded) -> None:
@@ -408,11 +416,25 @@ class RegistryPane(Vertical):
         data = self._selected()
         if isinstance(data, Version):
             return data
+        if self._said_empty():
+            return None
         self.notify(
             f"Pick a version to {doing}: Enter opens a collection, ↓ moves onto its versions",
             severity="warning",
         )
         return None
+
+    def _said_empty(self) -> bool:
+        """On an empty registry, say so and how to get something to act on."""
+        if not self.collection_tree.listed_empty:
+            return False
+        self.notify(
+            "The registry is empty: evalwb-tui --demo opens a demo registry to try this "
+            "on; evalwb-tui registry add NAME FOLDER adds a checkpoint",
+            severity="warning",
+            markup=False,
+        )
+        return True
 
     def _registry_or_say(self) -> Registry | None:
         if self.registry is None:
@@ -492,7 +514,8 @@ class RegistryPane(Vertical):
         elif isinstance(data, Version):
             name = data.collection
         else:
-            self.notify("Pick a collection to see its eval results", severity="warning")
+            if not self._said_empty():
+                self.notify("Pick a collection to see its eval results", severity="warning")
             return
         from tui.widgets.results_view import ResultsScreen
 

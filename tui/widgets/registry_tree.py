@@ -129,6 +129,7 @@ class RegistryTree(Tree[NodeData]):
         self.guide_depth = 2
         self.registry: Registry | None = None
         self._collections: list[Collection] = []
+        self._listed = False
         self._versions: dict[str, list[Version]] = {}
         self._complete: set[str] = set()
         self._loading: set[str] = set()
@@ -158,8 +159,14 @@ class RegistryTree(Tree[NodeData]):
         self._collection_nodes = {}
         self.root.add_leaf(_note(text))
 
+    @property
+    def listed_empty(self) -> bool:
+        """True when the registry was listed and holds no collection at all."""
+        return self._listed and not self._collections
+
     def set_collections(self, collections: list[Collection]) -> None:
         """Show `collections`, dropping any versions loaded before."""
+        self._listed = True
         self._collections = list(collections)
         self._versions.clear()
         self._complete.clear()
@@ -224,7 +231,8 @@ class RegistryTree(Tree[NodeData]):
         self.clear()
         self._collection_nodes = {}
         if not self._collections:
-            self.root.add_leaf(_note("no collections yet: add one with `evalwb-tui registry add`"))
+            # Short, for a narrow tree; the details beside it say how to fill the registry.
+            self.root.add_leaf(_note("no collections yet"))
         elif not shown:
             self.root.add_leaf(_note(f"no collection matches {self._query!r}"))
         for collection in shown:
