@@ -409,6 +409,26 @@ async def test_versions_past_a_page_load_from_the_more_node(
         assert labels() == ["v2  candidate, latest", "v1  production", "v0"]
 
 
+async def test_reload_keeps_the_cursor_on_its_collection_or_version(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v3")
+        widget = tree(demo_app)
+        at = lambda: widget.cursor_node.data  # noqa: E731
+        await pilot.press("r")
+        await wait_for(pilot, lambda: version_key_of(at()) == ("my-model", "v3"), "v3 again")
+        await wait_for(pilot, lambda: detail_text(demo_app).startswith("my-model:v3"), "detail")
+        await pilot.press("left", "left", "up")  # to the collection above, closed
+        assert isinstance(at(), Collection) and at().name == "mistral-7b-dpo"
+        await pilot.press("down", "r")
+        await wait_for(pilot, lambda: widget.shown_collections and at() is not None, "reload")
+        await pilot.pause(0.2)
+        assert isinstance(at(), Collection) and at().name == "my-model"
+
+
+def version_key_of(data: object) -> tuple[str, str] | None:
+    return (data.collection, data.version) if isinstance(data, Version) else None
+
+
 async def test_reload_picks_up_a_new_collection(app: EvalWBApp, registry: LocalRegistry) -> None:
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)

@@ -191,6 +191,8 @@ class RegistryPane(Vertical):
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
         self._status_job: int | None = None
+        # Where the cursor was when `r` read the collections again.
+        self._place: NodeData = None
         self._queueing = threading.Lock()
 
     def compose(self) -> ComposeResult:
@@ -273,6 +275,9 @@ class RegistryPane(Vertical):
     def action_reload(self) -> None:
         if self.registry is None:
             return
+        # The user's place, kept while the tree shows "loading…" and put back after.
+        if self._place is None:
+            self._place = self._selected()
         self._show_loading()
         self._load_collections(self.registry)
 
@@ -335,9 +340,12 @@ class RegistryPane(Vertical):
             return
         self._stop_loading()
         if event.error is not None:
+            self._place = None
             self.show_unavailable(event.error)
             return
         self.collection_tree.set_collections(event.collections)
+        place, self._place = self._place, None
+        self.collection_tree.restore(place)
         if not event.collections:
             self.detail_view.show_note(EMPTY_REGISTRY)
 

@@ -205,6 +205,17 @@ class RegistryTree(Tree[NodeData]):
         self._try_reveal()
         return True
 
+    def restore(self, place: NodeData) -> None:
+        """Put the cursor back on the collection or version `place` (after the listing
+        was read again), where it is still shown."""
+        if isinstance(place, Version):
+            self.reveal(place.collection, place.version)
+        elif isinstance(place, Collection):
+            node = self._collection_nodes.get(place.name)
+            if node is not None and node is not self.cursor_node:
+                self.move_cursor(node)
+                self.post_message(self.NodeHighlighted(node))
+
     def _try_reveal(self) -> None:
         if self._reveal is None:
             return
