@@ -29,7 +29,9 @@ from tui.keymap import (
     BindingRow,
     KeymapError,
     active_rows,
+    binding_chains,
     bindings_of,
+    key_conflicts,
     keymap_path,
     known_binding_ids,
     load_keymap,
@@ -239,16 +241,32 @@ class EvalWBApp(App[None]):
         except KeymapError as exc:
             self.notify(f"keys ignored: {exc}", severity="error", markup=False, timeout=10)
             return
-        unknown = unknown_ids(keymap, known_binding_ids()) if keymap else []
+        self.keymap = keymap
+        self.set_keymap(keymap)
+
+    def _report_keymap(self) -> None:
+        """What is wrong in keys.toml, in one notification: ids no binding has, keys
+        given to a binding that another one acting at the same time holds too. Once the
+        panes are imported, so that their bindings are known."""
+        if not self.keymap:
+            return
+        path = keymap_path(self.settings.paths.config)
+        problems = []
+        unknown = unknown_ids(self.keymap, known_binding_ids())
         if unknown:
+            problems.append(f"no binding has the id {', '.join(unknown)}")
+        conflicts = key_conflicts(binding_chains(self), self.keymap)
+        if conflicts:
+            problems.append(f"one key, two bindings ({'; '.join(conflicts)})")
+        if problems:
+            help_key = self.keymap.get("app.help", "question_mark").split(",")[0]
+            shown = self.get_key_display(Binding(help_key, "help"))
             self.notify(
-                f"{path}: no binding has the id {', '.join(unknown)} (press ? for the ids)",
+                f"{path}: {'; '.join(problems)} (press {shown} for the ids and keys)",
                 severity="warning",
                 markup=False,
                 timeout=10,
             )
-        self.keymap = keymap
-        self.set_keymap(keymap)
 
     # -- the registry ------------------------------------------------------------------
 
@@ -305,6 +323,7 @@ class EvalWBApp(App[None]):
     async def _panes_imported(self, event: PanesImported) -> None:
         if event.error:
             self.notify(f"Run and Transfers panes: {event.error}", severity="error", markup=False)
+            self._report_keymap()
             return
         for pane_id, factory in event.factories.items():
             tabs = self.query(f"TabPane#{pane_id}").results(TabPane)
@@ -313,6 +332,7 @@ class EvalWBApp(App[None]):
                 return
             await tab.query(PaneLoading).remove()
             await tab.mount(factory())
+        self._report_keymap()
         if self._pending_checkpoint is not None:
             self._send_checkpoint(self._pending_checkpoint)
             self._pending_checkpoint = None
