@@ -1236,3 +1236,31 @@ async def test_an_empty_registry_says_how_to_fill_it_at_80x24(tmp_path: Path) ->
             said = notes(app)[-1]
             assert said.startswith("The registry is empty") and "--demo" in said, (key, said)
         assert not any("Pick a" in n for n in notes(app))
+
+
+async def test_a_finished_downloads_line_goes_when_the_cursor_moves_or_after_a_while(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_worker(monkeypatch)
+    monkeypatch.setattr("tui.panes.registry.FINISHED_LINE_SECONDS", 60.0, raising=False)
+    app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
+    runner = Runner(open_queue(worker_settings), default_handlers(worker_settings))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "llama-3-8b-sft", "v1")
+        status = app.query_one(RegistryPane).download_status
+        await pilot.press("d")
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the download", 20)
+        await pilot.pause(0.2)
+        assert status.has_class("-shown")  # done, and said so, until the user moves on
+        await pilot.press("down")
+        await wait_for(pilot, lambda: not status.has_class("-shown"), "the line to go")
+
+        monkeypatch.setattr("tui.panes.registry.FINISHED_LINE_SECONDS", 0.3, raising=False)
+        await pilot.press("up", "d")  # again: the cache answers, and the line shows that
+        await wait_for(pilot, lambda: status.job.state == QUEUED, "the second job")
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.has_class("-shown"), "the line", 10)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the cache hit", 10)
+        await wait_for(pilot, lambda: not status.has_class("-shown"), "the line to go by itself")

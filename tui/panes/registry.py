@@ -81,6 +81,8 @@ DETAIL_DELAY_SECONDS = 0.1
 # How often the download watcher looks at the queue; a look is one cheap PRAGMA unless
 # another process wrote to it.
 DOWNLOAD_POLL_SECONDS = 0.1
+# A finished download's status line stays this long (the cursor moving hides it sooner).
+FINISHED_LINE_SECONDS = 10.0
 # A listing slower than this (a slow link, a server retrying) shows the seconds waited.
 LOADING_SHOWS_SECONDS_AFTER = 2.0
 
@@ -191,6 +193,7 @@ class RegistryPane(Vertical):
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
         self._status_job: int | None = None
+        self._line_timer: Timer | None = None
         # Where the cursor was when `r` read the collections again.
         self._place: NodeData = None
         self._queueing = threading.Lock()
@@ -369,6 +372,8 @@ class RegistryPane(Vertical):
     @on(Tree.NodeHighlighted)
     def _highlighted(self, event: Tree.NodeHighlighted[NodeData]) -> None:
         data = event.node.data
+        if self._line_timer is not None:  # a finished download's line: the user moved on
+            self._hide_finished_line()
         if isinstance(data, Collection):
             self._cancel_detail_timer()
             if not self._drawn:
@@ -694,6 +699,19 @@ class RegistryPane(Vertical):
         finally:
             queue.close()
 
+    def _hide_finished_line(self) -> None:
+        self._stop_line_timer()
+        from tui.services.transfers import CANCELLED, DONE
+
+        job = self.download_status.job
+        if job is not None and job.state in (DONE, CANCELLED):
+            self.download_status.hide()
+
+    def _stop_line_timer(self) -> None:
+        if self._line_timer is not None:
+            self._line_timer.stop()
+            self._line_timer = None
+
     @on(WorkerNoted)
     def _worker_noted(self, event: WorkerNoted) -> None:
         self.notify(event.text, severity=event.severity, markup=False, timeout=10)
@@ -712,9 +730,15 @@ class RegistryPane(Vertical):
             claimed = getattr(self.app, "jobs_notified_by_starter", None)
             if claimed is not None:
                 claimed.add(job.id)
+        from tui.services.transfers import CANCELLED, DONE, FAILED
+
         if job.id == self._status_job:
             self.download_status.show_job(job, event.ref)
-        from tui.services.transfers import CANCELLED, DONE, FAILED
+            self._stop_line_timer()
+            if job.state in (DONE, CANCELLED):
+                # Said by a notification too; the line steps aside after a while, or
+                # as soon as the cursor moves on.
+                self._line_timer = self.set_timer(FINISHED_LINE_SECONDS, self._hide_finished_line)
         from tui.widgets.progress_text import reused
 
         if job.state == DONE:
