@@ -627,6 +627,15 @@ async def test_t_shows_the_results_of_my_model_by_version(demo_app: PaneApp) -> 
         assert str(screen.data_table.get_row("v3")[column]) == f"{v3:.4g}"
         assert str(screen.data_table.get_row("v4")[column]) == f"{v4:.4g}"
         assert screen.chart.data == [v3, v4]
+        # Bars from 0, each with its value, and an axis saying where they end.
+        await pilot.pause()
+        lines = [line.rstrip() for line in text_of(screen.chart).splitlines()]
+        assert lines[0].split()[0] == "v3" and lines[0].endswith(f"{v3:.4g}")
+        assert lines[1].split()[0] == "v4" and lines[1].endswith(f"{v4:.4g}")
+        bars = [line.count("█") for line in lines[:2]]
+        assert bars[1] > bars[0] > 0
+        assert bars[0] / bars[1] == pytest.approx(v3 / v4, abs=0.03)
+        assert lines[2].split() == ["0", f"{max(v3, v4):.4g}"]
         await pilot.press("escape")
         assert isinstance(demo_app.focused, RegistryTree)
 
