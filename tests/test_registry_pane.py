@@ -475,7 +475,18 @@ def test_header_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert backend_title(local, None) == "local registry ~/reg"
     assert backend_title(local, LocalRegistry(Path("/srv/models"))) == "local registry /srv/models"
     remote = replace(local, wandb_api_key=Secret("k" * 40), wandb_entity="team-x")
-    assert backend_title(remote, None) == "W&B team-x"
+    assert backend_title(remote, None) == "W&B team-x · W&B cloud"
+    # The server is named: the emulator, a self-hosted server and the cloud differ.
+    for url, server in (
+        ("http://127.0.0.1:8765", "127.0.0.1:8765"),
+        ("https://wandb.corp.example/", "wandb.corp.example"),
+        ("https://api.wandb.ai", "W&B cloud"),
+    ):
+        named = replace(remote, wandb_base_url=url)
+        assert backend_title(named, None) == f"W&B team-x · {server}"
+    # A URL may carry a user name and password: only the host is shown.
+    secret = replace(remote, wandb_base_url="https://me:pw@wandb.corp.example:8443")
+    assert backend_title(secret, None) == "W&B team-x · wandb.corp.example:8443"
 
 
 @contextmanager

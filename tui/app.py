@@ -118,7 +118,31 @@ def backend_title(settings: Settings, registry: Registry | None) -> str:
         return f"local registry {short_path(root)}"
     if registry is None and not settings.uses_wandb:
         return f"local registry {short_path(settings.registry_dir)}"
-    return f"W&B {settings.wandb_entity or '(default entity)'}"
+    entity = settings.wandb_entity or "(default entity)"
+    return f"W&B {entity} · {wandb_server(settings.wandb_base_url)}"
+
+
+# The host of the W&B cloud's API, the SDK's default server.
+CLOUD_HOST = "api.wandb.ai"
+
+
+def wandb_server(base_url: str | None) -> str:
+    """`W&B cloud`, or the host (and port) of a WANDB_BASE_URL naming another server:
+    the emulator, a self-hosted server and the cloud must not look alike."""
+    from urllib.parse import urlparse
+
+    if not base_url:
+        return "W&B cloud"
+    try:
+        url = urlparse(base_url)
+        host, port = url.hostname, url.port
+    except ValueError:
+        return "server in WANDB_BASE_URL"
+    if not host:
+        return "server in WANDB_BASE_URL"
+    if host == CLOUD_HOST:
+        return "W&B cloud"
+    return f"{host}:{port}" if port else host
 
 
 def _pane_bindings() -> list[BindingType]:
