@@ -359,7 +359,7 @@ async def test_a_damaged_registry_is_a_notification_not_a_traceback(tmp_path: Pa
         (root / INDEX_NAME).rename(tmp_path / "broken.sqlite")
         await pilot.press("r")
         body = app.query_one("#detail-body", Static)
-        await wait_for(pilot, lambda: "the registry is empty" in str(body.render()), "the retry")
+        await wait_for(pilot, lambda: "The registry is empty" in str(body.render()), "the retry")
         assert "unavailable" not in text_of(tree(app)) and len(error_notifications(app)) == 1
 
 
@@ -1163,7 +1163,7 @@ async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) ->
         await wait_for(pilot, lambda: len(search.hits) == 1, "the hit")
         # Its keys are told in full at 80 columns, on the frame's last line.
         bottom = list(search._compositor.render_strips())[-1].text
-        assert bottom.rstrip("▄█ ").endswith("Enter jumps · Esc closes")
+        assert bottom.rstrip("─╯ ").endswith("Enter jumps · Esc closes")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
         data = widget.cursor_node.data
