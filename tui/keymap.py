@@ -186,15 +186,16 @@ def key_conflicts(chains: Iterable[Sequence[BindingsMap]], keymap: dict[str, str
 
 
 def binding_chains(app: App[object]) -> list[list[BindingsMap]]:
-    """The bindings that act together in `app`: for each widget of the current screen,
-    its own and its ancestors' up to the app; for each dialog class imported so far,
-    its own and the app's."""
+    """The bindings that act together in `app`: for each widget of the main screen, its
+    own and its ancestors' up to the app; for each dialog class imported so far, its own
+    and the app's."""
     from textual.screen import ModalScreen
 
+    main = app.screen_stack[0]  # under any dialog open at the time
     chains = [
         [node._bindings for node in widget.ancestors_with_self]
-        for widget in app.screen.walk_children(with_self=True)
-        if widget.can_focus or widget is app.screen
+        for widget in main.walk_children(with_self=True)
+        if widget.can_focus or widget is main
     ]
     chains.extend([cls._merge_bindings(), app._bindings] for cls in _subclasses(ModalScreen))
     return chains
