@@ -436,47 +436,41 @@ async def test_a_damaged_keys_file_is_one_notification(settings: Settings) -> No
 
 
 async def test_an_unknown_binding_id_is_named(settings: Settings) -> None:
+    message = await keymap_report(settings, '"registry.filtre" = "f"')
+    assert "registry.filtre" in message and "keys.toml" in message
+
+
+async def keymap_report(settings: Settings, keys: str) -> str:
+    """The one notification about `keys` (lines of a [keys] table) once the app is up."""
     settings.paths.config.mkdir(parents=True)
-    (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filtre" = "f"\n')
+    (settings.paths.config / "keys.toml").write_text(f"[keys]\n{keys}\n")
     app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        (message,) = notifications(app)
-        assert "registry.filtre" in message and "keys.toml" in message
-
-
-async def test_a_key_taken_from_another_binding_is_reported_once(settings: Settings) -> None:
-    settings.paths.config.mkdir(parents=True)
-    (settings.paths.config / "keys.toml").write_text(
-        '[keys]\n"registry.search" = "q"\n"transfers.sync" = "f5"\n"registry.lineage" = "l"\n'
-    )
-    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
+        # Reported once the Run and Transfers panes are mounted, whose ids it checks.
         await wait_for(pilot, lambda: notifications(app), "the report")
         await pilot.pause(0.2)
         (message,) = notifications(app)
-        assert "keys.toml" in message and "\n" not in message
-        assert "q: registry.search, app.quit" in message
-        # F5 launches in the Run pane only: the Transfers pane may have it.
-        assert "f5" not in message and "registry.lineage" not in message
-        # The Run and Transfers panes load later; their ids are known all the same.
-        assert "no binding has the id" not in message
-        assert "press ? for" in message
+        return message
+
+
+async def test_a_key_taken_from_another_binding_is_reported_once(settings: Settings) -> None:
+    message = await keymap_report(
+        settings, '"registry.search" = "q"\n"transfers.sync" = "f5"\n"registry.lineage" = "l"'
+    )
+    assert "keys.toml" in message and "\n" not in message
+    assert "q: registry.search, app.quit" in message
+    # F5 launches in the Run pane only: the Transfers pane may have it.
+    assert "f5" not in message and "registry.lineage" not in message
+    # The Run and Transfers panes load later; their ids are known all the same.
+    assert "no binding has the id" not in message
+    assert "press ? for" in message
 
 
 async def test_the_bad_id_note_names_the_help_key_as_remapped(settings: Settings) -> None:
-    settings.paths.config.mkdir(parents=True)
-    (settings.paths.config / "keys.toml").write_text(
-        '[keys]\n"app.help" = "h"\n"registry.filtre" = "f"\n'
-    )
-    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        await wait_for(pilot, lambda: notifications(app), "the report")
-        (message,) = notifications(app)
-        assert "registry.filtre" in message and "press h for" in message
-        assert "press ?" not in message
+    message = await keymap_report(settings, '"app.help" = "h"\n"registry.filtre" = "f"')
+    assert "registry.filtre" in message and "press h for" in message
+    assert "press ?" not in message
 
 
 @pytest.mark.parametrize(("value", "theme"), [("ansi", "ansi-dark"), ("nord", "nord")])
