@@ -365,3 +365,25 @@ def test_results_screen_snapshot_at_80x24(snap_compare, demo_seed: DemoInfo) -> 
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+
+
+async def test_a_chart_of_more_versions_than_it_has_lines_keeps_the_newest() -> None:
+    from textual.geometry import Region
+
+    from tui.widgets.results_view import BarChart
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield BarChart(id="chart")
+
+    app = ChartApp()
+    async with app.run_test(size=(60, 24)) as pilot:
+        chart = app.query_one(BarChart)
+        chart.set_points([(f"v{i}", 0.1 + i / 20) for i in range(12)])
+        await pilot.pause()
+        region = Region(0, 0, chart.size.width, chart.size.height)
+        lines = [strip.text.rstrip() for strip in chart.render_lines(region)]
+        assert chart.size.height == 9  # its max-height: 8 bars and the axis
+        assert [line.split()[0] for line in lines[:-1]] == [f"v{i}" for i in range(4, 12)]
+        assert lines[-1].split() == ["0", "0.65"]
+        assert lines[-2].endswith("0.65") and lines[-2].count("░") == 0

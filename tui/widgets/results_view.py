@@ -114,7 +114,10 @@ class BarChart(Widget):
         return len(bar_lines(self.points, width))
 
     def render(self) -> Text:
-        return Text("\n".join(bar_lines(self.points, self.content_size.width)), no_wrap=True)
+        # Cut to its height (max-height), the newest versions stay, with the axis.
+        rows = max(self.content_size.height - 1, 1)
+        lines = bar_lines(self.points[-rows:], self.content_size.width)
+        return Text("\n".join(lines), no_wrap=True)
 
 
 def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
