@@ -201,6 +201,17 @@ async def test_palette_offers_the_current_panes_actions_and_runs_them(app: EvalW
         await wait_for(pilot, lambda: isinstance(app.screen.focused, FilterInput), "the filter")
 
 
+async def test_palette_offers_the_apps_commands_not_textuals(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        names = [entry.splitlines()[0] for entry in await palette_entries(pilot)]
+        assert "Help: keys and binding ids" in names and "Quit" in names
+        # Textual's own: a Keys panel repeating `?` that Esc does not close, and more.
+        for textual_own in ("Keys", "Theme", "Screenshot", "Maximize", "Minimize"):
+            assert not any(name.startswith(textual_own) for name in names), names
+        assert names.count("Quit") == 1
+
+
 async def test_palette_follows_the_pane_on_screen(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
@@ -326,6 +337,43 @@ async def test_help_lists_the_bindings_with_their_ids(app: EvalWBApp) -> None:
         assert "run.launch" in shown, shown
 
 
+@pytest.mark.parametrize("pane", ["1", "2", "3"])
+async def test_at_80_columns_the_footer_keeps_help_in_sight(app: EvalWBApp, pane: str) -> None:
+    from textual.widgets._footer import FooterKey
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press(pane)
+        await pilot.pause(0.3)
+        keys = list(app.screen.query(FooterKey))
+        (palette,) = [k for k in keys if k.has_class("-command-palette")]
+        (help_key,) = [k for k in keys if k.action == "help"]
+        # Drawn whole, left of the palette key that is docked over the right edge.
+        assert help_key.region.width > 0 and help_key.region.right <= palette.region.x
+
+
+@pytest.mark.parametrize("pane", ["1", "f3", "3"])
+async def test_help_at_80_columns_wraps_instead_of_scrolling_sideways(
+    app: EvalWBApp, pane: str
+) -> None:
+    from textual.widgets import DataTable
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press(pane, "f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await pilot.pause(0.2)
+        table = app.screen.query_one("#help-table", DataTable)
+        assert table.max_scroll_x == 0
+        shown = " ".join(str(table.render_line(y).text) for y in range(table.size.height))
+        assert "app.help" in shown or table.max_scroll_y > 0
+        # Every action is there whole, wrapped over lines where it is long.
+        words = " ".join(shown.split())
+        first = app.screen.rows[0][1]
+        assert first.binding_id in words
+        assert all(w in words for w in first.description.split()), (first, words)
+
+
 async def test_keys_toml_remaps_a_binding_by_id(settings: Settings) -> None:
     settings.paths.config.mkdir(parents=True)
     (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filter" = "f"\n')
@@ -388,13 +436,41 @@ async def test_a_damaged_keys_file_is_one_notification(settings: Settings) -> No
 
 
 async def test_an_unknown_binding_id_is_named(settings: Settings) -> None:
+    message = await keymap_report(settings, '"registry.filtre" = "f"')
+    assert "registry.filtre" in message and "keys.toml" in message
+
+
+async def keymap_report(settings: Settings, keys: str) -> str:
+    """The one notification about `keys` (lines of a [keys] table) once the app is up."""
     settings.paths.config.mkdir(parents=True)
-    (settings.paths.config / "keys.toml").write_text('[keys]\n"registry.filtre" = "f"\n')
+    (settings.paths.config / "keys.toml").write_text(f"[keys]\n{keys}\n")
     app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
+        # Reported once the Run and Transfers panes are mounted, whose ids it checks.
+        await wait_for(pilot, lambda: notifications(app), "the report")
+        await pilot.pause(0.2)
         (message,) = notifications(app)
-        assert "registry.filtre" in message and "keys.toml" in message
+        return message
+
+
+async def test_a_key_taken_from_another_binding_is_reported_once(settings: Settings) -> None:
+    message = await keymap_report(
+        settings, '"registry.search" = "q"\n"transfers.sync" = "f5"\n"registry.lineage" = "l"'
+    )
+    assert "keys.toml" in message and "\n" not in message
+    assert "q: registry.search, app.quit" in message
+    # F5 launches in the Run pane only: the Transfers pane may have it.
+    assert "f5" not in message and "registry.lineage" not in message
+    # The Run and Transfers panes load later; their ids are known all the same.
+    assert "no binding has the id" not in message
+    assert "press ? for" in message
+
+
+async def test_the_bad_id_note_names_the_help_key_as_remapped(settings: Settings) -> None:
+    message = await keymap_report(settings, '"app.help" = "h"\n"registry.filtre" = "f"')
+    assert "registry.filtre" in message and "press h for" in message
+    assert "press ?" not in message
 
 
 @pytest.mark.parametrize(("value", "theme"), [("ansi", "ansi-dark"), ("nord", "nord")])

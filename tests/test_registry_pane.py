@@ -228,9 +228,12 @@ async def test_filter_by_alias_and_tag_then_escape_restores(app: EvalWBApp) -> N
 async def test_enter_keeps_the_filter_and_escape_in_the_tree_clears_it(app: EvalWBApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)
+        assert widget.border_title == "collections"
         await pilot.press("slash", *"mis", "enter")
         assert app.focused is widget
         assert widget.shown_collections == ["mistral-tiny"]
+        # The box is closed: the title says what filter is in force.
+        assert widget.border_title == "collections · filter: mis"
         # q typed into the filter is text, not quit.
         await pilot.press("slash", "q")
         assert app.query_one(FilterInput).value == "misq"
@@ -238,6 +241,30 @@ async def test_enter_keeps_the_filter_and_escape_in_the_tree_clears_it(app: Eval
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(widget.shown_collections) == 3, "all collections")
         assert widget.shown_collections == ["llama-small", "mistral-tiny", "qwen-mini"]
+        assert widget.border_title == "collections"
+
+
+def test_the_filter_box_and_the_readme_say_the_same_of_enter_and_esc() -> None:
+    from tui.panes import registry
+
+    source = Path(registry.__file__).read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `/` |")]
+    for words in ("Enter keeps", "Esc clears"):
+        assert words in source and words in row, words
+
+
+async def test_tab_cycles_between_the_tree_and_the_details(app: EvalWBApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        widget = await collections_shown(pilot)
+        detail = app.query_one(DetailView)
+        seen = []
+        for key in ("tab", "tab", "tab", "shift+tab", "shift+tab"):
+            await pilot.press(key)
+            seen.append(app.focused)
+        assert seen == [detail, widget, detail, widget, detail]
+        await pilot.press("tab", "e")  # the pane's keys still act: `e` asks for an alias
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen), "the alias choice")
 
 
 async def test_expanded_collections_survive_filtering(app: EvalWBApp) -> None:
@@ -332,7 +359,7 @@ async def test_a_damaged_registry_is_a_notification_not_a_traceback(tmp_path: Pa
         (root / INDEX_NAME).rename(tmp_path / "broken.sqlite")
         await pilot.press("r")
         body = app.query_one("#detail-body", Static)
-        await wait_for(pilot, lambda: "the registry is empty" in str(body.render()), "the retry")
+        await wait_for(pilot, lambda: "The registry is empty" in str(body.render()), "the retry")
         assert "unavailable" not in text_of(tree(app)) and len(error_notifications(app)) == 1
 
 
@@ -382,6 +409,26 @@ async def test_versions_past_a_page_load_from_the_more_node(
         assert labels() == ["v2  candidate, latest", "v1  production", "v0"]
 
 
+async def test_reload_keeps_the_cursor_on_its_collection_or_version(demo_app: PaneApp) -> None:
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "my-model", "v3")
+        widget = tree(demo_app)
+        at = lambda: widget.cursor_node.data  # noqa: E731
+        await pilot.press("r")
+        await wait_for(pilot, lambda: version_key_of(at()) == ("my-model", "v3"), "v3 again")
+        await wait_for(pilot, lambda: detail_text(demo_app).startswith("my-model:v3"), "detail")
+        await pilot.press("left", "left", "up")  # to the collection above, closed
+        assert isinstance(at(), Collection) and at().name == "mistral-7b-dpo"
+        await pilot.press("down", "r")
+        await wait_for(pilot, lambda: widget.shown_collections and at() is not None, "reload")
+        await pilot.pause(0.2)
+        assert isinstance(at(), Collection) and at().name == "my-model"
+
+
+def version_key_of(data: object) -> tuple[str, str] | None:
+    return (data.collection, data.version) if isinstance(data, Version) else None
+
+
 async def test_reload_picks_up_a_new_collection(app: EvalWBApp, registry: LocalRegistry) -> None:
     async with app.run_test(size=SIZE) as pilot:
         widget = await collections_shown(pilot)
@@ -428,7 +475,18 @@ def test_header_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert backend_title(local, None) == "local registry ~/reg"
     assert backend_title(local, LocalRegistry(Path("/srv/models"))) == "local registry /srv/models"
     remote = replace(local, wandb_api_key=Secret("k" * 40), wandb_entity="team-x")
-    assert backend_title(remote, None) == "W&B team-x"
+    assert backend_title(remote, None) == "W&B team-x · W&B cloud"
+    # The server is named: the emulator, a self-hosted server and the cloud differ.
+    for url, server in (
+        ("http://127.0.0.1:8765", "127.0.0.1:8765"),
+        ("https://wandb.corp.example/", "wandb.corp.example"),
+        ("https://api.wandb.ai", "W&B cloud"),
+    ):
+        named = replace(remote, wandb_base_url=url)
+        assert backend_title(named, None) == f"W&B team-x · {server}"
+    # A URL may carry a user name and password: only the host is shown.
+    secret = replace(remote, wandb_base_url="https://me:pw@wandb.corp.example:8443")
+    assert backend_title(secret, None) == "W&B team-x · wandb.corp.example:8443"
 
 
 @contextmanager
@@ -583,6 +641,15 @@ async def test_t_shows_the_results_of_my_model_by_version(demo_app: PaneApp) -> 
         assert str(screen.data_table.get_row("v3")[column]) == f"{v3:.4g} ±{se3:.2g}"
         assert str(screen.data_table.get_row("v4")[column]) == f"{v4:.4g} ±{se4:.2g}"
         assert screen.chart.data == [v3, v4]
+        # Bars from 0, each with its value, and an axis saying where they end.
+        await pilot.pause()
+        lines = [line.rstrip() for line in text_of(screen.chart).splitlines()]
+        assert lines[0].split()[0] == "v3" and lines[0].endswith(f"{v3:.4g}")
+        assert lines[1].split()[0] == "v4" and lines[1].endswith(f"{v4:.4g}")
+        bars = [line.count("█") for line in lines[:2]]
+        assert bars[1] > bars[0] > 0
+        assert bars[0] / bars[1] == pytest.approx(v3 / v4, abs=0.03)
+        assert lines[2].split() == ["0", f"{max(v3, v4):.4g}"]
         await pilot.press("escape")
         assert isinstance(demo_app.focused, RegistryTree)
 
@@ -1099,7 +1166,7 @@ async def test_a_search_hit_hidden_by_the_filter_clears_it(demo_app: PaneApp) ->
         await wait_for(pilot, lambda: len(search.hits) == 1, "the hit")
         # Its keys are told in full at 80 columns, on the frame's last line.
         bottom = list(search._compositor.render_strips())[-1].text
-        assert bottom.rstrip("▄█ ").endswith("Enter jumps · Esc closes")
+        assert bottom.rstrip("─╯ ").endswith("Enter jumps · Esc closes")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(widget.cursor_node.data, Version), "the jump")
         data = widget.cursor_node.data
@@ -1160,3 +1227,96 @@ async def test_a_download_whose_local_twin_differs_says_which_was_used(
         (toast,) = [n for n in app._notifications if n.message == note]
         assert toast.severity == "warning"
         assert downloaded_to(app, ref) is not None  # fetched, not the twin's folder
+
+
+async def test_every_dialog_has_the_same_frame(demo_app: PaneApp, tmp_path: Path) -> None:
+    from textual.screen import ModalScreen
+
+    from tui.screens.help import HelpScreen
+    from tui.widgets.results_view import ColumnChooser
+
+    frames: dict[str, tuple[str, ...]] = {}
+
+    async def frame_of(kind: type[ModalScreen]) -> None:
+        shown = lambda: isinstance(demo_app.screen, kind) and demo_app.screen.children  # noqa: E731
+        await wait_for(pilot, shown, kind.__name__)
+        await pilot.pause()
+        edges = demo_app.screen.children[0].styles
+        frames[kind.__name__] = tuple(
+            edge[0] for edge in (edges.border_top, edges.border_right, edges.border_bottom)
+        )
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(demo_app.screen, kind), "closed")
+
+    async with demo_app.run_test(size=(80, 24)) as pilot:
+        await collections_shown(pilot)
+        await pilot.press("e")
+        await frame_of(ChoiceScreen)
+        await open_version(pilot, "my-model", "v2")
+        await pilot.press("l")
+        await frame_of(LineageScreen)
+        await pilot.press("s")
+        await frame_of(SearchScreen)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(demo_app.screen, AliasScreen), "the alias")
+        await pilot.press(*"best", "enter")
+        await frame_of(ConfirmScreen)
+        await pilot.press("a")
+        await frame_of(AliasScreen)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(demo_app.screen, ResultsScreen), "results")
+        await wait_for(pilot, lambda: demo_app.screen.table is not None, "the results")
+        await pilot.press("c")
+        await frame_of(ColumnChooser)
+        await frame_of(ResultsScreen)
+        demo_app.push_screen(HelpScreen([], tmp_path / "keys.toml"))
+        await frame_of(HelpScreen)
+    assert len(frames) == 8
+    assert set(frames.values()) == {("round", "round", "round")}, frames
+
+
+async def test_an_empty_registry_says_how_to_fill_it_at_80x24(tmp_path: Path) -> None:
+    empty = LocalRegistry(tmp_path / "empty")
+    app = EvalWBApp(settings_for(tmp_path, empty.root), empty)
+    async with app.run_test(size=(80, 24)) as pilot:
+        widget = tree(app)
+        await wait_for(pilot, lambda: "empty" in detail_text(app), "the empty listing")
+        await pilot.pause(0.1)
+        assert "no collections yet" in text_of(widget)  # whole, in the narrow tree
+        shown = " ".join(detail_text(app).split())
+        assert "evalwb-tui --demo" in shown and "demo seed" in shown
+        assert "evalwb-tui registry add NAME FOLDER" in shown
+        for key in ("e", "t", "d"):
+            await pilot.press(key)
+            await pilot.pause()
+            said = notes(app)[-1]
+            assert said.startswith("The registry is empty") and "--demo" in said, (key, said)
+        assert not any("Pick a" in n for n in notes(app))
+
+
+async def test_a_finished_downloads_line_goes_when_the_cursor_moves_or_after_a_while(
+    worker_settings: Settings, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_worker(monkeypatch)
+    monkeypatch.setattr("tui.panes.registry.FINISHED_LINE_SECONDS", 60.0, raising=False)
+    app = PaneApp(worker_settings, LocalRegistry(demo_registry_dir))
+    runner = Runner(open_queue(worker_settings), default_handlers(worker_settings))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_version(pilot, "llama-3-8b-sft", "v1")
+        status = app.query_one(RegistryPane).download_status
+        await pilot.press("d")
+        await wait_for(pilot, lambda: status.job is not None, "the queued job")
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the download", 20)
+        await pilot.pause(0.2)
+        assert status.has_class("-shown")  # done, and said so, until the user moves on
+        await pilot.press("down")
+        await wait_for(pilot, lambda: not status.has_class("-shown"), "the line to go")
+
+        monkeypatch.setattr("tui.panes.registry.FINISHED_LINE_SECONDS", 0.3, raising=False)
+        await pilot.press("up", "d")  # again: the cache answers, and the line shows that
+        await wait_for(pilot, lambda: status.job.state == QUEUED, "the second job")
+        await asyncio.to_thread(runner.run_once)
+        await wait_long(pilot, lambda: status.has_class("-shown"), "the line", 10)
+        await wait_long(pilot, lambda: status.job.state == DONE, "the cache hit", 10)
+        await wait_for(pilot, lambda: not status.has_class("-shown"), "the line to go by itself")

@@ -29,7 +29,7 @@ from tui.services.eval_results import (
     results_by_version,
 )
 from tui.services.registry.local import LocalRegistry
-from tui.services.registry.protocol import Collection, Version
+from tui.services.registry.protocol import Collection, RunInfo, Version
 from tui.services.version_search import search_versions
 from tui.widgets.results_view import COLUMN_WIDTH, ColumnChooser, ResultsScreen, column_label
 
@@ -70,6 +70,38 @@ def test_results_table_of_my_model_matches_the_result_files(registry: LocalRegis
     v3_arc = fixture_values("v3", "ARC")
     assert {column_name("ARC", key) for key in v3_arc} <= set(table.columns)
     assert math.isnan(table.value("v3", column_name("ARC", "Average PrefixBPB_rate")))
+
+
+def test_results_of_different_settings_never_share_a_cell(
+    demo_registry_dir: Path, tmp_path: Path
+) -> None:
+    registry = LocalRegistry(demo_registry_dir)
+    # ARC on my-model:v4 once more, zero-shot this time (the demo's is fs3 s10).
+    arc = next(c.name for c in registry.list_collections(type="eval") if "_v4__ARC__" in c.name)
+    shipped = registry.resolve(f"{arc}:v0")
+    folder = tmp_path / "arc-fs0"
+    folder.mkdir()
+    values = {"Average Accuracy Loglikelihood": 0.25}
+    (folder / "aggregated_results.json").write_text(json.dumps(values))
+    registry.create_collection("my-model-arc-fs0", type="eval")
+    registry.add_version(
+        "my-model-arc-fs0", folder, metadata={**shipped.metadata, "num_fewshot": 0}
+    )
+    run = RunInfo(id="r-arc-fs0", name="arc zero-shot", job_type="ARC")
+    registry.add_lineage("my-model-arc-fs0:v0", produced_by=run)
+    registry.add_lineage("my-model:v4", used_by=[run])
+
+    table = results_by_version(registry, "my-model")
+    few, zero = (
+        column_name(f"ARC {s}", "Average Accuracy Loglikelihood") for s in ("fs3 s10", "fs0 s10")
+    )
+    assert ARC not in table.columns and {few, zero} <= set(table.default_columns)
+    assert table.value("v4", zero) == 0.25
+    assert table.value("v4", few) == fixture_values("v4", "ARC")["Average Accuracy Loglikelihood"]
+    assert table.value("v3", few) == fixture_values("v3", "ARC")["Average Accuracy Loglikelihood"]
+    assert table.value("v3", zero) is None
+    # A task run with one setting keeps its plain name.
+    assert column_name("GSM8K_OLMES", "Average Accuracy Completion") in table.default_columns
 
 
 def test_headline_metric_is_the_tasks_own_first_metric(registry: LocalRegistry) -> None:
@@ -337,3 +369,25 @@ def test_results_screen_snapshot_at_80x24(snap_compare, demo_seed: DemoInfo) -> 
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+
+
+async def test_a_chart_of_more_versions_than_it_has_lines_keeps_the_newest() -> None:
+    from textual.geometry import Region
+
+    from tui.widgets.results_view import BarChart
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield BarChart(id="chart")
+
+    app = ChartApp()
+    async with app.run_test(size=(60, 24)) as pilot:
+        chart = app.query_one(BarChart)
+        chart.set_points([(f"v{i}", 0.1 + i / 20) for i in range(12)])
+        await pilot.pause()
+        region = Region(0, 0, chart.size.width, chart.size.height)
+        lines = [strip.text.rstrip() for strip in chart.render_lines(region)]
+        assert chart.size.height == 9  # its max-height: 8 bars and the axis
+        assert [line.split()[0] for line in lines[:-1]] == [f"v{i}" for i in range(4, 12)]
+        assert lines[-1].split() == ["0", "0.65"]
+        assert lines[-2].endswith("0.65") and lines[-2].count("░") == 0

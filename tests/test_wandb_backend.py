@@ -15,7 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -372,6 +376,70 @@ def test_an_unreachable_server_is_one_line_without_the_key(service, tmp_path) ->
     assert message == (
         "connecting to W&B: cannot reach http://127.0.0.1:9/**** (127.0.0.1:9: connection "
         "refused); check WANDB_BASE_URL and the network"
+    )
+
+
+@contextmanager
+def not_wandb_server(body: bytes, content_type: str) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers every request 200 with `body`: at most
+    200 requests, for at most 120 s; its URL."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    server.timeout = 0.1
+    stop = threading.Event()
+    deadline = time.monotonic() + 120
+
+    def serve() -> None:
+        served = 0
+        while not stop.is_set() and served < 200 and time.monotonic() < deadline:
+            server.handle_request()
+            served += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "said"),
+    [
+        (b"<html><body>Sign in</body></html>", "text/html", "with text/html"),
+        (b"", "text/plain", "with an empty answer"),
+    ],
+)
+def test_a_server_that_is_not_wandb_is_named_in_one_line(
+    tmp_path: Path, body: bytes, content_type: str, said: str
+) -> None:
+    paths = Paths(*(tmp_path / part for part in ("d", "c", "s", "cf")))
+    with not_wandb_server(body, content_type) as url:
+        settings = load_settings({"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": url}, paths=paths)
+        with pytest.raises(RegistryError) as info:
+            WandbRegistry(settings, timeout=5).list_collections()
+    message = str(info.value)
+    assert message == (
+        f"connecting to W&B: {url} answers HTTP 200 {said}, not W&B's GraphQL API; "
+        "check WANDB_BASE_URL (the W&B server's address, e.g. https://api.wandb.ai)"
     )
 
 

@@ -23,13 +23,15 @@ from textual.dom import DOMNode
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane, Tabs
 
 from tui.keymap import (
     BindingRow,
     KeymapError,
     active_rows,
+    binding_chains,
     bindings_of,
+    key_conflicts,
     keymap_path,
     known_binding_ids,
     load_keymap,
@@ -41,6 +43,7 @@ from tui.panes.registry import RegistryPane
 from tui.services.registry import Registry, open_registry
 from tui.services.registry.protocol import Collection
 from tui.services.settings import Settings, mask
+from tui.widgets.app_footer import AppFooter
 from tui.widgets.format import one_line, short_path
 
 if TYPE_CHECKING:
@@ -115,7 +118,31 @@ def backend_title(settings: Settings, registry: Registry | None) -> str:
         return f"local registry {short_path(root)}"
     if registry is None and not settings.uses_wandb:
         return f"local registry {short_path(settings.registry_dir)}"
-    return f"W&B {settings.wandb_entity or '(default entity)'}"
+    entity = settings.wandb_entity or "(default entity)"
+    return f"W&B {entity} · {wandb_server(settings.wandb_base_url)}"
+
+
+# The host of the W&B cloud's API, the SDK's default server.
+CLOUD_HOST = "api.wandb.ai"
+
+
+def wandb_server(base_url: str | None) -> str:
+    """`W&B cloud`, or the host (and port) of a WANDB_BASE_URL naming another server:
+    the emulator, a self-hosted server and the cloud must not look alike."""
+    from urllib.parse import urlparse
+
+    if not base_url:
+        return "W&B cloud"
+    try:
+        url = urlparse(base_url)
+        host, port = url.hostname, url.port
+    except ValueError:
+        return "server in WANDB_BASE_URL"
+    if not host:
+        return "server in WANDB_BASE_URL"
+    if host == CLOUD_HOST:
+        return "W&B cloud"
+    return f"{host}:{port}" if port else host
 
 
 def _pane_bindings() -> list[BindingType]:
@@ -140,7 +167,9 @@ class EvalWBApp(App[None]):
     # tree: every focus change restyles and redraws before the first frame).
     AUTO_FOCUS = "#registry-tree"
     TITLE = TITLE
-    COMMANDS = App.COMMANDS | {_pane_commands}
+    # Only the app's own commands: Textual's system commands (its Keys panel, Theme,
+    # Screenshot, Quit) would repeat `?` and `q` under other names, or not fit the app.
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {_pane_commands}
     # No key_display: the footer names the key that acts now (`^q` while a text field
     # takes a typed `q`).
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -201,9 +230,12 @@ class EvalWBApp(App[None]):
                         # A plain line, not a LoadingIndicator: one widget class (and its
                         # CSS) fewer to set up before the first frame.
                         yield PaneLoading("loading…")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
+        # Tab moves between the widgets of a pane, never onto the tab strip (where the
+        # pane's keys stop acting); 1-3 and F2-F4 switch panes, and a click still does.
+        self.query_one(TabbedContent).query_one(Tabs).can_focus = False
         if self._theme_problem:
             self.notify(self._theme_problem, severity="warning", markup=False)
         self._apply_keymap()
@@ -233,16 +265,32 @@ class EvalWBApp(App[None]):
         except KeymapError as exc:
             self.notify(f"keys ignored: {exc}", severity="error", markup=False, timeout=10)
             return
-        unknown = unknown_ids(keymap, known_binding_ids()) if keymap else []
+        self.keymap = keymap
+        self.set_keymap(keymap)
+
+    def _report_keymap(self) -> None:
+        """What is wrong in keys.toml, in one notification: ids no binding has, keys
+        given to a binding that another one acting at the same time holds too. Once the
+        panes are imported, so that their bindings are known."""
+        if not self.keymap:
+            return
+        path = keymap_path(self.settings.paths.config)
+        problems = []
+        unknown = unknown_ids(self.keymap, known_binding_ids())
         if unknown:
+            problems.append(f"no binding has the id {', '.join(unknown)}")
+        conflicts = key_conflicts(binding_chains(self), self.keymap)
+        if conflicts:
+            problems.append(f"one key, two bindings ({'; '.join(conflicts)})")
+        if problems:
+            help_key = self.keymap.get("app.help", "question_mark").split(",")[0]
+            shown = self.get_key_display(Binding(help_key, "help"))
             self.notify(
-                f"{path}: no binding has the id {', '.join(unknown)} (press ? for the ids)",
+                f"{path}: {'; '.join(problems)} (press {shown} for the ids and keys)",
                 severity="warning",
                 markup=False,
                 timeout=10,
             )
-        self.keymap = keymap
-        self.set_keymap(keymap)
 
     # -- the registry ------------------------------------------------------------------
 
@@ -299,6 +347,7 @@ class EvalWBApp(App[None]):
     async def _panes_imported(self, event: PanesImported) -> None:
         if event.error:
             self.notify(f"Run and Transfers panes: {event.error}", severity="error", markup=False)
+            self._report_keymap()
             return
         for pane_id, factory in event.factories.items():
             tabs = self.query(f"TabPane#{pane_id}").results(TabPane)
@@ -307,6 +356,7 @@ class EvalWBApp(App[None]):
                 return
             await tab.query(PaneLoading).remove()
             await tab.mount(factory())
+        self._report_keymap()
         if self._pending_checkpoint is not None:
             self._send_checkpoint(self._pending_checkpoint)
             self._pending_checkpoint = None

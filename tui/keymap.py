@@ -15,7 +15,7 @@ day it is written.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -152,3 +152,50 @@ def active_rows(app: App[object]) -> list[BindingRow]:
     """What each key does right now on the current screen, as a key press would resolve it."""
     active = app.screen.active_bindings
     return rows_of(app, ((a.node, a.binding) for a in active.values()))
+
+
+def _key_name(key: str) -> str:
+    """`?` as Textual names the key (`question_mark`); key names stay as they are."""
+    from textual.keys import _character_to_key
+
+    key = key.strip()
+    return _character_to_key(key) if len(key) == 1 else key
+
+
+def key_conflicts(chains: Iterable[Sequence[BindingsMap]], keymap: dict[str, str]) -> list[str]:
+    """`q: registry.search, app.quit`: each key the keymap gives a binding that another
+    binding acting at the same time also has (one press can do only one of them).
+
+    A chain is the bindings that act together, innermost first: a focused widget's,
+    its ancestors', the app's."""
+    found: dict[str, list[str]] = {}
+    for chain in chains:
+        holders: dict[str, dict[str, bool]] = {}
+        for bindings in chain:
+            for key, binding in bindings:
+                name = binding.id or binding.action
+                remapped = bool(binding.id and binding.id in keymap)
+                keys = keymap[binding.id].split(",") if remapped and binding.id else [key]
+                for each in keys:
+                    holders.setdefault(_key_name(each), {})[name] = remapped
+        for key, names in holders.items():
+            if len(names) > 1 and any(names.values()):
+                listed = found.setdefault(key, [])
+                listed.extend(n for n in names if n not in listed)
+    return [f"{key}: {', '.join(names)}" for key, names in found.items()]
+
+
+def binding_chains(app: App[object]) -> list[list[BindingsMap]]:
+    """The bindings that act together in `app`: for each widget of the main screen, its
+    own and its ancestors' up to the app; for each dialog class imported so far, its own
+    and the app's."""
+    from textual.screen import ModalScreen
+
+    main = app.screen_stack[0]  # under any dialog open at the time
+    chains = [
+        [node._bindings for node in widget.ancestors_with_self]
+        for widget in main.walk_children(with_self=True)
+        if widget.can_focus or widget is main
+    ]
+    chains.extend([cls._merge_bindings(), app._bindings] for cls in _subclasses(ModalScreen))
+    return chains

@@ -34,7 +34,13 @@ from tui.widgets.detail import DetailView, version_key
 from tui.widgets.download_status import DownloadStatus
 from tui.widgets.filter_input import FilterInput
 from tui.widgets.format import one_line
-from tui.widgets.registry_tree import PAGE_SIZE, NodeData, RegistryTree, key_aliases
+from tui.widgets.registry_tree import (
+    PAGE_SIZE,
+    NodeData,
+    RegistryTree,
+    key_aliases,
+    tree_title,
+)
 
 if TYPE_CHECKING:
     from tui.services.transfers import Job, TransferQueue
@@ -61,12 +67,22 @@ def alias_labels(refs: list[str], versions: list[str | None]) -> list[str]:
     ]
 
 
+# Beside the tree's "no collections yet", where a wider view has room for the way out.
+EMPTY_REGISTRY = (
+    "The registry is empty.\n\n"
+    "To look around first, evalwb-tui --demo opens a demo registry with models, aliases "
+    "and eval results (evalwb-tui demo seed seeds it without opening the app).\n\n"
+    "To add a checkpoint: evalwb-tui registry add NAME FOLDER"
+)
+
 # Holding an arrow key moves the cursor faster than files and lineage can be fetched;
 # they are fetched only once the cursor rests this long.
 DETAIL_DELAY_SECONDS = 0.1
 # How often the download watcher looks at the queue; a look is one cheap PRAGMA unless
 # another process wrote to it.
 DOWNLOAD_POLL_SECONDS = 0.1
+# A finished download's status line stays this long (the cursor moving hides it sooner).
+FINISHED_LINE_SECONDS = 10.0
 # A listing slower than this (a slow link, a server retrying) shows the seconds waited.
 LOADING_SHOWS_SECONDS_AFTER = 2.0
 
@@ -178,6 +194,9 @@ class RegistryPane(Vertical):
         # version key -> the alias the user found it by (a search hit on an alias).
         self._picked_by: dict[tuple[str, str], str] = {}
         self._status_job: int | None = None
+        self._line_timer: Timer | None = None
+        # Where the cursor was when `r` read the collections again.
+        self._place: NodeData = None
         self._queueing = threading.Lock()
 
     def compose(self) -> ComposeResult:
@@ -199,7 +218,7 @@ class RegistryPane(Vertical):
         return self.query_one(DetailView)
 
     def on_mount(self) -> None:
-        self.collection_tree.border_title = "collections"
+        self.collection_tree.border_title = tree_title("")
         self.detail_view.border_title = "details"
         self.collection_tree.focus()
         registry, collections = self._initial
@@ -238,7 +257,7 @@ class RegistryPane(Vertical):
         box = self.filter_box
         if box is None:
             box = FilterInput(
-                placeholder="filter collections by name, alias or tag (Esc clears)",
+                placeholder="filter by name, alias or tag · Enter keeps it · Esc clears it",
                 id="registry-filter",
             )
             # Awaited inside the key's priority binding: keys typed right after `/` wait
@@ -260,6 +279,9 @@ class RegistryPane(Vertical):
     def action_reload(self) -> None:
         if self.registry is None:
             return
+        # The user's place, kept while the tree shows "loading…" and put back after.
+        if self._place is None:
+            self._place = self._selected()
         self._show_loading()
         self._load_collections(self.registry)
 
@@ -322,11 +344,14 @@ class RegistryPane(Vertical):
             return
         self._stop_loading()
         if event.error is not None:
+            self._place = None
             self.show_unavailable(event.error)
             return
         self.collection_tree.set_collections(event.collections)
+        place, self._place = self._place, None
+        self.collection_tree.restore(place)
         if not event.collections:
-            self.detail_view.show_note("the registry is empty")
+            self.detail_view.show_note(EMPTY_REGISTRY)
 
     @on(FilesLoaded)
     def _files_loaded(self, event: FilesLoaded) -> None:
@@ -348,6 +373,8 @@ class RegistryPane(Vertical):
     @on(Tree.NodeHighlighted)
     def _highlighted(self, event: Tree.NodeHighlighted[NodeData]) -> None:
         data = event.node.data
+        if self._line_timer is not None:  # a finished download's line: the user moved on
+            self._hide_finished_line()
         if isinstance(data, Collection):
             self._cancel_detail_timer()
             if not self._drawn:
@@ -403,11 +430,25 @@ class RegistryPane(Vertical):
         data = self._selected()
         if isinstance(data, Version):
             return data
+        if self._said_empty():
+            return None
         self.notify(
             f"Pick a version to {doing}: Enter opens a collection, ↓ moves onto its versions",
             severity="warning",
         )
         return None
+
+    def _said_empty(self) -> bool:
+        """On an empty registry, say so and how to get something to act on."""
+        if not self.collection_tree.listed_empty:
+            return False
+        self.notify(
+            "The registry is empty: evalwb-tui --demo opens a demo registry to try this "
+            "on; evalwb-tui registry add NAME FOLDER adds a checkpoint",
+            severity="warning",
+            markup=False,
+        )
+        return True
 
     def _registry_or_say(self) -> Registry | None:
         if self.registry is None:
@@ -487,7 +528,8 @@ class RegistryPane(Vertical):
         elif isinstance(data, Version):
             name = data.collection
         else:
-            self.notify("Pick a collection to see its eval results", severity="warning")
+            if not self._said_empty():
+                self.notify("Pick a collection to see its eval results", severity="warning")
             return
         from tui.widgets.results_view import ResultsScreen
 
@@ -669,6 +711,19 @@ class RegistryPane(Vertical):
         finally:
             queue.close()
 
+    def _hide_finished_line(self) -> None:
+        self._stop_line_timer()
+        from tui.services.transfers import CANCELLED, DONE
+
+        job = self.download_status.job
+        if job is not None and job.state in (DONE, CANCELLED):
+            self.download_status.hide()
+
+    def _stop_line_timer(self) -> None:
+        if self._line_timer is not None:
+            self._line_timer.stop()
+            self._line_timer = None
+
     @on(WorkerNoted)
     def _worker_noted(self, event: WorkerNoted) -> None:
         self.notify(event.text, severity=event.severity, markup=False, timeout=10)
@@ -687,9 +742,15 @@ class RegistryPane(Vertical):
             claimed = getattr(self.app, "jobs_notified_by_starter", None)
             if claimed is not None:
                 claimed.add(job.id)
+        from tui.services.transfers import CANCELLED, DONE, FAILED
+
         if job.id == self._status_job:
             self.download_status.show_job(job, event.ref)
-        from tui.services.transfers import CANCELLED, DONE, FAILED
+            self._stop_line_timer()
+            if job.state in (DONE, CANCELLED):
+                # Said by a notification too; the line steps aside after a while, or
+                # as soon as the cursor moves on.
+                self._line_timer = self.set_timer(FINISHED_LINE_SECONDS, self._hide_finished_line)
         from tui.widgets.progress_text import reused
 
         if job.state == DONE:

@@ -20,6 +20,9 @@ from tui.keymap import BindingRow
 
 # (section title, its rows), in the order shown.
 Sections = list[tuple[str, list[BindingRow]]]
+HEADERS = ("where", "keys", "id", "action")
+# Narrower than this, the action wraps into too many lines to read; the table scrolls.
+MIN_ACTION_WIDTH = 12
 
 
 class HelpScreen(ModalScreen[None]):
@@ -54,6 +57,7 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.sections = sections
         self.keymap_file = keymap_file
+        self._filled_width = -1
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -66,15 +70,43 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one(Vertical).border_title = "keys (Esc closes)"
+        self.query_one(DataTable).focus()
+
+    def on_resize(self) -> None:
+        # Filled once the table's width is known, and again when it changes: the action
+        # column takes the width left and wraps, so nothing scrolls sideways.
         table = self.query_one(DataTable)
-        # The id before the action: it is what a remap needs, and a long action cut at
-        # the right edge (80 columns) still reads.
-        table.add_columns("where", "keys", "id", "action")
-        for title, rows in self.sections:
-            for index, row in enumerate(rows):
-                where = Text(title if index == 0 else "", style="bold")
-                table.add_row(where, ", ".join(row.keys), row.binding_id or "-", row.description)
-        table.focus()
+        if table.size.width != self._filled_width:
+            self._fill(table)
+
+    def _fill(self, table: DataTable) -> None:
+        self._filled_width = table.size.width
+        cells = [
+            (
+                Text(title if index == 0 else "", style="bold"),
+                ", ".join(row.keys),
+                row.binding_id or "-",
+                row.description,
+            )
+            for title, rows in self.sections
+            for index, row in enumerate(rows)
+        ]
+        fixed = [
+            max([len(header), *(Text(str(cell[i])).cell_len for cell in cells)])
+            for i, header in enumerate(HEADERS[:-1])
+        ]
+        # Every column pads a cell on both sides; the vertical scrollbar takes its width.
+        spare = table.size.width - sum(fixed) - 2 * table.cell_padding * len(HEADERS)
+        spare -= table.styles.scrollbar_size_vertical
+        action_width = max(spare, MIN_ACTION_WIDTH)
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        # The id before the action: it is what a remap needs.
+        for header, width in zip(HEADERS, [*fixed, action_width], strict=True):
+            table.add_column(header, width=width)
+        for where, keys, binding_id, action in cells:
+            table.add_row(where, keys, binding_id, Text(action), height=None)
+        table.move_cursor(row=cursor)
 
     @property
     def rows(self) -> list[tuple[str, BindingRow]]:

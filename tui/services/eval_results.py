@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -74,6 +75,8 @@ class EvalResult:
     created_at: str = ""
     # The task's own first metric (from the artifact's metadata), when known.
     primary: str | None = None
+    # The run's settings as eval-framework names them in its artifact: `fs3 s10 t100`.
+    setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,28 +102,47 @@ class ResultsTable:
     def columns(self) -> list[str]:
         """Every `task / metric` logged for any version, tasks sorted, keys as logged."""
         seen: dict[str, None] = {}
-        for result in sorted(self.results, key=lambda r: r.task):
+        for result in self._sorted():
             for key in result.values:
-                seen.setdefault(column_name(result.task, key))
+                seen.setdefault(column_name(self.task_label(result), key))
         return list(seen)
 
     @property
     def default_columns(self) -> list[str]:
-        """One headline metric per task."""
+        """One headline metric per task (per task and setting, where they differ)."""
         chosen: dict[str, str] = {}
-        for result in sorted(self.results, key=lambda r: r.task):
+        for result in self._sorted():
             key = headline_metric(result.values, result.primary)
+            label = self.task_label(result)
             if key is not None:
-                chosen.setdefault(result.task, column_name(result.task, key))
+                chosen.setdefault(label, column_name(label, key))
         return list(chosen.values())
+
+    def task_label(self, result: EvalResult) -> str:
+        """`ARC`; `ARC fs3` when ARC was run with more than one setting, so results of
+        different settings never share a column."""
+        if len(self._task_settings.get(result.task, ())) < 2:
+            return result.task
+        return f"{result.task} {result.setting or 'no setting'}"
 
     def value(self, version: str, column: str) -> Value:
         """The value in a cell; None when that version has no such result."""
-        task, _, key = column.partition(COLUMN_SEPARATOR)
+        label, _, key = column.partition(COLUMN_SEPARATOR)
         for result in self._by_version().get(version, ()):
-            if result.task == task and key in result.values:
+            if self.task_label(result) == label and key in result.values:
                 return result.values[key]
         return None
+
+    def _sorted(self) -> list[EvalResult]:
+        return sorted(self.results, key=lambda r: (r.task, r.setting))
+
+    @cached_property
+    def _task_settings(self) -> dict[str, set[str]]:
+        # Cached on the instance: frozen, its results never change.
+        found: dict[str, set[str]] = {}
+        for result in self.results:
+            found.setdefault(result.task, set()).add(result.setting)
+        return found
 
     def series(self, column: str) -> list[tuple[str, float]]:
         """(version, value) oldest first, for a chart; missing and NaN values left out."""
@@ -356,6 +378,21 @@ def _result(registry: Registry, model: Version, evaluation: Version, run: RunInf
         values=read_aggregated(registry, evaluation),
         created_at=evaluation.created_at,
         primary=_primary_metric(evaluation.metadata),
+        setting=run_setting(evaluation.metadata),
+    )
+
+
+# eval-framework's own short names of the settings in a results artifact's name.
+SETTING_PREFIXES = (("num_fewshot", "fs"), ("num_samples", "s"), ("max_tokens", "t"))
+
+
+def run_setting(metadata: Mapping[str, Any]) -> str:
+    """`fs3 s10`: the settings of the run that made a results artifact, from its
+    metadata, each left out when not set (as eval-framework names the artifact)."""
+    return " ".join(
+        f"{short}{metadata[name]}"
+        for name, short in SETTING_PREFIXES
+        if metadata.get(name) is not None
     )
 
 

@@ -40,7 +40,7 @@ class AliasScreen(ModalScreen[str | None]):
     DEFAULT_CSS = """
     AliasScreen { align: center middle; }
     AliasScreen > Vertical {
-        width: 70; max-width: 100%; height: auto; border: thick $accent 80%;
+        width: 70; max-width: 100%; height: auto; border: round $accent;
         background: $surface; padding: 1 2;
     }
     AliasScreen #alias-problem { color: $error; }

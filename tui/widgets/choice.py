@@ -21,7 +21,7 @@ class ChoiceScreen(ModalScreen[str | None]):
     ChoiceScreen { align: center middle; }
     ChoiceScreen > Vertical {
         width: auto; min-width: 40; max-width: 100%; height: auto; max-height: 90%;
-        border: thick $accent 80%; background: $surface; padding: 0 1;
+        border: round $accent; background: $surface; padding: 0 1;
     }
     ChoiceScreen OptionList { height: auto; max-height: 16; }
     """

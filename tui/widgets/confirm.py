@@ -23,7 +23,7 @@ class ConfirmScreen(ModalScreen[bool]):
         max-width: 70;
         min-width: 30;
         height: auto;
-        border: thick $warning 80%;
+        border: round $warning;
         background: $surface;
         padding: 1 2;
     }

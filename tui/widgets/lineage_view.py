@@ -57,7 +57,7 @@ class LineageScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     LineageScreen { align: center middle; }
     LineageScreen > Vertical {
-        width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
+        width: 100%; height: 100%; border: round $accent; background: $surface;
     }
     """
 

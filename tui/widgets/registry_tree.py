@@ -75,6 +75,11 @@ def version_label(version: Version) -> Text:
     return label
 
 
+def tree_title(query: str) -> str:
+    """`collections`, or `collections · filter: prod` while a filter applies."""
+    return f"collections · filter: {query}" if query else "collections"
+
+
 def _note(text: str) -> Text:
     return Text(text, style="dim italic")
 
@@ -124,6 +129,7 @@ class RegistryTree(Tree[NodeData]):
         self.guide_depth = 2
         self.registry: Registry | None = None
         self._collections: list[Collection] = []
+        self._listed = False
         self._versions: dict[str, list[Version]] = {}
         self._complete: set[str] = set()
         self._loading: set[str] = set()
@@ -153,18 +159,26 @@ class RegistryTree(Tree[NodeData]):
         self._collection_nodes = {}
         self.root.add_leaf(_note(text))
 
+    @property
+    def listed_empty(self) -> bool:
+        """True when the registry was listed and holds no collection at all."""
+        return self._listed and not self._collections
+
     def set_collections(self, collections: list[Collection]) -> None:
         """Show `collections`, dropping any versions loaded before."""
+        self._listed = True
         self._collections = list(collections)
         self._versions.clear()
         self._complete.clear()
         self._rebuild()
 
     def apply_filter(self, query: str) -> None:
-        """Show only collections matching `query` (name, alias or tag)."""
+        """Show only collections matching `query` (name, alias or tag); the tree's title
+        says which filter is in force, since the box is closed while it applies."""
         query = query.strip()
         if query != self._query:
             self._query = query
+            self.border_title = tree_title(query)
             self._rebuild()
 
     def replace_collection(self, collection: Collection, versions: list[Version]) -> None:
@@ -190,6 +204,17 @@ class RegistryTree(Tree[NodeData]):
         self._open_names.add(collection)
         self._try_reveal()
         return True
+
+    def restore(self, place: NodeData) -> None:
+        """Put the cursor back on the collection or version `place` (after the listing
+        was read again), where it is still shown."""
+        if isinstance(place, Version):
+            self.reveal(place.collection, place.version)
+        elif isinstance(place, Collection):
+            node = self._collection_nodes.get(place.name)
+            if node is not None and node is not self.cursor_node:
+                self.move_cursor(node)
+                self.post_message(self.NodeHighlighted(node))
 
     def _try_reveal(self) -> None:
         if self._reveal is None:
@@ -217,7 +242,8 @@ class RegistryTree(Tree[NodeData]):
         self.clear()
         self._collection_nodes = {}
         if not self._collections:
-            self.root.add_leaf(_note("no collections yet: add one with `evalwb-tui registry add`"))
+            # Short, for a narrow tree; the details beside it say how to fill the registry.
+            self.root.add_leaf(_note("no collections yet"))
         elif not shown:
             self.root.add_leaf(_note(f"no collection matches {self._query!r}"))
         for collection in shown:

@@ -1,8 +1,8 @@
-"""Eval results of a collection by version: a table, a column chooser and a sparkline.
+"""Eval results of a collection by version: a table, a column chooser and a bar chart.
 
 The table is read in a thread worker (it follows lineage to every eval artifact); the
-sparkline follows the column under the cursor, so moving left and right charts each
-metric across the versions.
+chart follows the column under the cursor, so moving left and right charts each metric
+across the versions: one bar a version, from 0, with its value.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import DataTable, Input, SelectionList, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, SelectionList, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
@@ -80,6 +81,60 @@ def column_label(column: str) -> Text:
     return Text("\n".join(_fit(line, COLUMN_WIDTH) for line in lines), justify="right")
 
 
+def bar_lines(points: Sequence[tuple[str, float]], width: int) -> list[str]:
+    """`v3  ██████████░░░░  0.45`: a bar a version, from 0 up to the largest magnitude
+    charted (the axis line under them says so), its value at the end. A negative value
+    is marked `-` where its bar starts."""
+    if not points:
+        return []
+    values = [f"{value:.4g}" for _, value in points]
+    label_width = max(len(version) for version, _ in points)
+    value_width = max(map(len, values))
+    bar_width = max(width - label_width - value_width - 4, 1)
+    top = max(abs(value) for _, value in points) or 1.0
+    lines = []
+    for (version, value), shown in zip(points, values, strict=True):
+        filled = round(abs(value) / top * bar_width)
+        bar = "█" * filled + "░" * (bar_width - filled)
+        sign = "-" if value < 0 else " "
+        lines.append(f"{version:<{label_width}} {sign}{bar}  {shown:>{value_width}}")
+    top_text = f"{top:.4g}"
+    axis = "0" + top_text.rjust(bar_width - 1) if bar_width > len(top_text) else ""
+    lines.append(f"{'':<{label_width}}  {axis}")
+    return lines
+
+
+class BarChart(Widget):
+    """Bars from 0 for (version, value) points; as tall as the points plus an axis line."""
+
+    DEFAULT_CSS = """
+    BarChart { height: auto; max-height: 9; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.points: list[tuple[str, float]] = []
+
+    @property
+    def data(self) -> list[float]:
+        """The values charted, in order."""
+        return [value for _, value in self.points]
+
+    def set_points(self, points: Sequence[tuple[str, float]]) -> None:
+        """Chart `points`; the chart takes as many lines as they need."""
+        self.points = list(points)
+        self.refresh(layout=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        return len(bar_lines(self.points, width))
+
+    def render(self) -> Text:
+        # Cut to its height (max-height), the newest versions stay, with the axis.
+        rows = max(self.content_size.height - 1, 1)
+        lines = bar_lines(self.points[-rows:], self.content_size.width)
+        return Text("\n".join(lines), no_wrap=True)
+
+
 def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
     """`ARC / Average Accuracy Loglikelihood: v3 0.45 → v4 0.65`."""
     if not points:
@@ -94,7 +149,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
     DEFAULT_CSS = """
     ColumnChooser { align: center middle; }
     ColumnChooser > Vertical {
-        width: 90%; height: 90%; border: thick $accent 80%; background: $surface;
+        width: 90%; height: 90%; border: round $accent; background: $surface;
     }
     ColumnChooser SelectionList { height: 1fr; }
     ColumnChooser #chooser-help { color: $text-muted; }
@@ -167,13 +222,13 @@ class ResultsScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     ResultsScreen { align: center middle; }
     ResultsScreen > Vertical {
-        width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
+        width: 100%; height: 100%; border: round $accent; background: $surface;
     }
     /* As tall as its rows (at most the space left), so its horizontal scrollbar sits
        right under them rather than alone mid-screen. */
     ResultsScreen #results-body { height: 1fr; width: 100%; }
     ResultsScreen DataTable { height: auto; max-height: 100%; }
-    ResultsScreen Sparkline { height: 3; margin: 0 1; }
+    ResultsScreen BarChart { margin: 0 1; }
     ResultsScreen .note { color: $text-muted; }
     """
 
@@ -209,7 +264,7 @@ class ResultsScreen(ModalScreen[None]):
                     fixed_columns=1,  # the version stays in sight when scrolled right
                 )
             yield Static("", id="results-caption", markup=False)
-            yield Sparkline([], id="results-chart")
+            yield BarChart(id="results-chart")
 
     @property
     def data_table(self) -> DataTable:
@@ -217,13 +272,13 @@ class ResultsScreen(ModalScreen[None]):
         return self.query_one(DataTable)
 
     @property
-    def chart(self) -> Sparkline:
-        """The sparkline of the column under the cursor."""
-        return self.query_one(Sparkline)
+    def chart(self) -> BarChart:
+        """The chart of the column under the cursor."""
+        return self.query_one(BarChart)
 
     @property
     def charted(self) -> str | None:
-        """The column the sparkline shows."""
+        """The column the chart shows."""
         column = self.data_table.cursor_column - 1
         return self.columns[column] if 0 <= column < len(self.columns) else None
 
@@ -293,8 +348,7 @@ class ResultsScreen(ModalScreen[None]):
         caption = self.query_one("#results-caption", Static)
         points = self.table.series(column) if self.table and column else []
         caption.update(chart_caption(column, points) if column else "")
-        self.chart.data = [value for _, value in points]
-        # An empty sparkline still draws a baseline, which reads as a row of zeros.
+        self.chart.set_points(points)
         self.chart.display = bool(points)
 
     @on(DataTable.CellHighlighted)

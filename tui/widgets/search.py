@@ -41,7 +41,7 @@ class SearchScreen(ModalScreen[SearchHit | None]):
     DEFAULT_CSS = """
     SearchScreen { align: center middle; }
     SearchScreen > Vertical {
-        width: 100%; height: 100%; border: thick $accent 80%; background: $surface;
+        width: 100%; height: 100%; border: round $accent; background: $surface;
     }
     SearchScreen OptionList { height: 1fr; }
     SearchScreen #search-status { color: $text-muted; }

@@ -382,6 +382,50 @@ def _places(node: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     return list(dict.fromkeys(found))
 
 
+# The probe reads this much of an answer: enough for any GraphQL error document.
+PROBE_READ_BYTES = 65536
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+def not_wandb_problem(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+    """One line when the server at `base_url` answers, but not with W&B's GraphQL API
+    (no JSON `data` or `errors`); None when it does, or does not answer at all (the
+    SDK's own error says more then). Sent without credentials: the server may be any."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    endpoint = base_url.rstrip("/") + "/graphql"
+    request = urllib.request.Request(
+        endpoint,
+        data=b'{"query": "query Probe { __typename }"}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, kind, body = (
+                response.status,
+                response.headers.get_content_type(),
+                response.read(PROBE_READ_BYTES),
+            )
+    except urllib.error.HTTPError as exc:
+        status, kind, body = exc.code, exc.headers.get_content_type(), exc.read(PROBE_READ_BYTES)
+    except (OSError, ValueError):
+        return None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and ("data" in answer or "errors" in answer):
+        return None
+    what = "an empty answer" if not body else kind
+    return (
+        f"{base_url} answers HTTP {status} with {what}, not W&B's GraphQL API; "
+        "check WANDB_BASE_URL (the W&B server's address, e.g. https://api.wandb.ai)"
+    )
+
+
 def _sdk_lineage(art: Any) -> Lineage:
     """The lineage through the SDK's `logged_by`/`used_by`: one query per run."""
     producer = art.logged_by()
@@ -457,12 +501,19 @@ class WandbRegistry:
             if self.settings.wandb_entity:
                 overrides["entity"] = self.settings.wandb_entity
             key = self.settings.wandb_api_key
-            with _quiet_wandb_core():
-                return wandb.Api(
-                    overrides=overrides,
-                    timeout=self.timeout,
-                    api_key=key.reveal() if key else None,
-                )
+            try:
+                with _quiet_wandb_core():
+                    return wandb.Api(
+                        overrides=overrides,
+                        timeout=self.timeout,
+                        api_key=key.reveal() if key else None,
+                    )
+            except Exception:
+                # A server that answers, but not as W&B does (a wrong port, a proxy's
+                # login page) reads to the SDK as bad credentials: say what it is.
+                if problem := not_wandb_problem(url):
+                    raise ConnectionError(problem) from None
+                raise
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
