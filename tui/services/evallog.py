@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from tui.services.file_modes import honour_umask, recent_files
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
 from tui.services.settings import DEFAULT_RESULTS_PROJECT
@@ -604,6 +605,7 @@ def _build_artifact(
     name: str,
     metadata: dict[str, Any],
     s3_urls: Mapping[str, str] | None,
+    skip_cache: bool = True,
 ) -> Any:
     import wandb
 
@@ -612,8 +614,17 @@ def _build_artifact(
         if s3_urls is not None:
             artifact.add_reference(s3_urls[file_name], name=file_name, checksum=True)
         else:
-            artifact.add_file(str(path), name=file_name)
+            # WANDB_CACHE_SKIP holds for uploads too: no second copy in W&B's cache.
+            artifact.add_file(str(path), name=file_name, skip_cache=skip_cache)
     return artifact
+
+
+def _settle_wandb_cache(since: float) -> None:
+    """wandb-core writes the files it caches on upload (the results table's among them)
+    0666 whatever the umask: those written since `since` are brought back to it."""
+    from wandb.sdk.artifacts.artifact_file_cache import artifacts_cache_dir
+
+    honour_umask(recent_files(artifacts_cache_dir() / "obj", since))
 
 
 def _write_lineage(run_dir: Path, logged: LoggedRun) -> None:
@@ -767,6 +778,7 @@ def _log_to_wandb(
     import wandb
 
     run, group = plan.run, plan.group
+    started = time.time() - 1  # mtimes may be coarser than the clock
     _emit(progress, "init", 0, 4)
     with _quiet_sdk_env(settings):
         wb_run, mode = _open_run(
@@ -790,7 +802,10 @@ def _log_to_wandb(
             wb_run.log({**metrics_payload(run), "results": table})
             _emit(progress, "artifact", 2, 4)
             metadata = artifact_metadata(run, group, plan.alias)
-            artifact = _build_artifact(plan.files, plan.artifact_name, metadata, plan.s3_urls)
+            skip_cache = settings.wandb_cache_skip
+            artifact = _build_artifact(
+                plan.files, plan.artifact_name, metadata, plan.s3_urls, skip_cache
+            )
             wb_run.log_artifact(artifact, aliases=[plan.alias])
             lineage_done = group.model_artifact is None or (
                 mode == "online" and _use_model(wb_run, group.model_artifact, plan.entity)
@@ -798,6 +813,8 @@ def _log_to_wandb(
         finally:
             _emit(progress, "finish", 3, 4)
             wb_run.finish()
+    if mode == "online":
+        _settle_wandb_cache(started)
     run_dir = Path(wb_run.settings.sync_dir)
     logged = LoggedRun(
         run_id=wb_run.id,
@@ -1042,10 +1059,12 @@ def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | No
     the planned totals and ends at them once the upload is confirmed."""
     tally = UploadTally(upload_plan(logged))
     tally.report(progress)
+    started = time.time() - 1
     try:
         failure = _sync_here(logged, settings, progress, tally)
     except (ImportError, AttributeError):
         failure = _run_sync(logged, settings)
+    _settle_wandb_cache(started)
     if failure is None:
         tally.finish()
         tally.report(progress)
