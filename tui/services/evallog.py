@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 from tui.services.file_modes import honour_umask, recent_files
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
+from tui.services.secrets import known_secrets, looks_secret, scrub  # noqa: F401 - re-exported
 from tui.services.settings import DEFAULT_RESULTS_PROJECT
 
 if TYPE_CHECKING:
@@ -171,33 +172,16 @@ def run_artifact_name(run: EvalRun) -> str:
 
 # --- what the run shows ----------------------------------------------------------------
 
-_SECRET_WORDS = frozenset(
-    {"token", "secret", "password", "passwd", "pwd", "credential", "credentials", "apikey"}
-)
-_SECRET_PAIRS = (("api", "key"), ("private", "key"), ("access", "key"), ("auth", "key"))
-_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+def scrub_secrets(value: Any, known: Iterable[str] = ()) -> Any:
+    """A copy of `value` with a placeholder for every secret (by name, shape or value)."""
+    return scrub(value, known_secrets(known))
 
 
-def looks_secret(name: str, value: Any) -> bool:
-    """True for a field named like a credential that holds one.
-
-    Booleans and numbers are kept: `per_token: true` is a setting, not a token.
-    """
-    if value is None or isinstance(value, bool | int | float):
-        return False
-    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
-    if any(w in _SECRET_WORDS for w in words):
-        return True
-    return any(pair == tuple(words[i : i + 2]) for i in range(len(words)) for pair in _SECRET_PAIRS)
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of `value` with every secret-looking field removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: scrub_secrets(v) for k, v in value.items() if not looks_secret(str(k), v)}
-    if isinstance(value, list | tuple):
-        return [scrub_secrets(v) for v in value]
-    return value
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secret values `settings` holds (from .env too, not only the environment)."""
+    held = (settings.wandb_api_key, settings.aws_secret_access_key)
+    return [s.reveal() for s in held if s is not None and s.reveal()]
 
 
 def run_name(run: EvalRun) -> str:
@@ -259,9 +243,11 @@ def hf_link(run: EvalRun, hf_upload_url: str | None) -> str | None:
     return f"https://huggingface.co/datasets/{repo}{tail}"
 
 
-def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, Any]:
+def run_config(
+    run: EvalRun, group: Grouping, hf_url: str | None, known: Iterable[str] = ()
+) -> dict[str, Any]:
     """The run metadata without secrets, plus the grouping keys at the top level."""
-    config = scrub_secrets(dict(run.metadata))
+    config = scrub_secrets(dict(run.metadata), known)
     config.update(
         checkpoint_name=group.name,
         checkpoint_version=group.version,
@@ -276,7 +262,7 @@ def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, A
         hf_upload_url=hf_url,
         model_artifact=group.model_artifact,
     )
-    return config
+    return scrub_secrets(config, known)
 
 
 def metrics_payload(run: EvalRun) -> dict[str, Any]:
@@ -299,8 +285,14 @@ def table_rows(run: EvalRun) -> Iterator[list[Any]]:
         ]
 
 
-def artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, Any]:
+def artifact_metadata(
+    run: EvalRun, group: Grouping, alias: str, known: Iterable[str] = ()
+) -> dict[str, Any]:
     """Metadata on the results artifact, enough to find it without opening it."""
+    return scrub_secrets(_artifact_metadata(run, group, alias), known)
+
+
+def _artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, Any]:
     return {
         "task_name": run.task_name,
         "num_fewshot": run.num_fewshot,
@@ -585,14 +577,14 @@ def upload_to_s3(
     return urls
 
 
-def artifact_files(run: EvalRun, scratch: Path) -> dict[str, Path]:
+def artifact_files(run: EvalRun, scratch: Path, known: Iterable[str] = ()) -> dict[str, Path]:
     """The result files to upload, with `metadata.json` scrubbed of secrets when it has any.
 
     The scrubbed copy is written into `scratch`; the `H-` alias does not cover
     metadata.json, so it is unchanged.
     """
     files = dict(run.files)
-    clean = scrub_secrets(run.metadata)
+    clean = scrub_secrets(run.metadata, known)
     if "metadata.json" in files and clean != run.metadata:
         copy = scratch / "metadata.json"
         copy.write_text(json.dumps(clean, indent=2, sort_keys=True, allow_nan=True))
@@ -732,7 +724,7 @@ def log_run(
             return _replace(earlier, skipped_duplicate=True)
         mode = choose_mode(settings, offline)
         with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
-            files = artifact_files(run, Path(scratch))
+            files = artifact_files(run, Path(scratch), settings_secrets(settings))
             s3_urls = None
             if s3_prefix:
                 prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
@@ -779,6 +771,7 @@ def _log_to_wandb(
 
     run, group = plan.run, plan.group
     started = time.time() - 1  # mtimes may be coarser than the clock
+    known = settings_secrets(settings)
     _emit(progress, "init", 0, 4)
     with _quiet_sdk_env(settings):
         wb_run, mode = _open_run(
@@ -790,8 +783,8 @@ def _log_to_wandb(
             job_type=run.task_name,
             name=run_name(run),
             tags=run_tags(run),
-            notes=f"Full results: {plan.hf_url}" if plan.hf_url else None,
-            config=run_config(run, group, plan.hf_url),
+            notes=scrub_secrets(f"Full results: {plan.hf_url}", known) if plan.hf_url else None,
+            config=run_config(run, group, plan.hf_url, known),
             reinit="create_new",
         )
         try:
@@ -801,7 +794,7 @@ def _log_to_wandb(
             # a separate summary update would write it as null.
             wb_run.log({**metrics_payload(run), "results": table})
             _emit(progress, "artifact", 2, 4)
-            metadata = artifact_metadata(run, group, plan.alias)
+            metadata = artifact_metadata(run, group, plan.alias, known)
             skip_cache = settings.wandb_cache_skip
             artifact = _build_artifact(
                 plan.files, plan.artifact_name, metadata, plan.s3_urls, skip_cache
