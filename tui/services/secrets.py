@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 PLACEHOLDER = "****"
-# Shorter values are too likely to occur by chance (and could not be told from words).
+# Shorter values of secret-named variables are too likely to occur by chance.
 MIN_KNOWN_SECRET = 6
 SECRET_ENV_PREFIX = "EVALWB_SECRET_"
 # The shell's working folders, whose names merely contain "pwd".
@@ -52,18 +52,18 @@ _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _SHAPES = [
     re.compile(p)
     for p in (
-        r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@\"']*:(?P<secret>[^/\s@\"']+)@",  # URL user-info
-        r"(?i)\b(?:bearer|basic|token)\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
+        # name=value and "name": "value" in free text (logs, error messages, argv words)
+        r"(?i)\b(?:[a-z0-9_-]*(?:api[_-]?key|access[_-]?key|private[_-]?key|secret|token"
+        r"|password|passwd|authorization))[\"']?\s*[=:]\s*[\"']?"
+        r"(?P<secret>(?:bearer\s+|basic\s+)?[^\s\"',;&}]+)",
+        r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@\"']*:[^/\s@\"']+)@",  # URL user-info
+        r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=-]{6,})",
         r"(?P<secret>\bhf_[A-Za-z0-9]{20,})",
         r"(?P<secret>\bsk-[A-Za-z0-9_-]{20,})",
         r"(?P<secret>\bgh[pousr]_[A-Za-z0-9]{20,})",
         r"(?P<secret>\bgithub_pat_[A-Za-z0-9_]{20,})",
         r"(?P<secret>\b(?:AKIA|ASIA)[A-Z0-9]{16}\b)",
         r"(?P<secret>\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,})",  # JWT
-        # name=value and "name": "value" in free text (logs, error messages)
-        r"(?i)\b(?:[a-z0-9_-]*(?:api[_-]?key|access[_-]?key|secret|token|password|passwd"
-        r"|authorization))[\"']?\s*[=:]\s*[\"']?(?:bearer\s+|basic\s+)?"
-        r"(?P<secret>[^\s\"',;&}]{4,})",
     )
 ]
 
@@ -98,7 +98,7 @@ def known_secrets(
     """The secret values to look for: `values`, and those of environment variables named
     like a credential (WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, HF_TOKEN, ...); longest first."""
     env = os.environ if environ is None else environ
-    found = {v for v in values if v and len(v) >= MIN_KNOWN_SECRET}
+    found = {v for v in values if v}
     for name, value in env.items():
         if (
             len(value) >= MIN_KNOWN_SECRET
@@ -125,7 +125,7 @@ def _replace_group(match: re.Match[str], mark: Mark) -> str:
     start, end = match.span("secret")
     whole = match.group(0)
     found = match.group("secret")
-    if found == PLACEHOLDER or found.startswith("$" + SECRET_ENV_PREFIX):
+    if PLACEHOLDER in found or "$" + SECRET_ENV_PREFIX in found:
         return whole  # already hidden
     offset = match.start(0)
     return whole[: start - offset] + mark(found) + whole[end - offset :]

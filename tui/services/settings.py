@@ -243,8 +243,9 @@ def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def mask(text: str, settings: Settings) -> str:
-    """Replace every secret value of `settings` that occurs in `text` with ****."""
-    for secret in (settings.wandb_api_key, settings.aws_secret_access_key):
-        if secret is not None and secret.reveal():
-            text = text.replace(secret.reveal(), "****")
-    return text
+    """Replace every secret in `text` with ****: the values `settings` holds, secret
+    environment variables, and secrets found by shape (`tui.services.secrets`)."""
+    from tui.services.secrets import known_secrets, redact_text
+
+    held = (settings.wandb_api_key, settings.aws_secret_access_key)
+    return redact_text(text, known_secrets(s.reveal() for s in held if s is not None))
