@@ -111,6 +111,7 @@ def test_redact_text_hides_each_shape(text: str, shown: str) -> None:
         "checkpoint_path=/models/hf",
         "sky-is-blue",
         "task_name=ARC",
+        "pad_token=<pad> eos_token_id: 2",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
@@ -125,6 +126,8 @@ def test_scrub_hides_by_name_shape_flag_and_value() -> None:
     assert clean["extra_argv"] == ["--hf-token", PLACEHOLDER, "--dtype", "bf16"]
     assert clean["b"] == "key **** in text" and clean["g"] == clean["h"] == PLACEHOLDER
     assert (clean["max_tokens"], clean["per_token"]) == (64, True)
+    special = {"pad_token": "<pad>", "eos_token": "</s>"}  # model tokens, not credentials
+    assert scrub(special) == special
     assert scrub(["--hf-token=" + FLAG_VALUE]) == ["--hf-token=****"]
 
 

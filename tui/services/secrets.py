@@ -53,7 +53,7 @@ _SHAPES = [
     re.compile(p)
     for p in (
         # name=value and "name": "value" in free text (logs, error messages, argv words)
-        r"(?i)\b(?:[a-z0-9_-]*(?:api[_-]?key|access[_-]?key|private[_-]?key|secret|token"
+        r"(?i)\b(?P<name>[a-z0-9_-]*(?:api[_-]?key|access[_-]?key|private[_-]?key|secret|token"
         r"|password|passwd|authorization))[\"']?\s*[=:]\s*[\"']?"
         r"(?P<secret>(?:bearer\s+|basic\s+)?[^\s\"',;&}]+)",
         r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@\"']*:[^/\s@\"']+)@",  # URL user-info
@@ -76,10 +76,15 @@ def looks_secret_name(name: str) -> bool:
     return any(pair == tuple(words[i : i + 2]) for i in range(len(words)) for pair in _SECRET_PAIRS)
 
 
+_TOKEN_SETTINGS = frozenset(
+    {"count", "limit", "length", "max", "num", "pad", "eos", "bos", "unk", "sep", "cls", "mask"}
+    | {"special", "id", "ids", "type", "per"}
+)
+
+
 def _counts_tokens(words: list[str]) -> bool:
-    # `max_tokens`, `num_tokens`: sizes, not credentials ("tokens" is not in the set, but
-    # `token_count`, `token_limit` are).
-    return "token" in words and any(w in ("count", "limit", "length", "max", "num") for w in words)
+    # Model tokens, not credentials: `token_limit`, `pad_token`, `eos_token_id`.
+    return "token" in words and any(w in _TOKEN_SETTINGS for w in words)
 
 
 def looks_secret(name: str, value: Any) -> bool:
@@ -127,6 +132,9 @@ def _replace_group(match: re.Match[str], mark: Mark) -> str:
     found = match.group("secret")
     if PLACEHOLDER in found or "$" + SECRET_ENV_PREFIX in found:
         return whole  # already hidden
+    name = match.groupdict().get("name")
+    if name is not None and not looks_secret_name(name):
+        return whole  # `pad_token=<pad>`: a setting that only mentions a token
     offset = match.start(0)
     return whole[: start - offset] + mark(found) + whole[end - offset :]
 
