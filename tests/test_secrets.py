@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_online_logging import RESULTS, env, serve  # noqa: F401 - fixtures
+from tests.test_online_logging import (  # noqa: F401 - fixtures among them
+    RESULTS,
+    enqueue_log,
+    env,
+    job_done,
+    reap,
+    serve,
+    settings_now,
+    start_worker,
+    wait_for,
+)
 from tests.wandb_emulator import FAKE_KEY, WandbEmulator
 from tui.services import evalrun
 from tui.services.evallog import log_run
@@ -229,6 +239,29 @@ def test_an_online_log_sends_no_planted_secret(
         assert_no_secret(body, f"request {number} to the emulator")
     assert b"****" in b"".join(emulator.posted)  # the config went up, with placeholders
     assert assert_no_secret_in_files(emulator.uploads.root) > 3  # uploaded files
+    assert assert_no_secret_in_files(env, skip=folder) > 5
+
+
+def test_the_worker_logs_planted_results_and_its_log_and_queue_hold_no_secret(
+    env: Path,  # noqa: F811
+    serve: Callable[..., WandbEmulator],  # noqa: F811
+    reap: Callable[[int], None],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The path the app takes: a queued log job, the detached worker, its log file."""
+    emulator = serve()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fake-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    folder = planted_results(env / "results")
+    settings = settings_now()
+    job = enqueue_log(settings, results=folder)
+    start_worker(reap)
+    done = wait_for("the log job", lambda: job_done(settings, job.id), 120)
+    assert done.result["pending_sync"] is False
+    for number, body in enumerate(emulator.posted):
+        assert_no_secret(body, f"request {number} to the emulator")
+    assert assert_no_secret_in_files(emulator.uploads.root) > 3
+    # The worker's log, the queue, the log index, W&B's folders: everything under HOME.
     assert assert_no_secret_in_files(env, skip=folder) > 5
 
 
