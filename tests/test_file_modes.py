@@ -19,7 +19,7 @@ from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
 
 
-@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+@pytest.fixture(params=[0o022, 0o077, 0o002], ids=["umask022", "umask077", "umask002"])
 def umask(request: pytest.FixtureRequest) -> Iterator[int]:
     old = os.umask(request.param)
     try:
@@ -51,7 +51,26 @@ def test_registry_objects_and_index_follow_the_umask(tmp_path: Path, umask: int)
     found = file_modes(tmp_path / "registry")
     assert "registry.sqlite" in found and any(k.startswith("objects/") for k in found)
     assert set(found.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in found.items()}
-    assert set(folder_modes(tmp_path / "registry").values()) == {0o777 & ~umask}
+    # (Under umask 002 the new registry folder is group-writable, so shared: setgid below.)
+    assert {m & 0o777 for m in folder_modes(tmp_path / "registry").values()} == {0o777 & ~umask}
+
+
+def test_the_download_cache_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    from tests.test_cache import settings_for
+    from tui.services.cache import download
+
+    make_checkpoint(tmp_path / "src", shards=1, shard_bytes=1000)
+    settings = settings_for(tmp_path)
+    LocalRegistry(settings.registry_dir).add_version("m", tmp_path / "src")
+    download(
+        "m",
+        registry=LocalRegistry(settings.registry_dir),
+        settings=settings,
+        root=tmp_path / "cache",
+    )
+    found = file_modes(tmp_path / "cache")
+    assert any(name.endswith(".lock") for name in found)
+    assert set(found.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in found.items()}
 
 
 def test_a_group_writable_registry_is_shared_by_its_group(tmp_path: Path, umask: int) -> None:
