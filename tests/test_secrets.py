@@ -279,7 +279,9 @@ def run_cli(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def test_printed_command_determined_file_and_preset_hold_no_secret(isolated_env: Path) -> None:
+def test_printed_command_determined_file_and_preset_hold_no_secret(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     environ = {**os.environ, "WANDB_API_KEY": FAKE_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
     args = ["run", "--checkpoint", str(isolated_env), "--task", "ARC"]
     args += ["--llm-args", json.dumps(planted_llm_args())]
@@ -297,7 +299,8 @@ def test_printed_command_determined_file_and_preset_hold_no_secret(isolated_env:
     base = isolated_env / "dirs"
     paths = Paths(data=base / "d", cache=base / "c", state=base / "s", config=base / "cfg")
     config = EvalRunConfig(checkpoint="m:v1", tasks=["ARC"], llm_args=planted_llm_args())
-    os.environ["WANDB_API_KEY"], os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_KEY, AWS_SECRET
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     preset = evalrun.save_preset("planted", config, load_settings(os.environ, paths=paths))
     assert_no_secret(preset.read_text(), "the preset")
 
