@@ -141,9 +141,21 @@ def test_scrub_hides_by_name_shape_flag_and_value() -> None:
     assert scrub(["--hf-token=" + FLAG_VALUE]) == ["--hf-token=****"]
 
 
-def test_configured_secrets_are_found_by_value() -> None:
+def test_configured_secrets_are_found_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     environ = {"HF_TOKEN": "plainvalue42", "PWD": "/home/me", "SHORT_TOKEN": "abc"}
-    assert known_secrets(["given-one"], environ=environ) == ["plainvalue42", "given-one"]
+    known = known_secrets(["given-one"], environ=environ)
+    assert {"plainvalue42", "given-one"} <= set(known)
+    assert "/home/me" not in known and "abc" not in known
+    # A key read from a .env file, never in the environment, is known all the same.
+    (tmp_path / ".env").write_text("AWS_SECRET_ACCESS_KEY=fromDotEnvOnly0123456789\n")
+    paths = Paths(*(tmp_path / n for n in ("data", "cache", "state", "config")))
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    settings = load_settings(cwd=tmp_path, paths=paths)
+    assert settings.aws_secret_access_key is not None
+    assert "fromDotEnvOnly0123456789" in known_secrets(environ={})
+    assert redact_text("x fromDotEnvOnly0123456789 y", known_secrets()) == "x **** y"
 
 
 def test_a_vault_hides_each_secret_behind_a_reference_and_keeps_it() -> None:

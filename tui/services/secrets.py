@@ -32,6 +32,10 @@ _NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD"})
 
 Mark = Callable[[str], str]
 
+# Secret values this process was configured with (settings from .env as well as the
+# environment): looked for by value in everything scrubbed.
+_REMEMBERED: set[str] = set()
+
 _SECRET_WORDS = frozenset(
     {
         "token",
@@ -97,13 +101,20 @@ def looks_secret(name: str, value: Any) -> bool:
     return looks_secret_name(name)
 
 
+def remember_secret(value: str) -> None:
+    """Look for `value` from now on wherever this process scrubs text."""
+    if len(value) >= MIN_KNOWN_SECRET:
+        _REMEMBERED.add(value)
+
+
 def known_secrets(
     values: Iterable[str | None] = (), environ: Mapping[str, str] | None = None
 ) -> list[str]:
-    """The secret values to look for: `values`, and those of environment variables named
-    like a credential (WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, HF_TOKEN, ...); longest first."""
+    """The secret values to look for: `values`, the configured ones (`remember_secret`),
+    and those of environment variables named like a credential (WANDB_API_KEY,
+    AWS_SECRET_ACCESS_KEY, HF_TOKEN, ...); longest first."""
     env = os.environ if environ is None else environ
-    found = {v for v in values if v}
+    found = {v for v in values if v} | _REMEMBERED
     for name, value in env.items():
         if (
             len(value) >= MIN_KNOWN_SECRET
