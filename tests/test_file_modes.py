@@ -17,6 +17,7 @@ from tests.test_online_logging import RESULTS, env, serve  # noqa: F401
 from tests.wandb_emulator import WandbEmulator
 from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
+from tui.services.settings import child_environment
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002], ids=["umask022", "umask077", "umask002"])
@@ -183,6 +184,7 @@ def test_wandb_cache_files_of_an_upload_follow_the_umask(
     serve()
     done = subprocess.run(
         [sys.executable, "-c", LOG_TWICE, str(RESULTS)],
+        env=child_environment(),  # not this process's wandb-core, if a test started one
         capture_output=True,
         text=True,
         timeout=180,

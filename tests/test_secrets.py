@@ -33,7 +33,7 @@ from tui.services.evallog import log_run
 from tui.services.evalrun import EvalRunConfig, launch
 from tui.services.results import read_run
 from tui.services.secrets import PLACEHOLDER, Vault, known_secrets, redact_text, scrub
-from tui.services.settings import Paths, load_settings
+from tui.services.settings import Paths, child_environment, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_EF = [sys.executable, str(REPO / "tests" / "fake_eval_framework.py")]
@@ -230,7 +230,7 @@ def test_an_online_log_sends_no_planted_secret(
     emulator = serve()
     folder = planted_results(env / "results")
     environ = {
-        **os.environ,
+        **child_environment(),  # not this process's wandb-core, if a test started one
         "WANDB_CACHE_SKIP": "false",  # W&B's cache too
         "AWS_ACCESS_KEY_ID": "fake-id",
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
