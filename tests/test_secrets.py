@@ -347,11 +347,13 @@ def test_a_launched_program_gets_its_secrets_through_its_environment_not_argv(
     )
     lines: list[str] = []
     handle = launch(config, program=FAKE_EF, on_line=lines.append)
+    ours = str(tmp_path / "out")  # in our program's argument list only
     seen, deadline = "", time.monotonic() + 60
-    while time.monotonic() < deadline and "fake_eval_framework" not in seen:
+    while time.monotonic() < deadline and ours not in seen:
         seen = process_argument_lists()
         time.sleep(0.05)
-    assert "fake_eval_framework" in seen and "$EVALWB_SECRET_" in seen  # the references
+    mine = next(line for line in seen.splitlines() if ours in line)
+    assert "fake_eval_framework" in mine and "$EVALWB_SECRET_" in mine  # the references
     for secret in (SK, URL_PASSWORD, BEARER):
         assert secret not in seen, "a secret in a process's argument list"
     assert handle.wait(60) == 0, lines
