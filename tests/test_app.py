@@ -588,9 +588,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=2) as response:
+def get(url: str, cookie: str = "") -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=2) as response:
         return response.status, response.read().decode()
+
+
+def serve_cookie(proc: subprocess.Popen[bytes], port: int) -> str:
+    """The cookie that the token printed by `serve` stands for."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while len(lines) < 3 and "?token=" not in "".join(lines):  # after --demo's own line
+        lines.append(proc.stdout.readline().decode())
+    assert "?token=" in lines[-1], lines
+    token = lines[-1].split("?token=", 1)[1].split()[0]
+    return f"evalwb_serve_{port}={token}"
 
 
 def descendants(pid: int) -> list[int]:
@@ -607,13 +619,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-async def served_app_environment(port: int, pid: int) -> dict[str, str]:
+async def served_app_environment(port: int, pid: int, cookie: str) -> dict[str, str]:
     """Open the browser's app connection, and read the environment of the app it starts."""
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
         url = f"ws://127.0.0.1:{port}/ws?width=80&height=24"
-        async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=5)):
+        headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+        timeout = aiohttp.ClientWSTimeout(ws_close=5)
+        async with session.ws_connect(url, timeout=timeout, headers=headers):
             for _ in range(100):  # at most 10 s
                 for child in descendants(pid):
                     with contextlib.suppress(OSError):
@@ -640,17 +654,18 @@ def test_serve_answers_on_127_0_0_1_and_stops(
         start_new_session=True,
     )
     try:
+        cookie = serve_cookie(proc, port)
         status, page, deadline = 0, "", time.monotonic() + 20
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                status, page = get(f"http://127.0.0.1:{port}/")
+                status, page = get(f"http://127.0.0.1:{port}/", cookie)
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         assert status == 200, proc.stdout.read().decode() if proc.poll() is not None else ""
         assert "evalwb-tui" in page
         assert f"ws://127.0.0.1:{port}/ws" in page  # the browser's app connection
-        served = asyncio.run(served_app_environment(port, proc.pid))
+        served = asyncio.run(served_app_environment(port, proc.pid, cookie))
         assert served["TEXTUAL_DRIVER"].endswith("WebDriver")
         assert "SSH_CONNECTION" not in served and "SSH_TTY" not in served
         proc.send_signal(signal.SIGTERM)

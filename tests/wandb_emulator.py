@@ -1687,6 +1687,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self._body()
         emulator = self.server.emulator
+        emulator.posted.append(raw)
         if self.path.startswith("/sdk/otel/"):
             self._send(200, b"", "application/x-protobuf")
             return
@@ -1808,6 +1809,7 @@ class WandbEmulator:
         self.faults = Faults()
         self.operations: list[str] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.posted: list[bytes] = []  # every POST body as received, for tests to search
         self.max_seconds = max_seconds
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.emulator = self

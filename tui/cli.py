@@ -1094,7 +1094,7 @@ def _add_serve(sub: Any) -> None:
         help="serve the app to a browser tab (textual-serve)",
         description="Each browser tab runs its own copy of the app. Bound to 127.0.0.1 by "
         "default: from another machine, forward the port over SSH "
-        "(ssh -L 8000:127.0.0.1:8000 HOST) and open http://127.0.0.1:8000.",
+        "(ssh -L 8000:127.0.0.1:8000 HOST) and open the URL with ?token= that it prints.",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)"
@@ -1110,11 +1110,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import shlex
 
-    from textual_serve.server import Server
+    from tui.serve import TokenServer, loopback_host
 
     if not 1 <= args.port <= 65535:
         raise CliError(f"--port must be between 1 and 65535, not {args.port}")
-    if not _loopback(args.host):
+    if not loopback_host(args.host):
         # The Run pane launches commands: a tab reachable from the network is a shell.
         raise CliError(
             f"--host {args.host} is not a loopback address; anyone who reaches it could "
@@ -1132,7 +1132,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # in: it should not take the SSH session's terminal palette.
     for name in SSH_VARIABLES:
         os.environ.pop(name, None)
-    server = Server(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
+    server = TokenServer(shlex.join(command), host=args.host, port=args.port, title="evalwb-tui")
     server.serve()
     return 0
 
@@ -1153,17 +1153,6 @@ def _check_port(host: str, port: int) -> None:
             raise CliError(
                 f"cannot serve on {host}:{port} ({why}); choose another port with --port"
             ) from None
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- run --------------------------------------------------------------------------------

@@ -672,7 +672,7 @@ def _locked(job: _Job, relative: Path) -> Iterator[None]:
     """Hold an exclusive flock for one version; report while another process has it."""
     lock_path = job.root / LOCKS_DIR / relative.with_name(relative.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
     try:
         told = False
         while True:

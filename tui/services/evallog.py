@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from tui.services.file_modes import honour_umask, recent_files
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
+from tui.services.secrets import known_secrets, looks_secret, scrub  # noqa: F401 - re-exported
 from tui.services.settings import DEFAULT_RESULTS_PROJECT
 
 if TYPE_CHECKING:
@@ -187,33 +189,16 @@ def run_artifact_name(run: EvalRun) -> str:
 
 # --- what the run shows ----------------------------------------------------------------
 
-_SECRET_WORDS = frozenset(
-    {"token", "secret", "password", "passwd", "pwd", "credential", "credentials", "apikey"}
-)
-_SECRET_PAIRS = (("api", "key"), ("private", "key"), ("access", "key"), ("auth", "key"))
-_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+def scrub_secrets(value: Any, known: Iterable[str] = ()) -> Any:
+    """A copy of `value` with a placeholder for every secret (by name, shape or value)."""
+    return scrub(value, known_secrets(known))
 
 
-def looks_secret(name: str, value: Any) -> bool:
-    """True for a field named like a credential that holds one.
-
-    Booleans and numbers are kept: `per_token: true` is a setting, not a token.
-    """
-    if value is None or isinstance(value, bool | int | float):
-        return False
-    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
-    if any(w in _SECRET_WORDS for w in words):
-        return True
-    return any(pair == tuple(words[i : i + 2]) for i in range(len(words)) for pair in _SECRET_PAIRS)
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of `value` with every secret-looking field removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: scrub_secrets(v) for k, v in value.items() if not looks_secret(str(k), v)}
-    if isinstance(value, list | tuple):
-        return [scrub_secrets(v) for v in value]
-    return value
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secret values `settings` holds (from .env too, not only the environment)."""
+    held = (settings.wandb_api_key, settings.aws_secret_access_key)
+    return [s.reveal() for s in held if s is not None and s.reveal()]
 
 
 def run_name(run: EvalRun) -> str:
@@ -275,9 +260,11 @@ def hf_link(run: EvalRun, hf_upload_url: str | None) -> str | None:
     return f"https://huggingface.co/datasets/{repo}{tail}"
 
 
-def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, Any]:
+def run_config(
+    run: EvalRun, group: Grouping, hf_url: str | None, known: Iterable[str] = ()
+) -> dict[str, Any]:
     """The run metadata without secrets, plus the grouping keys at the top level."""
-    config = scrub_secrets(dict(run.metadata))
+    config = scrub_secrets(dict(run.metadata), known)
     config.update(
         checkpoint_name=group.name,
         checkpoint_version=group.version,
@@ -292,7 +279,7 @@ def run_config(run: EvalRun, group: Grouping, hf_url: str | None) -> dict[str, A
         hf_upload_url=hf_url,
         model_artifact=group.model_artifact,
     )
-    return config
+    return scrub_secrets(config, known)
 
 
 def metrics_payload(run: EvalRun) -> dict[str, Any]:
@@ -315,8 +302,14 @@ def table_rows(run: EvalRun) -> Iterator[list[Any]]:
         ]
 
 
-def artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, Any]:
+def artifact_metadata(
+    run: EvalRun, group: Grouping, alias: str, known: Iterable[str] = ()
+) -> dict[str, Any]:
     """Metadata on the results artifact, enough to find it without opening it."""
+    return scrub_secrets(_artifact_metadata(run, group, alias), known)
+
+
+def _artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, Any]:
     return {
         "task_name": run.task_name,
         "num_fewshot": run.num_fewshot,
@@ -725,14 +718,14 @@ def upload_to_s3(
     return urls
 
 
-def artifact_files(run: EvalRun, scratch: Path) -> dict[str, Path]:
+def artifact_files(run: EvalRun, scratch: Path, known: Iterable[str] = ()) -> dict[str, Path]:
     """The result files to upload, with `metadata.json` scrubbed of secrets when it has any.
 
     The scrubbed copy is written into `scratch`; the `H-` alias does not cover
     metadata.json, so it is unchanged.
     """
     files = dict(run.files)
-    clean = scrub_secrets(run.metadata)
+    clean = scrub_secrets(run.metadata, known)
     if "metadata.json" in files and clean != run.metadata:
         copy = scratch / "metadata.json"
         copy.write_text(json.dumps(clean, indent=2, sort_keys=True, allow_nan=True))
@@ -745,6 +738,7 @@ def _build_artifact(
     name: str,
     metadata: dict[str, Any],
     s3_urls: Mapping[str, str] | None,
+    skip_cache: bool = True,
 ) -> Any:
     import wandb
 
@@ -753,8 +747,17 @@ def _build_artifact(
         if s3_urls is not None:
             artifact.add_reference(s3_urls[file_name], name=file_name, checksum=True)
         else:
-            artifact.add_file(str(path), name=file_name)
+            # WANDB_CACHE_SKIP holds for uploads too: no second copy in W&B's cache.
+            artifact.add_file(str(path), name=file_name, skip_cache=skip_cache)
     return artifact
+
+
+def _settle_wandb_cache(since: float) -> None:
+    """wandb-core writes the files it caches on upload (the results table's among them)
+    0666 whatever the umask: those written since `since` are brought back to it."""
+    from wandb.sdk.artifacts.artifact_file_cache import artifacts_cache_dir
+
+    honour_umask(recent_files(artifacts_cache_dir() / "obj", since))
 
 
 def _write_lineage(run_dir: Path, logged: LoggedRun) -> None:
@@ -890,7 +893,7 @@ def log_run(
         index.begin(run_id, key)
         try:
             with tempfile.TemporaryDirectory(prefix="evalwb-log-") as scratch:
-                files = artifact_files(run, Path(scratch))
+                files = artifact_files(run, Path(scratch), settings_secrets(settings))
                 s3_urls = None
                 if s3_prefix:
                     prefix = f"{s3_prefix.rstrip('/')}/{name}/{alias}"
@@ -954,6 +957,8 @@ def _log_to_wandb(
     import wandb
 
     run, group = plan.run, plan.group
+    started = time.time() - 1  # mtimes may be coarser than the clock
+    known = settings_secrets(settings)
     _emit(progress, "init", 0, 4)
     with _quiet_sdk_env(settings):
         wb_run, mode = _open_run(
@@ -965,8 +970,8 @@ def _log_to_wandb(
             job_type=run.task_name,
             name=run_name(run),
             tags=run_tags(run),
-            notes=f"Full results: {plan.hf_url}" if plan.hf_url else None,
-            config=run_config(run, group, plan.hf_url),
+            notes=scrub_secrets(f"Full results: {plan.hf_url}", known) if plan.hf_url else None,
+            config=run_config(run, group, plan.hf_url, known),
             reinit="create_new",
             id=plan.run_id,
         )
@@ -977,8 +982,11 @@ def _log_to_wandb(
             # a separate summary update would write it as null.
             wb_run.log({**metrics_payload(run), "results": table})
             _emit(progress, "artifact", 2, 4)
-            metadata = artifact_metadata(run, group, plan.alias)
-            artifact = _build_artifact(plan.files, plan.artifact_name, metadata, plan.s3_urls)
+            metadata = artifact_metadata(run, group, plan.alias, known)
+            skip_cache = settings.wandb_cache_skip
+            artifact = _build_artifact(
+                plan.files, plan.artifact_name, metadata, plan.s3_urls, skip_cache
+            )
             wb_run.log_artifact(artifact, aliases=[plan.alias])
             lineage_done = group.model_artifact is None or (
                 mode == "online" and _use_model(wb_run, group.model_artifact, plan.entity)
@@ -986,6 +994,8 @@ def _log_to_wandb(
         finally:
             _emit(progress, "finish", 3, 4)
             wb_run.finish()
+    if mode == "online":
+        _settle_wandb_cache(started)
     run_dir = Path(wb_run.settings.sync_dir)
     logged = LoggedRun(
         run_id=wb_run.id,
@@ -1256,6 +1266,7 @@ def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | No
         except EvalLogError as exc:
             return str(exc)
         started.touch()
+        began = time.time() - 1
         try:
             try:
                 failure = _sync_here(logged, settings, source, progress, tally)
@@ -1267,6 +1278,7 @@ def _upload_run(logged: LoggedRun, settings: Settings, progress: ProgressFn | No
             if source != wandb_file:
                 for leftover in (source, *source.parent.glob(source.name + ".*")):
                     leftover.unlink(missing_ok=True)
+            _settle_wandb_cache(began)
     if failure is None:
         tally.finish()
         tally.report(progress)

@@ -240,7 +240,7 @@ def _open_preallocated(job: ObjectJob) -> None:
     flags = os.O_RDWR | os.O_CREAT
     if not job.present:
         flags |= os.O_TRUNC  # nothing of an earlier run is worth keeping
-    job._fd = os.open(job.dest, flags, 0o644)
+    job._fd = os.open(job.dest, flags, 0o666)  # less the umask, as any file
     # A sparse file of the final size lets parts land in any order.
     os.ftruncate(job._fd, job.size)
 

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import platformdirs
 
+from tui.services.secrets import known_secrets, redact_text, remember_secret
+
 APP_NAME = "evalwb-tui"
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -57,6 +59,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember_secret(value)  # found by value wherever text is scrubbed, .env ones too
 
     def reveal(self) -> str:
         """The secret itself, for handing to an SDK; never for display."""
@@ -243,8 +246,7 @@ def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def mask(text: str, settings: Settings) -> str:
-    """Replace every secret value of `settings` that occurs in `text` with ****."""
-    for secret in (settings.wandb_api_key, settings.aws_secret_access_key):
-        if secret is not None and secret.reveal():
-            text = text.replace(secret.reveal(), "****")
-    return text
+    """Replace every secret in `text` with ****: the values `settings` holds, secret
+    environment variables, and secrets found by shape (`tui.services.secrets`)."""
+    held = (settings.wandb_api_key, settings.aws_secret_access_key)
+    return redact_text(text, known_secrets(s.reveal() for s in held if s is not None))

@@ -46,7 +46,6 @@ import json
 import math
 import os
 import random
-import re
 import socket
 import sqlite3
 import threading
@@ -58,7 +57,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tui.services.settings import SECRET_VARIABLES, Settings
+from tui.services.secrets import known_secrets, redact_text
+from tui.services.settings import Settings
 
 QUEUE_FILE = "transfers.sqlite"
 
@@ -268,22 +268,11 @@ class Backoff:
 
 # --- masking -------------------------------------------------------------------------
 
-_SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b((?:api[_-]?key|access[_-]?key|secret[_-]?access[_-]?key|secret|token|password"
-    r"|passwd|authorization)[\"']?\s*[=:]\s*[\"']?)(?:bearer\s+|basic\s+)?[^\s\"',;&]+"
-)
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
-
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Hide secret values in `text`: the given ones, the secret environment variables,
-    `key=value` style credentials and passwords in URLs."""
-    known = [s for s in secrets if s]
-    known += [os.environ[name] for name in SECRET_VARIABLES if os.environ.get(name)]
-    for value in sorted(known, key=len, reverse=True):
-        text = text.replace(value, "****")
-    text = _SECRET_ASSIGNMENT.sub(r"\1****", text)
-    return _URL_USERINFO.sub(r"\1****@", text)
+    and every secret found by shape (`tui.services.secrets`)."""
+    return redact_text(text, known_secrets(secrets))
 
 
 def one_line_error(error: BaseException | str, secrets: Iterable[str] = ()) -> str:

@@ -7,10 +7,7 @@ import dataclasses
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
-
-if TYPE_CHECKING:
-    pass
+from typing import Any, NoReturn
 
 from tui.services.evalrun.config import (
     ARTIFACT_ARG,
@@ -24,6 +21,7 @@ from tui.services.evalrun.config import (
     canonical_task,
     is_local_checkpoint,
 )
+from tui.services.secrets import Mark, known_secrets, looks_secret, scrub
 
 
 def checkpoint_arg(config: EvalRunConfig) -> tuple[str, str]:
@@ -60,8 +58,14 @@ def to_argv(
     program: str | Sequence[str] | None = None,
     *,
     task: str | None = None,
+    mark: Mark | None = None,
 ) -> list[str]:
-    """The eval-framework command for one task (the only task when `task` is None)."""
+    """The eval-framework command for one task (the only task when `task` is None).
+
+    Secrets never stand in it: without `mark`, llm args named like a secret are left out
+    and other secrets (by shape or value) show as a placeholder; with `mark` (a `Vault`,
+    for a launch) every secret is replaced by what `mark` returns for it.
+    """
     if task is None:
         if len(config.tasks) != 1:
             raise EvalRunError(
@@ -70,7 +74,12 @@ def to_argv(
         task = config.tasks[0]
     key, value = checkpoint_arg(config)
     llm_args = [f"{key}={_literal(value)}"]
-    llm_args += [f"{k}={_literal(v)}" for k, v in _public_llm_args(config).items()]
+    if mark is None:
+        llm_args += [f"{k}={_literal(v)}" for k, v in _public_llm_args(config).items()]
+    else:
+        for k, v in config.llm_args.items():
+            text = _literal(v)
+            llm_args.append(f"{k}={mark(text) if looks_secret(str(k), v) else text}")
     argv = [*program_words(config, program), "--llm-name", config.llm_class]
     if config.models_file:
         argv += _opt("--models", config.models_file)
@@ -82,7 +91,7 @@ def to_argv(
         argv += ["--max-tokens", str(config.max_tokens)]
     argv += ["--batch-size", str(config.batch_size), *_opt("--output-dir", config.output_dir)]
     argv += _optional(config)
-    return argv
+    return scrub(argv, known_secrets(), mark)
 
 
 def _opt(flag: str, value: str) -> list[str]:
@@ -110,11 +119,13 @@ def _optional(config: EvalRunConfig) -> list[str]:
     return argv
 
 
-def to_argvs(config: EvalRunConfig, program: str | Sequence[str] | None = None) -> list[list[str]]:
+def to_argvs(
+    config: EvalRunConfig, program: str | Sequence[str] | None = None, mark: Mark | None = None
+) -> list[list[str]]:
     """One eval-framework command per task, in the order the tasks were chosen."""
     if not config.tasks:
         raise EvalRunError("tasks: choose at least one task")
-    return [to_argv(config, program, task=task) for task in config.tasks]
+    return [to_argv(config, program, task=task, mark=mark) for task in config.tasks]
 
 
 def to_shell(argv: Sequence[str]) -> str:

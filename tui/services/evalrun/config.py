@@ -17,9 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tui.services.evallog import DEFAULT_BASE_URL, looks_secret, server_reachable
+from tui.services.evallog import DEFAULT_BASE_URL, server_reachable
 from tui.services.refs import RefError, parse_ref
 from tui.services.registry.protocol import NotFoundError
+from tui.services.secrets import has_secret, known_secrets, looks_secret, scrub
 
 if TYPE_CHECKING:
     from tui.services.registry.protocol import Registry
@@ -509,20 +510,25 @@ def _check_command(config: EvalRunConfig) -> str | None:
 
 
 def dropped_secrets(config: EvalRunConfig) -> list[str]:
-    """llm arg keys that look secret and are therefore never written anywhere."""
+    """llm arg keys that hold a secret, by name, shape or value (`tui.services.secrets`):
+    left out of (or masked in) commands, files and presets."""
     args = config.llm_args if isinstance(config.llm_args, dict) else {}
-    return sorted(str(k) for k, v in args.items() if looks_secret(str(k), v))
+    known = known_secrets()
+    return sorted(str(k) for k, v in args.items() if has_secret({k: v}, known))
 
 
 def secret_note(keys: Sequence[str]) -> str:
-    """The note shown when secret llm args are left out."""
+    """The note shown when llm args hold secrets."""
     names = ", ".join(keys)
     return (
-        f"llm args {names} look secret and are not written into commands, files or presets; "
-        "set them in the environment of the evaluation instead"
+        f"llm args {names} hold secrets: shown and written as **** or left out; "
+        "a launch hands them to the program through its environment"
     )
 
 
 def _public_llm_args(config: EvalRunConfig) -> dict[str, Any]:
-    secret = set(dropped_secrets(config))
-    return {k: v for k, v in config.llm_args.items() if k not in secret}
+    """llm args fit to show and export: those named like a secret left out, secrets
+    found by shape or value in the others replaced by a placeholder."""
+    args = config.llm_args if isinstance(config.llm_args, dict) else {}
+    kept = {k: v for k, v in args.items() if not looks_secret(str(k), v)}
+    return scrub(kept, known_secrets())

@@ -32,6 +32,7 @@ from tui.services.evalrun.config import (
     dropped_secrets,
 )
 from tui.services.evalrun.presets import write_text_atomic
+from tui.services.secrets import known_secrets, scrub
 
 
 def _task_args(config: EvalRunConfig, task: str) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def to_determined(
         experiment["description"] = config.description
     if image:
         experiment["environment"] = {"image": image}
-    return experiment
+    return scrub(experiment, known_secrets())
 
 
 def determined_hyperparameters(config: EvalRunConfig) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def determined_yaml(config: EvalRunConfig, **options: Any) -> str:
     ]
     secrets = dropped_secrets(config)
     if secrets:
-        header.append(f"# Left out as secret: llm args {', '.join(secrets)}.")
+        header.append(f"# Left out or shown as **** as secret: llm args {', '.join(secrets)}.")
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return "\n".join(header) + "\n" + body
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tui.services.refs import parse_ref
 from tui.services.results import AGGREGATED, METADATA, ResultsError, find_runs
+from tui.services.secrets import SECRET_ENV_PREFIX, Vault, redact_text
 from tui.services.settings import child_environment
 
 if TYPE_CHECKING:
@@ -55,13 +57,74 @@ def _resolve(program: str) -> str:
 
 def clean_line(raw: bytes, secrets: Iterable[str] = ()) -> str:
     """One output line for display: decoded, colour codes and carriage-return redraws
-    (progress bars) reduced to the last state, cut to a sane length, secrets masked."""
+    (progress bars) reduced to the last state, cut to a sane length, secrets masked
+    (the given ones, and any found by shape)."""
     text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
     text = _ANSI.sub("", text.rsplit("\r", 1)[-1])
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
+    text = redact_text(text, sorted((s for s in secrets if s), key=len, reverse=True))
     return text if len(text) <= MAX_LINE else text[:MAX_LINE] + " …"
+
+
+# Run as `python -c FILL_SECRETS <script | -m module | -c code> ARGS...`: puts the values of the
+# EVALWB_SECRET_<n> variables where `$EVALWB_SECRET_<n>` stands in ARGS, inside the
+# program's own process (sys.argv), then runs the program there. The process's argument
+# list, which every account can read in /proc and `ps`, keeps the references; the values
+# travel in its environment, which only its owner can read, and go no further.
+FILL_SECRETS = "; ".join(
+    [
+        "import os, re, runpy, sys",
+        f"p = {SECRET_ENV_PREFIX!r}",
+        "v = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(p)}",
+        "f = lambda w: re.sub(r'\\$(' + p + r'\\d+)', lambda m: v.get(m[1], m[0]), w)",
+        "a = [f(w) for w in sys.argv[1:]]",
+        "k = a[0] if a[0] in ('-m', '-c') else ''",
+        "sys.argv = ['-c', *a[2:]] if k == '-c' else a[1:] if k else a",
+        "sys.path[0] = '' if k else os.path.dirname(os.path.abspath(a[0]))",
+        "exec(compile(a[1], '<string>', 'exec'), {'__name__': '__main__'}) if k == '-c'"
+        " else runpy.run_module(a[1], run_name='__main__', alter_sys=True) if k"
+        " else runpy.run_path(a[0], run_name='__main__')",
+    ]
+)
+_PYTHON_NAME = re.compile(r"python[0-9.]*$")
+
+
+def _python_form(argv: Sequence[str]) -> list[str] | None:
+    """How `python -c FILL_SECRETS ...` runs `argv`: the words before `argv`'s program
+    arguments (`[python]` for `python script`/`python -m module`, `[python, script]` for a
+    script with a Python shebang); None when `argv` does not start a Python program."""
+    first = Path(argv[0])
+    if _PYTHON_NAME.match(first.name):
+        if (len(argv) > 2 and argv[1] in ("-m", "-c")) or (len(argv) > 1 and argv[1][:1] != "-"):
+            return [argv[0]]
+        return None
+    try:
+        with first.open("rb") as script:
+            line = script.readline(256)
+    except OSError:
+        return None
+    words = line[2:].decode(errors="replace").split() if line.startswith(b"#!") else []
+    if len(words) == 2 and Path(words[0]).name == "env":
+        words = [shutil.which(words[1]) or words[1]]
+    if len(words) == 1 and _PYTHON_NAME.match(Path(words[0]).name):
+        return [words[0], argv[0]]
+    return None
+
+
+def secret_launch(argv: list[str], vault: Vault) -> list[str]:
+    """The command that runs `argv` with the vault's secrets filled in inside the program;
+    `argv` itself when it holds none. A program that is not Python cannot be given them
+    that way: refused, rather than putting them in its argument list."""
+    if not vault.env:
+        return argv
+    form = _python_form(argv)
+    if form is None:
+        raise EvalRunError(
+            "llm args hold secrets, which a launch hands over only through the program's "
+            f"environment and only to a Python program; {argv[0]} is not one. Launch "
+            "eval_framework (or python -m ...), or set the secrets in the environment "
+            "the model reads (e.g. HF_TOKEN) instead of in llm args"
+        )
+    return [form[0], "-c", FILL_SECRETS, *form[1:], *argv[1:]]
 
 
 def _run_states(root: Path) -> dict[Path, float]:
@@ -109,6 +172,8 @@ class LaunchHandle:
         self._done = threading.Event()
         self._before: dict[Path, float] = {}
         self._thread = threading.Thread(target=self._run, name="eval-run", daemon=True)
+        # What is run: `argvs` as shown, or the same run through FILL_SECRETS.
+        self.commands = argvs
 
     def start(self) -> LaunchHandle:
         """Start the first command; later commands start when the previous one succeeds."""
@@ -130,8 +195,8 @@ class LaunchHandle:
         try:
             # Taken here, not in the caller: a large output dir takes a while to walk.
             self._before = _run_states(self.output_dir)
-            for argv in self.argvs:
-                code = self._run_one(argv)
+            for argv, command in zip(self.argvs, self.commands, strict=True):
+                code = self._run_one(argv, command)
                 if code != 0 or self.cancelled:
                     break
             if code == 0 and not self.cancelled:
@@ -144,14 +209,14 @@ class LaunchHandle:
         if self._on_exit is not None:
             self._on_exit(self)
 
-    def _run_one(self, argv: list[str]) -> int:
+    def _run_one(self, argv: list[str], command: list[str]) -> int:
         self._emit(f"$ {to_shell(argv)}")
         with self._lock:
             if self.cancelled:
                 return -signal.SIGTERM
             try:
                 proc = subprocess.Popen(
-                    argv,
+                    command,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
@@ -222,11 +287,16 @@ def launch(
     errors = validate(config)
     if errors:
         raise EvalRunError("; ".join(errors.values()))
-    argvs = to_argvs(config, program)
+    vault = Vault()
+    argvs = to_argvs(config, program, mark=vault)
     resolved = _resolve(argvs[0][0])
     argvs = [[resolved, *argv[1:]] for argv in argvs]
+    commands = [secret_launch(argv, vault) for argv in argvs]
+    child_env = {**(os.environ if env is None else env), **vault.env}
     output_dir = Path(config.output_dir).expanduser()
-    handle = LaunchHandle(argvs, output_dir, on_line, on_exit, env, secrets, grace)
+    shown = [*secrets, *vault.env.values()]
+    handle = LaunchHandle(argvs, output_dir, on_line, on_exit, child_env, shown, grace)
+    handle.commands = commands
     return handle.start()
 
 

@@ -22,6 +22,7 @@ from tui.services.evalrun.config import (
     EvalRunError,
     _public_llm_args,
 )
+from tui.services.secrets import known_secrets, scrub
 
 
 def presets_dir(settings: Settings) -> Path:
@@ -51,7 +52,7 @@ def config_to_dict(config: EvalRunConfig) -> dict[str, Any]:
     """A JSON-ready copy of `config` without secret llm args."""
     data = dataclasses.asdict(config)
     data["llm_args"] = _public_llm_args(config)
-    return data
+    return scrub(data, known_secrets())
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "preset") -> EvalRunConfig:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tui.services.file_modes import group_shared, make_folders, set_file_mode
 from tui.services.refs import DEFAULT_ALIAS, ArtifactRef, RefError, parse_ref
 from tui.services.registry.protocol import (
     Collection,
@@ -163,6 +164,20 @@ class LocalRegistry:
 
     # -- connections -------------------------------------------------------------
 
+    def _create_index(self) -> None:
+        """Create the index file under the file policy before SQLite does (SQLite makes
+        it 0644 whatever the umask or the folder's group); its -wal and -shm files take
+        its mode."""
+        shared = group_shared(self.root)
+        try:
+            fd = os.open(self.index_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        try:
+            set_file_mode(fd, shared)
+        finally:
+            os.close(fd)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.index_path, timeout=BUSY_SECONDS, isolation_level=None)
         return conn
@@ -213,6 +228,7 @@ class LocalRegistry:
         """A write transaction holding the registry's write lock from its start."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._create_index()
         except OSError as exc:
             raise RegistryError(f"cannot create registry folder {self.root}: {exc}") from None
         try:
@@ -616,10 +632,12 @@ class LocalRegistry:
     ) -> None:
         import hashlib  # here, not at the top: loading OpenSSL delays every start-up
 
-        target.parent.mkdir(parents=True, exist_ok=True)
+        shared = group_shared(self.root)
+        make_folders(target.parent, self.root, shared)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         tmp = Path(tmp_name)
         try:
+            set_file_mode(fd, shared)  # mkstemp's 0600 would shut out a sharing group
             hasher = hashlib.md5()
             done = 0
             with os.fdopen(fd, "wb") as out, local.open("rb") as src:
