@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+from tests.wandb_emulator import FAKE_KEY, ORG_ENTITY, WandbEmulator
 from tui.services.evallog import content_alias, run_artifact_name
 from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
@@ -170,7 +170,8 @@ def check_server(emulator: WandbEmulator, job: Job) -> None:
     assert sorted(artifact.aliases) == sorted([alias, "latest"])
     assert sorted(f.name for f in artifact.files()) == sorted(run.files)
     assert artifact.logged_by().id == wb_run.id
-    model = client.artifact(f"team/wandb-registry-model/{CHECKPOINT}")
+    # Linked on the organisation's registry, whose entity is not the team's.
+    model = client.artifact(f"{ORG_ENTITY}/wandb-registry-model/{CHECKPOINT}")
     assert wb_run.id in [r.id for r in model.used_by()]
     assert emulator.errors == []
 

@@ -31,7 +31,13 @@ from wandb.sdk.artifacts._generated import (
     PROJECT_ARTIFACTS_GQL,
 )
 
-from tests.wandb_emulator import MODEL_REGISTRY, WandbEmulator, operation_name
+from tests.wandb_emulator import (
+    MODEL_REGISTRY,
+    ORG_ENTITY,
+    ORGANIZATION,
+    WandbEmulator,
+    operation_name,
+)
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import RunInfo
 
@@ -87,7 +93,7 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-MEMBERSHIP = {"entity": "team", "project": MODEL_REGISTRY, "name": "tiny:production"}
+MEMBERSHIP = {"entity": ORG_ENTITY, "project": MODEL_REGISTRY, "name": "tiny:production"}
 
 
 def test_operation_names_come_from_the_query_when_not_sent() -> None:
@@ -121,7 +127,9 @@ def test_answers_with_exactly_the_selected_fields(emulator: WandbEmulator) -> No
 
 def test_field_aliases_rename_the_answer(emulator: WandbEmulator) -> None:
     status, body = post(
-        emulator, PROJECT_ARTIFACT_COLLECTIONS_GQL, {"entity": "team", "project": MODEL_REGISTRY}
+        emulator,
+        PROJECT_ARTIFACT_COLLECTIONS_GQL,
+        {"entity": ORG_ENTITY, "project": MODEL_REGISTRY},
     )
     assert status == 200, body
     [edge] = body["data"]["project"]["artifactCollections"]["edges"]
@@ -131,7 +139,7 @@ def test_field_aliases_rename_the_answer(emulator: WandbEmulator) -> None:
 
 def test_paging_follows_first_and_after(emulator: WandbEmulator) -> None:
     variables = {
-        "entity": "team",
+        "entity": ORG_ENTITY,
         "project": MODEL_REGISTRY,
         "type": "model",
         "collection": "tiny",
@@ -153,7 +161,7 @@ def test_paging_follows_first_and_after(emulator: WandbEmulator) -> None:
 
 def test_filters_are_applied(emulator: WandbEmulator) -> None:
     def registries(filters: dict) -> list[str]:
-        variables = {"organization": "team-org", "filters": json.dumps(filters)}
+        variables = {"organization": ORGANIZATION, "filters": json.dumps(filters)}
         status, body = post(emulator, FETCH_REGISTRIES_GQL, variables)
         assert status == 200, body
         edges = body["data"]["organization"]["orgEntity"]["projects"]["edges"]
@@ -245,7 +253,11 @@ def test_mutations_change_the_backing_registry(emulator: WandbEmulator) -> None:
     artifact_id = post(
         emulator, ARTIFACT_MEMBERSHIP_BY_NAME_GQL, {**MEMBERSHIP, "name": "tiny:v0"}
     )[1]["data"]["project"]["artifactCollectionMembership"]["artifact"]["id"]
-    target = {"entityName": "team", "projectName": MODEL_REGISTRY, "artifactCollectionName": "tiny"}
+    target = {
+        "entityName": ORG_ENTITY,
+        "projectName": MODEL_REGISTRY,
+        "artifactCollectionName": "tiny",
+    }
     variables = {
         "input": {"artifactID": artifact_id, "aliases": [{**target, "alias": "production"}]}
     }
@@ -556,8 +568,8 @@ def test_the_backends_query_of_many_lineages_is_answered_and_checked(
 ) -> None:
     from tui.services.registry.wandb import _lineages_query
 
-    names = {"e0": "team", "p0": MODEL_REGISTRY, "n0": "tiny:v1"}
-    names |= {"e1": "team", "p1": MODEL_REGISTRY, "n1": "tiny:v7"}
+    names = {"e0": ORG_ENTITY, "p0": MODEL_REGISTRY, "n0": "tiny:v1"}
+    names |= {"e1": ORG_ENTITY, "p1": MODEL_REGISTRY, "n1": "tiny:v7"}
     status, body = post(emulator, _lineages_query(2), names)
     assert status == 200, body
     made = body["data"]["v0"]["artifactCollectionMembership"]["artifact"]["createdBy"]

@@ -75,6 +75,25 @@ from tui.services.registry.protocol import (
 )
 
 MODEL_REGISTRY = "wandb-registry-model"
+# The default organisation. On W&B an organisation has an entity of its own (the org
+# entity, owner of the `wandb-registry-*` projects), distinct from its team entities and
+# the users' personal entities: `_resolve_org_info` in
+# wandb/sdk/artifacts/_gqlutils.py reads `entity.organization.orgEntity` for a team and
+# `entity.user.organizations` for a personal entity.
+ORGANIZATION = "acme"
+ORG_ENTITY = "acme-org"
+TEAM = "team"
+VIEWER = "alice"
+# A registry version is a link to an artifact logged in a team project (the SDK tells a
+# link by its source sequence living elsewhere: `Artifact._assign_attrs` in
+# wandb/sdk/artifacts/artifact.py). Collections come from `training` unless named here.
+SOURCE_PROJECT = "training"
+SOURCE_PROJECTS = {"llama-3-8b-sft": "pretraining"}
+# Projects the viewer may read but not write (`IsProjectReadOnly` answers true): the SDK's
+# `Artifact._update` then skips `UpdateArtifact` on a link, with only a warning.
+READ_ONLY_PROJECTS = frozenset({"pretraining"})
+# (collection, alias) pairs only registry admins may move or remove.
+PROTECTED_ALIASES = frozenset({("mistral-7b-dpo", "production")})
 EPOCH = "2026-01-01T00:00:00Z"
 CHUNK = 1 << 20
 
@@ -167,6 +186,11 @@ _OPERATION = re.compile(r"\b(query|mutation)\s+([A-Za-z_]\w*)")
 
 class GraphQLFailure(Exception):
     """The emulator could not answer a request; recorded in `errors`, answered 500."""
+
+
+class GraphQLRefusal(Exception):
+    """W&B refuses the request (permissions): answered 200 with `errors`, as W&B does,
+    and not recorded, since the client is expected to meet it."""
 
 
 def gid(kind: str, *parts: object) -> str:
@@ -1065,6 +1089,7 @@ class RegistryGraph:
         base_url: Callable[[], str],
         entity: str,
         organization: str,
+        org_entity: str,
         username: str,
         uploads: Uploads,
     ) -> None:
@@ -1072,6 +1097,7 @@ class RegistryGraph:
         self.base_url = base_url
         self.entity = entity
         self.organization = organization
+        self.org_entity = org_entity
         self.username = username
         self.uploads = uploads
         self.lock = threading.RLock()
@@ -1083,10 +1109,11 @@ class RegistryGraph:
         return {"__typename": "Entity", "name": name or self.entity, "organization": org}
 
     def project(self, name: str, entity: str | None = None) -> dict[str, Any]:
-        """A project of the org entity, or of `entity` (where lineage runs live)."""
-        entity = entity or self.entity
+        """The registry project of the org entity, or a project of `entity` (the team
+        by default: where sources and lineage runs live)."""
         if name != MODEL_REGISTRY:
-            return self.user_project(name, entity)
+            return self.user_project(name, entity or self.entity)
+        entity = self.org_entity
         return {
             "__typename": "Project",
             "id": gid("Project", entity, name),
@@ -1128,16 +1155,18 @@ class RegistryGraph:
                 "artifactCollections": lambda b: up.collections(entity, name, b, a["name"]),
             }
 
+        def membership(a: Mapping[str, Any]) -> dict[str, Any] | None:
+            found = up.membership_by_name(entity, name, a["name"])
+            return found or self.source_membership(entity, name, a["name"])
+
         return {
             **up.project_info(entity, name),
             "description": "",
             "createdAt": EPOCH,
             "updatedAt": EPOCH,
             "access": "PRIVATE",
-            "readOnly": False,
-            "artifactCollectionMembership": lambda a: up.membership_by_name(
-                entity, name, a["name"]
-            ),
+            "readOnly": self.read_only(entity, name),
+            "artifactCollectionMembership": membership,
             "artifactCollection": collection,
             "artifact": lambda a: up.artifact_by_name(entity, name, a["name"]),
             "artifactType": artifact_type,
@@ -1182,14 +1211,36 @@ class RegistryGraph:
             },
         }
 
+    def source_project(self, collection: str) -> str:
+        """The team project the versions of a registry collection were logged to."""
+        return SOURCE_PROJECTS.get(collection, SOURCE_PROJECT)
+
+    def read_only(self, entity: str, project: str) -> bool:
+        return entity == self.entity and project in READ_ONLY_PROJECTS
+
+    def source_membership(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        """`name:alias` in a source project: the artifact a registry version links to."""
+        collection, _, alias = name.partition(":")
+        if entity != self.entity or self.source_project(collection) != project:
+            return None
+        if not self.get_collection(collection):
+            return None
+        try:
+            v = self.registry.resolve(ArtifactRef(name=collection, alias=alias or "latest"))
+        except NotFoundError:
+            return None
+        return self.membership_of(v, linked=False)
+
     def artifact(self, v: Version) -> dict[str, Any]:
+        # The artifact of a registry version is its source, logged in a team project;
+        # the registry only holds a link (a membership) to it.
         return {
             "__typename": "Artifact",
             "id": gid("Artifact", v.collection, v.version),
             "artifactSequence": {
                 "__typename": "ArtifactSequence",
                 "name": v.collection,
-                "project": self.project(MODEL_REGISTRY),
+                "project": self.project(self.source_project(v.collection), self.entity),
             },
             "versionIndex": v.index,
             "artifactType": {"__typename": "ArtifactType", "name": v.type},
@@ -1231,15 +1282,20 @@ class RegistryGraph:
             return None
         return self.membership_of(v)
 
-    def membership_of(self, v: Version) -> dict[str, Any]:
+    def membership_of(self, v: Version, *, linked: bool = True) -> dict[str, Any]:
+        """The registry link of `v`, or (`linked` False) its place in its source project."""
         c = self.registry.get_collection(v.collection)
+        where = MODEL_REGISTRY if linked else self.source_project(v.collection)
+        found = self.collection(c, where)
+        if not linked:
+            found["__typename"] = "ArtifactSequence"
         return {
             "__typename": "ArtifactCollectionMembership",
-            "id": gid("ArtifactCollectionMembership", v.collection, v.version),
+            "id": gid("ArtifactCollectionMembership", where, v.collection, v.version),
             "versionIndex": v.index,
             "createdAt": v.created_at or EPOCH,
             "aliases": [self.alias(a, v.collection) for a in v.aliases],
-            "artifactCollection": self.collection(c),
+            "artifactCollection": found,
             "artifact": self.artifact(v),
             "files": lambda a: self.files(v, a),
         }
@@ -1453,22 +1509,22 @@ class RegistryGraph:
         except NotFoundError:
             return None
 
-    def org_entity(self) -> dict[str, Any]:
+    def org_entity_node(self) -> dict[str, Any]:
         return {
             "__typename": "Entity",
-            "name": self.entity,
+            "name": self.org_entity,
             "projects": self.registries,
             "artifactCollections": self.registry_collections,
             "artifactMemberships": self.registry_versions,
         }
 
     def organization_node(self, name: str) -> dict[str, Any] | None:
-        if name not in (self.organization, self.entity):
+        if name not in (self.organization, self.org_entity):
             return None
         return {
             "__typename": "Organization",
             "name": self.organization,
-            "orgEntity": self.org_entity(),
+            "orgEntity": self.org_entity_node(),
             "advancedRegistryFeatures": {"advancedSearch": False},
         }
 
@@ -1477,6 +1533,7 @@ class RegistryGraph:
     def add_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        self._check_unprotected(v, data.get("aliases") or ())
         for alias in data.get("aliases") or ():
             self.registry.set_alias(v.ref(), alias["alias"])
         return {"success": True}
@@ -1484,13 +1541,31 @@ class RegistryGraph:
     def delete_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        self._check_unprotected(v, data.get("aliases") or ())
         for alias in data.get("aliases") or ():
             self.registry.remove_alias(v.ref(), alias["alias"])
         return {"success": True}
 
+    @staticmethod
+    def _check_unprotected(v: Version, aliases: Iterable[Mapping[str, Any]]) -> None:
+        """Refuse a change to a protected alias, as W&B refuses it to a registry member
+        (the SDK's `Artifact._add_aliases` turns the error into "You do not have
+        permission to add the following alias ...")."""
+        for alias in aliases:
+            if (v.collection, alias["alias"]) in PROTECTED_ALIASES:
+                raise GraphQLRefusal(
+                    f"permission denied: alias {alias['alias']!r} of {v.collection} is "
+                    "protected; only registry admins may change it"
+                )
+
     def update_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        source = self.source_project(v.collection)
+        if self.read_only(self.entity, source):
+            raise GraphQLRefusal(
+                f"permission denied: {self.entity}/{source} is read-only for {self.username}"
+            )
         removed = {t["tagName"] for t in data.get("tagsToDelete") or ()}
         added = [t["tagName"] for t in data.get("tagsToAdd") or ()]
         tags = [t for t in v.tags if t not in removed]
@@ -1550,30 +1625,35 @@ class RegistryGraph:
         return {"artifact": self.artifact_by_id(target)}
 
     def entity_by_name(self, name: str | None) -> dict[str, Any] | None:
+        """A team or org entity (in the organisation) or the viewer's personal entity
+        (a user who is a member of it), as FetchOrgInfoFromEntity reads them."""
         uploaded = any(r.entity == name for r in self.uploads.runs.values())
         if (
             not uploaded
-            and name not in (self.entity, self.username)
+            and name not in (self.entity, self.org_entity, self.username)
             and not any(self._run_place(run)[0] == name for run in self.all_runs())
         ):
             return None
         org = {
             "__typename": "Organization",
             "name": self.organization,
-            "orgEntity": {"__typename": "Entity", "name": self.entity},
+            "orgEntity": {"__typename": "Entity", "name": self.org_entity},
         }
+        personal = name == self.username
         return {
             "__typename": "Entity",
             "name": name,
-            "organization": org,
-            "user": None,
+            "organization": None if personal else org,
+            "user": {"__typename": "User", "organizations": [org]} if personal else None,
             "project": lambda a: self.project_by_name(name, a["name"]),
         }
 
     def project_by_name(self, entity: str | None, name: str) -> dict[str, Any] | None:
         entity = entity or self.entity
-        if name == MODEL_REGISTRY and entity == self.entity:
-            return self.project(name)
+        if name == MODEL_REGISTRY:
+            return self.project(name) if entity == self.org_entity else None
+        if entity == self.entity and name in {SOURCE_PROJECT, *SOURCE_PROJECTS.values()}:
+            return self.project(name, entity)
         if self.uploads.has_project(entity, name):
             return self.project(name, entity)
         if any(self._run_place(run) == (entity, name) for run in self.all_runs()):
@@ -1780,8 +1860,9 @@ class WandbEmulator:
         registry: Registry,
         *,
         entity: str = "team",
-        organization: str = "team-org",
-        username: str = "tester",
+        organization: str = ORGANIZATION,
+        org_entity: str = ORG_ENTITY,
+        username: str = VIEWER,
         port: int = 0,
         max_seconds: float = 300.0,
     ) -> None:
@@ -1801,6 +1882,7 @@ class WandbEmulator:
             base_url=lambda: self.base_url,
             entity=entity,
             organization=organization,
+            org_entity=org_entity,
             username=username,
             uploads=self.uploads,
         )
@@ -1849,6 +1931,8 @@ class WandbEmulator:
                 )
             for model in result_models(name):
                 model.model_validate(data)
+        except GraphQLRefusal as exc:
+            return 200, {"errors": [{"message": str(exc)}], "data": None}
         except Exception as exc:  # every failure must reach the test, whatever its kind
             message = f"{name}: {type(exc).__name__}: {exc}"
             self.record_error(message)

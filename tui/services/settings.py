@@ -131,6 +131,7 @@ class Settings:
     wandb_api_key: Secret | None = None
     wandb_base_url: str | None = None
     wandb_entity: str | None = None
+    wandb_organization: str | None = None
     wandb_project: str | None = None
     wandb_dir: Path | None = None
     wandb_cache_skip: bool = True
@@ -217,6 +218,7 @@ def load_settings(
         wandb_api_key=Secret(key) if key else None,
         wandb_base_url=get("WANDB_BASE_URL"),
         wandb_entity=get("WANDB_ENTITY"),
+        wandb_organization=get("WANDB_ORGANIZATION"),
         wandb_project=get("WANDB_PROJECT"),
         wandb_dir=_path(get("WANDB_DIR")),
         wandb_cache_skip=parse_bool("WANDB_CACHE_SKIP", cache_skip) if cache_skip else True,

@@ -190,6 +190,15 @@ RUNS_PER_QUERY = 25
 OUTPUTS_PER_PAGE = 50
 MAX_OUTPUT_PAGES = 20
 REGISTRY_PREFIX = "wandb-registry-"
+# Whether the viewer may write a project: the SDK's own question before it updates a
+# link's source (`IS_PROJECT_READ_ONLY_GQL`, wandb/apis/_generated/operations.py).
+READ_ONLY_GQL = """
+query IsProjectReadOnly($entity: String!, $project: String!) {
+  project(entityName: $entity, name: $project) {
+    readOnly
+  }
+}
+"""
 # The SDK says "unable to parse ... response data" when the server answered null for
 # the project, type or collection asked for, i.e. when it does not exist.
 _NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
@@ -456,6 +465,8 @@ class WandbRegistry:
                 overrides["base_url"] = self.settings.wandb_base_url
             if self.settings.wandb_entity:
                 overrides["entity"] = self.settings.wandb_entity
+            if self.settings.wandb_organization:
+                overrides["organization"] = self.settings.wandb_organization
             key = self.settings.wandb_api_key
             with _quiet_wandb_core():
                 return wandb.Api(
@@ -800,6 +811,7 @@ class WandbRegistry:
         """Replace the description, metadata or tags of a version (None keeps them)."""
         ref = _as_ref(ref)
         art = self._artifact(ref)
+        self._check_source_writable(ref, art)
         with self._errors(f"updating {ref}"):
             if description is not None:
                 art.description = description
@@ -809,6 +821,31 @@ class WandbRegistry:
                 art.tags = list(dict.fromkeys(str(t).strip() for t in tags))
             art.save()
         return self.resolve(ref.with_alias(art.version))
+
+    def _check_source_writable(self, ref: ArtifactRef, art: Any) -> None:
+        """Refuse, in one line, an edit the SDK would skip: a registry version is a link,
+        its description, metadata and tags belong to the source artifact, and
+        `Artifact.save()` leaves them unchanged, with only a warning, when the source
+        project is read-only (or invisible) for the viewer."""
+        source = f"{art.source_entity}/{art.source_project}"
+        if not art.is_link:
+            return
+        with self._errors(f"checking access to {source}"):
+            service = getattr(self.api, "_service_api", None)
+            if service is None:  # the SDK moved its client: ask its own way
+                read_only = art._is_source_project_read_only()
+            else:
+                data = service.execute_graphql(
+                    READ_ONLY_GQL,
+                    variables={"entity": art.source_entity, "project": art.source_project},
+                )
+                project = (data or {}).get("project")
+                read_only = project is None or bool(project.get("readOnly"))
+        if read_only:
+            raise RegistryError(
+                f"cannot edit {ref}: its source artifact is in {source}, which is read-only "
+                "for you; ask a member of that project to change it there"
+            )
 
 
 def _by_run(
