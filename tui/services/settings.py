@@ -24,6 +24,8 @@ VARIABLES: dict[str, str] = {
     "WANDB_API_KEY": "W&B API key; without it the embedded local registry is used",
     "WANDB_BASE_URL": "W&B server URL (default: the W&B cloud)",
     "WANDB_ENTITY": "default W&B entity (team or user) for logging and registry paths",
+    "WANDB_ORGANIZATION": "W&B organisation (name or org entity) whose registries bare names "
+    "mean; needed only when your entity belongs to several",
     "WANDB_PROJECT": "default W&B project for logged eval runs",
     "WANDB_DIR": "where offline W&B runs are written (default: under the data dir)",
     "WANDB_CACHE_SKIP": "skip W&B's own artifact cache to avoid storing bytes twice",
