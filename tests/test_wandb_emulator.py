@@ -32,6 +32,7 @@ from wandb.sdk.artifacts._generated import (
 )
 
 from tests.wandb_emulator import (
+    FAKE_KEY,
     MODEL_REGISTRY,
     ORG_ENTITY,
     ORGANIZATION,
@@ -70,13 +71,20 @@ def emulator(registry_dir: Path, tmp_path: Path) -> Any:
         yield em
 
 
-def post(em: WandbEmulator, query: str, variables: dict | None = None) -> tuple[int, dict]:
+def auth(key: str = FAKE_KEY) -> dict[str, str]:
+    """The header wandb-core sends with every request to the W&B host."""
+    return {"Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode()}
+
+
+def post(
+    em: WandbEmulator, query: str, variables: dict | None = None, *, key: str | None = FAKE_KEY
+) -> tuple[int, dict]:
     """POST one GraphQL request as wandb-core does; (status, JSON body)."""
     body = json.dumps({"query": query, "variables": variables or {}, "operationName": ""})
     request = urllib.request.Request(
         f"{em.base_url}/graphql",
         data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(auth(key) if key else {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -240,6 +248,13 @@ def test_manifest_and_files_are_served_from_the_object_store(
     assert emulator.errors == ["GET of unknown path /elsewhere"]
 
 
+@pytest.mark.parametrize("key", [None, "f" * 40])
+def test_a_request_without_the_api_key_gets_401(emulator: WandbEmulator, key) -> None:
+    status, body = post(emulator, GET_DEFAULT_ENTITY_GQL, key=key)
+    assert status == 401 and "data" not in body
+    assert post(emulator, GET_DEFAULT_ENTITY_GQL)[0] == 200
+
+
 def test_sdk_metrics_get_an_empty_200(emulator: WandbEmulator) -> None:
     request = urllib.request.Request(
         f"{emulator.base_url}/sdk/otel/v1/metrics", data=b"\n\x00", method="POST"
@@ -278,7 +293,7 @@ def test_stops_by_itself(registry_dir: Path) -> None:
 
 
 def test_runs_from_the_command_line(registry_dir: Path) -> None:
-    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "2"]
+    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "8"]
     proc = subprocess.Popen(
         [*command, "--registry", str(registry_dir)],
         cwd=REPO,
@@ -290,7 +305,8 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
         body = json.dumps({"query": GET_DEFAULT_ENTITY_GQL, "operationName": ""}).encode()
-        with urllib.request.urlopen(f"{url}/graphql", data=body, timeout=10) as response:
+        request = urllib.request.Request(f"{url}/graphql", data=body, headers=auth())
+        with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["data"]["viewer"]["entity"] == "team"
         assert proc.wait(timeout=20) == 0
     finally:
@@ -417,6 +433,7 @@ def test_an_upload_is_stored_and_read_back_with_the_sdk_queries(emulator: WandbE
     request = urllib.request.Request(
         f"{emulator.base_url}/files/team/evals/r1/file_stream",
         data=json.dumps({**stream, "complete": True, "exitcode": 0}).encode(),
+        headers=auth(),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200

@@ -1736,6 +1736,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, b'{"errors": [{"message": "injected fault"}]}')
         return True
 
+    def _authorized(self) -> bool:
+        """The request carries the emulator's API key; otherwise it is answered 401, as
+        W&B answers it. wandb-core sends `Authorization: Basic base64("api:KEY")`
+        (core/pkg/api/client.go's credential provider)."""
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        with contextlib.suppress(ValueError):
+            if scheme.lower() == "basic":
+                user, _, key = base64.b64decode(token).decode().partition(":")
+                if user == "api" and key == self.server.emulator.api_key:
+                    return True
+        self.server.emulator.record("401")
+        self._send(401, b'{"errors": [{"message": "user is not logged in"}]}')
+        return False
+
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             return b"".join(self._chunks())
@@ -1753,6 +1768,8 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.server.emulator
         if self.path.startswith("/sdk/otel/"):
             self._send(200, b"", "application/x-protobuf")
+            return
+        if not self._authorized():
             return
         if m := re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", self.path):
             if self._faulted():
@@ -1865,7 +1882,9 @@ class WandbEmulator:
         username: str = VIEWER,
         port: int = 0,
         max_seconds: float = 300.0,
+        api_key: str | None = None,
     ) -> None:
+        self.api_key = api_key or FAKE_KEY
         self.errors: list[str] = []
         self.faults = Faults()
         self.operations: list[str] = []
