@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wandb_emulator import WandbService, wandb_service  # noqa: F401 - a fixture
+from tests.wandb_emulator import WandbService
 from tui.services import cache
 from tui.services.cache import (
     CheckpointError,
@@ -455,8 +455,8 @@ def test_a_version_larger_than_the_free_space_is_refused_up_front(tmp_path, sett
     assert [p.name for p in partial.iterdir()] == []  # nothing fetched
 
 
-def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, request):
-    service: WandbService = request.getfixturevalue("wandb_service")
+def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, wandb_service):
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src" / "hf")
     registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
     wandb = service.serve(registry)
@@ -515,10 +515,12 @@ class FileUrlsThroughProxy:
         return {p: u.replace(self.emulator_url, self.proxy_url) for p, u in urls.items()}
 
 
-def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, registry, request):
+def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(
+    tmp_path, registry, wandb_service
+):
     from tests.faulty_proxy import FaultyProxy
 
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src", shards=1, shard_bytes=400_000)
     registry.add_version("wb-flaky", tmp_path / "src")
     backend = service.serve(registry)
@@ -539,11 +541,11 @@ def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, 
 
 
 def test_wandb_cache_is_used_only_when_wandb_cache_skip_is_false(
-    tmp_path, registry, request, monkeypatch
+    tmp_path, registry, wandb_service, monkeypatch
 ):
     import dataclasses
 
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src" / "hf", shards=2, shard_bytes=50_000)
     registry.add_version("wb-cached", tmp_path / "src")
     wandb = service.serve(registry)

@@ -19,7 +19,6 @@ import pytest
 from tests.wandb_emulator import (
     WandbService,
     gid,
-    wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services import eval_results
 from tui.services.demo import DemoInfo
@@ -40,9 +39,9 @@ OTHER_EVALS = "other-model__ARC__fs0_s10_0abcd"
 
 
 @pytest.fixture
-def service(request: pytest.FixtureRequest) -> WandbService:
+def service(request: pytest.FixtureRequest, wandb_service: WandbService) -> WandbService:
     """The session's emulator and backend; fails the test if the emulator recorded errors."""
-    svc: WandbService = request.getfixturevalue("wandb_service")
+    svc = wandb_service
     request.addfinalizer(svc.check)
     return svc
 

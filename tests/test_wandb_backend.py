@@ -27,7 +27,6 @@ from tests.wandb_emulator import (
     ORG_ENTITY,
     ORGANIZATION,
     WandbService,
-    wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services.demo import DemoInfo
 from tui.services.registry.local import LocalRegistry
@@ -67,9 +66,9 @@ def shared_dir(demo_seed: DemoInfo, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def service(request: pytest.FixtureRequest) -> WandbService:
+def service(request: pytest.FixtureRequest, wandb_service: WandbService) -> WandbService:
     """The session's emulator and backend; fails the test if the emulator recorded errors."""
-    svc: WandbService = request.getfixturevalue("wandb_service")
+    svc = wandb_service
     request.addfinalizer(svc.check)
     return svc
 

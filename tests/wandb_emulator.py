@@ -53,15 +53,17 @@ from urllib.parse import quote, unquote
 
 import pytest
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentSpreadNode,
+    GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
     Undefined,
     parse,
 )
-from graphql.language import FragmentDefinitionNode
+from graphql.language import FragmentDefinitionNode, Visitor, visit
 from graphql.utilities import value_from_ast_untyped
 
 from tui.services.refs import ArtifactRef
@@ -97,16 +99,24 @@ PROTECTED_ALIASES = frozenset({("mistral-7b-dpo", "production")})
 EPOCH = "2026-01-01T00:00:00Z"
 CHUNK = 1 << 20
 
-# Server features the SDK asks for; only those the emulated operations need are on.
-FEATURES = (
+# Server features (`ServerFeaturesQuery`) by profile. `server` is a self-hosted W&B
+# Server of a release before the newer ones: without ARTIFACT_DIGEST_ALGORITHM the SDK
+# omits `Artifact.digestAlgorithm` (`omit_artifact_fields` in
+# wandb/sdk/artifacts/_gqlutils.py), and a document naming it fails validation there.
+SERVER_FEATURES = (
     "ARTIFACT_TAGS",
     "ARTIFACT_REGISTRY_SEARCH",
     "ARTIFACT_COLLECTION_MEMBERSHIP_FILES",
     "ARTIFACT_COLLECTIONS_FILTERING_SORTING",
     "TOTAL_COUNT_IN_FILE_CONNECTION",
-    "ARTIFACT_DIGEST_ALGORITHM",
     "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
 )
+PROFILES: dict[str, tuple[str, ...]] = {
+    "saas": (*SERVER_FEATURES, "ARTIFACT_DIGEST_ALGORITHM"),
+    "server": SERVER_FEATURES,
+}
+# Fields a server without the feature does not have: (type, field) -> feature.
+GATED_FIELDS = {("Artifact", "digestAlgorithm"): "ARTIFACT_DIGEST_ALGORITHM"}
 
 # GraphQL interfaces, for fragments whose type condition is an interface.
 INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
@@ -186,6 +196,31 @@ _OPERATION = re.compile(r"\b(query|mutation)\s+([A-Za-z_]\w*)")
 
 class GraphQLFailure(Exception):
     """The emulator could not answer a request; recorded in `errors`, answered 500."""
+
+
+class GraphQLInvalid(Exception):
+    """The document does not validate on this server: answered 400 with `errors` and no
+    `data`, as a GraphQL server answers, and recorded (a client must not send it)."""
+
+
+def check_document(query: str, features: Iterable[str]) -> DocumentNode:
+    """The parsed document, or GraphQLInvalid: a syntax error, or a field that this
+    server's schema lacks for want of a feature."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        raise GraphQLInvalid(f"Syntax Error: {exc.message}") from None
+    names: set[str] = set()
+
+    class Fields(Visitor):
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            names.add(node.name.value)
+
+    visit(document, Fields())
+    for (type_name, name), feature in GATED_FIELDS.items():
+        if name in names and feature not in features:
+            raise GraphQLInvalid(f'Cannot query field "{name}" on type "{type_name}".')
+    return document
 
 
 class GraphQLRefusal(Exception):
@@ -359,8 +394,7 @@ class Executor:
     field resolver called with the field's arguments, anything else is a scalar.
     """
 
-    def __init__(self, query: str, variables: Mapping[str, Any] | None) -> None:
-        document = parse(query)
+    def __init__(self, document: DocumentNode, variables: Mapping[str, Any] | None) -> None:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
@@ -1092,7 +1126,9 @@ class RegistryGraph:
         org_entity: str,
         username: str,
         uploads: Uploads,
+        features: tuple[str, ...] = PROFILES["saas"],
     ) -> None:
+        self.features = features
         self.registry = registry
         self.base_url = base_url
         self.entity = entity
@@ -1590,7 +1626,7 @@ class RegistryGraph:
             "flags": "{}",
             "teams": {"edges": [{"node": {"__typename": "Entity", "name": self.entity}}]},
         }
-        features = [{"name": f, "isEnabled": True} for f in FEATURES]
+        features = [{"name": f, "isEnabled": True} for f in self.features]
         return {
             "viewer": viewer,
             "serverInfo": {"__typename": "ServerInfo", "features": features},
@@ -1883,7 +1919,11 @@ class WandbEmulator:
         port: int = 0,
         max_seconds: float = 300.0,
         api_key: str | None = None,
+        profile: str = "saas",
     ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+        self.profile = profile
         self.api_key = api_key or FAKE_KEY
         self.errors: list[str] = []
         self.faults = Faults()
@@ -1904,6 +1944,7 @@ class WandbEmulator:
             org_entity=org_entity,
             username=username,
             uploads=self.uploads,
+            features=PROFILES[profile],
         )
         self.uploads.lock = self.graph.lock
 
@@ -1944,10 +1985,13 @@ class WandbEmulator:
             self.record_error(f"unknown operation {name!r}")
             return 500, {"errors": [{"message": f"the emulator does not know {name!r}"}]}
         try:
+            document = check_document(body.get("query") or "", self.graph.features)
+        except GraphQLInvalid as exc:
+            self.record_error(f"{name}: invalid document: {exc}")
+            return 400, {"errors": [{"message": str(exc)}]}
+        try:
             with self.graph.lock:
-                data = Executor(body.get("query") or "", body.get("variables")).run(
-                    self.graph.root()
-                )
+                data = Executor(document, body.get("variables")).run(self.graph.root())
             for model in result_models(name):
                 model.model_validate(data)
         except GraphQLRefusal as exc:
@@ -2042,8 +2086,11 @@ class WandbService:
 
 
 @pytest.fixture(scope="session")
-def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbService]:
-    """The session's emulator (empty until a test calls `serve`) and W&B backend.
+def wandb_services(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], WandbService]]:
+    """The session's emulators (empty until a test calls `serve`) and W&B backends, one
+    per profile, each started when first asked for.
 
     The SDK's folders point into a temporary directory for the whole session.
     """
@@ -2051,7 +2098,8 @@ def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbSer
     from tui.services.settings import Paths, load_settings
 
     root = tmp_path_factory.mktemp("wandb-service")
-    with pytest.MonkeyPatch.context() as mp:
+    started: dict[str, WandbService] = {}
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
         for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
             folder = root / name.lower()
             folder.mkdir()
@@ -2059,12 +2107,30 @@ def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbSer
         for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
             mp.delenv(name, raising=False)
         mp.setenv("WANDB_SILENT", "true")
-        with WandbEmulator(LocalRegistry(root / "empty-registry"), max_seconds=900) as emulator:
-            paths = Paths(*(root / "app" / part for part in ("data", "cache", "state", "config")))
-            settings = load_settings(
-                {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url}, paths=paths
-            )
-            yield WandbService(emulator, settings)
+
+        def service(profile: str) -> WandbService:
+            if profile not in started:
+                empty = LocalRegistry(root / profile / "empty-registry")
+                emulator = WandbEmulator(empty, max_seconds=900, profile=profile)
+                stack.enter_context(emulator)
+                app = root / profile / "app"
+                paths = Paths(*(app / part for part in ("data", "cache", "state", "config")))
+                settings = load_settings(
+                    {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url}, paths=paths
+                )
+                started[profile] = WandbService(emulator, settings)
+            return started[profile]
+
+        yield service
+
+
+@pytest.fixture(params=list(PROFILES))
+def wandb_service(
+    request: pytest.FixtureRequest, wandb_services: Callable[[str], WandbService]
+) -> WandbService:
+    """The emulator and W&B backend of each profile in turn: a test using it runs
+    against W&B (saas) and against a W&B Server without the newer features (server)."""
+    return wandb_services(request.param)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -712,7 +712,9 @@ class WandbRegistry:
                 variables |= {f"e{i}": entity, f"p{i}": run.project, f"r{i}": run.id}
                 variables[f"c{i}"] = cursor
             with self._errors("reading the artifacts runs logged"):
-                data = service.execute_graphql(_outputs_query(len(batch)), variables=variables)
+                data = service.execute_graphql(
+                    _outputs_query(len(batch)), variables=variables, **_omitted_fields(service)
+                )
                 for i, (run, _, page) in enumerate(batch):
                     found = ((data or {}).get(f"r{i}") or {}).get("run") or {}
                     logged = found.get("outputArtifacts") or {}
@@ -846,6 +848,17 @@ class WandbRegistry:
                 f"cannot edit {ref}: its source artifact is in {source}, which is read-only "
                 "for you; ask a member of that project to change it there"
             )
+
+
+def _omitted_fields(service: Any) -> dict[str, Any]:
+    """The artifact fields this server lacks (`digestAlgorithm` without the
+    ARTIFACT_DIGEST_ALGORITHM feature, as on older W&B Server), left out of a query as
+    the SDK leaves them out of its own; wandb-core strips them before sending."""
+    try:
+        from wandb.sdk.artifacts._gqlutils import omit_artifact_fields
+    except ImportError:
+        return {}
+    return {"omit_fields": omit_artifact_fields(service)}
 
 
 def _by_run(
