@@ -304,6 +304,9 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
     try:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
+        said = "".join(proc.stdout.readline() for _ in range(3))  # type: ignore[union-attr]
+        assert "organization: acme (org entity acme-org)" in said
+        assert "wandb-registry-model of acme-org" in said and "team/pretraining" in said
         body = json.dumps({"query": GET_DEFAULT_ENTITY_GQL, "operationName": ""}).encode()
         request = urllib.request.Request(f"{url}/graphql", data=body, headers=auth())
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -600,3 +603,58 @@ def test_the_backends_query_of_many_lineages_is_answered_and_checked(
     assert status == 500
     [error] = emulator.errors
     assert error.startswith("ArtifactLineages: ValidationError")
+
+
+# --- validation, profiles and signed storage URLs -----------------------------------------
+
+
+def test_an_invalid_document_gets_errors_and_no_data(emulator: WandbEmulator) -> None:
+    status, body = post(emulator, "query GetDefaultEntity { viewer { entity ")
+    assert status == 400 and body["errors"] and "data" not in body
+    assert [e for e in emulator.take_errors() if "invalid document" in e]
+
+
+def test_the_server_profile_lacks_the_digest_algorithm_field(registry_dir: Path) -> None:
+    query = "query ArtifactByID($id: ID!) { artifact(id: $id) { id digestAlgorithm } }"
+    with WandbEmulator(LocalRegistry(registry_dir), max_seconds=60, profile="server") as em:
+        status, body = post(em, query, {"id": "QXJ0aWZhY3Q6dGlueTp2MQ=="})
+        assert status == 400 and "data" not in body
+        assert body["errors"][0]["message"] == (
+            'Cannot query field "digestAlgorithm" on type "Artifact".'
+        )
+        _, features = post(
+            em, "query ServerFeaturesQuery { serverInfo { features { name isEnabled } } }"
+        )
+        names = {f["name"] for f in features["data"]["serverInfo"]["features"]}
+        assert "ARTIFACT_DIGEST_ALGORITHM" not in names and "ARTIFACT_TAGS" in names
+        assert [e for e in em.take_errors() if "invalid document" in e]
+
+
+def test_storage_urls_expire_honour_range_and_refuse_credentials(registry_dir: Path) -> None:
+    registry = LocalRegistry(registry_dir)
+    [entry] = registry.files("tiny:v1")
+    data = registry.object_path(entry).read_bytes()
+    with WandbEmulator(registry, max_seconds=60, url_ttl=1) as em:
+        url = em.storage.sign("tiny", "v1", entry.path)
+        assert not url.startswith(em.base_url)  # another host: another port
+        ranged = urllib.request.Request(url, headers={"Range": "bytes=3-"})
+        with urllib.request.urlopen(ranged, timeout=10) as response:
+            assert (response.status, response.read()) == (206, data[3:])
+        with_key = urllib.request.Request(url, headers=auth())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(with_key, timeout=10)
+        assert refused.value.code == 400 and b"Only one auth mechanism" in refused.value.read()
+        assert get(url.replace("Signature=", "Signature=0"))[0] == 403
+        time.sleep(2.1)  # past the URL's lifetime
+        status, body = get(url)
+        assert status == 400 and b"<Code>ExpiredToken</Code>" in body
+        assert em.storage.expired_count() == 1
+
+
+def test_a_file_url_on_the_wandb_host_redirects_to_storage(emulator: WandbEmulator) -> None:
+    registry = emulator.graph.registry
+    [entry] = registry.files("tiny:v1")
+    status, data = get(f"{emulator.base_url}/files/tiny/v1/{entry.path}")
+    assert (status, data) == (200, registry.object_path(entry).read_bytes())
+    ops = emulator.operations
+    assert ops.index("GET /files redirect") < ops.index("GET /files")

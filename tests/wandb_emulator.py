@@ -26,8 +26,9 @@ versions). Uploaded runs and artifacts are read back through the same graph:
 These operations have no generated model in the Python SDK; the field check is all
 they get. `faults` fails or holds chosen requests, for retry tests.
 
-Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--registry DIR]`
-prints the base URL and serves until stopped.
+Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--registry DIR]
+[--profile saas|server] [--url-ttl SECONDS] [--storage-bytes-per-sec N]` prints the base
+URL, then the organisation, registries and entities it serves, until stopped.
 """
 
 from __future__ import annotations
@@ -36,20 +37,23 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
+import os
 import re
 import shutil
 import socket
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 from graphql import (
@@ -1127,8 +1131,10 @@ class RegistryGraph:
         username: str,
         uploads: Uploads,
         features: tuple[str, ...] = PROFILES["saas"],
+        sign: Callable[[str, str, str], str] | None = None,
     ) -> None:
         self.features = features
+        self.sign = sign or (lambda c, v, p: f"{base_url()}/files/{_q(c)}/{v}/{_q(p)}")
         self.registry = registry
         self.base_url = base_url
         self.entity = entity
@@ -1337,14 +1343,18 @@ class RegistryGraph:
         }
 
     def file(self, v: Version, entry: FileEntry) -> dict[str, Any]:
+        # `url` is on the W&B host, which redirects to storage; `directUrl` is a signed
+        # storage URL, for some files that same redirect (both occur on W&B).
         url = f"{self.base_url()}/files/{_q(v.collection)}/{v.version}/{_q(entry.path)}"
+        redirected = zlib.crc32(entry.path.encode()) % 2 == 1
+        direct = url if redirected else self.sign(v.collection, v.version, entry.path)
         return {
             "__typename": "File",
             "id": gid("File", v.collection, v.version, entry.path),
             "name": entry.path,
             "displayName": entry.path,
             "url": url,
-            "directUrl": url,
+            "directUrl": direct,
             "sizeBytes": entry.size,
             "storagePath": None,
             "mimetype": None,
@@ -1878,11 +1888,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, body)
                 return
             if m := re.fullmatch(r"/files/([^/]+)/(v\d+)/(.+)", self.path):
-                emulator.record("GET /files")
-                path = emulator.graph.object_file(
-                    unquote(m.group(1)), m.group(2), unquote(m.group(3))
-                )
-                self._stream(path)
+                # W&B answers a file URL on its own host with a redirect to storage.
+                collection, version, name = unquote(m.group(1)), m.group(2), unquote(m.group(3))
+                emulator.graph.object_file(collection, version, name)  # 404 when absent
+                emulator.record("GET /files redirect")
+                self.send_response(302)
+                self.send_header("Location", emulator.storage.sign(collection, version, name))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
         except NotFoundError as exc:
             self._send(404, json.dumps({"error": str(exc)}).encode())
@@ -1905,6 +1918,158 @@ class _Server(ThreadingHTTPServer):
     emulator: WandbEmulator
 
 
+# --- Storage: the signed URLs files are downloaded from ------------------------------
+
+_EXPIRED = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>ExpiredToken</Code>"
+    "<Message>Invalid argument.</Message><Details>The provided token has expired. "
+    "Request signature expired at: {at}</Details></Error>"
+)
+_TWO_AUTHS = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidArgument</Code>"
+    "<Message>Invalid argument.</Message><Details>Only one auth mechanism allowed; only "
+    "the X-Goog-Algorithm query parameter, Signature query parameter or Authorization "
+    "header should be specified</Details></Error>"
+)
+_BAD_SIGNATURE = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
+    "<Message>Access denied.</Message></Error>"
+)
+
+
+class Storage:
+    """A storage host beside the W&B host (GCS on W&B's cloud): files by signed URLs
+    that expire after `ttl` seconds (then 400 `ExpiredToken`, as GCS answers), honour
+    `Range`, stream at most `bytes_per_sec`, and refuse a request that also carries an
+    `Authorization` header. `requests` keeps the path and headers of every request."""
+
+    def __init__(self, emulator: WandbEmulator, *, ttl: float, bytes_per_sec: int | None) -> None:
+        self.emulator = emulator
+        self.ttl = ttl
+        self.bytes_per_sec = bytes_per_sec
+        self.secret = os.urandom(16)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        # (index into `requests`, status, the refusal's XML body)
+        self.refused: list[tuple[int, int, str]] = []
+        self.server = _StorageServer(("127.0.0.1", 0), _StorageHandler)
+        self.server.storage = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self.secret, f"{path}\n{expires}".encode(), "sha256").hexdigest()
+
+    def sign(self, collection: str, version: str, name: str) -> str:
+        """A URL for one stored file, valid for `ttl` seconds from now."""
+        path = f"/bucket/{_q(collection)}/{version}/{_q(name)}"
+        expires = int(time.time() + self.ttl)
+        return f"{self.base_url}{path}?Expires={expires}&Signature={self._signature(path, expires)}"
+
+    def expired_count(self, start: int = 0) -> int:
+        """Requests from index `start` on that were refused as expired."""
+        return sum(1 for i, _, body in self.refused if i >= start and "ExpiredToken" in body)
+
+    def check(self, target: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        """(status, XML body) refusing the request, or None when it may be served."""
+        if "authorization" in {k.lower() for k in headers}:
+            return 400, _TWO_AUTHS
+        url = urlsplit(target)
+        query = parse_qs(url.query)
+        try:
+            expires = int(query["Expires"][0])
+            signature = query["Signature"][0]
+        except (KeyError, ValueError):
+            return 403, _BAD_SIGNATURE
+        if not hmac.compare_digest(signature, self._signature(url.path, expires)):
+            return 403, _BAD_SIGNATURE
+        if time.time() > expires:
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+            return 400, _EXPIRED.format(at=at)
+        return None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            self.server.shutdown()
+            self._thread.join(timeout=5)
+        self.server.server_close()
+
+
+class _StorageServer(ThreadingHTTPServer):
+    daemon_threads = True
+    storage: Storage
+
+
+class _StorageHandler(BaseHTTPRequestHandler):
+    server: _StorageServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        storage = self.server.storage
+        emulator = storage.emulator
+        with storage.emulator.graph.lock:
+            index = len(storage.requests)
+            storage.requests.append((self.path, dict(self.headers.items())))
+        if refused := storage.check(self.path, self.headers):
+            storage.refused.append((index, *refused))
+            self._send(refused[0], refused[1].encode(), "application/xml; charset=UTF-8")
+            return
+        m = re.fullmatch(r"/bucket/([^/]+)/(v\d+)/(.+)", urlsplit(self.path).path)
+        try:
+            if m is None:
+                raise NotFoundError(f"no object at {self.path}")
+            path = emulator.graph.object_file(unquote(m.group(1)), m.group(2), unquote(m.group(3)))
+        except NotFoundError:
+            self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+            return
+        emulator.record("GET /files")
+        self._stream(path)
+
+    def _stream(self, path: Path) -> None:
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if ranged and int(ranged.group(1)) < size:
+            start = int(ranged.group(1))
+            end = min(int(ranged.group(2) or end), end)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        rate = self.server.storage.bytes_per_sec
+        piece = max(1, rate // 20) if rate else CHUNK
+        left = end - start + 1
+        with path.open("rb") as fh, contextlib.suppress(ConnectionError):
+            fh.seek(start)
+            while left > 0 and (chunk := fh.read(min(piece, left))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
+                if rate:
+                    time.sleep(len(chunk) / rate)
+
+
 class WandbEmulator:
     """The emulator: start it, point `WANDB_BASE_URL` at `base_url`, check `errors`."""
 
@@ -1920,6 +2085,8 @@ class WandbEmulator:
         max_seconds: float = 300.0,
         api_key: str | None = None,
         profile: str = "saas",
+        url_ttl: float = 3600.0,
+        storage_bytes_per_sec: int | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
@@ -1945,7 +2112,9 @@ class WandbEmulator:
             username=username,
             uploads=self.uploads,
             features=PROFILES[profile],
+            sign=lambda *parts: self.storage.sign(*parts),
         )
+        self.storage = Storage(self, ttl=url_ttl, bytes_per_sec=storage_bytes_per_sec)
         self.uploads.lock = self.graph.lock
 
     @property
@@ -2024,10 +2193,15 @@ class WandbEmulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        self._timer = threading.Timer(self.max_seconds, self._server.shutdown)
+        self.storage.start()
+        self._timer = threading.Timer(self.max_seconds, self._time_is_up)
         self._timer.daemon = True
         self._timer.start()
         return self
+
+    def _time_is_up(self) -> None:
+        self._server.shutdown()
+        self.storage.server.shutdown()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
@@ -2037,6 +2211,7 @@ class WandbEmulator:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self.storage.stop()
         self._storage.cleanup()
 
     def __enter__(self) -> WandbEmulator:
@@ -2139,7 +2314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--registry", type=Path, help="an existing local registry folder")
-    parser.add_argument("--entity", default="team")
+    parser.add_argument("--entity", default=TEAM, help="the team entity")
+    parser.add_argument("--profile", choices=list(PROFILES), default="saas")
+    parser.add_argument("--url-ttl", type=float, default=3600.0, help="signed URLs live so long")
+    parser.add_argument("--storage-bytes-per-sec", type=int, default=None)
     args = parser.parse_args(argv)
 
     from tui.services.registry.local import LocalRegistry
@@ -2152,10 +2330,26 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / "registry"
             seed_demo(root)
         emulator = WandbEmulator(
-            LocalRegistry(root), entity=args.entity, port=args.port, max_seconds=args.max_seconds
+            LocalRegistry(root),
+            entity=args.entity,
+            port=args.port,
+            max_seconds=args.max_seconds,
+            profile=args.profile,
+            url_ttl=args.url_ttl,
+            storage_bytes_per_sec=args.storage_bytes_per_sec,
         )
         with emulator:
+            graph = emulator.graph
             print(emulator.base_url, flush=True)
+            print(f"organization: {graph.organization} (org entity {graph.org_entity})")
+            print(f"registries:   {MODEL_REGISTRY} of {graph.org_entity}")
+            sources = ", ".join(
+                f"{graph.entity}/{p}" + (" (read-only)" if p in READ_ONLY_PROJECTS else "")
+                for p in sorted({SOURCE_PROJECT, *SOURCE_PROJECTS.values()})
+            )
+            print(f"entities:     team {graph.entity} (sources: {sources}); viewer {VIEWER}")
+            print(f"profile:      {args.profile}; storage at {emulator.storage.base_url}")
+            print(f"api key:      {emulator.api_key} (the only one it accepts)", flush=True)
             deadline = time.monotonic() + args.max_seconds
             try:
                 while time.monotonic() < deadline and emulator._thread.is_alive():  # type: ignore[union-attr]
