@@ -429,9 +429,10 @@ class WandbRegistry:
         self.timeout = timeout
         self._api: Any = None
         self._lock = threading.Lock()
-        # Collection name -> artifact type, learnt from listings; W&B wants the type
-        # to list a collection's versions.
-        self._types: dict[str, str] = {}
+        # (project, collection name) -> artifact type, learnt from listings; W&B wants
+        # the type to list a collection's versions. Keyed by project too: two registries
+        # (or a registry and a team project) may each hold a collection of one name.
+        self._types: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"WandbRegistry({self.settings.wandb_base_url or 'default server'!r})"
@@ -535,14 +536,14 @@ class WandbRegistry:
     def get_collection(self, name: str) -> Collection:
         """One collection by name (`name`, `project/name` or `entity/project/name`)."""
         ref = _as_ref(name)
-        type_name = self._types.get(ref.name, "model")
+        type_name = self._types.get((ref.registry_project, ref.name), "model")
         with self._errors(f"W&B collection {_path(ref)}"):
             sdk = self.api.artifact_collection(type_name, _path(ref))
         return self._collection(sdk)
 
     def _collection(self, sdk: Any) -> Collection:
         """A `Collection` with its version count and alias -> version map."""
-        self._types[sdk.name] = sdk.type
+        self._types[(sdk.project, sdk.name)] = sdk.type
         path = f"{sdk.entity}/{sdk.project}/{sdk.name}"
         with self._errors(f"reading W&B collection {path}"):
             versions = self.api.artifacts(sdk.type, path, per_page=ALIAS_SCAN)
@@ -594,7 +595,7 @@ class WandbRegistry:
         if limit == 0:
             return []
         per_page = min(MAX_PAGE, offset + limit) if limit is not None else MAX_PAGE
-        type_name = self._types.get(ref.name, "model")
+        type_name = self._types.get((ref.registry_project, ref.name), "model")
         try:
             with self._errors(f"listing versions of W&B collection {_path(ref)}"):
                 arts = self.api.artifacts(
