@@ -10,6 +10,7 @@ import base64
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from tests.wandb_emulator import (
     MODEL_REGISTRY,
     ORG_ENTITY,
     ORGANIZATION,
+    PROFILES,
     WandbEmulator,
     operation_name,
 )
@@ -293,7 +295,9 @@ def test_stops_by_itself(registry_dir: Path) -> None:
 
 
 def test_runs_from_the_command_line(registry_dir: Path) -> None:
-    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "8"]
+    # Stopped by SIGINT once checked: a short --max-seconds could end it while its first
+    # request (which imports the SDK's models) is still being answered on a busy machine.
+    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "120"]
     proc = subprocess.Popen(
         [*command, "--registry", str(registry_dir)],
         cwd=REPO,
@@ -311,6 +315,7 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
         request = urllib.request.Request(f"{url}/graphql", data=body, headers=auth())
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["data"]["viewer"]["entity"] == "team"
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -658,3 +663,11 @@ def test_a_file_url_on_the_wandb_host_redirects_to_storage(emulator: WandbEmulat
     assert (status, data) == (200, registry.object_path(entry).read_bytes())
     ops = emulator.operations
     assert ops.index("GET /files redirect") < ops.index("GET /files")
+
+
+def test_the_saas_profile_advertises_every_feature_the_sdk_knows() -> None:
+    from wandb.proto.wandb_internal_pb2 import ServerFeature
+
+    known = set(ServerFeature.keys()) - {"SERVER_FEATURE_UNSPECIFIED"}
+    assert set(PROFILES["saas"]) == known
+    assert "ARTIFACT_DIGEST_ALGORITHM" not in PROFILES["server"]

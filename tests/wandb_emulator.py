@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gzip
 import hashlib
 import hmac
 import json
@@ -115,8 +116,50 @@ SERVER_FEATURES = (
     "TOTAL_COUNT_IN_FILE_CONNECTION",
     "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
 )
+# W&B's cloud: every feature the SDK asks about (the ServerFeature enum of
+# wandb/proto/wandb_internal_pb2.py, 0.31; a test keeps the two equal), so wandb-core
+# takes its newest paths.
+SAAS_FEATURES = (
+    "LARGE_FILENAMES",
+    "ARTIFACT_TAGS",
+    "CLIENT_IDS",
+    "ARTIFACT_REGISTRY_SEARCH",
+    "STRUCTURED_CONSOLE_LOGS",
+    "ARTIFACT_COLLECTION_MEMBERSHIP_FILES",
+    "ARTIFACT_COLLECTION_MEMBERSHIP_FILE_DOWNLOAD_HANDLER",
+    "USE_ARTIFACT_WITH_ENTITY_AND_PROJECT_INFORMATION",
+    "AUTOMATION_EVENT_RUN_METRIC",
+    "AUTOMATION_EVENT_RUN_METRIC_CHANGE",
+    "AUTOMATION_ACTION_NO_OP",
+    "INCLUDE_ARTIFACT_TYPES_IN_REGISTRY_CREATION",
+    "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
+    "ARTIFACT_MEMBERSHIP_IN_LINK_ARTIFACT_RESPONSE",
+    "TOTAL_COUNT_IN_FILE_CONNECTION",
+    "ARTIFACT_COLLECTIONS_FILTERING_SORTING",
+    "ARTIFACT_V2_DOWNLOAD_HANDLER_SUPPORTS_ARTIFACT_ID",
+    "AUTOMATION_EVENT_RUN_METRIC_ZSCORE",
+    "AUTOMATION_EVENT_RUN_STATE",
+    "AUTOMATION_ACTION_PUSH_NOTIFICATION",
+    "AUTOMATION_EVENT_ADD_ARTIFACT_TAG",
+    "AUTOMATION_EVENT_ADD_COLLECTION_TAG",
+    "AUTOMATION_EVENT_REMOVE_ARTIFACT_TAG",
+    "AUTOMATION_EVENT_REMOVE_COLLECTION_TAG",
+    "AUTOMATION_EVENT_UNLINK_ARTIFACT",
+    "AUTOMATIONS_ON_USER",
+    "AUTOMATION_LAST_EXECUTED_AT",
+    "MARK_RUN_FILES_UPLOADED",
+    "SWEEPS_QUERY_FILTERING",
+    "AUTOMATION_SCOPE_ENTITY",
+    "QUERY_AUTOMATIONS_ON_ENTITY",
+    "AUTOMATIONS_ON_ORGANIZATION",
+    "FILESTREAM_GZIP",
+    "SWEEPS_LOCAL_SCHEDULER",
+    "ARTIFACT_DIGEST_ALGORITHM",
+    "AUTOMATION_ACTION_ARIA",
+    "EVAL_TABLES_CES",
+)
 PROFILES: dict[str, tuple[str, ...]] = {
-    "saas": (*SERVER_FEATURES, "ARTIFACT_DIGEST_ALGORITHM"),
+    "saas": SAAS_FEATURES,
     "server": SERVER_FEATURES,
 }
 # Fields a server without the feature does not have: (type, field) -> feature.
@@ -1799,8 +1842,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return b"".join(self._chunks())
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            raw = b"".join(self._chunks())
+        else:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # With FILESTREAM_GZIP on, wandb-core may compress file-stream bodies.
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            raw = gzip.decompress(raw)
+        return raw
 
     def _chunks(self) -> Iterator[bytes]:
         while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
