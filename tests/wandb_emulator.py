@@ -256,7 +256,7 @@ def check_document(query: str, features: Iterable[str]) -> DocumentNode:
     try:
         document = parse(query)
     except GraphQLError as exc:
-        raise GraphQLInvalid(f"Syntax Error: {exc.message}") from None
+        raise GraphQLInvalid(exc.message) from None
     names: set[str] = set()
 
     class Fields(Visitor):
