@@ -1,8 +1,13 @@
 """A W&B API emulator: a real HTTP server that the real `wandb.Api` talks to.
 
-It serves the content of a `LocalRegistry` as the model registry of one organization:
-the registry project `wandb-registry-model` of the org entity holds one registry
-collection per local collection. GraphQL requests are executed against a small graph
+It serves the content of a `LocalRegistry` as the model registry of one organisation,
+modelled as W&B's cloud has it: organisation `acme` with an org entity of its own
+(`acme-org`, owner of the registry project `wandb-registry-model`), distinct from the
+team entity `team` and the viewer `alice`. Each registry version is a link to a source
+artifact logged in a team project (`team/training`, or `team/pretraining`, read-only
+for the viewer); `production` of `mistral-7b-dpo` is a protected alias. Requests need
+the API key (401 otherwise); a document that does not validate on the profile's server
+gets 400 with `errors` and no `data`. GraphQL requests are executed against a small graph
 of resolvers (field selection, aliases, fragments, `@include`/`@skip`, arguments), so
 every response carries exactly the fields the query asked for. Before a response is
 sent, its `data` is validated against the SDK's own generated pydantic result model
@@ -10,8 +15,9 @@ for the operation; a validation error, a field the graph lacks or an operation t
 emulator does not know answers 500 and is appended to `errors`, so a test that
 checks `errors` fails loudly.
 
-Files are served by the emulator itself: `GET /files/<collection>/<version>/<path>`
-streams the bytes of the local registry's object store, and
+Files come from a storage host of its own (`Storage`, another port): signed URLs that
+expire, honour `Range`, can be throttled and refuse `Authorization`; a file URL on the
+W&B host (`GET /files/<collection>/<version>/<path>`) redirects there, and
 `GET /manifests/<collection>/<version>.json` serves the W&B manifest.
 
 It also takes uploads, as the SDK (`wandb.init` online) and `wandb sync` send them
@@ -1827,8 +1833,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         """The request carries the emulator's API key; otherwise it is answered 401, as
-        W&B answers it. wandb-core sends `Authorization: Basic base64("api:KEY")`
-        (core/pkg/api/client.go's credential provider)."""
+        W&B answers it. The key travels as HTTP Basic auth with the user `api`, as the
+        SDK sends it to the W&B host (`WandbStoragePolicy.load_file` in
+        wandb/sdk/artifacts/storage_policies/wandb_storage_policy.py), while a signed
+        URL is fetched without it."""
         header = self.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
         with contextlib.suppress(ValueError):
