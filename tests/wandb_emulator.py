@@ -790,7 +790,7 @@ class Uploads:
             "wandbConfig": lambda a: json.dumps(
                 {k: v for k, v in config.items() if k in (a.get("keys") or config)}
             ),
-            "user": {"__typename": "User", "name": "tester", "username": "tester"},
+            "user": {"__typename": "User", "name": VIEWER, "username": VIEWER},
             "files": lambda a: self.run_files(run, a),
             "inputArtifacts": lambda a: connection(
                 self.used_by_run(run), a, self.artifact_node_any
