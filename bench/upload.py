@@ -50,7 +50,7 @@ from ui import ms, percentile, transfers_pane_ticker
 
 REPO = Path(__file__).resolve().parents[1]
 
-KEY = "0123456789abcdef0123456789abcdef01234567"  # the emulator takes any 40-char key
+KEY = "0123456789abcdef0123456789abcdef01234567"  # the one key the emulator accepts
 PROJECT = "bench"
 BIG_FILE = "evaluation.log"
 TIMEOUT_SEC = 900

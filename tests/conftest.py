@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+# The W&B API emulator's session services and the per-profile `wandb_service`.
+from tests.wandb_emulator import wandb_service, wandb_services  # noqa: F401 - fixtures
 from tui.app import SSH_VARIABLES
 from tui.services.demo import DemoInfo, seed_demo
 from tui.services.settings import VARIABLES

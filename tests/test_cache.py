@@ -7,6 +7,7 @@ checkpoint roots, `-local` twins and the offline fallback.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wandb_emulator import WandbService, wandb_service  # noqa: F401 - a fixture
+from tests.wandb_emulator import WandbService
 from tui.services import cache
 from tui.services.cache import (
     CheckpointError,
@@ -520,8 +521,8 @@ def test_a_version_larger_than_the_free_space_is_refused_up_front(tmp_path, sett
     assert [p.name for p in partial.iterdir()] == []  # nothing fetched
 
 
-def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, request):
-    service: WandbService = request.getfixturevalue("wandb_service")
+def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, wandb_service):
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src" / "hf")
     registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
     wandb = service.serve(registry)
@@ -542,6 +543,15 @@ def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, 
     assert result.bytes == sum(e.size for e in entries)
     fetched = [op for op, _ in service.emulator.requests[start:] if op == "GET /files"]
     assert len(fetched) == len(entries)
+    # Some URLs lead through a redirect from the W&B host (which takes the key), the
+    # others straight to storage; storage never sees the key, nor any Authorization.
+    ops = [op for op, _ in service.emulator.requests[start:]]
+    assert 0 < ops.count("GET /files redirect") < len(entries)
+    key = service.settings.wandb_api_key.reveal()
+    token = base64.b64encode(f"api:{key}".encode()).decode()
+    for path, headers in service.emulator.storage.requests:
+        assert "authorization" not in {name.lower() for name in headers}, path
+        assert not any(key in v or token in v for v in (path, *headers.values()))
     assert any(e.phase == "downloading" and e.file_done == e.file_size > 0 for e in events)
     again = download(
         "wb-model:production",
@@ -550,6 +560,29 @@ def test_wandb_stored_files_stream_from_their_download_urls(tmp_path, registry, 
         root=tmp_path / "cache",
     )
     assert again.cache_hit and again.bytes == 0
+    service.check()
+
+
+def test_a_download_whose_urls_expire_midway_completes_verified(tmp_path, registry, wandb_service):
+    """URLs live 2 s and storage sends 200 kB/s: files started later than 2 s after
+    the URLs were listed meet 400 ExpiredToken, and are asked for again with fresh ones."""
+    service: WandbService = wandb_service
+    make_checkpoint(tmp_path / "src", shards=3, shard_bytes=300_000)
+    registry.add_version("wb-expiring", tmp_path / "src")
+    backend = service.serve(registry)
+    storage = service.emulator.storage
+    start = len(storage.requests)
+    storage.ttl, storage.bytes_per_sec = 2.0, 200_000
+    try:
+        result = download(
+            "wb-expiring", registry=backend, settings=service.settings, root=tmp_path / "cache"
+        )
+    finally:
+        storage.ttl, storage.bytes_per_sec = 3600.0, None
+    entries = registry.files("wb-expiring:v0")
+    assert all(cache.md5_b64_of(result.folder / e.path) == e.digest for e in entries)
+    assert result.bytes == sum(e.size for e in entries)
+    assert storage.expired_count(start) >= 1
     service.check()
 
 
@@ -580,14 +613,16 @@ class FileUrlsThroughProxy:
         return {p: u.replace(self.emulator_url, self.proxy_url) for p, u in urls.items()}
 
 
-def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, registry, request):
+def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(
+    tmp_path, registry, wandb_service
+):
     from tests.faulty_proxy import FaultyProxy
 
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src", shards=1, shard_bytes=400_000)
     registry.add_version("wb-flaky", tmp_path / "src")
     backend = service.serve(registry)
-    base = service.emulator.base_url
+    base = service.emulator.storage.base_url  # these files' URLs lead straight to storage
     host, port = base.rsplit("/", 1)[1].split(":")
     # urllib opens one connection per file: the first is throttled, the next cut short
     # (after the headers, inside the body).
@@ -604,11 +639,11 @@ def test_wandb_file_downloads_survive_throttling_and_a_cut_connection(tmp_path, 
 
 
 def test_wandb_cache_is_used_only_when_wandb_cache_skip_is_false(
-    tmp_path, registry, request, monkeypatch
+    tmp_path, registry, wandb_service, monkeypatch
 ):
     import dataclasses
 
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service: WandbService = wandb_service
     make_checkpoint(tmp_path / "src" / "hf", shards=2, shard_bytes=50_000)
     registry.add_version("wb-cached", tmp_path / "src")
     wandb = service.serve(registry)

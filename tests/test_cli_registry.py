@@ -285,3 +285,64 @@ def test_every_argument_has_help_and_the_top_level_says_what_opens_the_app(capsy
     ]
     assert silent == []
     assert "Without a command it opens the app" in " ".join(parser.format_help().split())
+
+
+def test_edit_changes_description_metadata_and_tags(registry_dir, capsys) -> None:
+    before = LocalRegistry(registry_dir).resolve("my-model:v3")
+    dropped = before.tags[0]
+    argv = ["registry", "edit", "my-model:v3", "--description", "X", "--metadata", '{"lr": 1}']
+    code, out, err = run(capsys, *argv, "--tag", "fresh", "--untag", dropped)
+    assert (code, err) == (0, "")
+    after = LocalRegistry(registry_dir).resolve("my-model:v3")
+    assert (after.description, dict(after.metadata)) == ("X", {"lr": 1})
+    assert after.tags == (*[t for t in before.tags if t != dropped], "fresh")
+    assert out.startswith("my-model:v3  tags: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["my-model:v3"], "nothing to change"),
+        (["my-model:v3", "--metadata", "[1]"], "--metadata must be a JSON object"),
+        (["my-model:v3", "--metadata", "{"], "--metadata is not JSON"),
+    ],
+)
+def test_edit_refuses_bad_input_in_one_line(registry_dir, capsys, argv, says) -> None:
+    code, out, err = run(capsys, "registry", "edit", *argv)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1 and says in err
+
+
+def test_edit_and_alias_on_w_and_b_refuse_in_one_line_or_take_effect(
+    isolated_env, demo_registry_dir, monkeypatch
+) -> None:
+    """On W&B: a link to a read-only source and a protected alias are refused with exit 2
+    and one line; an edit of a writable link is read back with `wandb.Api`."""
+    from tests.wandb_emulator import FAKE_KEY, ORG_ENTITY, WandbEmulator
+
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(isolated_env / name.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with WandbEmulator(LocalRegistry(demo_registry_dir), max_seconds=120) as emulator:
+        monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("WANDB_ENTITY", "team")
+
+        def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "tui.cli", "registry", *argv]
+            return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+        read_only = cli("edit", "llama-3-8b-sft:latest", "--description", "X")
+        assert (read_only.returncode, read_only.stdout) == (2, "")
+        assert len(read_only.stderr.splitlines()) == 1 and "team/pretraining" in read_only.stderr
+        protected = cli("alias", "mistral-7b-dpo:v0", "production")
+        assert (protected.returncode, protected.stdout) == (2, "")
+        assert len(protected.stderr.splitlines()) == 1 and "production" in protected.stderr
+        done = cli("edit", "my-model:v3", "--description", "X", "--tag", "checked")
+        assert done.returncode == 0, done.stderr
+        import wandb
+
+        api = wandb.Api(api_key=FAKE_KEY, overrides={"base_url": emulator.base_url})
+        art = api.artifact(f"{ORG_ENTITY}/wandb-registry-model/my-model:v3")
+        assert art.description == "X" and "checked" in art.tags
+        assert emulator.errors == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import pytest
 from tests.wandb_emulator import (
     WandbService,
     gid,
-    wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services import eval_results
 from tui.services.demo import DemoInfo
@@ -40,9 +40,13 @@ OTHER_EVALS = "other-model__ARC__fs0_s10_0abcd"
 
 
 @pytest.fixture
-def service(request: pytest.FixtureRequest) -> WandbService:
-    """The session's emulator and backend; fails the test if the emulator recorded errors."""
-    svc: WandbService = request.getfixturevalue("wandb_service")
+def service(
+    request: pytest.FixtureRequest, wandb_services: Callable[[str], WandbService]
+) -> WandbService:
+    """The session's emulator and backend; fails the test if the emulator recorded errors.
+    Requests are counted on the saas profile only; both profiles answer the results
+    lookup in test_registry_results."""
+    svc: WandbService = wandb_services("saas")
     request.addfinalizer(svc.check)
     return svc
 

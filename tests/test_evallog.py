@@ -656,7 +656,8 @@ def test_a_quick_upload_names_every_file_it_sends_from_the_start(
     plan = evallog.upload_plan(logged)
     sent = {f"artifact {logged.artifact_name}/{name}" for name in read_run(COPA).files}
     assert sent <= plan.keys() and len(plan) > len(sent)  # and the run's own files
-    emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=0, max_seconds=60).start()
+    registry = LocalRegistry(demo_registry_dir)
+    emulator = WandbEmulator(registry, max_seconds=60, api_key=FAKE_WANDB_KEY).start()
     try:
         keyed = use_env(
             monkeypatch, tmp_path, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL=emulator.base_url

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.wandb_emulator import FAKE_KEY, WandbEmulator
+from tests.wandb_emulator import FAKE_KEY, ORG_ENTITY, PROFILES, WandbEmulator
 from tui.services.evallog import content_alias, pending_runs, run_artifact_name
 from tui.services.registry.local import LocalRegistry
 from tui.services.results import read_run
@@ -51,14 +51,20 @@ def env(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def serve(
-    env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+    env: Path,
+    demo_registry_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., WandbEmulator]]:
     """Start an emulator over the demo registry (optionally on a given port) and point
-    WANDB_BASE_URL at it; every one started is stopped at the end."""
+    WANDB_BASE_URL at it; every one started is stopped at the end. Its profile is
+    `saas` unless a test parametrizes `serve` indirectly."""
     started: list[WandbEmulator] = []
+    profile = getattr(request, "param", "saas")
 
     def start(port: int = 0) -> WandbEmulator:
-        emulator = WandbEmulator(LocalRegistry(demo_registry_dir), port=port, max_seconds=120)
+        registry = LocalRegistry(demo_registry_dir)
+        emulator = WandbEmulator(registry, port=port, max_seconds=120, profile=profile)
         started.append(emulator.start())
         monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
         return emulator
@@ -175,11 +181,13 @@ def check_server(emulator: WandbEmulator, job: Job) -> None:
     assert sorted(artifact.aliases) == sorted([alias, "latest"])
     assert sorted(f.name for f in artifact.files()) == sorted(run.files)
     assert artifact.logged_by().id == wb_run.id
-    model = client.artifact(f"team/wandb-registry-model/{CHECKPOINT}")
+    # Linked on the organisation's registry, whose entity is not the team's.
+    model = client.artifact(f"{ORG_ENTITY}/wandb-registry-model/{CHECKPOINT}")
     assert wb_run.id in [r.id for r in model.used_by()]
     assert emulator.errors == []
 
 
+@pytest.mark.parametrize("serve", list(PROFILES), indirect=True)
 def test_log_command_killed_and_hung_up_the_worker_still_uploads(
     serve: Callable[..., WandbEmulator], reap: Callable[[int], None]
 ) -> None:
@@ -381,6 +389,7 @@ def test_server_down_then_failing_the_job_retries_and_nothing_is_lost_or_doubled
     assert FAKE_KEY not in log_path(settings).read_text() + waiting.last_error
 
 
+@pytest.mark.parametrize("serve", list(PROFILES), indirect=True)
 def test_the_registry_views_show_the_uploaded_results_and_lineage(
     env: Path,
     serve: Callable[..., WandbEmulator],

@@ -79,8 +79,17 @@ def test_bare_name_means_the_model_registry() -> None:
     ref = parse_ref("my-model:production")
     assert ref.registry_project == MODEL_REGISTRY
     assert ref.is_registry
-    assert ref.qualified("team") == "team/wandb-registry-model/my-model:production"
     assert ref.qualified() == "wandb-registry-model/my-model:production"
+    assert not parse_ref("team/models/x:v1").is_registry
+
+
+def test_a_registry_path_names_the_organisation_never_the_team() -> None:
+    ref = parse_ref("my-model:production")
+    assert ref.qualified("team") == "wandb-registry-model/my-model:production"
+    assert ref.qualified("team", "acme") == "acme/wandb-registry-model/my-model:production"
+    explicit = parse_ref("acme-org/wandb-registry-model/my-model:v3")
+    assert explicit.qualified("team", "acme") == "acme-org/wandb-registry-model/my-model:v3"
+    assert parse_ref("proj/x:v1").qualified("team", "acme") == "team/proj/x:v1"
     assert not parse_ref("team/models/x:v1").is_registry
 
 

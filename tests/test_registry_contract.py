@@ -14,7 +14,6 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from tests.wandb_emulator import wandb_service  # noqa: F401 - a fixture
 from tui.services.refs import ArtifactRef
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import (
@@ -39,21 +38,23 @@ CHECKPOINT_FILES = {
     "trainer_state.json",
 }
 
-BACKENDS = ["local", "wandb"]
+# The W&B backend runs against both emulator profiles: W&B and a W&B Server without the
+# newer features.
+BACKENDS = ["local", "wandb-saas", "wandb-server"]
 
 
 @pytest.fixture(params=BACKENDS)
 def registry(request: pytest.FixtureRequest, demo_registry_dir: Path) -> Registry:
     """A fresh registry holding the demo content, one per backend.
 
-    "wandb" is the W&B backend reading the same content through the W&B API emulator
-    (`tests/wandb_emulator.py`); any response the emulator could not validate fails
-    the test.
+    "wandb-<profile>" is the W&B backend reading the same content through the W&B API
+    emulator (`tests/wandb_emulator.py`) in that profile; any response the emulator
+    could not validate fails the test.
     """
     if request.param == "local":
         return LocalRegistry(demo_registry_dir)
-    if request.param == "wandb":
-        service = request.getfixturevalue("wandb_service")
+    if request.param.startswith("wandb-"):
+        service = request.getfixturevalue("wandb_services")(request.param.removeprefix("wandb-"))
         request.addfinalizer(service.check)
         return service.serve(LocalRegistry(demo_registry_dir))
     raise AssertionError(f"unknown backend {request.param}")
@@ -302,20 +303,21 @@ def test_remove_alias(registry: Registry) -> None:
 
 
 def test_update_version_replaces_only_what_is_given(registry: Registry) -> None:
-    before = registry.resolve("llama-3-8b-sft:v1")
-    after = registry.update_version("llama-3-8b-sft:v1", description="re-checked")
+    # mistral-7b-dpo: on W&B a link to team/training, which the viewer may write.
+    before = registry.resolve("mistral-7b-dpo:v1")
+    after = registry.update_version("mistral-7b-dpo:v1", description="re-checked")
     assert after.description == "re-checked"
     assert after.metadata == before.metadata and after.tags == before.tags
     after = registry.update_version(
-        "llama-3-8b-sft:v1", metadata={"note": "ok", "n": 2}, tags=["reviewed"]
+        "mistral-7b-dpo:v1", metadata={"note": "ok", "n": 2}, tags=["reviewed"]
     )
     assert dict(after.metadata) == {"note": "ok", "n": 2}
     assert after.tags == ("reviewed",)
     assert after.description == "re-checked"
-    again = registry.resolve("llama-3-8b-sft:v1")
+    again = registry.resolve("mistral-7b-dpo:v1")
     assert (again.description, dict(again.metadata), again.tags) == (
         "re-checked",
         {"note": "ok", "n": 2},
         ("reviewed",),
     )
-    assert version_names(registry.list_versions("llama-3-8b-sft", tag="reviewed")) == ["v1"]
+    assert version_names(registry.list_versions("mistral-7b-dpo", tag="reviewed")) == ["v1"]

@@ -17,7 +17,6 @@ from textual.widgets import Input, SelectionList, Static
 
 from tests.wandb_emulator import (
     WandbService,
-    wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services.demo import EXPECTED_ARTIFACTS, RESULTS_DIR, DemoInfo
 from tui.services.eval_results import (
@@ -336,9 +335,9 @@ async def test_results_of_a_collection_without_evals_say_so(registry: LocalRegis
 
 
 def test_results_and_search_through_the_wandb_backend_match_the_local_registry(
-    request: pytest.FixtureRequest, demo_seed: DemoInfo
+    wandb_service: WandbService, demo_seed: DemoInfo
 ) -> None:
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service = wandb_service
     local = LocalRegistry(demo_seed.root)
     backend = service.serve(local)
     try:

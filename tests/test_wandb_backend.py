@@ -28,8 +28,9 @@ import pytest
 from tests.wandb_emulator import (
     FAKE_KEY,
     MODEL_REGISTRY,
+    ORG_ENTITY,
+    ORGANIZATION,
     WandbService,
-    wandb_service,  # noqa: F401 - a fixture
 )
 from tui.services.demo import DemoInfo
 from tui.services.registry.local import LocalRegistry
@@ -69,9 +70,9 @@ def shared_dir(demo_seed: DemoInfo, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def service(request: pytest.FixtureRequest) -> WandbService:
+def service(request: pytest.FixtureRequest, wandb_service: WandbService) -> WandbService:
     """The session's emulator and backend; fails the test if the emulator recorded errors."""
-    svc: WandbService = request.getfixturevalue("wandb_service")
+    svc = wandb_service
     request.addfinalizer(svc.check)
     return svc
 
@@ -104,7 +105,7 @@ def test_collections_match_the_local_registry(shared) -> None:
     direct = {c.name: c for c in local.list_collections(type="")}
     assert remote.keys() == direct.keys()
     for name, collection in remote.items():
-        assert (collection.project, collection.entity) == (MODEL_REGISTRY, "team")
+        assert (collection.project, collection.entity) == (MODEL_REGISTRY, ORG_ENTITY)
         expected = {k: v for k, v in asdict(direct[name]).items() if k not in PLACE}
         assert {k: v for k, v in asdict(collection).items() if k not in PLACE} == expected
 
@@ -115,7 +116,7 @@ def test_versions_match_page_by_page(shared) -> None:
     assert [len(p) for p in pages] == [2, 2, 1, 0]
     remote = [v for page in pages for v in page]
     assert [same(v) for v in remote] == [same(v) for v in local.list_versions("llama-3-8b-sft")]
-    assert {(v.project, v.entity) for v in remote} == {(MODEL_REGISTRY, "team")}
+    assert {(v.project, v.entity) for v in remote} == {(MODEL_REGISTRY, ORG_ENTITY)}
 
 
 def test_listing_versions_fetches_only_the_pages_asked_for(
@@ -166,13 +167,62 @@ def test_every_alias_resolves_as_locally(service, shared) -> None:
             assert expected["version"] == version
             assert same(wandb.resolve(f"{collection.name}:{alias}")) == expected
     expected = same(local.resolve("my-model:production"))
-    for ref in (f"{MODEL_REGISTRY}/my-model:production", f"team/{MODEL_REGISTRY}/my-model:v3"):
+    for ref in (
+        f"{MODEL_REGISTRY}/my-model:production",
+        f"{ORG_ENTITY}/{MODEL_REGISTRY}/my-model:v3",
+    ):
         assert same(wandb.resolve(ref)) == expected, ref
     start = len(service.emulator.requests)
     wandb.resolve("my-model:production")
     [(op, variables)] = sent(service, start)
     assert op == "ArtifactMembershipByName"
-    assert variables == {"entity": "team", "project": MODEL_REGISTRY, "name": "my-model:production"}
+    assert variables == {
+        "entity": ORG_ENTITY,
+        "project": MODEL_REGISTRY,
+        "name": "my-model:production",
+    }
+
+
+def test_a_registry_path_under_a_team_is_refused_as_w_and_b_refuses_it(shared) -> None:
+    """The first part of a registry path is an organisation: a team there, or an unknown
+    organisation, is rejected by the SDK from what the server says of the entity."""
+    wandb, _ = shared
+    with pytest.raises(RegistryError, match="Unable to find organization for entity 'team'"):
+        wandb.resolve(f"team/{MODEL_REGISTRY}/my-model:v3")
+    with pytest.raises(RegistryError, match="organization"):
+        wandb.resolve(f"no-such-org/{MODEL_REGISTRY}/my-model:v3")
+
+
+def test_an_edit_of_a_link_to_a_read_only_source_fails_naming_its_project(fresh) -> None:
+    """`llama-3-8b-sft` links to team/pretraining, which the viewer may only read: the
+    SDK would skip the update with a warning; the backend says so in one line."""
+    wandb, local = fresh
+    before = local.resolve("llama-3-8b-sft:latest")
+    with pytest.raises(RegistryError, match="team/pretraining") as failed:
+        wandb.update_version("llama-3-8b-sft:latest", description="X", tags=["new"])
+    assert "\n" not in str(failed.value)
+    after = local.resolve("llama-3-8b-sft:latest")
+    assert (after.description, after.tags) == (before.description, before.tags)
+
+
+def test_an_edit_of_a_link_to_a_writable_source_is_read_back_with_the_sdk(fresh) -> None:
+    import wandb as sdk
+
+    wandb, _ = fresh
+    wandb.update_version("my-model:v3", description="X", metadata={"lr": 0.5}, tags=["kept"])
+    api = sdk.Api(api_key=FAKE_KEY, overrides={"base_url": wandb.settings.wandb_base_url})
+    art = api.artifact(f"{ORG_ENTITY}/{MODEL_REGISTRY}/my-model:v3")
+    assert (art.description, art.metadata, art.tags) == ("X", {"lr": 0.5}, ["kept"])
+    assert (art.source_entity, art.source_project) == ("team", "training")
+
+
+def test_a_protected_alias_is_not_moved(fresh) -> None:
+    wandb, local = fresh
+    held = local.resolve("mistral-7b-dpo:production").version
+    with pytest.raises(RegistryError, match="permission") as refused:
+        wandb.set_alias("mistral-7b-dpo:v0", "production")
+    assert "\n" not in str(refused.value)
+    assert local.resolve("mistral-7b-dpo:production").version == held != "v0"
 
 
 def test_files_match_including_references(shared) -> None:
@@ -316,7 +366,7 @@ def test_update_version_is_seen_by_both(service, fresh) -> None:
 def test_download_through_the_sdk_gives_the_stored_bytes(service, shared, tmp_path) -> None:
     wandb, local = shared
     start = len(service.emulator.requests)
-    artifact = wandb.api.artifact(f"team/{MODEL_REGISTRY}/my-model:production")
+    artifact = wandb.api.artifact(f"{ORGANIZATION}/{MODEL_REGISTRY}/my-model:production")
     root = Path(artifact.download(str(tmp_path / "download"), skip_cache=True))
     entries = local.files("my-model:production")
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [

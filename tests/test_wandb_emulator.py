@@ -10,6 +10,7 @@ import base64
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,15 @@ from wandb.sdk.artifacts._generated import (
     PROJECT_ARTIFACTS_GQL,
 )
 
-from tests.wandb_emulator import MODEL_REGISTRY, WandbEmulator, operation_name
+from tests.wandb_emulator import (
+    FAKE_KEY,
+    MODEL_REGISTRY,
+    ORG_ENTITY,
+    ORGANIZATION,
+    PROFILES,
+    WandbEmulator,
+    operation_name,
+)
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import RunInfo
 
@@ -64,13 +73,20 @@ def emulator(registry_dir: Path, tmp_path: Path) -> Any:
         yield em
 
 
-def post(em: WandbEmulator, query: str, variables: dict | None = None) -> tuple[int, dict]:
+def auth(key: str = FAKE_KEY) -> dict[str, str]:
+    """The header wandb-core sends with every request to the W&B host."""
+    return {"Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode()}
+
+
+def post(
+    em: WandbEmulator, query: str, variables: dict | None = None, *, key: str | None = FAKE_KEY
+) -> tuple[int, dict]:
     """POST one GraphQL request as wandb-core does; (status, JSON body)."""
     body = json.dumps({"query": query, "variables": variables or {}, "operationName": ""})
     request = urllib.request.Request(
         f"{em.base_url}/graphql",
         data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(auth(key) if key else {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -87,7 +103,7 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-MEMBERSHIP = {"entity": "team", "project": MODEL_REGISTRY, "name": "tiny:production"}
+MEMBERSHIP = {"entity": ORG_ENTITY, "project": MODEL_REGISTRY, "name": "tiny:production"}
 
 
 def test_operation_names_come_from_the_query_when_not_sent() -> None:
@@ -121,7 +137,9 @@ def test_answers_with_exactly_the_selected_fields(emulator: WandbEmulator) -> No
 
 def test_field_aliases_rename_the_answer(emulator: WandbEmulator) -> None:
     status, body = post(
-        emulator, PROJECT_ARTIFACT_COLLECTIONS_GQL, {"entity": "team", "project": MODEL_REGISTRY}
+        emulator,
+        PROJECT_ARTIFACT_COLLECTIONS_GQL,
+        {"entity": ORG_ENTITY, "project": MODEL_REGISTRY},
     )
     assert status == 200, body
     [edge] = body["data"]["project"]["artifactCollections"]["edges"]
@@ -131,7 +149,7 @@ def test_field_aliases_rename_the_answer(emulator: WandbEmulator) -> None:
 
 def test_paging_follows_first_and_after(emulator: WandbEmulator) -> None:
     variables = {
-        "entity": "team",
+        "entity": ORG_ENTITY,
         "project": MODEL_REGISTRY,
         "type": "model",
         "collection": "tiny",
@@ -153,7 +171,7 @@ def test_paging_follows_first_and_after(emulator: WandbEmulator) -> None:
 
 def test_filters_are_applied(emulator: WandbEmulator) -> None:
     def registries(filters: dict) -> list[str]:
-        variables = {"organization": "team-org", "filters": json.dumps(filters)}
+        variables = {"organization": ORGANIZATION, "filters": json.dumps(filters)}
         status, body = post(emulator, FETCH_REGISTRIES_GQL, variables)
         assert status == 200, body
         edges = body["data"]["organization"]["orgEntity"]["projects"]["edges"]
@@ -232,6 +250,13 @@ def test_manifest_and_files_are_served_from_the_object_store(
     assert emulator.errors == ["GET of unknown path /elsewhere"]
 
 
+@pytest.mark.parametrize("key", [None, "f" * 40])
+def test_a_request_without_the_api_key_gets_401(emulator: WandbEmulator, key) -> None:
+    status, body = post(emulator, GET_DEFAULT_ENTITY_GQL, key=key)
+    assert status == 401 and "data" not in body
+    assert post(emulator, GET_DEFAULT_ENTITY_GQL)[0] == 200
+
+
 def test_sdk_metrics_get_an_empty_200(emulator: WandbEmulator) -> None:
     request = urllib.request.Request(
         f"{emulator.base_url}/sdk/otel/v1/metrics", data=b"\n\x00", method="POST"
@@ -245,7 +270,11 @@ def test_mutations_change_the_backing_registry(emulator: WandbEmulator) -> None:
     artifact_id = post(
         emulator, ARTIFACT_MEMBERSHIP_BY_NAME_GQL, {**MEMBERSHIP, "name": "tiny:v0"}
     )[1]["data"]["project"]["artifactCollectionMembership"]["artifact"]["id"]
-    target = {"entityName": "team", "projectName": MODEL_REGISTRY, "artifactCollectionName": "tiny"}
+    target = {
+        "entityName": ORG_ENTITY,
+        "projectName": MODEL_REGISTRY,
+        "artifactCollectionName": "tiny",
+    }
     variables = {
         "input": {"artifactID": artifact_id, "aliases": [{**target, "alias": "production"}]}
     }
@@ -266,7 +295,9 @@ def test_stops_by_itself(registry_dir: Path) -> None:
 
 
 def test_runs_from_the_command_line(registry_dir: Path) -> None:
-    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "2"]
+    # Stopped by SIGINT once checked: a short --max-seconds could end it while its first
+    # request (which imports the SDK's models) is still being answered on a busy machine.
+    command = [sys.executable, "-m", "tests.wandb_emulator", "--max-seconds", "120"]
     proc = subprocess.Popen(
         [*command, "--registry", str(registry_dir)],
         cwd=REPO,
@@ -277,9 +308,14 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
     try:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
+        said = "".join(proc.stdout.readline() for _ in range(3))  # type: ignore[union-attr]
+        assert "organization: acme (org entity acme-org)" in said
+        assert "wandb-registry-model of acme-org" in said and "team/pretraining" in said
         body = json.dumps({"query": GET_DEFAULT_ENTITY_GQL, "operationName": ""}).encode()
-        with urllib.request.urlopen(f"{url}/graphql", data=body, timeout=10) as response:
+        request = urllib.request.Request(f"{url}/graphql", data=body, headers=auth())
+        with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["data"]["viewer"]["entity"] == "team"
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -433,6 +469,7 @@ def test_an_upload_is_stored_and_read_back_with_the_sdk_queries(emulator: WandbE
     request = urllib.request.Request(
         f"{emulator.base_url}/files/team/evals/r1/file_stream",
         data=json.dumps({**stream, "complete": True, "exitcode": 0}).encode(),
+        headers=auth(),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
@@ -584,8 +621,8 @@ def test_the_backends_query_of_many_lineages_is_answered_and_checked(
 ) -> None:
     from tui.services.registry.wandb import _lineages_query
 
-    names = {"e0": "team", "p0": MODEL_REGISTRY, "n0": "tiny:v1"}
-    names |= {"e1": "team", "p1": MODEL_REGISTRY, "n1": "tiny:v7"}
+    names = {"e0": ORG_ENTITY, "p0": MODEL_REGISTRY, "n0": "tiny:v1"}
+    names |= {"e1": ORG_ENTITY, "p1": MODEL_REGISTRY, "n1": "tiny:v7"}
     status, body = post(emulator, _lineages_query(2), names)
     assert status == 200, body
     made = body["data"]["v0"]["artifactCollectionMembership"]["artifact"]["createdBy"]
@@ -599,3 +636,66 @@ def test_the_backends_query_of_many_lineages_is_answered_and_checked(
     assert status == 500
     [error] = emulator.errors
     assert error.startswith("ArtifactLineages: ValidationError")
+
+
+# --- validation, profiles and signed storage URLs -----------------------------------------
+
+
+def test_an_invalid_document_gets_errors_and_no_data(emulator: WandbEmulator) -> None:
+    status, body = post(emulator, "query GetDefaultEntity { viewer { entity ")
+    assert status == 400 and body["errors"] and "data" not in body
+    assert [e for e in emulator.take_errors() if "invalid document" in e]
+
+
+def test_the_server_profile_lacks_the_digest_algorithm_field(registry_dir: Path) -> None:
+    query = "query ArtifactByID($id: ID!) { artifact(id: $id) { id digestAlgorithm } }"
+    with WandbEmulator(LocalRegistry(registry_dir), max_seconds=60, profile="server") as em:
+        status, body = post(em, query, {"id": "QXJ0aWZhY3Q6dGlueTp2MQ=="})
+        assert status == 400 and "data" not in body
+        assert body["errors"][0]["message"] == (
+            'Cannot query field "digestAlgorithm" on type "Artifact".'
+        )
+        _, features = post(
+            em, "query ServerFeaturesQuery { serverInfo { features { name isEnabled } } }"
+        )
+        names = {f["name"] for f in features["data"]["serverInfo"]["features"]}
+        assert "ARTIFACT_DIGEST_ALGORITHM" not in names and "ARTIFACT_TAGS" in names
+        assert [e for e in em.take_errors() if "invalid document" in e]
+
+
+def test_storage_urls_expire_honour_range_and_refuse_credentials(registry_dir: Path) -> None:
+    registry = LocalRegistry(registry_dir)
+    [entry] = registry.files("tiny:v1")
+    data = registry.object_path(entry).read_bytes()
+    with WandbEmulator(registry, max_seconds=60, url_ttl=1) as em:
+        url = em.storage.sign("tiny", "v1", entry.path)
+        assert not url.startswith(em.base_url)  # another host: another port
+        ranged = urllib.request.Request(url, headers={"Range": "bytes=3-"})
+        with urllib.request.urlopen(ranged, timeout=10) as response:
+            assert (response.status, response.read()) == (206, data[3:])
+        with_key = urllib.request.Request(url, headers=auth())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(with_key, timeout=10)
+        assert refused.value.code == 400 and b"Only one auth mechanism" in refused.value.read()
+        assert get(url.replace("Signature=", "Signature=0"))[0] == 403
+        time.sleep(2.1)  # past the URL's lifetime
+        status, body = get(url)
+        assert status == 400 and b"<Code>ExpiredToken</Code>" in body
+        assert em.storage.expired_count() == 1
+
+
+def test_a_file_url_on_the_wandb_host_redirects_to_storage(emulator: WandbEmulator) -> None:
+    registry = emulator.graph.registry
+    [entry] = registry.files("tiny:v1")
+    status, data = get(f"{emulator.base_url}/files/tiny/v1/{entry.path}")
+    assert (status, data) == (200, registry.object_path(entry).read_bytes())
+    ops = emulator.operations
+    assert ops.index("GET /files redirect") < ops.index("GET /files")
+
+
+def test_the_saas_profile_advertises_every_feature_the_sdk_knows() -> None:
+    from wandb.proto.wandb_internal_pb2 import ServerFeature
+
+    known = set(ServerFeature.keys()) - {"SERVER_FEATURE_UNSPECIFIED"}
+    assert set(PROFILES["saas"]) == known
+    assert "ARTIFACT_DIGEST_ALGORITHM" not in PROFILES["server"]

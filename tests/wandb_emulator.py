@@ -1,8 +1,13 @@
 """A W&B API emulator: a real HTTP server that the real `wandb.Api` talks to.
 
-It serves the content of a `LocalRegistry` as the model registry of one organization:
-the registry project `wandb-registry-model` of the org entity holds one registry
-collection per local collection. GraphQL requests are executed against a small graph
+It serves the content of a `LocalRegistry` as the model registry of one organisation,
+modelled as W&B's cloud has it: organisation `acme` with an org entity of its own
+(`acme-org`, owner of the registry project `wandb-registry-model`), distinct from the
+team entity `team` and the viewer `alice`. Each registry version is a link to a source
+artifact logged in a team project (`team/training`, or `team/pretraining`, read-only
+for the viewer); `production` of `mistral-7b-dpo` is a protected alias. Requests need
+the API key (401 otherwise); a document that does not validate on the profile's server
+gets 400 with `errors` and no `data`. GraphQL requests are executed against a small graph
 of resolvers (field selection, aliases, fragments, `@include`/`@skip`, arguments), so
 every response carries exactly the fields the query asked for. Before a response is
 sent, its `data` is validated against the SDK's own generated pydantic result model
@@ -10,8 +15,9 @@ for the operation; a validation error, a field the graph lacks or an operation t
 emulator does not know answers 500 and is appended to `errors`, so a test that
 checks `errors` fails loudly.
 
-Files are served by the emulator itself: `GET /files/<collection>/<version>/<path>`
-streams the bytes of the local registry's object store, and
+Files come from a storage host of its own (`Storage`, another port): signed URLs that
+expire, honour `Range`, can be throttled and refuse `Authorization`; a file URL on the
+W&B host (`GET /files/<collection>/<version>/<path>`) redirects there, and
 `GET /manifests/<collection>/<version>.json` serves the W&B manifest.
 
 It also takes uploads, as the SDK (`wandb.init` online) and `wandb sync` send them
@@ -26,8 +32,9 @@ versions). Uploaded runs and artifacts are read back through the same graph:
 These operations have no generated model in the Python SDK; the field check is all
 they get. `faults` fails or holds chosen requests, for retry tests.
 
-Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--registry DIR]`
-prints the base URL and serves until stopped.
+Run standalone: `python -m tests.wandb_emulator --port 0 --max-seconds 600 [--registry DIR]
+[--profile saas|server] [--url-ttl SECONDS] [--storage-bytes-per-sec N]` prints the base
+URL, then the organisation, registries and entities it serves, until stopped.
 """
 
 from __future__ import annotations
@@ -35,33 +42,39 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gzip
 import hashlib
+import hmac
 import json
+import os
 import re
 import shutil
 import socket
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentSpreadNode,
+    GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
     Undefined,
     parse,
 )
-from graphql.language import FragmentDefinitionNode
+from graphql.language import FragmentDefinitionNode, Visitor, visit
 from graphql.utilities import value_from_ast_untyped
 
 from tui.services.refs import ArtifactRef
@@ -75,19 +88,88 @@ from tui.services.registry.protocol import (
 )
 
 MODEL_REGISTRY = "wandb-registry-model"
+# The default organisation. On W&B an organisation has an entity of its own (the org
+# entity, owner of the `wandb-registry-*` projects), distinct from its team entities and
+# the users' personal entities: `_resolve_org_info` in
+# wandb/sdk/artifacts/_gqlutils.py reads `entity.organization.orgEntity` for a team and
+# `entity.user.organizations` for a personal entity.
+ORGANIZATION = "acme"
+ORG_ENTITY = "acme-org"
+TEAM = "team"
+VIEWER = "alice"
+# A registry version is a link to an artifact logged in a team project (the SDK tells a
+# link by its source sequence living elsewhere: `Artifact._assign_attrs` in
+# wandb/sdk/artifacts/artifact.py). Collections come from `training` unless named here.
+SOURCE_PROJECT = "training"
+SOURCE_PROJECTS = {"llama-3-8b-sft": "pretraining"}
+# Projects the viewer may read but not write (`IsProjectReadOnly` answers true): the SDK's
+# `Artifact._update` then skips `UpdateArtifact` on a link, with only a warning.
+READ_ONLY_PROJECTS = frozenset({"pretraining"})
+# (collection, alias) pairs only registry admins may move or remove.
+PROTECTED_ALIASES = frozenset({("mistral-7b-dpo", "production")})
 EPOCH = "2026-01-01T00:00:00Z"
 CHUNK = 1 << 20
 
-# Server features the SDK asks for; only those the emulated operations need are on.
-FEATURES = (
+# Server features (`ServerFeaturesQuery`) by profile. `server` is a self-hosted W&B
+# Server of a release before the newer ones: without ARTIFACT_DIGEST_ALGORITHM the SDK
+# omits `Artifact.digestAlgorithm` (`omit_artifact_fields` in
+# wandb/sdk/artifacts/_gqlutils.py), and a document naming it fails validation there.
+SERVER_FEATURES = (
     "ARTIFACT_TAGS",
     "ARTIFACT_REGISTRY_SEARCH",
     "ARTIFACT_COLLECTION_MEMBERSHIP_FILES",
     "ARTIFACT_COLLECTIONS_FILTERING_SORTING",
     "TOTAL_COUNT_IN_FILE_CONNECTION",
-    "ARTIFACT_DIGEST_ALGORITHM",
     "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
 )
+# W&B's cloud: every feature the SDK asks about (the ServerFeature enum of
+# wandb/proto/wandb_internal_pb2.py, 0.31; a test keeps the two equal), so wandb-core
+# takes its newest paths.
+SAAS_FEATURES = (
+    "LARGE_FILENAMES",
+    "ARTIFACT_TAGS",
+    "CLIENT_IDS",
+    "ARTIFACT_REGISTRY_SEARCH",
+    "STRUCTURED_CONSOLE_LOGS",
+    "ARTIFACT_COLLECTION_MEMBERSHIP_FILES",
+    "ARTIFACT_COLLECTION_MEMBERSHIP_FILE_DOWNLOAD_HANDLER",
+    "USE_ARTIFACT_WITH_ENTITY_AND_PROJECT_INFORMATION",
+    "AUTOMATION_EVENT_RUN_METRIC",
+    "AUTOMATION_EVENT_RUN_METRIC_CHANGE",
+    "AUTOMATION_ACTION_NO_OP",
+    "INCLUDE_ARTIFACT_TYPES_IN_REGISTRY_CREATION",
+    "PROJECT_ARTIFACT_COLLECTION_MEMBERSHIP",
+    "ARTIFACT_MEMBERSHIP_IN_LINK_ARTIFACT_RESPONSE",
+    "TOTAL_COUNT_IN_FILE_CONNECTION",
+    "ARTIFACT_COLLECTIONS_FILTERING_SORTING",
+    "ARTIFACT_V2_DOWNLOAD_HANDLER_SUPPORTS_ARTIFACT_ID",
+    "AUTOMATION_EVENT_RUN_METRIC_ZSCORE",
+    "AUTOMATION_EVENT_RUN_STATE",
+    "AUTOMATION_ACTION_PUSH_NOTIFICATION",
+    "AUTOMATION_EVENT_ADD_ARTIFACT_TAG",
+    "AUTOMATION_EVENT_ADD_COLLECTION_TAG",
+    "AUTOMATION_EVENT_REMOVE_ARTIFACT_TAG",
+    "AUTOMATION_EVENT_REMOVE_COLLECTION_TAG",
+    "AUTOMATION_EVENT_UNLINK_ARTIFACT",
+    "AUTOMATIONS_ON_USER",
+    "AUTOMATION_LAST_EXECUTED_AT",
+    "MARK_RUN_FILES_UPLOADED",
+    "SWEEPS_QUERY_FILTERING",
+    "AUTOMATION_SCOPE_ENTITY",
+    "QUERY_AUTOMATIONS_ON_ENTITY",
+    "AUTOMATIONS_ON_ORGANIZATION",
+    "FILESTREAM_GZIP",
+    "SWEEPS_LOCAL_SCHEDULER",
+    "ARTIFACT_DIGEST_ALGORITHM",
+    "AUTOMATION_ACTION_ARIA",
+    "EVAL_TABLES_CES",
+)
+PROFILES: dict[str, tuple[str, ...]] = {
+    "saas": SAAS_FEATURES,
+    "server": SERVER_FEATURES,
+}
+# Fields a server without the feature does not have: (type, field) -> feature.
+GATED_FIELDS = {("Artifact", "digestAlgorithm"): "ARTIFACT_DIGEST_ALGORITHM"}
 
 # GraphQL interfaces, for fragments whose type condition is an interface.
 INTERFACES = {"ArtifactCollection": {"ArtifactPortfolio", "ArtifactSequence"}}
@@ -167,6 +249,36 @@ _OPERATION = re.compile(r"\b(query|mutation)\s+([A-Za-z_]\w*)")
 
 class GraphQLFailure(Exception):
     """The emulator could not answer a request; recorded in `errors`, answered 500."""
+
+
+class GraphQLInvalid(Exception):
+    """The document does not validate on this server: answered 400 with `errors` and no
+    `data`, as a GraphQL server answers, and recorded (a client must not send it)."""
+
+
+def check_document(query: str, features: Iterable[str]) -> DocumentNode:
+    """The parsed document, or GraphQLInvalid: a syntax error, or a field that this
+    server's schema lacks for want of a feature."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        raise GraphQLInvalid(exc.message) from None
+    names: set[str] = set()
+
+    class Fields(Visitor):
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            names.add(node.name.value)
+
+    visit(document, Fields())
+    for (type_name, name), feature in GATED_FIELDS.items():
+        if name in names and feature not in features:
+            raise GraphQLInvalid(f'Cannot query field "{name}" on type "{type_name}".')
+    return document
+
+
+class GraphQLRefusal(Exception):
+    """W&B refuses the request (permissions): answered 200 with `errors`, as W&B does,
+    and not recorded, since the client is expected to meet it."""
 
 
 def gid(kind: str, *parts: object) -> str:
@@ -335,8 +447,7 @@ class Executor:
     field resolver called with the field's arguments, anything else is a scalar.
     """
 
-    def __init__(self, query: str, variables: Mapping[str, Any] | None) -> None:
-        document = parse(query)
+    def __init__(self, document: DocumentNode, variables: Mapping[str, Any] | None) -> None:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
@@ -695,7 +806,7 @@ class Uploads:
             "wandbConfig": lambda a: json.dumps(
                 {k: v for k, v in config.items() if k in (a.get("keys") or config)}
             ),
-            "user": {"__typename": "User", "name": "tester", "username": "tester"},
+            "user": {"__typename": "User", "name": VIEWER, "username": VIEWER},
             "files": lambda a: self.run_files(run, a),
             "inputArtifacts": lambda a: connection(
                 self.used_by_run(run), a, self.artifact_node_any
@@ -1081,13 +1192,19 @@ class RegistryGraph:
         base_url: Callable[[], str],
         entity: str,
         organization: str,
+        org_entity: str,
         username: str,
         uploads: Uploads,
+        features: tuple[str, ...] = PROFILES["saas"],
+        sign: Callable[[str, str, str], str] | None = None,
     ) -> None:
+        self.features = features
+        self.sign = sign or (lambda c, v, p: f"{base_url()}/files/{_q(c)}/{v}/{_q(p)}")
         self.registry = registry
         self.base_url = base_url
         self.entity = entity
         self.organization = organization
+        self.org_entity = org_entity
         self.username = username
         self.uploads = uploads
         self.lock = threading.RLock()
@@ -1099,10 +1216,11 @@ class RegistryGraph:
         return {"__typename": "Entity", "name": name or self.entity, "organization": org}
 
     def project(self, name: str, entity: str | None = None) -> dict[str, Any]:
-        """A project of the org entity, or of `entity` (where lineage runs live)."""
-        entity = entity or self.entity
+        """The registry project of the org entity, or a project of `entity` (the team
+        by default: where sources and lineage runs live)."""
         if name != MODEL_REGISTRY:
-            return self.user_project(name, entity)
+            return self.user_project(name, entity or self.entity)
+        entity = self.org_entity
         return {
             "__typename": "Project",
             "id": gid("Project", entity, name),
@@ -1144,16 +1262,18 @@ class RegistryGraph:
                 "artifactCollections": lambda b: up.collections(entity, name, b, a["name"]),
             }
 
+        def membership(a: Mapping[str, Any]) -> dict[str, Any] | None:
+            found = up.membership_by_name(entity, name, a["name"])
+            return found or self.source_membership(entity, name, a["name"])
+
         return {
             **up.project_info(entity, name),
             "description": "",
             "createdAt": EPOCH,
             "updatedAt": EPOCH,
             "access": "PRIVATE",
-            "readOnly": False,
-            "artifactCollectionMembership": lambda a: up.membership_by_name(
-                entity, name, a["name"]
-            ),
+            "readOnly": self.read_only(entity, name),
+            "artifactCollectionMembership": membership,
             "artifactCollection": collection,
             "artifact": lambda a: up.artifact_by_name(entity, name, a["name"]),
             "artifactType": artifact_type,
@@ -1198,14 +1318,36 @@ class RegistryGraph:
             },
         }
 
+    def source_project(self, collection: str) -> str:
+        """The team project the versions of a registry collection were logged to."""
+        return SOURCE_PROJECTS.get(collection, SOURCE_PROJECT)
+
+    def read_only(self, entity: str, project: str) -> bool:
+        return entity == self.entity and project in READ_ONLY_PROJECTS
+
+    def source_membership(self, entity: str, project: str, name: str) -> dict[str, Any] | None:
+        """`name:alias` in a source project: the artifact a registry version links to."""
+        collection, _, alias = name.partition(":")
+        if entity != self.entity or self.source_project(collection) != project:
+            return None
+        if not self.get_collection(collection):
+            return None
+        try:
+            v = self.registry.resolve(ArtifactRef(name=collection, alias=alias or "latest"))
+        except NotFoundError:
+            return None
+        return self.membership_of(v, linked=False)
+
     def artifact(self, v: Version) -> dict[str, Any]:
+        # The artifact of a registry version is its source, logged in a team project;
+        # the registry only holds a link (a membership) to it.
         return {
             "__typename": "Artifact",
             "id": gid("Artifact", v.collection, v.version),
             "artifactSequence": {
                 "__typename": "ArtifactSequence",
                 "name": v.collection,
-                "project": self.project(MODEL_REGISTRY),
+                "project": self.project(self.source_project(v.collection), self.entity),
             },
             "versionIndex": v.index,
             "artifactType": {"__typename": "ArtifactType", "name": v.type},
@@ -1247,28 +1389,37 @@ class RegistryGraph:
             return None
         return self.membership_of(v)
 
-    def membership_of(self, v: Version) -> dict[str, Any]:
+    def membership_of(self, v: Version, *, linked: bool = True) -> dict[str, Any]:
+        """The registry link of `v`, or (`linked` False) its place in its source project."""
         c = self.registry.get_collection(v.collection)
+        where = MODEL_REGISTRY if linked else self.source_project(v.collection)
+        found = self.collection(c, where)
+        if not linked:
+            found["__typename"] = "ArtifactSequence"
         return {
             "__typename": "ArtifactCollectionMembership",
-            "id": gid("ArtifactCollectionMembership", v.collection, v.version),
+            "id": gid("ArtifactCollectionMembership", where, v.collection, v.version),
             "versionIndex": v.index,
             "createdAt": v.created_at or EPOCH,
             "aliases": [self.alias(a, v.collection) for a in v.aliases],
-            "artifactCollection": self.collection(c),
+            "artifactCollection": found,
             "artifact": self.artifact(v),
             "files": lambda a: self.files(v, a),
         }
 
     def file(self, v: Version, entry: FileEntry) -> dict[str, Any]:
+        # `url` is on the W&B host, which redirects to storage; `directUrl` is a signed
+        # storage URL, for some files that same redirect (both occur on W&B).
         url = f"{self.base_url()}/files/{_q(v.collection)}/{v.version}/{_q(entry.path)}"
+        redirected = zlib.crc32(entry.path.encode()) % 2 == 1
+        direct = url if redirected else self.sign(v.collection, v.version, entry.path)
         return {
             "__typename": "File",
             "id": gid("File", v.collection, v.version, entry.path),
             "name": entry.path,
             "displayName": entry.path,
             "url": url,
-            "directUrl": url,
+            "directUrl": direct,
             "sizeBytes": entry.size,
             "storagePath": None,
             "mimetype": None,
@@ -1469,22 +1620,22 @@ class RegistryGraph:
         except NotFoundError:
             return None
 
-    def org_entity(self) -> dict[str, Any]:
+    def org_entity_node(self) -> dict[str, Any]:
         return {
             "__typename": "Entity",
-            "name": self.entity,
+            "name": self.org_entity,
             "projects": self.registries,
             "artifactCollections": self.registry_collections,
             "artifactMemberships": self.registry_versions,
         }
 
     def organization_node(self, name: str) -> dict[str, Any] | None:
-        if name not in (self.organization, self.entity):
+        if name not in (self.organization, self.org_entity):
             return None
         return {
             "__typename": "Organization",
             "name": self.organization,
-            "orgEntity": self.org_entity(),
+            "orgEntity": self.org_entity_node(),
             "advancedRegistryFeatures": {"advancedSearch": False},
         }
 
@@ -1493,6 +1644,7 @@ class RegistryGraph:
     def add_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        self._check_unprotected(v, data.get("aliases") or ())
         for alias in data.get("aliases") or ():
             self.registry.set_alias(v.ref(), alias["alias"])
         return {"success": True}
@@ -1500,13 +1652,31 @@ class RegistryGraph:
     def delete_aliases(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        self._check_unprotected(v, data.get("aliases") or ())
         for alias in data.get("aliases") or ():
             self.registry.remove_alias(v.ref(), alias["alias"])
         return {"success": True}
 
+    @staticmethod
+    def _check_unprotected(v: Version, aliases: Iterable[Mapping[str, Any]]) -> None:
+        """Refuse a change to a protected alias, as W&B refuses it to a registry member
+        (the SDK's `Artifact._add_aliases` turns the error into "You do not have
+        permission to add the following alias ...")."""
+        for alias in aliases:
+            if (v.collection, alias["alias"]) in PROTECTED_ALIASES:
+                raise GraphQLRefusal(
+                    f"permission denied: alias {alias['alias']!r} of {v.collection} is "
+                    "protected; only registry admins may change it"
+                )
+
     def update_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
         data = args["input"]
         v = self.version_by_id(data["artifactID"])
+        source = self.source_project(v.collection)
+        if self.read_only(self.entity, source):
+            raise GraphQLRefusal(
+                f"permission denied: {self.entity}/{source} is read-only for {self.username}"
+            )
         removed = {t["tagName"] for t in data.get("tagsToDelete") or ()}
         added = [t["tagName"] for t in data.get("tagsToAdd") or ()]
         tags = [t for t in v.tags if t not in removed]
@@ -1531,7 +1701,7 @@ class RegistryGraph:
             "flags": "{}",
             "teams": {"edges": [{"node": {"__typename": "Entity", "name": self.entity}}]},
         }
-        features = [{"name": f, "isEnabled": True} for f in FEATURES]
+        features = [{"name": f, "isEnabled": True} for f in self.features]
         return {
             "viewer": viewer,
             "serverInfo": {"__typename": "ServerInfo", "features": features},
@@ -1566,30 +1736,35 @@ class RegistryGraph:
         return {"artifact": self.artifact_by_id(target)}
 
     def entity_by_name(self, name: str | None) -> dict[str, Any] | None:
+        """A team or org entity (in the organisation) or the viewer's personal entity
+        (a user who is a member of it), as FetchOrgInfoFromEntity reads them."""
         uploaded = any(r.entity == name for r in self.uploads.runs.values())
         if (
             not uploaded
-            and name not in (self.entity, self.username)
+            and name not in (self.entity, self.org_entity, self.username)
             and not any(self._run_place(run)[0] == name for run in self.all_runs())
         ):
             return None
         org = {
             "__typename": "Organization",
             "name": self.organization,
-            "orgEntity": {"__typename": "Entity", "name": self.entity},
+            "orgEntity": {"__typename": "Entity", "name": self.org_entity},
         }
+        personal = name == self.username
         return {
             "__typename": "Entity",
             "name": name,
-            "organization": org,
-            "user": None,
+            "organization": None if personal else org,
+            "user": {"__typename": "User", "organizations": [org]} if personal else None,
             "project": lambda a: self.project_by_name(name, a["name"]),
         }
 
     def project_by_name(self, entity: str | None, name: str) -> dict[str, Any] | None:
         entity = entity or self.entity
-        if name == MODEL_REGISTRY and entity == self.entity:
-            return self.project(name)
+        if name == MODEL_REGISTRY:
+            return self.project(name) if entity == self.org_entity else None
+        if entity == self.entity and name in {SOURCE_PROJECT, *SOURCE_PROJECTS.values()}:
+            return self.project(name, entity)
         if self.uploads.has_project(entity, name):
             return self.project(name, entity)
         if any(self._run_place(run) == (entity, name) for run in self.all_runs()):
@@ -1672,10 +1847,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, b'{"errors": [{"message": "injected fault"}]}')
         return True
 
+    def _authorized(self) -> bool:
+        """The request carries the emulator's API key; otherwise it is answered 401, as
+        W&B answers it. The key travels as HTTP Basic auth with the user `api`, as the
+        SDK sends it to the W&B host (`WandbStoragePolicy.load_file` in
+        wandb/sdk/artifacts/storage_policies/wandb_storage_policy.py), while a signed
+        URL is fetched without it."""
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        with contextlib.suppress(ValueError):
+            if scheme.lower() == "basic":
+                user, _, key = base64.b64decode(token).decode().partition(":")
+                if user == "api" and key == self.server.emulator.api_key:
+                    return True
+        self.server.emulator.record("401")
+        self._send(401, b'{"errors": [{"message": "user is not logged in"}]}')
+        return False
+
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return b"".join(self._chunks())
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            raw = b"".join(self._chunks())
+        else:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # With FILESTREAM_GZIP on, wandb-core may compress file-stream bodies.
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            raw = gzip.decompress(raw)
+        return raw
 
     def _chunks(self) -> Iterator[bytes]:
         while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
@@ -1690,6 +1887,8 @@ class _Handler(BaseHTTPRequestHandler):
         emulator.posted.append(raw)
         if self.path.startswith("/sdk/otel/"):
             self._send(200, b"", "application/x-protobuf")
+            return
+        if not self._authorized():
             return
         if m := re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", self.path):
             if self._faulted():
@@ -1765,11 +1964,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, body)
                 return
             if m := re.fullmatch(r"/files/([^/]+)/(v\d+)/(.+)", self.path):
-                emulator.record("GET /files")
-                path = emulator.graph.object_file(
-                    unquote(m.group(1)), m.group(2), unquote(m.group(3))
-                )
-                self._stream(path)
+                # W&B answers a file URL on its own host with a redirect to storage.
+                collection, version, name = unquote(m.group(1)), m.group(2), unquote(m.group(3))
+                emulator.graph.object_file(collection, version, name)  # 404 when absent
+                emulator.record("GET /files redirect")
+                self.send_response(302)
+                self.send_header("Location", emulator.storage.sign(collection, version, name))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
         except NotFoundError as exc:
             self._send(404, json.dumps({"error": str(exc)}).encode())
@@ -1792,6 +1994,158 @@ class _Server(ThreadingHTTPServer):
     emulator: WandbEmulator
 
 
+# --- Storage: the signed URLs files are downloaded from ------------------------------
+
+_EXPIRED = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>ExpiredToken</Code>"
+    "<Message>Invalid argument.</Message><Details>The provided token has expired. "
+    "Request signature expired at: {at}</Details></Error>"
+)
+_TWO_AUTHS = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidArgument</Code>"
+    "<Message>Invalid argument.</Message><Details>Only one auth mechanism allowed; only "
+    "the X-Goog-Algorithm query parameter, Signature query parameter or Authorization "
+    "header should be specified</Details></Error>"
+)
+_BAD_SIGNATURE = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
+    "<Message>Access denied.</Message></Error>"
+)
+
+
+class Storage:
+    """A storage host beside the W&B host (GCS on W&B's cloud): files by signed URLs
+    that expire after `ttl` seconds (then 400 `ExpiredToken`, as GCS answers), honour
+    `Range`, stream at most `bytes_per_sec`, and refuse a request that also carries an
+    `Authorization` header. `requests` keeps the path and headers of every request."""
+
+    def __init__(self, emulator: WandbEmulator, *, ttl: float, bytes_per_sec: int | None) -> None:
+        self.emulator = emulator
+        self.ttl = ttl
+        self.bytes_per_sec = bytes_per_sec
+        self.secret = os.urandom(16)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        # (index into `requests`, status, the refusal's XML body)
+        self.refused: list[tuple[int, int, str]] = []
+        self.server = _StorageServer(("127.0.0.1", 0), _StorageHandler)
+        self.server.storage = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self.secret, f"{path}\n{expires}".encode(), "sha256").hexdigest()
+
+    def sign(self, collection: str, version: str, name: str) -> str:
+        """A URL for one stored file, valid for `ttl` seconds from now."""
+        path = f"/bucket/{_q(collection)}/{version}/{_q(name)}"
+        expires = int(time.time() + self.ttl)
+        return f"{self.base_url}{path}?Expires={expires}&Signature={self._signature(path, expires)}"
+
+    def expired_count(self, start: int = 0) -> int:
+        """Requests from index `start` on that were refused as expired."""
+        return sum(1 for i, _, body in self.refused if i >= start and "ExpiredToken" in body)
+
+    def check(self, target: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        """(status, XML body) refusing the request, or None when it may be served."""
+        if "authorization" in {k.lower() for k in headers}:
+            return 400, _TWO_AUTHS
+        url = urlsplit(target)
+        query = parse_qs(url.query)
+        try:
+            expires = int(query["Expires"][0])
+            signature = query["Signature"][0]
+        except (KeyError, ValueError):
+            return 403, _BAD_SIGNATURE
+        if not hmac.compare_digest(signature, self._signature(url.path, expires)):
+            return 403, _BAD_SIGNATURE
+        if time.time() > expires:
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+            return 400, _EXPIRED.format(at=at)
+        return None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            self.server.shutdown()
+            self._thread.join(timeout=5)
+        self.server.server_close()
+
+
+class _StorageServer(ThreadingHTTPServer):
+    daemon_threads = True
+    storage: Storage
+
+
+class _StorageHandler(BaseHTTPRequestHandler):
+    server: _StorageServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        storage = self.server.storage
+        emulator = storage.emulator
+        with storage.emulator.graph.lock:
+            index = len(storage.requests)
+            storage.requests.append((self.path, dict(self.headers.items())))
+        if refused := storage.check(self.path, self.headers):
+            storage.refused.append((index, *refused))
+            self._send(refused[0], refused[1].encode(), "application/xml; charset=UTF-8")
+            return
+        m = re.fullmatch(r"/bucket/([^/]+)/(v\d+)/(.+)", urlsplit(self.path).path)
+        try:
+            if m is None:
+                raise NotFoundError(f"no object at {self.path}")
+            path = emulator.graph.object_file(unquote(m.group(1)), m.group(2), unquote(m.group(3)))
+        except NotFoundError:
+            self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+            return
+        emulator.record("GET /files")
+        self._stream(path)
+
+    def _stream(self, path: Path) -> None:
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if ranged and int(ranged.group(1)) < size:
+            start = int(ranged.group(1))
+            end = min(int(ranged.group(2) or end), end)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        rate = self.server.storage.bytes_per_sec
+        piece = max(1, rate // 20) if rate else CHUNK
+        left = end - start + 1
+        with path.open("rb") as fh, contextlib.suppress(ConnectionError):
+            fh.seek(start)
+            while left > 0 and (chunk := fh.read(min(piece, left))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
+                if rate:
+                    time.sleep(len(chunk) / rate)
+
+
 class WandbEmulator:
     """The emulator: start it, point `WANDB_BASE_URL` at `base_url`, check `errors`."""
 
@@ -1800,11 +2154,20 @@ class WandbEmulator:
         registry: Registry,
         *,
         entity: str = "team",
-        organization: str = "team-org",
-        username: str = "tester",
+        organization: str = ORGANIZATION,
+        org_entity: str = ORG_ENTITY,
+        username: str = VIEWER,
         port: int = 0,
         max_seconds: float = 300.0,
+        api_key: str | None = None,
+        profile: str = "saas",
+        url_ttl: float = 3600.0,
+        storage_bytes_per_sec: int | None = None,
     ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+        self.profile = profile
+        self.api_key = api_key or FAKE_KEY
         self.errors: list[str] = []
         self.faults = Faults()
         self.operations: list[str] = []
@@ -1822,9 +2185,13 @@ class WandbEmulator:
             base_url=lambda: self.base_url,
             entity=entity,
             organization=organization,
+            org_entity=org_entity,
             username=username,
             uploads=self.uploads,
+            features=PROFILES[profile],
+            sign=lambda *parts: self.storage.sign(*parts),
         )
+        self.storage = Storage(self, ttl=url_ttl, bytes_per_sec=storage_bytes_per_sec)
         self.uploads.lock = self.graph.lock
 
     @property
@@ -1864,12 +2231,17 @@ class WandbEmulator:
             self.record_error(f"unknown operation {name!r}")
             return 500, {"errors": [{"message": f"the emulator does not know {name!r}"}]}
         try:
+            document = check_document(body.get("query") or "", self.graph.features)
+        except GraphQLInvalid as exc:
+            self.record_error(f"{name}: invalid document: {exc}")
+            return 400, {"errors": [{"message": str(exc)}]}
+        try:
             with self.graph.lock:
-                data = Executor(body.get("query") or "", body.get("variables")).run(
-                    self.graph.root()
-                )
+                data = Executor(document, body.get("variables")).run(self.graph.root())
             for model in result_models(name):
                 model.model_validate(data)
+        except GraphQLRefusal as exc:
+            return 200, {"errors": [{"message": str(exc)}], "data": None}
         except Exception as exc:  # every failure must reach the test, whatever its kind
             message = f"{name}: {type(exc).__name__}: {exc}"
             self.record_error(message)
@@ -1898,10 +2270,15 @@ class WandbEmulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        self._timer = threading.Timer(self.max_seconds, self._server.shutdown)
+        self.storage.start()
+        self._timer = threading.Timer(self.max_seconds, self._time_is_up)
         self._timer.daemon = True
         self._timer.start()
         return self
+
+    def _time_is_up(self) -> None:
+        self._server.shutdown()
+        self.storage.server.shutdown()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
@@ -1911,6 +2288,7 @@ class WandbEmulator:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self.storage.stop()
         self._storage.cleanup()
 
     def __enter__(self) -> WandbEmulator:
@@ -1960,8 +2338,11 @@ class WandbService:
 
 
 @pytest.fixture(scope="session")
-def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbService]:
-    """The session's emulator (empty until a test calls `serve`) and W&B backend.
+def wandb_services(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], WandbService]]:
+    """The session's emulators (empty until a test calls `serve`) and W&B backends, one
+    per profile, each started when first asked for.
 
     The SDK's folders point into a temporary directory for the whole session.
     """
@@ -1969,7 +2350,8 @@ def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbSer
     from tui.services.settings import Paths, load_settings
 
     root = tmp_path_factory.mktemp("wandb-service")
-    with pytest.MonkeyPatch.context() as mp:
+    started: dict[str, WandbService] = {}
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
         for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
             folder = root / name.lower()
             folder.mkdir()
@@ -1977,12 +2359,30 @@ def wandb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WandbSer
         for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
             mp.delenv(name, raising=False)
         mp.setenv("WANDB_SILENT", "true")
-        with WandbEmulator(LocalRegistry(root / "empty-registry"), max_seconds=900) as emulator:
-            paths = Paths(*(root / "app" / part for part in ("data", "cache", "state", "config")))
-            settings = load_settings(
-                {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url}, paths=paths
-            )
-            yield WandbService(emulator, settings)
+
+        def service(profile: str) -> WandbService:
+            if profile not in started:
+                empty = LocalRegistry(root / profile / "empty-registry")
+                emulator = WandbEmulator(empty, max_seconds=900, profile=profile)
+                stack.enter_context(emulator)
+                app = root / profile / "app"
+                paths = Paths(*(app / part for part in ("data", "cache", "state", "config")))
+                settings = load_settings(
+                    {"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": emulator.base_url}, paths=paths
+                )
+                started[profile] = WandbService(emulator, settings)
+            return started[profile]
+
+        yield service
+
+
+@pytest.fixture(params=list(PROFILES))
+def wandb_service(
+    request: pytest.FixtureRequest, wandb_services: Callable[[str], WandbService]
+) -> WandbService:
+    """The emulator and W&B backend of each profile in turn: a test using it runs
+    against W&B (saas) and against a W&B Server without the newer features (server)."""
+    return wandb_services(request.param)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1991,7 +2391,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--registry", type=Path, help="an existing local registry folder")
-    parser.add_argument("--entity", default="team")
+    parser.add_argument("--entity", default=TEAM, help="the team entity")
+    parser.add_argument("--profile", choices=list(PROFILES), default="saas")
+    parser.add_argument("--url-ttl", type=float, default=3600.0, help="signed URLs live so long")
+    parser.add_argument("--storage-bytes-per-sec", type=int, default=None)
     args = parser.parse_args(argv)
 
     from tui.services.registry.local import LocalRegistry
@@ -2004,10 +2407,26 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / "registry"
             seed_demo(root)
         emulator = WandbEmulator(
-            LocalRegistry(root), entity=args.entity, port=args.port, max_seconds=args.max_seconds
+            LocalRegistry(root),
+            entity=args.entity,
+            port=args.port,
+            max_seconds=args.max_seconds,
+            profile=args.profile,
+            url_ttl=args.url_ttl,
+            storage_bytes_per_sec=args.storage_bytes_per_sec,
         )
         with emulator:
+            graph = emulator.graph
             print(emulator.base_url, flush=True)
+            print(f"organization: {graph.organization} (org entity {graph.org_entity})")
+            print(f"registries:   {MODEL_REGISTRY} of {graph.org_entity}")
+            sources = ", ".join(
+                f"{graph.entity}/{p}" + (" (read-only)" if p in READ_ONLY_PROJECTS else "")
+                for p in sorted({SOURCE_PROJECT, *SOURCE_PROJECTS.values()})
+            )
+            print(f"entities:     team {graph.entity} (sources: {sources}); viewer {VIEWER}")
+            print(f"profile:      {args.profile}; storage at {emulator.storage.base_url}")
+            print(f"api key:      {emulator.api_key} (the only one it accepts)", flush=True)
             deadline = time.monotonic() + args.max_seconds
             try:
                 while time.monotonic() < deadline and emulator._thread.is_alive():  # type: ignore[union-attr]

@@ -215,6 +215,14 @@ def _add_registry(sub: Any) -> None:
     alias.add_argument("alias", help="the alias to move there, e.g. production")
     alias.set_defaults(handler=_registry_alias)
 
+    edit = verbs.add_parser("edit", help="change the description, metadata or tags of REF")
+    edit.add_argument("ref")
+    edit.add_argument("--description", default=None, help="new description text")
+    edit.add_argument("--metadata", default=None, help="new metadata as a JSON object")
+    edit.add_argument("--tag", action="append", default=[], help="add a tag (repeatable)")
+    edit.add_argument("--untag", action="append", default=[], help="remove a tag (repeatable)")
+    edit.set_defaults(handler=_registry_edit)
+
     demo = sub.add_parser("demo", help="demo data")
     demo_verbs = demo.add_subparsers(dest="verb", metavar="VERB", required=True)
     seed = demo_verbs.add_parser("seed", help="seed the demo registry without opening the app")
@@ -394,6 +402,33 @@ def _registry_alias(args: argparse.Namespace, settings: Settings) -> int:
 
     version = _registry(settings).set_alias(parse_ref(args.ref), args.alias)
     print(f"{version.collection}:{version.version}  {', '.join(version.aliases)}")
+    return 0
+
+
+def _registry_edit(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.services.refs import parse_ref
+
+    ref = parse_ref(args.ref)
+    metadata = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as exc:
+            raise ValueError(f"--metadata is not JSON: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise ValueError("--metadata must be a JSON object, like '{\"lr\": 0.1}'")
+    registry = _registry(settings)
+    tags = None
+    if args.tag or args.untag:
+        held = registry.resolve(ref).tags
+        tags = [t for t in held if t not in args.untag]
+        tags += [t for t in args.tag if t not in tags]
+    if args.description is None and metadata is None and tags is None:
+        raise ValueError("nothing to change: give --description, --metadata, --tag or --untag")
+    version = registry.update_version(
+        ref, description=args.description, metadata=metadata, tags=tags
+    )
+    print(f"{version.collection}:{version.version}  tags: {', '.join(version.tags) or '-'}")
     return 0
 
 

@@ -621,7 +621,7 @@ class RegistryPane(Vertical):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                shown = len(self.collection_tree.versions_of(version.collection))
+                shown = len(self.collection_tree.versions_of(version))
                 self._move_alias(registry, version, alias, max(shown, PAGE_SIZE))
             else:
                 self.notify(f"Alias {alias!r} left unchanged", markup=False)
@@ -635,8 +635,10 @@ class RegistryPane(Vertical):
     def _move_alias(self, registry: Registry, version: Version, alias: str, limit: int) -> None:
         try:
             registry.set_alias(version.ref(), alias)
-            collection = registry.get_collection(version.collection)
-            versions = registry.list_versions(version.collection, limit=limit)
+            # By path: the same name may be a collection of another registry too.
+            path = version.ref().collection_path
+            collection = registry.get_collection(path)
+            versions = registry.list_versions(path, limit=limit)
         except Exception as exc:  # notified; the tree keeps what it showed
             self.post_message(self.AliasMoved(version, alias, None, one_line(exc)))
             return

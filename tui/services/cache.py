@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -63,8 +63,10 @@ ALIASES_DIR = ".aliases"
 RESERVED = frozenset({MARKER, JOURNAL})
 COPY_CHUNK = 8 * 1024 * 1024
 HTTP_ATTEMPTS = 4
-# Refused or throttled answers worth asking again (an expired signed URL is refused).
+# Refused or throttled answers worth asking again with fresh URLs (an expired signed URL
+# is refused: 400 `ExpiredToken` from GCS, 403 from S3-style stores).
 HTTP_RETRY_CODES = frozenset({401, 403, 408, 429})
+EXPIRED_MARKERS = (b"ExpiredToken", b"expired")
 DEFAULT_POLL_SECONDS = 10.0
 LOCK_POLL_SECONDS = 0.05
 LOCAL_ENTITY = "local"
@@ -1027,6 +1029,8 @@ def _fetch_url(
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             code = exc.code if isinstance(exc, urllib.error.HTTPError) else None
             why = f"HTTP {code}" if code else " ".join(str(exc).split()) or type(exc).__name__
+            if code == 400 and _says_expired(exc):
+                code = 403  # asked again below, with fresh URLs
             if (code is not None and code < 500 and code not in HTTP_RETRY_CODES) or (
                 attempt == HTTP_ATTEMPTS
             ):
@@ -1036,13 +1040,25 @@ def _fetch_url(
     raise AssertionError("unreachable")
 
 
+def _says_expired(error: Any) -> bool:
+    """True for a 400 whose body says the signed URL expired (GCS: `ExpiredToken`)."""
+    with suppress(OSError, http.client.HTTPException, AttributeError):
+        body = error.read(4096) or b""
+        return any(marker in body for marker in EXPIRED_MARKERS)
+    return False
+
+
 def _http_copy(job: _Job, url: str, dest: Path, entry: FileEntry, offset: int, hasher: Any) -> str:
-    headers = _auth_headers(job.settings, url)
+    headers = {}
     if offset:
         if offset == entry.size:
             return base64.b64encode(hasher.digest()).decode("ascii")
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
+    # Unredirected: urllib copies ordinary headers onto a redirect, and the W&B host
+    # redirects file URLs to a storage host that must never see the key.
+    for name, value in _auth_headers(job.settings, url).items():
+        request.add_unredirected_header(name, value)
     with urllib.request.urlopen(request, timeout=60) as response:
         if offset and response.status != http.client.PARTIAL_CONTENT:
             job.report.restart_file(entry.path)  # the range was ignored: the whole file comes

@@ -789,9 +789,9 @@ def _open_run(settings: Settings, mode: str, **init: Any) -> tuple[Any, str]:
     return _init_run(settings, mode, **init), mode
 
 
-def _use_model(wb_run: Any, ref: str, entity: str | None) -> bool:
+def _use_model(wb_run: Any, ref: str, entity: str | None, organization: str | None) -> bool:
     try:
-        wb_run.use_artifact(parse_ref(ref).qualified(entity))
+        wb_run.use_artifact(parse_ref(ref).qualified(entity, organization))
     except Exception:
         return False
     return True
@@ -989,7 +989,10 @@ def _log_to_wandb(
             )
             wb_run.log_artifact(artifact, aliases=[plan.alias])
             lineage_done = group.model_artifact is None or (
-                mode == "online" and _use_model(wb_run, group.model_artifact, plan.entity)
+                mode == "online"
+                and _use_model(
+                    wb_run, group.model_artifact, plan.entity, settings.wandb_organization
+                )
             )
         finally:
             _emit(progress, "finish", 3, 4)
@@ -1350,7 +1353,8 @@ def _apply_lineage(logged: LoggedRun, settings: Settings) -> str | None:
         )
         entity = logged.entity or api.default_entity
         wb_run = api.run(f"{entity}/{logged.project}/{logged.run_id}")
-        wb_run.use_artifact(api.artifact(parse_ref(ref).qualified(entity)))
+        path = parse_ref(ref).qualified(entity, settings.wandb_organization)
+        wb_run.use_artifact(api.artifact(path))
     except Exception as exc:
         return _one_line(f"lineage to {ref} not applied: {exc}", settings)
     return None

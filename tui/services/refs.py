@@ -83,9 +83,13 @@ class ArtifactRef:
         """`[entity/][project/]name` without the alias."""
         return "/".join(p for p in (self.entity, self.project, self.name) if p is not None)
 
-    def qualified(self, default_entity: str | None = None) -> str:
-        """The full `entity/project/name:alias` path the W&B API wants."""
-        entity = self.entity or default_entity
+    def qualified(self, default_entity: str | None = None, organization: str | None = None) -> str:
+        """The full `entity/project/name:alias` path the W&B API wants.
+
+        A registry path's first part is an organisation (its name or org entity), never a
+        team: without `organization` it is left out, so the SDK finds the organisation
+        from the default entity (its `_resolve_org_info` rejects a team there)."""
+        entity = self.entity or (organization if self.is_registry else default_entity)
         head = f"{entity}/" if entity else ""
         return f"{head}{self.registry_project}/{self.name}:{self.alias}"
 

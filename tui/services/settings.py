@@ -26,6 +26,8 @@ VARIABLES: dict[str, str] = {
     "WANDB_API_KEY": "W&B API key; without it the embedded local registry is used",
     "WANDB_BASE_URL": "W&B server URL (default: the W&B cloud)",
     "WANDB_ENTITY": "default W&B entity (team or user) for logging and registry paths",
+    "WANDB_ORGANIZATION": "W&B organisation (name or org entity) whose registries bare names "
+    "mean; needed only when your entity belongs to several",
     "WANDB_PROJECT": "default W&B project for logged eval runs",
     "WANDB_DIR": "where offline W&B runs are written (default: under the data dir)",
     "WANDB_CACHE_SKIP": "skip W&B's own artifact cache to avoid storing bytes twice",
@@ -134,6 +136,7 @@ class Settings:
     wandb_api_key: Secret | None = None
     wandb_base_url: str | None = None
     wandb_entity: str | None = None
+    wandb_organization: str | None = None
     wandb_project: str | None = None
     wandb_dir: Path | None = None
     wandb_cache_skip: bool = True
@@ -220,6 +223,7 @@ def load_settings(
         wandb_api_key=Secret(key) if key else None,
         wandb_base_url=get("WANDB_BASE_URL"),
         wandb_entity=get("WANDB_ENTITY"),
+        wandb_organization=get("WANDB_ORGANIZATION"),
         wandb_project=get("WANDB_PROJECT"),
         wandb_dir=_path(get("WANDB_DIR")),
         wandb_cache_skip=parse_bool("WANDB_CACHE_SKIP", cache_skip) if cache_skip else True,

@@ -37,6 +37,13 @@ class MoreVersions:
 NodeData = Collection | Version | MoreVersions | None
 
 
+def collection_key(item: Collection | Version) -> str:
+    """What tells a collection apart in the tree: its `[entity/]project/name` path, so
+    the same name in two registries is two collections (the local registry's is
+    `local/name`, which it reads as `name`)."""
+    return item.ref().collection_path
+
+
 def collection_matches(collection: Collection, query: str) -> bool:
     """True when `query` occurs in the name, an alias or a tag (case-insensitive)."""
     needle = query.strip().lower()
@@ -147,10 +154,16 @@ class RegistryTree(Tree[NodeData]):
     @property
     def shown_collections(self) -> list[str]:
         """Names of the collections the filter lets through, in tree order."""
-        return list(self._collection_nodes)
+        return [node.data.name for node in self._collection_nodes.values()]  # type: ignore[union-attr]
 
-    def versions_of(self, collection: str) -> list[Version]:
-        """The versions of `collection` loaded so far, newest first."""
+    def versions_of(self, collection: str | Collection | Version) -> list[Version]:
+        """The versions of `collection` (a key, a bare name: the first of that name, or
+        a collection or version) loaded so far, newest first."""
+        if not isinstance(collection, str):
+            collection = collection_key(collection)
+        elif collection not in self._versions:
+            named = (k for k, n in self._collection_nodes.items() if n.data.name == collection)  # type: ignore[union-attr]
+            collection = next(named, collection)
         return list(self._versions.get(collection, []))
 
     def show_note(self, text: str) -> None:
@@ -183,19 +196,24 @@ class RegistryTree(Tree[NodeData]):
 
     def replace_collection(self, collection: Collection, versions: list[Version]) -> None:
         """Show fresh data of one collection (after an alias moved), keeping the cursor."""
+        key = collection_key(collection)
         self._collections = [
-            collection if c.name == collection.name else c for c in self._collections
+            collection if collection_key(c) == key else c for c in self._collections
         ]
-        self._versions[collection.name] = list(versions)
+        self._versions[key] = list(versions)
         if len(versions) >= collection.version_count:
-            self._complete.add(collection.name)
+            self._complete.add(key)
         else:
-            self._complete.discard(collection.name)
+            self._complete.discard(key)
         self._rebuild()
 
     def reveal(self, collection: str, version: str) -> bool:
-        """Open `collection` and put the cursor on `version`, loading pages until it is
-        there; False when the collection is not shown (filtered away or unknown)."""
+        """Open `collection` (its `collection_key`, or a bare name: the first collection
+        of that name) and put the cursor on `version`, loading pages until it is there;
+        False when the collection is not shown (filtered away or unknown)."""
+        if collection not in self._collection_nodes:
+            named = (k for k, n in self._collection_nodes.items() if n.data.name == collection)  # type: ignore[union-attr]
+            collection = next(named, collection)
         node = self._collection_nodes.get(collection)
         if node is None:
             return False
@@ -248,10 +266,11 @@ class RegistryTree(Tree[NodeData]):
             self.root.add_leaf(_note(f"no collection matches {self._query!r}"))
         for collection in shown:
             node = self.root.add(collection_label(collection), data=collection)
-            self._collection_nodes[collection.name] = node
-            if collection.name in self._versions:
-                self._fill(node, collection.name)
-            if collection.name in self._open_names:
+            key = collection_key(collection)
+            self._collection_nodes[key] = node
+            if key in self._versions:
+                self._fill(node, key)
+            if key in self._open_names:
                 node.expand()
         target = self._find(before) or next(iter(self._collection_nodes.values()), None)
         if target is not None:
@@ -265,8 +284,7 @@ class RegistryTree(Tree[NodeData]):
         """The node now showing the collection or version `data`, if shown."""
         if not isinstance(data, Collection | Version):
             return None
-        name = data.name if isinstance(data, Collection) else data.collection
-        node = self._collection_nodes.get(name)
+        node = self._collection_nodes.get(collection_key(data))
         if node is None or isinstance(data, Collection):
             return node
         for child in node.children:
@@ -327,15 +345,16 @@ class RegistryTree(Tree[NodeData]):
         data = event.node.data
         if not isinstance(data, Collection):
             return
-        self._open_names.add(data.name)
-        if data.name not in self._versions and data.name not in self._loading:
+        key = collection_key(data)
+        self._open_names.add(key)
+        if key not in self._versions and key not in self._loading:
             event.node.remove_children()
             event.node.add_leaf(_note(LOADING))
-            self._start_load(data.name, 0)
+            self._start_load(key, 0)
 
     def _on_tree_node_collapsed(self, event: Tree.NodeCollapsed[NodeData]) -> None:
         if isinstance(event.node.data, Collection):
-            self._open_names.discard(event.node.data.name)
+            self._open_names.discard(collection_key(event.node.data))
 
     def _on_tree_node_selected(self, event: Tree.NodeSelected[NodeData]) -> None:
         data = event.node.data
@@ -370,4 +389,5 @@ class RegistryTree(Tree[NodeData]):
                 # Collapsed and empty again, so expanding retries the load.
                 node.remove_children()
                 node.collapse()
-        self.notify(f"{event.collection}: {event.error}", severity="error", markup=False)
+        name = node.data.name if node is not None else event.collection  # type: ignore[union-attr]
+        self.notify(f"{name}: {event.error}", severity="error", markup=False)

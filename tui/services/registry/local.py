@@ -271,7 +271,10 @@ class LocalRegistry:
         ]
 
     def get_collection(self, name: str) -> Collection:
-        """One collection by name; NotFoundError if absent."""
+        """One collection by name or `[entity/]project/name` path (only the name counts
+        here); NotFoundError if absent."""
+        if "/" in name:
+            name = _as_ref(name).name
         with self._reading() as conn:
             row = conn.execute(_COLLECTION_SELECT + " WHERE c.name = ?", (name,)).fetchone()
         if row is None:

@@ -190,6 +190,15 @@ RUNS_PER_QUERY = 25
 OUTPUTS_PER_PAGE = 50
 MAX_OUTPUT_PAGES = 20
 REGISTRY_PREFIX = "wandb-registry-"
+# Whether the viewer may write a project: the SDK's own question before it updates a
+# link's source (`IS_PROJECT_READ_ONLY_GQL`, wandb/apis/_generated/operations.py).
+READ_ONLY_GQL = """
+query IsProjectReadOnly($entity: String!, $project: String!) {
+  project(entityName: $entity, name: $project) {
+    readOnly
+  }
+}
+"""
 # The SDK says "unable to parse ... response data" when the server answered null for
 # the project, type or collection asked for, i.e. when it does not exist.
 _NOT_FOUND_WORDS = ("not found", "could not find", "does not exist", "no such", "unable to parse")
@@ -464,9 +473,10 @@ class WandbRegistry:
         self.timeout = timeout
         self._api: Any = None
         self._lock = threading.Lock()
-        # Collection name -> artifact type, learnt from listings; W&B wants the type
-        # to list a collection's versions.
-        self._types: dict[str, str] = {}
+        # (project, collection name) -> artifact type, learnt from listings; W&B wants
+        # the type to list a collection's versions. Keyed by project too: two registries
+        # (or a registry and a team project) may each hold a collection of one name.
+        self._types: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"WandbRegistry({self.settings.wandb_base_url or 'default server'!r})"
@@ -500,6 +510,8 @@ class WandbRegistry:
                 overrides["base_url"] = self.settings.wandb_base_url
             if self.settings.wandb_entity:
                 overrides["entity"] = self.settings.wandb_entity
+            if self.settings.wandb_organization:
+                overrides["organization"] = self.settings.wandb_organization
             key = self.settings.wandb_api_key
             try:
                 with _quiet_wandb_core():
@@ -575,14 +587,14 @@ class WandbRegistry:
     def get_collection(self, name: str) -> Collection:
         """One collection by name (`name`, `project/name` or `entity/project/name`)."""
         ref = _as_ref(name)
-        type_name = self._types.get(ref.name, "model")
+        type_name = self._types.get((ref.registry_project, ref.name), "model")
         with self._errors(f"W&B collection {_path(ref)}"):
             sdk = self.api.artifact_collection(type_name, _path(ref))
         return self._collection(sdk)
 
     def _collection(self, sdk: Any) -> Collection:
         """A `Collection` with its version count and alias -> version map."""
-        self._types[sdk.name] = sdk.type
+        self._types[(sdk.project, sdk.name)] = sdk.type
         path = f"{sdk.entity}/{sdk.project}/{sdk.name}"
         with self._errors(f"reading W&B collection {path}"):
             versions = self.api.artifacts(sdk.type, path, per_page=ALIAS_SCAN)
@@ -634,7 +646,7 @@ class WandbRegistry:
         if limit == 0:
             return []
         per_page = min(MAX_PAGE, offset + limit) if limit is not None else MAX_PAGE
-        type_name = self._types.get(ref.name, "model")
+        type_name = self._types.get((ref.registry_project, ref.name), "model")
         try:
             with self._errors(f"listing versions of W&B collection {_path(ref)}"):
                 arts = self.api.artifacts(
@@ -752,7 +764,9 @@ class WandbRegistry:
                 variables |= {f"e{i}": entity, f"p{i}": run.project, f"r{i}": run.id}
                 variables[f"c{i}"] = cursor
             with self._errors("reading the artifacts runs logged"):
-                data = service.execute_graphql(_outputs_query(len(batch)), variables=variables)
+                data = service.execute_graphql(
+                    _outputs_query(len(batch)), variables=variables, **_omitted_fields(service)
+                )
                 for i, (run, _, page) in enumerate(batch):
                     found = ((data or {}).get(f"r{i}") or {}).get("run") or {}
                     logged = found.get("outputArtifacts") or {}
@@ -851,6 +865,7 @@ class WandbRegistry:
         """Replace the description, metadata or tags of a version (None keeps them)."""
         ref = _as_ref(ref)
         art = self._artifact(ref)
+        self._check_source_writable(ref, art)
         with self._errors(f"updating {ref}"):
             if description is not None:
                 art.description = description
@@ -860,6 +875,42 @@ class WandbRegistry:
                 art.tags = list(dict.fromkeys(str(t).strip() for t in tags))
             art.save()
         return self.resolve(ref.with_alias(art.version))
+
+    def _check_source_writable(self, ref: ArtifactRef, art: Any) -> None:
+        """Refuse, in one line, an edit the SDK would skip: a registry version is a link,
+        its description, metadata and tags belong to the source artifact, and
+        `Artifact.save()` leaves them unchanged, with only a warning, when the source
+        project is read-only (or invisible) for the viewer."""
+        source = f"{art.source_entity}/{art.source_project}"
+        if not art.is_link:
+            return
+        with self._errors(f"checking access to {source}"):
+            service = getattr(self.api, "_service_api", None)
+            if service is None:  # the SDK moved its client: ask its own way
+                read_only = art._is_source_project_read_only()
+            else:
+                data = service.execute_graphql(
+                    READ_ONLY_GQL,
+                    variables={"entity": art.source_entity, "project": art.source_project},
+                )
+                project = (data or {}).get("project")
+                read_only = project is None or bool(project.get("readOnly"))
+        if read_only:
+            raise RegistryError(
+                f"cannot edit {ref}: its source artifact is in {source}, which is read-only "
+                "for you; ask a member of that project to change it there"
+            )
+
+
+def _omitted_fields(service: Any) -> dict[str, Any]:
+    """The artifact fields this server lacks (`digestAlgorithm` without the
+    ARTIFACT_DIGEST_ALGORITHM feature, as on older W&B Server), left out of a query as
+    the SDK leaves them out of its own; wandb-core strips them before sending."""
+    try:
+        from wandb.sdk.artifacts._gqlutils import omit_artifact_fields
+    except ImportError:
+        return {}
+    return {"omit_fields": omit_artifact_fields(service)}
 
 
 def _by_run(
