@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.silent_server import SilentServer
 from tests.wandb_emulator import FAKE_KEY, WandbEmulator
 from tui.services.evallog import pending_runs
 from tui.services.registry.local import LocalRegistry
@@ -128,3 +129,21 @@ def test_a_queued_log_job_is_titled_as_the_run_pane_titles_it(env, demo_registry
     [job] = open_queue(load_settings(dict(os.environ))).list(["done"])
     assert job.title == log_title(RESULTS, "my-model:v3")
     assert job.title.startswith("ARC · my-model:v3 · ")
+
+
+def test_log_against_a_server_that_never_answers_keeps_the_run_offline(env, monkeypatch):
+    """A server that accepts TCP and never answers passed the reachability check; the
+    upload then waited on it for up to 1,800 s an attempt. Now `log` falls back to an
+    offline run at once (the subprocess timeout is the bound)."""
+    with SilentServer(max_seconds=90) as silent:
+        monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("WANDB_BASE_URL", silent.url)
+        done = subprocess.run(
+            [*CLI, "log", str(RESULTS), "--json"], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["pending_sync"] and record["mode"] == "offline"
+    settings = load_settings(dict(os.environ))
+    assert [run.run_id for run in pending_runs(settings)] == [record["run_id"]]
+    assert open_queue(settings).list() == []  # nothing left waiting on the server

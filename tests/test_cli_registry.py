@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.silent_server import SilentServer
 from tui.cli import main
 from tui.services.registry.local import LocalRegistry
 
@@ -220,3 +221,20 @@ def test_a_bad_alias_is_named_once(registry_dir, capsys) -> None:
     code, out, err = run(capsys, "registry", "alias", "my-model:v0", "bad !")
     assert (code, out) == (2, "")
     assert err == "evalwb-tui: alias 'bad !' has characters W&B does not allow: ' ' '!'\n"
+
+
+def test_a_server_that_never_answers_is_one_line_for_registry_and_download(isolated_env) -> None:
+    """A server that accepted TCP and never answered took the SDK's 34 s of retries to
+    fail; the probe asks for an HTTP answer and names the server within its 3 s."""
+    exe = shutil.which("evalwb-tui") or str(Path(sys.executable).with_name("evalwb-tui"))
+    with SilentServer(max_seconds=120) as silent:
+        env = {**os.environ, "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": silent.url}
+        for argv in (["registry", "ls"], ["registry", "show", "m:v1"], ["download", "m:v1"]):
+            done = subprocess.run([exe, *argv], env=env, capture_output=True, text=True, timeout=25)
+            assert done.returncode == 2, argv
+            assert done.stdout == ""
+            [line] = done.stderr.splitlines()
+            assert line.startswith("evalwb-tui: ")
+            assert f"cannot reach {silent.url} (127.0.0.1:{silent.port} did not answer in 3 s)" in (
+                line
+            )

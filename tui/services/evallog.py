@@ -24,13 +24,11 @@ import logging
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from tui.services import server_probe
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
 from tui.services.settings import DEFAULT_RESULTS_PROJECT
@@ -318,36 +317,14 @@ def artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, An
 
 
 def server_reachable(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> bool:
-    """True when a TCP connection to the W&B server opens within `timeout` seconds."""
+    """True when the W&B server gives an HTTP answer within `timeout` seconds."""
     return server_problem(base_url, timeout) is None
 
 
 def server_problem(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> str | None:
-    """Why no TCP connection to the W&B server at `base_url` opens within `timeout`
-    seconds, in a few words; None when one does. Where the environment sets a proxy for
-    the server (`https_proxy`, `no_proxy`), the SDK goes through it, so it is the proxy
-    that is tried."""
-    server = urlparse(base_url)
-    if not server.hostname:
-        return f"{base_url!r} is not a URL"
-    target, via = server, ""
-    proxy = urllib.request.getproxies().get(server.scheme)
-    if proxy and not urllib.request.proxy_bypass(server.hostname):
-        target, via = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "the proxy "
-        if not target.hostname:
-            # Not repeated: a proxy URL may hold a user name and password.
-            return f"the {server.scheme}_proxy the environment sets is not a URL"
-    host = target.hostname
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except socket.gaierror:
-        return f"{via}{host} is not a known host name"
-    except TimeoutError:
-        return f"{via}{host}:{port} did not answer in {timeout:g} s"
-    except OSError as exc:
-        return f"{via}{host}:{port}: {(exc.strerror or str(exc)).lower()}"
+    """Why the W&B server at `base_url` gives no HTTP answer within `timeout` seconds,
+    in a few words; None when it answers (through the proxy the environment sets)."""
+    return server_probe.server_problem(base_url, timeout)
 
 
 def choose_mode(settings: Settings, offline: bool | None) -> str:
