@@ -600,3 +600,42 @@ def test_an_unusable_cache_root_is_one_line_naming_its_option(
     name = "--root" if where == "option" else "WANDB_ARTIFACT_DIR"
     reason = "it is a file, not a folder" if bad == "file" else "No such file or directory"
     assert err == f"evalwb-tui: {name} {target}: cannot create the cache folder ({reason})"
+
+
+def test_file_data_is_on_disk_before_the_marker_and_the_rename(
+    tmp_path, settings, registry, monkeypatch
+):
+    """A hit trusts size and mtime alone: after a power loss the marker must not stand
+    over data that never reached the disk. Each fsync is recorded by the path its
+    descriptor names, with each rename, in order."""
+    make_checkpoint(tmp_path / "src" / "model")
+    registry.add_version("llama-mini", tmp_path / "src")
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst, *args, **kwargs) -> None:
+        events.append(("rename", str(src), str(dst)))
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    result = download("llama-mini:latest", registry=registry, settings=settings)
+
+    root = (tmp_path / "cache").resolve()
+    partial = root / ".partial" / "local" / "local" / "llama-mini" / "v0"
+    final = root / "local" / "local" / "llama-mini" / "v0"
+    assert result.folder.resolve() == final
+    marker_at = next(
+        i for i, e in enumerate(events) if e[0] == "fsync" and cache.MARKER in Path(e[1]).name
+    )
+    rename_at = events.index(("rename", str(partial), str(final)))
+    before_marker = events[:marker_at]
+    for entry in registry.files("llama-mini:v0"):
+        assert ("fsync", str(partial / entry.path)) in before_marker, entry.path
+    assert ("fsync", str(partial / "model")) in before_marker  # the names of the files
+    assert ("fsync", str(partial)) in events[marker_at:rename_at]  # the marker's name
+    assert ("fsync", str(final.parent)) in events[rename_at:]

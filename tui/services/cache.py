@@ -1011,6 +1011,9 @@ def _write_from(job: _Job, src: Any, dest: Path, entry: FileEntry, offset: int, 
             hasher.update(chunk)
             offset += len(chunk)
             job.report.add_bytes(entry.path, len(chunk))
+        # On disk before the journal calls it verified: a resumed download trusts it.
+        out.flush()
+        os.fsync(out.fileno())
     return offset
 
 
@@ -1042,13 +1045,24 @@ def _content_ok(path: Path, entry: FileEntry) -> bool:
 
 
 def _publish(partial: Path, final: Path, version: Version, entries: Sequence[FileEntry]) -> None:
-    """Drop strays, write the marker, and rename the folder into place in one step."""
+    """Drop strays, write the marker, and rename the folder into place in one step.
+
+    A hit trusts size and mtime alone, so after a power loss the marker must never
+    stand over data the disk does not hold: every file's data is flushed first, then
+    the folders that name them, then the marker, then the rename.
+    """
     wanted = {e.path for e in entries}
+    folders = []
     for dirpath, _, names in os.walk(partial):
+        folders.append(dirpath)
         for name in names:
             rel = Path(dirpath, name).relative_to(partial).as_posix()
             if rel not in wanted and rel != JOURNAL:
                 os.unlink(Path(dirpath, name))
+    for entry in entries:
+        _fsync(partial / entry.path)
+    for folder in reversed(folders):  # the deepest first, the version folder last
+        _fsync(Path(folder))
     marker = {
         "version": version.version,
         "ref": str(version.ref()),
@@ -1059,9 +1073,11 @@ def _publish(partial: Path, final: Path, version: Version, entries: Sequence[Fil
     }
     _write_atomic(partial / MARKER, json.dumps(marker, indent=1, default=str))
     (partial / JOURNAL).unlink(missing_ok=True)
+    _fsync(partial)  # the marker's name
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(partial, final)
-    _fsync_dir(final.parent)
+    _fsync(final.parent)
+    _fsync(partial.parent)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -1074,7 +1090,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's names, to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
