@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -147,3 +148,19 @@ def test_log_against_a_server_that_never_answers_keeps_the_run_offline(env, monk
     settings = load_settings(dict(os.environ))
     assert [run.run_id for run in pending_runs(settings)] == [record["run_id"]]
     assert open_queue(settings).list() == []  # nothing left waiting on the server
+
+
+def test_log_of_a_folder_whose_output_jsonl_is_a_fifo_is_one_line(env, tmp_path):
+    """`log` hashed output.jsonl for the content alias; a FIFO of that name made it wait
+    for a writer forever (the subprocess timeout is the bound)."""
+    folder = tmp_path / "results" / RESULTS.name
+    shutil.copytree(RESULTS, folder)
+    (folder / "output.jsonl").unlink()
+    os.mkfifo(folder / "output.jsonl")
+    done = subprocess.run([*CLI, "log", str(folder)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"evalwb-tui: {folder / 'output.jsonl'}: is a FIFO, not a regular file; "
+        "eval-framework writes plain files here, so move it away"
+    ]
+    assert pending_runs(load_settings(dict(os.environ))) == []

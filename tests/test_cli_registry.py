@@ -15,6 +15,8 @@ from tests.silent_server import SilentServer
 from tui.cli import main
 from tui.services.registry.local import LocalRegistry
 
+CLI = [sys.executable, "-m", "tui.cli"]
+
 
 @pytest.fixture
 def registry_dir(isolated_env: Path, demo_registry_dir: Path, monkeypatch) -> Path:
@@ -238,3 +240,23 @@ def test_a_server_that_never_answers_is_one_line_for_registry_and_download(isola
             assert f"cannot reach {silent.url} (127.0.0.1:{silent.port} did not answer in 3 s)" in (
                 line
             )
+
+
+def test_registry_add_of_a_folder_holding_a_fifo_is_one_line(registry_dir, tmp_path) -> None:
+    """Hashing a FIFO waited for a writer forever (the subprocess timeout is the bound)."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    os.mkfifo(folder / "model.safetensors")
+    done = subprocess.run(
+        [*CLI, "registry", "add", "fifo-model", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"evalwb-tui: {folder / 'model.safetensors'} is not a regular file (a FIFO, socket, "
+        "device or broken link); move it out of the folder to register it"
+    ]
+    assert "fifo-model" not in [c.name for c in LocalRegistry(registry_dir).list_collections()]

@@ -97,6 +97,8 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
     """(posix path relative to `root`, file) for every file under a folder or a file."""
     if root.is_file():
         return [(root.name, root)]
+    if root.exists() and not root.is_dir():
+        raise RegistryError(f"{root} is not a regular file or a folder; give a checkpoint folder")
     if not root.is_dir():
         raise RegistryError(
             f"{root} does not exist; give a checkpoint folder, a file:// or an s3:// URI"
@@ -106,6 +108,13 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
         for dirpath, _, names in os.walk(root)
         for name in names
     ]
+    for _, path in found:
+        # Reading a FIFO would wait for a writer forever; a socket cannot be read at all.
+        if not path.is_file():
+            raise RegistryError(
+                f"{path} is not a regular file (a FIFO, socket, device or broken link); "
+                "move it out of the folder to register it"
+            )
     if not found:
         raise RegistryError(f"{root} holds no files; there is nothing to register")
     return sorted(found)
