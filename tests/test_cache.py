@@ -155,7 +155,21 @@ def test_file_refs_are_copied_and_a_changed_source_is_refused(tmp_path, settings
 
 
 @pytest.mark.parametrize(
-    "bad", ["../../escaped.bin", "/etc/evil", "a/../../b", ".evalwb-complete.json"]
+    "bad",
+    [
+        "../../escaped.bin",
+        "/etc/evil",
+        "a/../../b",
+        ".evalwb-complete.json",
+        # Each names a file another way than the folder listing does: `.` failed with
+        # "tuple index out of range", `a/./b` was fetched, deleted as a stray, then missed.
+        ".",
+        "./",
+        "a/./b",
+        "a//b",
+        "a/",
+        "",
+    ],
 )
 def test_unsafe_manifest_paths_are_refused(tmp_path, settings, registry, bad):
     make_checkpoint(tmp_path / "src")

@@ -459,22 +459,31 @@ def _wait_for_real(
 
 
 def check_paths(ref: ArtifactRef | str, entries: Iterable[FileEntry]) -> None:
-    """UnsafePathError for a manifest path that is absolute, climbs out or is reserved."""
+    """UnsafePathError for a manifest path that is absolute, climbs out, is reserved or
+    is not written in its one normal form."""
     for entry in entries:
-        path = PurePosixPath(entry.path)
-        why = None
-        if not entry.path or entry.path.startswith(("/", "\\")) or path.is_absolute():
-            why = "is absolute"
-        elif ".." in path.parts or ".." in entry.path.split("\\"):
-            why = "climbs out of the version folder with '..'"
-        elif ":" in path.parts[0] or "\0" in entry.path:
-            why = "is not a plain relative path"
-        elif path.name in RESERVED or path.parts[0] in (PARTIAL_DIR, LOCKS_DIR):
-            why = "uses a name the cache reserves"
-        if why:
+        if why := path_problem(entry.path):
             raise UnsafePathError(
                 f"refusing to download {ref}: its manifest path {entry.path!r} {why}"
             )
+
+
+def path_problem(path: str) -> str | None:
+    """What makes `path` unusable as a file's place under a version folder, in a few
+    words; None for a plain relative path in normal form (`a/b`, never `a//b`, `a/./b`,
+    `./a` or `a/`: each names the file another way than the folder listing does)."""
+    parts = path.split("/")
+    if not path or path.startswith(("/", "\\")) or PurePosixPath(path).is_absolute():
+        return "is absolute" if path else "is empty"
+    if ".." in parts or ".." in path.split("\\"):
+        return "climbs out of the version folder with '..'"
+    if any(part in ("", ".") for part in parts):
+        return "is not in normal form (an empty or '.' part)"
+    if ":" in parts[0] or "\0" in path:
+        return "is not a plain relative path"
+    if parts[-1] in RESERVED or parts[0] in (PARTIAL_DIR, LOCKS_DIR):
+        return "uses a name the cache reserves"
+    return None
 
 
 def _fetch_version(

@@ -70,8 +70,15 @@ def gather(source: Path | str | Sequence[Path | str], settings: Settings | None)
     gathered: list[Gathered] = []
     for item in sources:
         gathered.extend(_gather_one(item, settings))
+    # Imported here: the cache (and its S3 module) is not needed to list or show.
+    from tui.services.cache import path_problem
+
     seen: set[str] = set()
     for entry, _ in gathered:
+        if why := path_problem(entry.path):
+            # Refused here, not when the version is downloaded or fetched into a cache.
+            where = entry.ref or entry.path
+            raise RegistryError(f"cannot register {where!r}: its file path {entry.path!r} {why}")
         if entry.path in seen:
             raise RegistryError(
                 f"two sources both give the file {entry.path!r}; register them separately"
