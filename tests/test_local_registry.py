@@ -563,3 +563,23 @@ def test_s3_keys_that_make_no_safe_file_path_are_refused_when_registered(
     assert message.startswith(f"cannot register 's3://{bucket}/{key}': its file path {path!r} ")
     assert why in message and "\n" not in message
     assert registry.list_collections() == []
+
+
+HUGE = "v99999999999999999999"  # past SQLite's largest INTEGER
+
+
+def test_a_version_number_past_sqlite_integers_is_not_found(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """It raised "Python int too large to convert to SQLite INTEGER"."""
+    registry.add_version("m", make_folder(tmp_path / "ckpt", CHECKPOINT))
+    for call in (
+        lambda: registry.resolve(f"m:{HUGE}"),
+        lambda: registry.files(f"m:{HUGE}"),
+        lambda: registry.set_alias(f"m:{HUGE}", "best"),
+    ):
+        with pytest.raises(NotFoundError) as info:
+            call()
+        assert str(info.value) == f"m has no version {HUGE}; it has v0..v0"
+    assert registry.list_versions("m", alias=HUGE) == []
+    assert registry.list_versions("m", alias="v0")[0].version == "v0"
