@@ -35,6 +35,7 @@ from tui.keymap import (
     load_keymap,
     node_rows,
     unknown_ids,
+    unknown_ids_note,
 )
 from tui.messages import CheckpointPicked
 from tui.panes.registry import RegistryPane
@@ -236,7 +237,7 @@ class EvalWBApp(App[None]):
         unknown = unknown_ids(keymap, known_binding_ids()) if keymap else []
         if unknown:
             self.notify(
-                f"{path}: no binding has the id {', '.join(unknown)} (press ? for the ids)",
+                unknown_ids_note(path, unknown),
                 severity="warning",
                 markup=False,
                 timeout=10,
