@@ -653,3 +653,33 @@ def test_file_data_is_on_disk_before_the_marker_and_the_rename(
     assert ("fsync", str(partial / "model")) in before_marker  # the names of the files
     assert ("fsync", str(partial)) in events[marker_at:rename_at]  # the marker's name
     assert ("fsync", str(final.parent)) in events[rename_at:]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (".", "is not in normal form"),
+        # The SDK writes these as hf/config.json, the name of another entry.
+        ("hf/./config.json", "appears twice"),
+        ("hf//config.json", "appears twice"),
+    ],
+)
+def test_a_wandb_manifest_path_out_of_normal_form_is_refused_before_any_fetch(
+    tmp_path, registry, request, bad, why
+):
+    """W&B's manifests enter the cache too: such a path failed with 'tuple index out of
+    range', or two entries landed on one file and the download failed midway."""
+    service: WandbService = request.getfixturevalue("wandb_service")
+    make_checkpoint(tmp_path / "src" / "hf")
+    registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
+    # The manifest as a damaged or hostile server could send it.
+    with sqlite3.connect(registry.index_path) as conn:
+        conn.execute("UPDATE files SET path = ? WHERE path = 'hf/tokenizer.json'", (bad,))
+    wandb = service.serve(registry)
+    start = len(service.emulator.requests)
+    with pytest.raises(UnsafePathError) as info:
+        download("wb-model:production", registry=wandb, settings=service.settings, root=tmp_path)
+    assert str(info.value).startswith("refusing to download wb-model:production: its manifest")
+    assert why in str(info.value) and "\n" not in str(info.value)
+    assert [op for op, _ in service.emulator.requests[start:] if op == "GET /files"] == []
+    assert not (tmp_path / "local").exists() and not list(tmp_path.glob("*/*/wb-model"))

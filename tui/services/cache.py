@@ -461,11 +461,16 @@ def _wait_for_real(
 def check_paths(ref: ArtifactRef | str, entries: Iterable[FileEntry]) -> None:
     """UnsafePathError for a manifest path that is absolute, climbs out, is reserved or
     is not written in its one normal form."""
+    seen: set[str] = set()
     for entry in entries:
-        if why := path_problem(entry.path):
+        why = path_problem(entry.path)
+        if why is None and entry.path in seen:
+            why = "appears twice in the manifest"
+        if why:
             raise UnsafePathError(
                 f"refusing to download {ref}: its manifest path {entry.path!r} {why}"
             )
+        seen.add(entry.path)
 
 
 def path_problem(path: str) -> str | None:
