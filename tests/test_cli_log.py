@@ -142,6 +142,9 @@ def test_log_against_a_server_that_never_answers_keeps_the_run_offline(env, monk
         done = subprocess.run(
             [*CLI, "log", str(RESULTS), "--json"], capture_output=True, text=True, timeout=60
         )
+    # One probe, and nothing else: the SDK's own telemetry, sent to the server as the
+    # process ended, waited on it for 10 s more, offline run or not.
+    assert silent.accepted == 1
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["pending_sync"] and record["mode"] == "offline"

@@ -381,6 +381,9 @@ def _sdk_settings(settings: Settings, mode: str) -> Any:
 def _quiet_sdk_env(settings: Settings) -> Iterator[None]:
     """Environment for the SDK while a run is open: silent, and S3 set up from .env too."""
     wanted = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+    # Without it the SDK reports its own telemetry to WANDB_BASE_URL as the process
+    # ends, offline runs too: a server that never answers held `log` 10 s more.
+    wanted["WANDB_ERROR_REPORTING"] = "false"
     # The SDK's S3 handler reads AWS_S3_ENDPOINT_URL and boto3's own variables; settings
     # may have come from a .env file the SDK never reads.
     if settings.aws_endpoint_url:
