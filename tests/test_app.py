@@ -717,3 +717,51 @@ def test_serve_refuses_an_address_reachable_from_the_network(isolated_env: Path,
     assert done.returncode == 2
     assert done.stderr.startswith(f"evalwb-tui: --host {host} is not a loopback address;")
     assert done.stderr.count("\n") == 1 and "ssh -L 8765:127.0.0.1:8765 HOST" in done.stderr
+
+
+def test_a_keys_file_past_the_cap_is_refused_unread(tmp_path: Path) -> None:
+    """A 10 MB keys.toml was parsed whole, holding up start-up for seconds."""
+    path = tmp_path / "keys.toml"
+    row = '"no.such.binding.%07d" = "f"\n'
+    with path.open("w") as out:
+        out.write("[keys]\n")
+        out.writelines(row % i for i in range(10 * 2**20 // len(row % 0)))
+    with pytest.raises(KeymapError) as caught:
+        load_keymap(path)
+    assert str(caught.value) == (
+        f"{path}: larger than 64 KiB; a keys file holds only [keys] lines like "
+        '"registry.filter" = "f"'
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '[keys]\n"registry.filter" = "' + "x " * 20_000 + '"\n',
+        '[keys]\n"' + "y" * 20_000 + '" = 3\n',
+    ],
+)
+def test_a_keys_file_error_repeats_only_a_bounded_part(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(content)
+    with pytest.raises(KeymapError) as caught:
+        load_keymap(path)
+    assert len(str(caught.value)) < len(str(path)) + 200
+
+
+async def test_many_unknown_ids_are_one_short_notification(settings: Settings) -> None:
+    """Every unknown id was listed in one notification that filled the screen."""
+    settings.paths.config.mkdir(parents=True)
+    ids = [f"no.such.binding.{i:04d}" for i in range(2000)]
+    (settings.paths.config / "keys.toml").write_text(
+        "[keys]\n" + "".join(f'"{i}" = "f"\n' for i in ids)
+    )
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        [note] = notifications(app)
+        path = settings.paths.config / "keys.toml"
+        assert note == (
+            f"{path}: no binding has the id {', '.join(ids[:5])} and 1995 more "
+            "(press ? for the ids and keys)"
+        )

@@ -157,7 +157,21 @@ def test_file_refs_are_copied_and_a_changed_source_is_refused(tmp_path, settings
 
 
 @pytest.mark.parametrize(
-    "bad", ["../../escaped.bin", "/etc/evil", "a/../../b", ".evalwb-complete.json"]
+    "bad",
+    [
+        "../../escaped.bin",
+        "/etc/evil",
+        "a/../../b",
+        ".evalwb-complete.json",
+        # Each names a file another way than the folder listing does: `.` failed with
+        # "tuple index out of range", `a/./b` was fetched, deleted as a stray, then missed.
+        ".",
+        "./",
+        "a/./b",
+        "a//b",
+        "a/",
+        "",
+    ],
 )
 def test_unsafe_manifest_paths_are_refused(tmp_path, settings, registry, bad):
     make_checkpoint(tmp_path / "src")
@@ -700,3 +714,72 @@ def test_an_unusable_cache_root_is_one_line_naming_its_option(
     name = "--root" if where == "option" else "WANDB_ARTIFACT_DIR"
     reason = "it is a file, not a folder" if bad == "file" else "No such file or directory"
     assert err == f"evalwb-tui: {name} {target}: cannot create the cache folder ({reason})"
+
+
+def test_file_data_is_on_disk_before_the_marker_and_the_rename(
+    tmp_path, settings, registry, monkeypatch
+):
+    """A hit trusts size and mtime alone: after a power loss the marker must not stand
+    over data that never reached the disk. Each fsync is recorded by the path its
+    descriptor names, with each rename, in order."""
+    make_checkpoint(tmp_path / "src" / "model")
+    registry.add_version("llama-mini", tmp_path / "src")
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst, *args, **kwargs) -> None:
+        events.append(("rename", str(src), str(dst)))
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    result = download("llama-mini:latest", registry=registry, settings=settings)
+
+    root = (tmp_path / "cache").resolve()
+    partial = root / ".partial" / "local" / "local" / "llama-mini" / "v0"
+    final = root / "local" / "local" / "llama-mini" / "v0"
+    assert result.folder.resolve() == final
+    marker_at = next(
+        i for i, e in enumerate(events) if e[0] == "fsync" and cache.MARKER in Path(e[1]).name
+    )
+    rename_at = events.index(("rename", str(partial), str(final)))
+    before_marker = events[:marker_at]
+    for entry in registry.files("llama-mini:v0"):
+        assert ("fsync", str(partial / entry.path)) in before_marker, entry.path
+    assert ("fsync", str(partial / "model")) in before_marker  # the names of the files
+    assert ("fsync", str(partial)) in events[marker_at:rename_at]  # the marker's name
+    assert ("fsync", str(final.parent)) in events[rename_at:]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (".", "is not in normal form"),
+        # The SDK writes these as hf/config.json, the name of another entry.
+        ("hf/./config.json", "appears twice"),
+        ("hf//config.json", "appears twice"),
+    ],
+)
+def test_a_wandb_manifest_path_out_of_normal_form_is_refused_before_any_fetch(
+    tmp_path, registry, request, bad, why
+):
+    """W&B's manifests enter the cache too: such a path failed with 'tuple index out of
+    range', or two entries landed on one file and the download failed midway."""
+    service: WandbService = request.getfixturevalue("wandb_service")
+    make_checkpoint(tmp_path / "src" / "hf")
+    registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
+    # The manifest as a damaged or hostile server could send it.
+    with sqlite3.connect(registry.index_path) as conn:
+        conn.execute("UPDATE files SET path = ? WHERE path = 'hf/tokenizer.json'", (bad,))
+    wandb = service.serve(registry)
+    start = len(service.emulator.requests)
+    with pytest.raises(UnsafePathError) as info:
+        download("wb-model:production", registry=wandb, settings=service.settings, root=tmp_path)
+    assert str(info.value).startswith("refusing to download wb-model:production: its manifest")
+    assert why in str(info.value) and "\n" not in str(info.value)
+    assert [op for op, _ in service.emulator.requests[start:] if op == "GET /files"] == []
+    assert not (tmp_path / "local").exists() and not list(tmp_path.glob("*/*/wb-model"))

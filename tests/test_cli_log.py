@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.silent_server import SilentServer
 from tests.wandb_emulator import FAKE_KEY, WandbEmulator
 from tui.services.evallog import pending_runs
 from tui.services.registry.local import LocalRegistry
@@ -149,3 +151,40 @@ def test_the_same_results_under_another_checkpoint_are_refused_unless_forced(env
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["group"] == "my-model:v2"
     assert len(pending_runs(settings)) == 2
+
+
+def test_log_against_a_server_that_never_answers_keeps_the_run_offline(env, monkeypatch):
+    """A server that accepts TCP and never answers passed the reachability check; the
+    upload then waited on it for up to 1,800 s an attempt. Now `log` falls back to an
+    offline run at once (the subprocess timeout is the bound)."""
+    with SilentServer(max_seconds=90) as silent:
+        monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("WANDB_BASE_URL", silent.url)
+        done = subprocess.run(
+            [*CLI, "log", str(RESULTS), "--json"], capture_output=True, text=True, timeout=60
+        )
+    # One probe, and nothing else: the SDK's own telemetry, sent to the server as the
+    # process ended, waited on it for 10 s more, offline run or not.
+    assert silent.accepted == 1
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["pending_sync"] and record["mode"] == "offline"
+    settings = load_settings(dict(os.environ))
+    assert [run.run_id for run in pending_runs(settings)] == [record["run_id"]]
+    assert open_queue(settings).list() == []  # nothing left waiting on the server
+
+
+def test_log_of_a_folder_whose_output_jsonl_is_a_fifo_is_one_line(env, tmp_path):
+    """`log` hashed output.jsonl for the content alias; a FIFO of that name made it wait
+    for a writer forever (the subprocess timeout is the bound)."""
+    folder = tmp_path / "results" / RESULTS.name
+    shutil.copytree(RESULTS, folder)
+    (folder / "output.jsonl").unlink()
+    os.mkfifo(folder / "output.jsonl")
+    done = subprocess.run([*CLI, "log", str(folder)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"evalwb-tui: {folder / 'output.jsonl'}: is a FIFO, not a regular file; "
+        "eval-framework writes plain files here, so move it away"
+    ]
+    assert pending_runs(load_settings(dict(os.environ))) == []

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.silent_server import SilentServer
 from tui.cli import main
 from tui.services.registry.local import LocalRegistry
+
+CLI = [sys.executable, "-m", "tui.cli"]
 
 
 @pytest.fixture
@@ -346,3 +349,40 @@ def test_edit_and_alias_on_w_and_b_refuse_in_one_line_or_take_effect(
         art = api.artifact(f"{ORG_ENTITY}/wandb-registry-model/my-model:v3")
         assert art.description == "X" and "checked" in art.tags
         assert emulator.errors == []
+
+
+def test_a_server_that_never_answers_is_one_line_for_registry_and_download(isolated_env) -> None:
+    """A server that accepted TCP and never answered took the SDK's 34 s of retries to
+    fail; the probe asks for an HTTP answer and names the server within its 3 s."""
+    exe = shutil.which("evalwb-tui") or str(Path(sys.executable).with_name("evalwb-tui"))
+    with SilentServer(max_seconds=120) as silent:
+        env = {**os.environ, "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": silent.url}
+        for argv in (["registry", "ls"], ["registry", "show", "m:v1"], ["download", "m:v1"]):
+            done = subprocess.run([exe, *argv], env=env, capture_output=True, text=True, timeout=25)
+            assert done.returncode == 2, argv
+            assert done.stdout == ""
+            [line] = done.stderr.splitlines()
+            assert line.startswith("evalwb-tui: ")
+            assert f"cannot reach {silent.url} (127.0.0.1:{silent.port} did not answer in 3 s)" in (
+                line
+            )
+
+
+def test_registry_add_of_a_folder_holding_a_fifo_is_one_line(registry_dir, tmp_path) -> None:
+    """Hashing a FIFO waited for a writer forever (the subprocess timeout is the bound)."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    os.mkfifo(folder / "model.safetensors")
+    done = subprocess.run(
+        [*CLI, "registry", "add", "fifo-model", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"evalwb-tui: {folder / 'model.safetensors'} is not a regular file (a FIFO, socket, "
+        "device or broken link); move it out of the folder to register it"
+    ]
+    assert "fifo-model" not in [c.name for c in LocalRegistry(registry_dir).list_collections()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import http.server
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.eval_fixtures import DEV, EXPECTED_ARTIFACTS, peer_records
+from tests.silent_server import SilentServer
 from tui.services import evallog
 from tui.services.evallog import (
     TABLE_COLUMNS,
@@ -346,11 +349,39 @@ def test_secret_looking_fields(name, value, secret):
     assert looks_secret(name, value) is secret
 
 
-def test_mode_online_only_with_a_key_and_a_listening_server(tmp_path, monkeypatch):
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+class AnsweringServer(http.server.ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 (or a proxy, as far as a client can tell) that answers
+    every HEAD with 404 and remembers the request lines it got."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                proxy.lines.append(self.requestline)
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.1,), daemon=True)
+
+    def __enter__(self) -> AnsweringServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def test_mode_online_only_with_a_key_and_an_answering_server(tmp_path, monkeypatch):
+    with AnsweringServer() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
         keyed = use_env(monkeypatch, tmp_path, WANDB_API_KEY=FAKE_WANDB_KEY, WANDB_BASE_URL=url)
         assert evallog.choose_mode(keyed, None) == "online"
         assert evallog.choose_mode(keyed, True) == "offline"
@@ -398,23 +429,38 @@ def test_an_unreachable_server_is_named_with_why_and_a_proxy_is_what_is_tried(mo
     port = closed_port()
     refused = f"127.0.0.1:{port}: connection refused"
     assert evallog.server_problem(f"http://127.0.0.1:{port}") == refused
-    unknown = "https://no-such-host.invalid"
+    unknown = "http://no-such-host.invalid"
     assert evallog.server_problem(unknown) == "no-such-host.invalid is not a known host name"
-    with socket.socket() as proxy:
-        proxy.bind(("127.0.0.1", 0))
-        proxy.listen()
-        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    with AnsweringServer() as proxy:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
         # The name is unknown here; the SDK would ask the proxy for it, and so does the probe.
         assert evallog.server_problem(unknown) is None
         assert evallog.server_reachable(unknown)
+        assert proxy.lines == ["HEAD http://no-such-host.invalid/ HTTP/1.1"] * 2
         monkeypatch.setenv("no_proxy", "no-such-host.invalid")
         assert evallog.server_problem(unknown) == "no-such-host.invalid is not a known host name"
     monkeypatch.delenv("no_proxy")
-    monkeypatch.setenv("https_proxy", f"127.0.0.1:{port}")
+    monkeypatch.setenv("http_proxy", f"127.0.0.1:{port}")
     assert evallog.server_problem(unknown) == f"the proxy 127.0.0.1:{port}: connection refused"
-    monkeypatch.setenv("https_proxy", "http://user:s3cret@:3128")
+    monkeypatch.setenv("http_proxy", "http://user:s3cret@:3128")
     problem = evallog.server_problem(unknown)
-    assert problem == "the https_proxy the environment sets is not a URL"
+    assert problem == "the http_proxy the environment sets is not a URL"
+
+
+def test_a_server_or_proxy_that_accepts_but_never_answers_is_unreachable(monkeypatch):
+    """A TCP connect alone let a silent server through, and the SDK then waited on it
+    for minutes; the probe asks for an HTTP answer, bounded by its timeout."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    with SilentServer(max_seconds=60) as silent:
+        where = f"127.0.0.1:{silent.port}"
+        assert evallog.server_problem(silent.url, 0.5) == f"{where} did not answer in 0.5 s"
+        assert not evallog.server_reachable(silent.url, 0.5)
+        monkeypatch.setenv("https_proxy", silent.url)
+        problem = evallog.server_problem("https://api.wandb.ai", 0.5)
+        assert problem == f"the proxy {where} did not answer in 0.5 s"
+        assert silent.accepted == 3
 
 
 def test_unreachable_server_falls_back_offline_and_no_secret_is_recorded(tmp_path, monkeypatch):

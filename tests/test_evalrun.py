@@ -872,3 +872,19 @@ def test_the_eval_does_not_inherit_the_wandb_service_of_this_process(
     handle = launch(launch_config(tmp_path), program=show, on_line=lines)
     assert handle.wait(30) == 0
     assert lines.wait_for("service: None")
+
+
+def test_a_version_number_past_sqlite_integers_blocks_as_a_missing_version(
+    demo_registry_dir: Path,
+) -> None:
+    """It was an unexpected error, so only a warning, and the run went ahead."""
+    from tui.services.registry.local import LocalRegistry
+
+    verdict = evalrun.check_in_registry(
+        "my-model:v99999999999999999999", LocalRegistry(demo_registry_dir), hint="pick one"
+    )
+    assert verdict.warning is None
+    assert verdict.problem == (
+        "checkpoint: no version 'my-model:v99999999999999999999' in the local registry at "
+        f"{demo_registry_dir}; pick one"
+    )

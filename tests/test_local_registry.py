@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -553,3 +554,57 @@ def test_default_demo_root_follows_the_environment(
     monkeypatch.delenv("EVALWB_REGISTRY_DIR")
     root = default_demo_root(load_settings(cwd=isolated_env))
     assert root.name == "demo" and root.is_relative_to(isolated_env / "home")
+
+
+@pytest.mark.parametrize(
+    ("key", "path", "why"),
+    [
+        ("runs/ckpt/sub/../../../escaped.bin", "sub/../../../escaped.bin", "climbs out"),
+        ("runs/ckpt//etc/evil", "/etc/evil", "is absolute"),
+        ("runs/ckpt/.evalwb-complete.json", ".evalwb-complete.json", "reserves"),
+        ("runs/ckpt/a/./b.bin", "a/./b.bin", "normal form"),
+    ],
+)
+def test_s3_keys_that_make_no_safe_file_path_are_refused_when_registered(
+    registry: LocalRegistry, tmp_path: Path, s3_server: str, key: str, path: str, why: str
+) -> None:
+    """Such keys were recorded, and failed only when the version was downloaded."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+        region_name="us-east-1",
+    )
+    bucket = f"ckpts-{uuid.uuid4().hex[:12]}"  # moto keeps buckets for the whole process
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="runs/ckpt/config.json", Body=b"{}")
+    client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert key in [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    settings = s3_settings(tmp_path, s3_server)
+    with pytest.raises(RegistryError) as info:
+        registry.add_version("m", f"s3://{bucket}/runs/ckpt", settings=settings)
+    message = str(info.value)
+    assert message.startswith(f"cannot register 's3://{bucket}/{key}': its file path {path!r} ")
+    assert why in message and "\n" not in message
+    assert registry.list_collections() == []
+
+
+HUGE = "v99999999999999999999"  # past SQLite's largest INTEGER
+
+
+def test_a_version_number_past_sqlite_integers_is_not_found(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """It raised "Python int too large to convert to SQLite INTEGER"."""
+    registry.add_version("m", make_folder(tmp_path / "ckpt", CHECKPOINT))
+    for call in (
+        lambda: registry.resolve(f"m:{HUGE}"),
+        lambda: registry.files(f"m:{HUGE}"),
+        lambda: registry.set_alias(f"m:{HUGE}", "best"),
+    ):
+        with pytest.raises(NotFoundError) as info:
+            call()
+        assert str(info.value) == f"m has no version {HUGE}; it has v0..v0"
+    assert registry.list_versions("m", alias=HUGE) == []
+    assert registry.list_versions("m", alias="v0")[0].version == "v0"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
+import threading
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -545,3 +547,33 @@ def test_read_run_on_a_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ResultsError) as excinfo:
         read_run(tmp_path / "gone")
     assert "gone" in one_line_error(excinfo)
+
+
+@pytest.mark.parametrize("name", ["output.jsonl", "metadata.json", "results.jsonl"])
+def test_a_fifo_among_the_result_files_is_one_line_not_a_wait(tmp_path: Path, name: str) -> None:
+    """Opening a FIFO for reading waits for a writer that never comes; only regular
+    files are read."""
+    run_dir = copy_run(ARC, tmp_path)
+    (run_dir / name).unlink()
+    os.mkfifo(run_dir / name)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_run(run_dir)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # it opened the FIFO: a writer that closes at once lets it go
+        os.close(os.open(run_dir / name, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"read_run waited for a writer of the FIFO {name}")
+    [error] = outcome
+    assert isinstance(error, ResultsError)
+    assert str(error) == (
+        f"{run_dir / name}: is a FIFO, not a regular file; eval-framework writes plain "
+        "files here, so move it away"
+    )

@@ -339,3 +339,41 @@ download("m", registry=open_registry(settings), settings=settings, progress=slow
     result = download("m", registry=registry, settings=settings)
     assert 0 < result.bytes <= total - 2 * MiB  # at least one finished part was kept
     assert same_bytes(result.path, data)
+
+
+def test_each_part_is_on_disk_before_it_is_reported(settings, moto_url, monkeypatch, tmp_path):
+    """`on_part` is what the cache journals as verified, and a resumed download skips
+    journaled parts: each must be on disk (fsynced) before it is reported."""
+    uri, data = put_checkpoint(moto_url, {"a.bin": 20 * MiB, "b.bin": 3 * MiB})
+    client = s3.make_client(settings)
+    bucket, _ = s3.split_uri(uri)
+    jobs = [
+        s3.ObjectJob(f"s3://{bucket}/{key}", tmp_path / Path(key).name, size, etag)
+        for key, size, etag in s3.list_prefix(uri, client)
+    ]
+    events: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        real_fsync(fd)
+        events.append(("fsync", path))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    s3.download_objects(
+        jobs,
+        client,
+        on_part=lambda job, start, end: events.append(("part", str(job.dest.resolve()))),
+        on_done=lambda job: events.append(("done", str(job.dest.resolve()))),
+        part_size=8 * MiB,
+    )
+    assert same_bytes(tmp_path, {name: data[name] for name in ("a.bin", "b.bin")})
+    reported = [e for e in events if e[0] != "fsync"]
+    assert [kind for kind, _ in reported].count("part") == 3 + 1 + 1  # config.json too
+    # Each part (and the whole file, when done) has an fsync of its own before its
+    # report: the n-th report of a file comes after at least n fsyncs of it. Parts run
+    # in threads, so two may be flushed before either is reported.
+    for at, (kind, path) in enumerate(events):
+        if kind != "fsync":
+            reports = sum(1 for e in events[: at + 1] if e[0] != "fsync" and e[1] == path)
+            assert events[:at].count(("fsync", path)) >= reports, (kind, path)

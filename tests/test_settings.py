@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +124,60 @@ def test_bad_wait_timeout_names_the_variable(raw: str, dirs) -> None:
     _, paths = dirs
     with pytest.raises(SettingsError, match="WANDB_ARTIFACT_WAIT_TIMEOUT_SEC"):
         load_settings(env={"WANDB_ARTIFACT_WAIT_TIMEOUT_SEC": raw}, paths=paths)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expects"),
+    [
+        ("EVALWB_WORKER_IDLE_SEC", "abc", "a number of seconds"),
+        ("EVALWB_WORKER_IDLE_SEC", "-1", "zero or more seconds"),
+        ("WANDB_BASE_URL", "api.wandb.ai", "http:// or https:// URL"),
+        ("WANDB_BASE_URL", "https://user:pa55word@host:notaport", "http:// or https:// URL"),
+        ("AWS_ENDPOINT_URL", "ftp://minio:9000", "http:// or https:// URL"),
+        ("AWS_S3_ENDPOINT_URL", "http://", "http:// or https:// URL"),
+    ],
+)
+def test_every_variable_is_checked_when_settings_load(name, raw, expects, dirs) -> None:
+    _, paths = dirs
+    with pytest.raises(SettingsError) as err:
+        load_settings(env={name: raw}, paths=paths)
+    message = str(err.value)
+    assert message.startswith(name) and expects in message and "\n" not in message
+    assert "pa55word" not in message  # a URL may hold a password: never repeated
+
+
+def test_good_idle_and_urls_are_kept(dirs) -> None:
+    _, paths = dirs
+    env = {
+        "EVALWB_WORKER_IDLE_SEC": "2.5",
+        "WANDB_BASE_URL": "http://127.0.0.1:8080",
+        "AWS_S3_ENDPOINT_URL": "https://minio.internal:9000",
+    }
+    settings = load_settings(env=env, paths=paths)
+    assert settings.evalwb_worker_idle_sec == 2.5
+    assert settings.wandb_base_url == "http://127.0.0.1:8080"
+    assert settings.aws_endpoint_url == "https://minio.internal:9000"
+    assert load_settings(env={}, paths=paths).evalwb_worker_idle_sec == 300.0
+
+
+@pytest.mark.parametrize("argv", [[], ["transfers"], ["--demo"]])
+def test_a_bad_dotenv_value_stops_the_app_and_every_command_with_one_line(
+    argv, isolated_env
+) -> None:
+    """A bad EVALWB_WORKER_IDLE_SEC used to pass every command and stop only the worker,
+    so each queued job waited for a worker that never came."""
+    cwd = isolated_env / "project"
+    cwd.mkdir()
+    (cwd / ".env").write_text("EVALWB_WORKER_IDLE_SEC=abc\n")
+    exe = shutil.which("evalwb-tui") or str(Path(sys.executable).with_name("evalwb-tui"))
+    done = subprocess.run(
+        [exe, *argv], cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "evalwb-tui: EVALWB_WORKER_IDLE_SEC must be a number of seconds, not 'abc'\n"
+    )
 
 
 def test_a_secret_in_a_boolean_error_is_not_echoed() -> None:

@@ -31,6 +31,7 @@ from tui.keymap import (
     active_rows,
     binding_chains,
     bindings_of,
+    first_few,
     key_conflicts,
     keymap_path,
     known_binding_ids,
@@ -278,10 +279,10 @@ class EvalWBApp(App[None]):
         problems = []
         unknown = unknown_ids(self.keymap, known_binding_ids())
         if unknown:
-            problems.append(f"no binding has the id {', '.join(unknown)}")
+            problems.append(f"no binding has the id {first_few(unknown)}")
         conflicts = key_conflicts(binding_chains(self), self.keymap)
         if conflicts:
-            problems.append(f"one key, two bindings ({'; '.join(conflicts)})")
+            problems.append(f"one key, two bindings ({first_few(conflicts)})")
         if problems:
             help_key = self.keymap.get("app.help", "question_mark").split(",")[0]
             shown = self.get_key_display(Binding(help_key, "help"))

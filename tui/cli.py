@@ -615,6 +615,7 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
         code = _log_through_worker(args, settings, runs, checkpoint, alias)
         _warn_unregistered(check)
         return code
+    # Offline, as decided just now: a server that does not answer is not asked again.
     for run in runs:
         logged = log_run(
             run,
@@ -623,7 +624,7 @@ def _log(args: argparse.Namespace, settings: Settings) -> int:
             entity=args.entity or settings.wandb_entity,
             checkpoint=checkpoint,
             checkpoint_alias=alias,
-            offline=True if args.offline else None,
+            offline=True,
             force=args.force,
             s3_prefix=args.s3_prefix,
         )

@@ -25,6 +25,13 @@ from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 
 KEYMAP_FILE = "keys.toml"
+# A keys file remaps a few dozen bindings in a few KiB; anything much larger is a
+# mistake, and parsing it would hold up start-up for seconds.
+MAX_KEYMAP_BYTES = 64 * 1024
+# How much of one name or value a message repeats, and how many unknown ids it lists:
+# a notification stays a few lines however the file is written.
+MAX_SHOWN_CHARS = 40
+MAX_SHOWN_IDS = 5
 
 # A key name as Textual spells it (`f`, `ctrl+f`, `f5`, `question_mark`) or one printable
 # character; no spaces, since a space inside a key list is always a typo.
@@ -43,17 +50,24 @@ def keymap_path(config_dir: Path) -> Path:
 def load_keymap(path: Path) -> dict[str, str]:
     """Binding id → keys from `path`; an absent file is an empty keymap."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEYMAP_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeymapError(f"{path}: cannot be read ({exc})") from None
+        raise KeymapError(f"{path}: cannot be read ({_shown(str(exc), 120)})") from None
+    if len(data) > MAX_KEYMAP_BYTES:
+        raise KeymapError(
+            f"{path}: larger than {MAX_KEYMAP_BYTES // 1024} KiB; a keys file holds only "
+            '[keys] lines like "registry.filter" = "f"'
+        )
     try:
         import tomllib  # only when a keys file exists
 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise KeymapError(f"{path}: not valid TOML ({exc})") from None
+        raise KeymapError(f"{path}: not valid TOML ({_shown(str(exc), 120)})") from None
     keys = data.get("keys", {})
     if not isinstance(keys, dict):
         raise KeymapError(f'{path}: "keys" must be a table, like [keys] "registry.filter" = "f"')
@@ -63,13 +77,28 @@ def load_keymap(path: Path) -> dict[str, str]:
 
 
 def _checked_keys(path: Path, binding_id: str, value: object) -> str:
+    name = _shown(binding_id)
     if not isinstance(value, str):
-        raise KeymapError(f'{path}: "{binding_id}" must be a string of keys, like "f" or "ctrl+f"')
+        raise KeymapError(f'{path}: "{name}" must be a string of keys, like "f" or "ctrl+f"')
     parts = [part.strip() for part in value.split(",")]
     bad = [part for part in parts if not _KEY.match(part.lower())]
     if bad:
-        raise KeymapError(f'{path}: "{binding_id}" has a key Textual cannot name: {bad[0]!r}')
+        raise KeymapError(f'{path}: "{name}" has a key Textual cannot name: {_shown(bad[0])!r}')
     return ",".join(parts)
+
+
+def _shown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def first_few(items: list[str]) -> str:
+    """The first few of `items`, each cut short, and how many more: a bounded line
+    however large the keys file."""
+    names = ", ".join(_shown(item) for item in items[:MAX_SHOWN_IDS])
+    more = len(items) - MAX_SHOWN_IDS
+    return names + (f" and {more} more" if more > 0 else "")
 
 
 def _subclasses(cls: type) -> Iterator[type]:

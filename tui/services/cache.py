@@ -543,22 +543,36 @@ def _wait_for_real(
 
 
 def check_paths(ref: ArtifactRef | str, entries: Iterable[FileEntry]) -> None:
-    """UnsafePathError for a manifest path that is absolute, climbs out or is reserved."""
+    """UnsafePathError for a manifest path that is absolute, climbs out, is reserved or
+    is not written in its one normal form."""
+    seen: set[str] = set()
     for entry in entries:
-        path = PurePosixPath(entry.path)
-        why = None
-        if not entry.path or entry.path.startswith(("/", "\\")) or path.is_absolute():
-            why = "is absolute"
-        elif ".." in path.parts or ".." in entry.path.split("\\"):
-            why = "climbs out of the version folder with '..'"
-        elif ":" in path.parts[0] or "\0" in entry.path:
-            why = "is not a plain relative path"
-        elif path.name in RESERVED or path.parts[0] in (PARTIAL_DIR, LOCKS_DIR):
-            why = "uses a name the cache reserves"
+        why = path_problem(entry.path)
+        if why is None and entry.path in seen:
+            why = "appears twice in the manifest"
         if why:
             raise UnsafePathError(
                 f"refusing to download {ref}: its manifest path {entry.path!r} {why}"
             )
+        seen.add(entry.path)
+
+
+def path_problem(path: str) -> str | None:
+    """What makes `path` unusable as a file's place under a version folder, in a few
+    words; None for a plain relative path in normal form (`a/b`, never `a//b`, `a/./b`,
+    `./a` or `a/`: each names the file another way than the folder listing does)."""
+    parts = path.split("/")
+    if not path or path.startswith(("/", "\\")) or PurePosixPath(path).is_absolute():
+        return "is absolute" if path else "is empty"
+    if ".." in parts or ".." in path.split("\\"):
+        return "climbs out of the version folder with '..'"
+    if any(part in ("", ".") for part in parts):
+        return "is not in normal form (an empty or '.' part)"
+    if ":" in parts[0] or "\0" in path:
+        return "is not a plain relative path"
+    if parts[-1] in RESERVED or parts[0] in (PARTIAL_DIR, LOCKS_DIR):
+        return "uses a name the cache reserves"
+    return None
 
 
 def _fetch_version(
@@ -1109,6 +1123,9 @@ def _write_from(job: _Job, src: Any, dest: Path, entry: FileEntry, offset: int, 
             hasher.update(chunk)
             offset += len(chunk)
             job.report.add_bytes(entry.path, len(chunk))
+        # On disk before the journal calls it verified: a resumed download trusts it.
+        out.flush()
+        os.fsync(out.fileno())
     return offset
 
 
@@ -1140,13 +1157,24 @@ def _content_ok(path: Path, entry: FileEntry) -> bool:
 
 
 def _publish(partial: Path, final: Path, version: Version, entries: Sequence[FileEntry]) -> None:
-    """Drop strays, write the marker, and rename the folder into place in one step."""
+    """Drop strays, write the marker, and rename the folder into place in one step.
+
+    A hit trusts size and mtime alone, so after a power loss the marker must never
+    stand over data the disk does not hold: every file's data is flushed first, then
+    the folders that name them, then the marker, then the rename.
+    """
     wanted = {e.path for e in entries}
+    folders = []
     for dirpath, _, names in os.walk(partial):
+        folders.append(dirpath)
         for name in names:
             rel = Path(dirpath, name).relative_to(partial).as_posix()
             if rel not in wanted and rel != JOURNAL:
                 os.unlink(Path(dirpath, name))
+    for entry in entries:
+        _fsync(partial / entry.path)
+    for folder in reversed(folders):  # the deepest first, the version folder last
+        _fsync(Path(folder))
     marker = {
         "version": version.version,
         "ref": str(version.ref()),
@@ -1157,9 +1185,11 @@ def _publish(partial: Path, final: Path, version: Version, entries: Sequence[Fil
     }
     _write_atomic(partial / MARKER, json.dumps(marker, indent=1, default=str))
     (partial / JOURNAL).unlink(missing_ok=True)
+    _fsync(partial)  # the marker's name
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(partial, final)
-    _fsync_dir(final.parent)
+    _fsync(final.parent)
+    _fsync(partial.parent)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -1172,7 +1202,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's names, to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -29,14 +29,12 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import string
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from tui.services import server_probe
 from tui.services.file_modes import honour_umask, recent_files
 from tui.services.refs import ArtifactRef, parse_ref
 from tui.services.results import RESULT_FILES, EvalRun, metric_rows
@@ -328,36 +327,14 @@ def _artifact_metadata(run: EvalRun, group: Grouping, alias: str) -> dict[str, A
 
 
 def server_reachable(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> bool:
-    """True when a TCP connection to the W&B server opens within `timeout` seconds."""
+    """True when the W&B server gives an HTTP answer within `timeout` seconds."""
     return server_problem(base_url, timeout) is None
 
 
 def server_problem(base_url: str, timeout: float = REACH_TIMEOUT_SEC) -> str | None:
-    """Why no TCP connection to the W&B server at `base_url` opens within `timeout`
-    seconds, in a few words; None when one does. Where the environment sets a proxy for
-    the server (`https_proxy`, `no_proxy`), the SDK goes through it, so it is the proxy
-    that is tried."""
-    server = urlparse(base_url)
-    if not server.hostname:
-        return f"{base_url!r} is not a URL"
-    target, via = server, ""
-    proxy = urllib.request.getproxies().get(server.scheme)
-    if proxy and not urllib.request.proxy_bypass(server.hostname):
-        target, via = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "the proxy "
-        if not target.hostname:
-            # Not repeated: a proxy URL may hold a user name and password.
-            return f"the {server.scheme}_proxy the environment sets is not a URL"
-    host = target.hostname
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except socket.gaierror:
-        return f"{via}{host} is not a known host name"
-    except TimeoutError:
-        return f"{via}{host}:{port} did not answer in {timeout:g} s"
-    except OSError as exc:
-        return f"{via}{host}:{port}: {(exc.strerror or str(exc)).lower()}"
+    """Why the W&B server at `base_url` gives no HTTP answer within `timeout` seconds,
+    in a few words; None when it answers (through the proxy the environment sets)."""
+    return server_probe.server_problem(base_url, timeout)
 
 
 def choose_mode(settings: Settings, offline: bool | None) -> str:
@@ -414,6 +391,9 @@ def _sdk_settings(settings: Settings, mode: str) -> Any:
 def _quiet_sdk_env(settings: Settings) -> Iterator[None]:
     """Environment for the SDK while a run is open: silent, and S3 set up from .env too."""
     wanted = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+    # Without it the SDK reports its own telemetry to WANDB_BASE_URL as the process
+    # ends, offline runs too: a server that never answers held `log` 10 s more.
+    wanted["WANDB_ERROR_REPORTING"] = "false"
     # The SDK's S3 handler reads AWS_S3_ENDPOINT_URL and boto3's own variables; settings
     # may have come from a .env file the SDK never reads.
     if settings.aws_endpoint_url:

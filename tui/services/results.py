@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,8 @@ def read_run(path: Path) -> EvalRun:
     path = Path(path)
     if not path.is_dir():
         raise ResultsError(f"{path}: not a results folder (no such directory)")
+    for name in RESULT_FILES:  # opening a FIFO would wait for a writer forever
+        _check_regular(path / name)
     metadata = _read_object(path / METADATA)
     aggregated = _read_aggregated(path / AGGREGATED)
     folder = _folder_facts(path, metadata)
@@ -214,7 +217,26 @@ def _split_metric(metric: str) -> tuple[str | None, str, str | None]:
     return kind, name, variant
 
 
+def _check_regular(file: Path) -> None:
+    """ResultsError when `file` exists but is no regular file (a FIFO, a folder, ...)."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: said where it is read, if it is needed
+    if not stat.S_ISREG(mode):
+        raise ResultsError(
+            f"{file}: is {_kind(mode)}, not a regular file; eval-framework writes plain "
+            "files here, so move it away"
+        )
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISDIR: "a folder", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "a device")
+
+
 def _read_json(file: Path) -> Any:
+    _check_regular(file)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -246,6 +268,7 @@ def _read_aggregated(file: Path) -> dict[str, float | int | None]:
 
 
 def _iter_jsonl(file: Path) -> Iterator[dict]:
+    _check_regular(file)
     try:
         handle = file.open("rb")
     except FileNotFoundError:

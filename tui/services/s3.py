@@ -252,6 +252,8 @@ def _close(job: ObjectJob) -> None:
 
 
 def _finish(job: ObjectJob, on_done: Callable[[ObjectJob], None] | None) -> None:
+    if job._fd >= 0:
+        os.fsync(job._fd)  # on disk before anyone is told the file is whole
     _close(job)
     if on_done is not None:
         on_done(job)
@@ -300,6 +302,8 @@ def _fetch_part(
                         on_bytes(job, len(chunk))
             finally:
                 body.close()
+            # On disk before `on_part` journals it: a resumed download trusts it.
+            os.fsync(job._fd)
         except Exception as exc:
             if not is_transient(exc):
                 raise _as_s3_error(job.uri, exc) from None

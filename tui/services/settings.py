@@ -107,6 +107,22 @@ def parse_seconds(name: str, raw: str) -> float:
     return value
 
 
+def parse_url(name: str, raw: str) -> str:
+    """Check an http(s) server URL; the value is not repeated (it may hold a password)."""
+    from urllib.parse import urlparse
+
+    try:
+        url = urlparse(raw.strip())
+        url.port  # noqa: B018 - raises on a port that is no number
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL with a host, like https://host:443"
+        )
+    return raw.strip()
+
+
 # A NamedTuple, not a frozen dataclass: as immutable, comparable and hashable, and about
 # 0.5 ms less to define on every start.
 class Paths(NamedTuple):
@@ -146,6 +162,7 @@ class Settings:
     aws_secret_access_key: Secret | None = None
     aws_endpoint_url: str | None = None
     evalwb_registry_dir: Path | None = None
+    evalwb_worker_idle_sec: float = 300.0
     evalwb_theme: str | None = None
 
     @property
@@ -218,10 +235,14 @@ def load_settings(
     secret = get("AWS_SECRET_ACCESS_KEY")
     cache_skip = get("WANDB_CACHE_SKIP")
     wait = get("WANDB_ARTIFACT_WAIT_TIMEOUT_SEC")
+    idle = get("EVALWB_WORKER_IDLE_SEC")
+    base_url = get("WANDB_BASE_URL")
+    endpoint = get("AWS_ENDPOINT_URL") or get("AWS_S3_ENDPOINT_URL")
+    endpoint_name = "AWS_ENDPOINT_URL" if get("AWS_ENDPOINT_URL") else "AWS_S3_ENDPOINT_URL"
     return Settings(
         paths=paths,
         wandb_api_key=Secret(key) if key else None,
-        wandb_base_url=get("WANDB_BASE_URL"),
+        wandb_base_url=parse_url("WANDB_BASE_URL", base_url) if base_url else None,
         wandb_entity=get("WANDB_ENTITY"),
         wandb_organization=get("WANDB_ORGANIZATION"),
         wandb_project=get("WANDB_PROJECT"),
@@ -233,8 +254,11 @@ def load_settings(
         ),
         aws_access_key_id=get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=Secret(secret) if secret else None,
-        aws_endpoint_url=get("AWS_ENDPOINT_URL") or get("AWS_S3_ENDPOINT_URL"),
+        aws_endpoint_url=parse_url(endpoint_name, endpoint) if endpoint else None,
         evalwb_registry_dir=_path(get("EVALWB_REGISTRY_DIR")),
+        # Read here, though only the worker waits on it: a bad value stops every command
+        # at its start, not the worker that each job waits for.
+        evalwb_worker_idle_sec=parse_seconds("EVALWB_WORKER_IDLE_SEC", idle) if idle else 300.0,
         evalwb_theme=(get("EVALWB_THEME") or "").strip().lower() or None,
     )
 

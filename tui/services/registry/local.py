@@ -63,6 +63,9 @@ SCHEMA_VERSION = 1
 BUSY_SECONDS = 30.0
 LOCAL_PROJECT = "local"
 _VERSION_NAME = re.compile(r"v(\d+)")
+# SQLite's largest INTEGER: a vN past it names no version, and must not reach a query
+# (binding it raises OverflowError).
+MAX_INDEX = 2**63 - 1
 
 # One statement each: executescript() would commit the surrounding transaction.
 SCHEMA = (
@@ -302,7 +305,7 @@ class LocalRegistry:
         index = _version_index(alias) if alias else None
         if index is not None:
             where.append("v.idx = ?")
-            params.append(index)
+            params.append(index if index <= MAX_INDEX else -1)  # -1: no version has it
         elif alias is not None:
             where.append("EXISTS (SELECT 1 FROM aliases a WHERE a.version_id = v.id AND alias = ?)")
             params.append(alias)
@@ -575,7 +578,7 @@ class LocalRegistry:
         if index is not None:
             row = conn.execute(
                 "SELECT id FROM versions WHERE collection_id = ? AND idx = ?",
-                (collection_id, index),
+                (collection_id, index if index <= MAX_INDEX else -1),  # -1: no version has it
             ).fetchone()
         else:
             row = conn.execute(

@@ -70,8 +70,15 @@ def gather(source: Path | str | Sequence[Path | str], settings: Settings | None)
     gathered: list[Gathered] = []
     for item in sources:
         gathered.extend(_gather_one(item, settings))
+    # Imported here: the cache (and its S3 module) is not needed to list or show.
+    from tui.services.cache import path_problem
+
     seen: set[str] = set()
     for entry, _ in gathered:
+        if why := path_problem(entry.path):
+            # Refused here, not when the version is downloaded or fetched into a cache.
+            where = entry.ref or entry.path
+            raise RegistryError(f"cannot register {where!r}: its file path {entry.path!r} {why}")
         if entry.path in seen:
             raise RegistryError(
                 f"two sources both give the file {entry.path!r}; register them separately"
@@ -97,6 +104,8 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
     """(posix path relative to `root`, file) for every file under a folder or a file."""
     if root.is_file():
         return [(root.name, root)]
+    if root.exists() and not root.is_dir():
+        raise RegistryError(f"{root} is not a regular file or a folder; give a checkpoint folder")
     if not root.is_dir():
         raise RegistryError(
             f"{root} does not exist; give a checkpoint folder, a file:// or an s3:// URI"
@@ -106,6 +115,13 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
         for dirpath, _, names in os.walk(root)
         for name in names
     ]
+    for _, path in found:
+        # Reading a FIFO would wait for a writer forever; a socket cannot be read at all.
+        if not path.is_file():
+            raise RegistryError(
+                f"{path} is not a regular file (a FIFO, socket, device or broken link); "
+                "move it out of the folder to register it"
+            )
     if not found:
         raise RegistryError(f"{root} holds no files; there is nothing to register")
     return sorted(found)
