@@ -873,3 +873,29 @@ async def test_editing_the_checkpoint_after_launch_drops_the_waiting_launch(
         await until(pilot, lambda: not pane.checking, 10)
         await pilot.pause(0.2)
         assert pane.errors == {} and pane.handle is None and not refusals(app)
+
+
+@pytest.mark.parametrize(
+    ("typed", "then"),
+    [("AR", "CX"), ("", "QQ"), ("", "ZZZ"), ("", "ARCX"), ("", "MMLUX")],
+)
+@pytest.mark.parametrize("erase", ["backspace", "ctrl+u"])
+async def test_a_burst_of_filter_keys_narrowing_to_no_task_does_not_crash(
+    typed: str, then: str, erase: str
+) -> None:
+    """Each filter key replaces the list's options, and the highlight put on the first
+    match reaches the list as a message after the next key has emptied it."""
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        box = pane.query_one("#run-task-filter", Input)
+        await type_into(pilot, "task-filter", typed, keys=True)
+        burst(app, *((key, key) for key in then))
+        await until(pilot, lambda: box.value == typed + then, 5)
+        await pilot.press(erase)
+        await pilot.pause()
+        tasks = pane.query_one("#run-tasks", SelectionList)
+        key = evalrun.task_key(box.value)
+        expected = [n for n in evalrun.task_names() if key in evalrun.task_key(n)]
+        assert [tasks.get_option_at_index(i).value for i in range(tasks.option_count)] == expected
+        assert app.return_code is None
