@@ -26,7 +26,6 @@ from textual.binding import Binding, BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, SelectionList, Static
 from textual.worker import get_current_worker
@@ -36,6 +35,7 @@ from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle, Regi
 from tui.services.settings import Settings
 from tui.widgets.check_list import CheckList
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
 from tui.widgets.text_field import TextField
@@ -106,7 +106,7 @@ def _stamp(path: Path) -> tuple[int, int]:
     return (info.st_mtime_ns, info.st_size)
 
 
-class PromptScreen(ModalScreen[str | None]):
+class PromptScreen(Dialog[str | None]):
     """Ask for one line of text (a path, a name); Enter confirms, Escape cancels.
 
     With `choices`, a list below the box offers them; picking one confirms it. ↓ moves

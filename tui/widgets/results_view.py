@@ -18,7 +18,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, SelectionList, Sparkline, Static
 from textual.widgets.selection_list import Selection
@@ -27,6 +26,7 @@ from textual.worker import get_current_worker
 from tui.services.eval_results import COLUMN_SEPARATOR, ResultsTable, Value, results_by_version
 from tui.services.registry.protocol import Registry
 from tui.widgets.check_list import CheckList
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.text_field import TextField
 
@@ -73,7 +73,7 @@ def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
     return f"{column}: {trail}"
 
 
-class ColumnChooser(ModalScreen[list[str] | None]):
+class ColumnChooser(Dialog[list[str] | None]):
     """Pick the task/metric columns to show: type to filter, space toggles, Enter applies."""
 
     DEFAULT_CSS = """
@@ -146,7 +146,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
         self.dismiss([c for c in self.all_columns if c in self.chosen])
 
 
-class ResultsScreen(ModalScreen[None]):
+class ResultsScreen(Dialog[None]):
     """The eval results of `collection`, by version; Esc closes."""
 
     DEFAULT_CSS = """
