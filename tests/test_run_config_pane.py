@@ -899,3 +899,38 @@ async def test_a_burst_of_filter_keys_narrowing_to_no_task_does_not_crash(
         expected = [n for n in evalrun.task_names() if key in evalrun.task_key(n)]
         assert [tasks.get_option_at_index(i).value for i in range(tasks.option_count)] == expected
         assert app.return_code is None
+
+
+async def test_a_second_e_puts_the_cursor_in_the_task_filter_in_view(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    """With tasks chosen and the form scrolled to its end, `e` on another version fills
+    the checkpoint and puts the cursor in the task filter, scrolled into view: keys typed
+    next filter the tasks, they do not overwrite the checkpoint just filled in."""
+    paths = Paths(*(isolated_env / name for name in ("data", "cache", "state", "config")))
+    settings = load_settings({"EVALWB_REGISTRY_DIR": str(demo_registry_dir)}, paths=paths)
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(RegistryTree)
+        await until(pilot, lambda: "my-model" in tree.shown_collections and app.pane("run"))
+        await pilot.press("down", "down", "e")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        await pilot.press("enter", *"arc", "tab", "space")
+        pane = app.query_one(RunConfigPane)
+        await until(pilot, lambda: pane.form_values()["tasks"] == ["ARC"])
+        form = pane.query_one("#run-form")
+        pane.query_one("#run-command", Input).focus()
+        await until(pilot, lambda: form.scroll_offset.y > 0)
+
+        await pilot.press("f2", "e")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        await pilot.press("down", "enter")
+        checkpoint = pane.query_one("#run-checkpoint", Input)
+        await until(pilot, lambda: checkpoint.value not in ("", "my-model:production"))
+        picked = checkpoint.value
+        box = pane.query_one("#run-task-filter", Input)
+        await until(pilot, lambda: form.content_region.contains_region(box.region), 5)
+        assert app.focused is box
+        await pilot.press("ctrl+u", *"gsm")
+        assert (box.value, checkpoint.value) == ("gsm", picked)
+        assert pane.form_values()["tasks"] == ["ARC"]

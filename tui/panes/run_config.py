@@ -351,16 +351,33 @@ class RunConfigPane(Vertical):
 
     def focus_missing(self) -> None:
         """Focus the first field that needs something (the task filter when only tasks
-        are missing), else the checkpoint: where a user who just picked a checkpoint
-        types next."""
-        # At once (not `Input.focus()`, which waits a turn): keys typed right after a
-        # pick or a pane switch are already queued, and must land in this field.
+        are missing), else the checkpoint."""
         for name in FORM_ORDER:
             if name in self.errors:
-                field = "task-filter" if name == "tasks" else name
-                self.screen.set_focus(self.query_one(f"#run-{field}", Input))
+                self._focus_field("task-filter" if name == "tasks" else name)
                 return
-        self.screen.set_focus(self.query_one("#run-checkpoint", Input))
+        self._focus_field("checkpoint")
+
+    def focus_task_filter(self) -> None:
+        """After a checkpoint was picked: the cursor in the task filter, where the user
+        types next, whatever the form held before."""
+        self._focus_field("task-filter")
+
+    def _focus_field(self, name: str) -> None:
+        field = self.query_one(f"#run-{name}", Input)
+        # At once (not `Input.focus()`, which waits a turn): keys typed right after a
+        # pick or a pane switch are already queued, and must land in this field.
+        self.screen.set_focus(field)
+        if field.region:
+            field.scroll_visible(animate=False)
+        # else the pane is hidden until now, with no layout to scroll by: `on_show`.
+
+    def on_show(self) -> None:
+        # Shown (again): the focused field in view, though the form was left scrolled
+        # elsewhere or the focus moved while the pane was hidden.
+        focused = self.screen.focused
+        if focused is not None and self in focused.ancestors:
+            focused.scroll_visible(animate=False)
 
     def on_descendant_focus(self) -> None:
         self._mark_form()
