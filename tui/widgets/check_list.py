@@ -1,8 +1,9 @@
-"""A `SelectionList` whose chosen rows read as chosen without colour.
+"""A `SelectionList` whose chosen rows read as chosen without colour, and a checkbox
+marked the same way.
 
 Textual draws the same `▐X▌` before every row and tells chosen from not by colour alone,
 which a monochrome terminal or the ansi theme loses. Here a chosen row shows a tick and
-an unchosen one an empty box.
+an unchosen one an empty box; `TickBox` is a `Checkbox` with the same two marks.
 
 A highlight reaches the list as a message naming the option's index, and `SelectionList`
 looks that index up only when it reads the message. When the options are replaced in
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from rich.segment import Segment
+from textual.content import Content
 from textual.strip import Strip
 from textual.widgets import Checkbox, OptionList, SelectionList
 from textual.widgets.option_list import OptionDoesNotExist
@@ -49,3 +51,12 @@ class CheckList(SelectionList[T]):
             return  # current: `SelectionList` turns it into `SelectionHighlighted`
         event.stop()
         event.prevent_default()  # the handler `SelectionList` defines is not run
+
+
+class TickBox(Checkbox):
+    """A `Checkbox` marked `✓` when on and blank when off, as `CheckList`'s rows are."""
+
+    def render(self) -> Content:
+        # Read by Checkbox when it draws the button.
+        self.BUTTON_INNER = CHOSEN if self.value else NOT_CHOSEN
+        return super().render()
