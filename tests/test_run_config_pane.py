@@ -922,9 +922,9 @@ async def test_a_second_e_puts_the_cursor_in_the_task_filter_in_view(
         pane.query_one("#run-command", Input).focus()
         await until(pilot, lambda: form.scroll_offset.y > 0)
 
-        await pilot.press("f2", "e")
-        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
-        await pilot.press("down", "enter")
+        await pilot.press("f2", "right", "down", "down")
+        assert tree.cursor_node.data.version == "v3"
+        await pilot.press("e")  # on a version: no question, the Run pane at once
         checkpoint = pane.query_one("#run-checkpoint", Input)
         await until(pilot, lambda: checkpoint.value not in ("", "my-model:production"))
         picked = checkpoint.value

@@ -378,13 +378,16 @@ class RunConfigPane(Vertical):
         # At once (not `Input.focus()`, which waits a turn): keys typed right after a
         # pick or a pane switch are already queued, and must land in this field.
         self.screen.set_focus(field)
-        if field.region:
-            field.scroll_visible(animate=False)
-        # else the pane is hidden until now, with no layout to scroll by: `on_show`.
+        # The pane may be shown only now: its layout (and the field's place) is known
+        # after the next refresh, not before.
+        self.call_after_refresh(self._scroll_to_focused)
 
     def on_show(self) -> None:
         # Shown (again): the focused field in view, though the form was left scrolled
         # elsewhere or the focus moved while the pane was hidden.
+        self._scroll_to_focused()
+
+    def _scroll_to_focused(self) -> None:
         focused = self.screen.focused
         if focused is not None and self in focused.ancestors:
             focused.scroll_visible(animate=False)
