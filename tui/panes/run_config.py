@@ -6,9 +6,10 @@ form from a reader thread: lines are buffered and drawn on a short timer, so a c
 process cannot flood the event loop. A finished run's result folders are queued for
 logging to W&B.
 
-Wiring: the app mounts `RunConfigPane(settings)`, calls `set_checkpoint(ref)` when a version
-is picked in the Registry pane, and may follow `RunStarted`, `RunFinished`, `LoggingQueued`
-and `Refused`. Every binding has an id (`run.launch`, `run.export`, ...) for remapping.
+Wiring: the app mounts `RunConfigPane(settings)`, calls `set_checkpoint(ref)` and then
+`focus_task_filter()` when a version is picked in the Registry pane, and may follow
+`RunStarted`, `RunFinished`, `LoggingQueued` and `Refused`. Every binding has an id
+(`run.launch`, `run.export`, ...) for remapping.
 """
 
 from __future__ import annotations
