@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Button, Input, SelectionList, Static
+from textual.widgets import Button, Checkbox, Input, SelectionList, Static
 
 from tui.app import EvalWBApp
 from tui.panes.run_config import PromptScreen, RunConfigPane
@@ -873,3 +873,152 @@ async def test_editing_the_checkpoint_after_launch_drops_the_waiting_launch(
         await until(pilot, lambda: not pane.checking, 10)
         await pilot.pause(0.2)
         assert pane.errors == {} and pane.handle is None and not refusals(app)
+
+
+@pytest.mark.parametrize(
+    ("typed", "then"),
+    [("AR", "CX"), ("", "QQ"), ("", "ZZZ"), ("", "ARCX"), ("", "MMLUX")],
+)
+@pytest.mark.parametrize("erase", ["backspace", "ctrl+u"])
+async def test_a_burst_of_filter_keys_narrowing_to_no_task_does_not_crash(
+    typed: str, then: str, erase: str
+) -> None:
+    """Each filter key replaces the list's options, and the highlight put on the first
+    match reaches the list as a message after the next key has emptied it."""
+    app = PaneApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        box = pane.query_one("#run-task-filter", Input)
+        await type_into(pilot, "task-filter", typed, keys=True)
+        burst(app, *((key, key) for key in then))
+        await until(pilot, lambda: box.value == typed + then, 5)
+        await pilot.press(erase)
+        await pilot.pause()
+        tasks = pane.query_one("#run-tasks", SelectionList)
+        key = evalrun.task_key(box.value)
+        expected = [n for n in evalrun.task_names() if key in evalrun.task_key(n)]
+        assert [tasks.get_option_at_index(i).value for i in range(tasks.option_count)] == expected
+        assert app.return_code is None
+
+
+async def test_a_second_e_puts_the_cursor_in_the_task_filter_in_view(
+    isolated_env: Path, demo_registry_dir: Path
+) -> None:
+    """With tasks chosen and the form scrolled to its end, `e` on another version fills
+    the checkpoint and puts the cursor in the task filter, scrolled into view: keys typed
+    next filter the tasks, they do not overwrite the checkpoint just filled in."""
+    paths = Paths(*(isolated_env / name for name in ("data", "cache", "state", "config")))
+    settings = load_settings({"EVALWB_REGISTRY_DIR": str(demo_registry_dir)}, paths=paths)
+    app = EvalWBApp(settings, LocalRegistry(settings.registry_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(RegistryTree)
+        await until(pilot, lambda: "my-model" in tree.shown_collections and app.pane("run"))
+        await pilot.press("down", "down", "e")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        await pilot.press("enter", *"arc", "tab", "space")
+        pane = app.query_one(RunConfigPane)
+        await until(pilot, lambda: pane.form_values()["tasks"] == ["ARC"])
+        form = pane.query_one("#run-form")
+        pane.query_one("#run-command", Input).focus()
+        await until(pilot, lambda: form.scroll_offset.y > 0)
+
+        await pilot.press("f2", "right", "down", "down")
+        assert tree.cursor_node.data.version == "v3"
+        await pilot.press("e")  # on a version: no question, the Run pane at once
+        checkpoint = pane.query_one("#run-checkpoint", Input)
+        await until(pilot, lambda: checkpoint.value not in ("", "my-model:production"))
+        picked = checkpoint.value
+        box = pane.query_one("#run-task-filter", Input)
+        await until(pilot, lambda: form.content_region.contains_region(box.region), 5)
+        assert app.focused is box
+        await pilot.press("ctrl+u", *"gsm")
+        assert (box.value, checkpoint.value) == ("gsm", picked)
+        assert pane.form_values()["tasks"] == ["ARC"]
+
+
+async def test_validate_finds_a_missing_eval_command_as_launch_does(
+    tmp_path: Path, settings: Settings
+) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_at_once(pilot, pane, tmp_path / "out")
+        await pilot.press("ctrl+t")
+        assert not [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
+        await type_into(pilot, "command", "eval_framework_missing_here --verbose")
+        await pilot.press("ctrl+t")
+        refused = [m for m in app.messages if isinstance(m, RunConfigPane.Refused)]
+        missing = "eval_framework_missing_here: command not found"
+        assert refused and missing in refused[-1].reasons[0]
+        notes = [n.message for n in app._notifications]
+        assert "the form is valid, but F5 cannot launch" in notes[-1] and missing in notes[-1]
+
+
+async def test_the_upload_checkbox_says_it_needs_a_w_and_b_project(settings: Settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        box = pane.query_one("#run-upload_results", Checkbox)
+        project = pane.query_one("#run-wandb_project", Input)
+        assert box.disabled and "once a W&B project is set" in str(box.label)
+        assert "logs nothing to W&B" in str(project.placeholder)
+        await type_into(pilot, "wandb_project", "evals")
+        assert not box.disabled and str(box.label).endswith("to the W&B project")
+        # One mark set: the checkbox is ticked as the task list's rows are, not crossed.
+        assert box.render_line(0).text.lstrip().startswith("▐✓▌")
+        box.value = False
+        await pilot.pause()
+        assert box.render_line(0).text.lstrip().startswith("▐ ▌")
+
+
+async def test_saving_a_preset_under_no_name_says_what_to_type(settings: Settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f7")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await pilot.pause()
+        problem = app.screen.query_one("#prompt-problem", Static)
+        assert isinstance(app.screen, PromptScreen) and problem.display
+        assert "type one" in str(problem.render())
+        await pilot.press(*"nightly", "enter")
+        await until(pilot, lambda: not isinstance(app.screen, PromptScreen))
+        assert evalrun.list_presets(settings) == ["nightly"]
+
+
+async def test_submit_shows_the_det_command_as_it_runs(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    det = bin_dir / "det"
+    det.write_text('#!/bin/sh\necho "Created experiment 7 from $3 ($4)"\n')
+    det.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        await fill_at_once(pilot, pane, tmp_path / "out")
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: pane.last_export is not None)
+        await pilot.press("f9")
+        await until(pilot, lambda: any("Created experiment 7" in x for x in pane.log_lines))
+        (echo,) = [x for x in pane.log_lines if x.startswith("$ ")]
+        words = shlex.split(echo[2:])
+        assert words[:4] == [str(det), "experiment", "create", str(pane.last_export)]
+        assert f"Created experiment 7 from {pane.last_export} ({words[4]})" in pane.log_lines
+        assert "empty folder" in pane.log_lines[pane.log_lines.index(echo) + 1]
+        assert not any("<" in x for x in pane.log_lines)
+
+
+async def test_the_output_box_has_a_left_margin(settings: Settings) -> None:
+    app = PaneApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(RunConfigPane)
+        log = pane.query_one("#run-log", OutputLog)
+        pane._write_log("first line")
+        await until(pilot, lambda: log.rows)
+        assert log.content_region.x == log.region.x + 2  # the border, then a blank column
+        assert log.render_line(0).text.startswith("first line")

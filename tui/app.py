@@ -451,9 +451,9 @@ class EvalWBApp(App[None]):
         set_checkpoint = getattr(run, "set_checkpoint", None)
         if set_checkpoint is not None:
             set_checkpoint(ref)
-        focus_missing = getattr(run, "focus_missing", None)
-        if focus_missing is not None:
-            focus_missing()
+        focus_task_filter = getattr(run, "focus_task_filter", None)
+        if focus_task_filter is not None:
+            focus_task_filter()
 
     # -- help and palette, from the live bindings ---------------------------------------
 

@@ -6,9 +6,10 @@ form from a reader thread: lines are buffered and drawn on a short timer, so a c
 process cannot flood the event loop. A finished run's result folders are queued for
 logging to W&B.
 
-Wiring: the app mounts `RunConfigPane(settings)`, calls `set_checkpoint(ref)` when a version
-is picked in the Registry pane, and may follow `RunStarted`, `RunFinished`, `LoggingQueued`
-and `Refused`. Every binding has an id (`run.launch`, `run.export`, ...) for remapping.
+Wiring: the app mounts `RunConfigPane(settings)`, calls `set_checkpoint(ref)` and then
+`focus_task_filter()` when a version is picked in the Registry pane, and may follow
+`RunStarted`, `RunFinished`, `LoggingQueued` and `Refused`. Every binding has an id
+(`run.launch`, `run.export`, ...) for remapping.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from textual.binding import Binding, BindingType
 from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, SelectionList, Static
 from textual.worker import get_current_worker
@@ -34,8 +34,9 @@ from textual.worker import get_current_worker
 from tui.services import evalrun
 from tui.services.evalrun import EvalRunConfig, EvalRunError, LaunchHandle, RegistryCheck
 from tui.services.settings import Settings
-from tui.widgets.check_list import CheckList
+from tui.widgets.check_list import CheckList, TickBox
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.output_log import OutputLog
 from tui.widgets.text_field import TextField
@@ -66,7 +67,7 @@ NUMBER_FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 LATER_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("output_dir", "output dir", evalrun.DEFAULT_OUTPUT_DIR),
-    ("wandb_project", "W&B project", "empty: no W&B logging by eval-framework"),
+    ("wandb_project", "W&B project", "empty: eval-framework itself logs nothing to W&B"),
     ("wandb_entity", "W&B entity", "empty: the default entity"),
     ("hf_upload_repo", "HF upload repo", "owner/name"),
     ("hf_upload_dir", "HF upload dir", "folder name in the repo"),
@@ -74,6 +75,11 @@ LATER_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("llm_args", "llm args", '{"dtype": "bfloat16"} (JSON object)'),
     ("command", "eval command", evalrun.DEFAULT_COMMAND),
 )
+# The upload checkbox's label with a W&B project set, and without one (then disabled).
+UPLOAD_LABELS = {
+    True: "eval-framework uploads the results to the W&B project",
+    False: "eval-framework uploads results once a W&B project is set",
+}
 # Button id (after `run-`) = the action it runs, and its label.
 BUTTONS = {
     "validate": "Validate",
@@ -106,13 +112,14 @@ def _stamp(path: Path) -> tuple[int, int]:
     return (info.st_mtime_ns, info.st_size)
 
 
-class PromptScreen(ModalScreen[str | None]):
+class PromptScreen(Dialog[str | None]):
     """Ask for one line of text (a path, a name); Enter confirms, Escape cancels.
 
     With `choices`, a list below the box offers them; picking one confirms it. ↓ moves
     from the box to the list, and Enter on an empty box picks the highlighted choice.
-    With `check`, a text it finds a problem with is refused in place: the problem shows
-    under the box, which stays open to be fixed (keys typed next still land in it).
+    With `check`, a text it finds a problem with (an empty one included) is refused in
+    place: the problem shows under the box, which stays open to be fixed (keys typed next
+    still land in it).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -177,7 +184,8 @@ class PromptScreen(ModalScreen[str | None]):
             # Enter on an empty box: the choice the list highlights, not nothing at all.
             index = self.query_one(OptionList).highlighted
             text = self.choices[index] if index is not None else ""
-        problem = self.check(text) if self.check is not None and text else None
+        # An empty box too: Enter on nothing says what to type rather than doing nothing.
+        problem = self.check(text) if self.check is not None else None
         if problem is not None:
             shown = self.query_one("#prompt-problem", Static)
             shown.update(problem)
@@ -234,7 +242,7 @@ class RunConfigPane(Vertical):
     RunConfigPane #run-buttons Button:ansi:disabled {
         border: none !important; color: ansi_default; text-style: bold dim;
     }
-    RunConfigPane #run-log { height: 8; border: round $primary 50%; }
+    RunConfigPane #run-log { height: 8; border: round $primary 50%; padding: 0 1; }
     RunConfigPane #run-log:focus { border: round $accent; }
     """
 
@@ -323,8 +331,11 @@ class RunConfigPane(Vertical):
             yield Static("no task chosen", id="run-tasks-chosen", classes="field-note")
             yield Static("", id="err-tasks", classes="field-error")
             yield from self._inputs(NUMBER_FIELDS)
-            yield Checkbox("upload results to W&B", True, id="run-upload_results", compact=True)
-            yield from self._inputs(LATER_FIELDS)
+            # Beside the W&B fields it depends on: without a project it does nothing.
+            split = [name for name, _, _ in LATER_FIELDS].index("wandb_entity") + 1
+            yield from self._inputs(LATER_FIELDS[:split])
+            yield TickBox(UPLOAD_LABELS[True], True, id="run-upload_results", compact=True)
+            yield from self._inputs(LATER_FIELDS[split:])
             yield Static("", id="run-secret-note", classes="field-note")
             yield Label("command", classes="field-note")
             yield Static("", id="run-preview")
@@ -351,16 +362,36 @@ class RunConfigPane(Vertical):
 
     def focus_missing(self) -> None:
         """Focus the first field that needs something (the task filter when only tasks
-        are missing), else the checkpoint: where a user who just picked a checkpoint
-        types next."""
-        # At once (not `Input.focus()`, which waits a turn): keys typed right after a
-        # pick or a pane switch are already queued, and must land in this field.
+        are missing), else the checkpoint."""
         for name in FORM_ORDER:
             if name in self.errors:
-                field = "task-filter" if name == "tasks" else name
-                self.screen.set_focus(self.query_one(f"#run-{field}", Input))
+                self._focus_field("task-filter" if name == "tasks" else name)
                 return
-        self.screen.set_focus(self.query_one("#run-checkpoint", Input))
+        self._focus_field("checkpoint")
+
+    def focus_task_filter(self) -> None:
+        """After a checkpoint was picked: the cursor in the task filter, where the user
+        types next, whatever the form held before."""
+        self._focus_field("task-filter")
+
+    def _focus_field(self, name: str) -> None:
+        field = self.query_one(f"#run-{name}", Input)
+        # At once (not `Input.focus()`, which waits a turn): keys typed right after a
+        # pick or a pane switch are already queued, and must land in this field.
+        self.screen.set_focus(field)
+        # The pane may be shown only now: its layout (and the field's place) is known
+        # after the next refresh, not before.
+        self.call_after_refresh(self._scroll_to_focused)
+
+    def on_show(self) -> None:
+        # Shown (again): the focused field in view, though the form was left scrolled
+        # elsewhere or the focus moved while the pane was hidden.
+        self._scroll_to_focused()
+
+    def _scroll_to_focused(self) -> None:
+        focused = self.screen.focused
+        if focused is not None and self in focused.ancestors:
+            focused.scroll_visible(animate=False)
 
     def on_descendant_focus(self) -> None:
         self._mark_form()
@@ -441,8 +472,18 @@ class RunConfigPane(Vertical):
         secrets = evalrun.dropped_secrets(self.config)
         self._show("run-secret-note", evalrun.secret_note(secrets) if secrets else "")
         self._show("run-preview", self._command_preview(), hide_empty=False)
+        self._show_upload()
         self._update_buttons()
         return self.errors
+
+    def _show_upload(self) -> None:
+        """Without a W&B project eval-framework uploads nothing: the checkbox is disabled
+        and says it needs one."""
+        box = self.query_one("#run-upload_results", Checkbox)
+        project = bool(self.config.wandb_project)
+        if box.disabled == project:
+            box.disabled = not project
+            box.label = UPLOAD_LABELS[project]
 
     # -- the checkpoint in the registry ------------------------------------------------
 
@@ -613,8 +654,16 @@ class RunConfigPane(Vertical):
     def action_validate(self) -> None:
         if self._awaiting_check("validate"):
             return
-        if self._valid("launch"):
-            self.notify("the run configuration is valid", markup=False)
+        if not self._valid("launch"):
+            return
+        # As F5 would find it: a form fit to export may still not start here.
+        problem = evalrun.command_problem(self.config)
+        if problem is not None:
+            message = f"the form is valid, but F5 cannot launch: {problem}"
+            self.notify(message, severity="error", markup=False)
+            self.post_message(self.Refused("launch", [problem]))
+            return
+        self.notify("the run configuration is valid", markup=False)
 
     def action_copy_command(self) -> None:
         if self._awaiting_check("copy_command") or not self._valid("copy the command"):
@@ -688,13 +737,17 @@ class RunConfigPane(Vertical):
         if self.last_export is None:
             self._refuse("submit", ["export a Determined file first (ctrl+o)"])
             return
-        self._write_log(f"$ det experiment create {self.last_export} <empty context>")
         self._submit(self.last_export)
 
     @work(thread=True, exclusive=True, group="run-submit", exit_on_error=False)
     def _submit(self, path: Path) -> None:
+        def started(argv: list[str]) -> None:
+            # The command as it runs; its last word is a fresh empty folder.
+            context = "# the context sent is that empty folder: the image holds eval-framework"
+            self._log_from_thread(f"$ {evalrun.to_shell(argv)}", context)
+
         try:
-            out = evalrun.submit_determined(path)
+            out = evalrun.submit_determined(path, on_start=started)
         except EvalRunError as exc:
             self._log_from_thread(f"error: {exc}")
             self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)

@@ -13,10 +13,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from tui.keymap import BindingRow
+from tui.widgets.dialog import Dialog
 
 # (section title, its rows), in the order shown.
 Sections = list[tuple[str, list[BindingRow]]]
@@ -25,7 +25,7 @@ HEADERS = ("where", "keys", "id", "action")
 MIN_ACTION_WIDTH = 12
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog[None]):
     """Keys by section (pane, focused widget, app); Escape, q or ? closes it."""
 
     DEFAULT_CSS = """

@@ -9,11 +9,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 from tui.services.refs import ArtifactRef, RefError
+from tui.widgets.dialog import Dialog
 from tui.widgets.text_field import TextField
 
 LATEST = "latest"
@@ -34,7 +34,7 @@ def alias_problem(alias: str) -> str | None:
     return None
 
 
-class AliasScreen(ModalScreen[str | None]):
+class AliasScreen(Dialog[str | None]):
     """Enter moves the typed alias (after the caller's confirmation); Esc cancels."""
 
     DEFAULT_CSS = """

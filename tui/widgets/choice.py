@@ -10,11 +10,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 
+from tui.widgets.dialog import Dialog
 
-class ChoiceScreen(ModalScreen[str | None]):
+
+class ChoiceScreen(Dialog[str | None]):
     """Dismisses with the chosen string, or None."""
 
     DEFAULT_CSS = """

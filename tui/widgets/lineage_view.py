@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import Tree
 
 from tui.services.eval_results import LineageDetail, lineage_detail
 from tui.services.registry.protocol import Registry, RunInfo, Version
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 
 
@@ -51,7 +51,7 @@ def fill_lineage(tree: Tree[None], detail: LineageDetail) -> None:
     tree.root.expand()
 
 
-class LineageScreen(ModalScreen[None]):
+class LineageScreen(Dialog[None]):
     """The lineage of `version`; Esc closes."""
 
     DEFAULT_CSS = """

@@ -18,7 +18,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, SelectionList, Static
@@ -34,6 +33,7 @@ from tui.services.eval_results import (
 )
 from tui.services.registry.protocol import Registry
 from tui.widgets.check_list import CheckList
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.text_field import TextField
 
@@ -143,7 +143,7 @@ def chart_caption(column: str, points: Sequence[tuple[str, float]]) -> str:
     return f"{column}: {trail}"
 
 
-class ColumnChooser(ModalScreen[list[str] | None]):
+class ColumnChooser(Dialog[list[str] | None]):
     """Pick the task/metric columns to show: type to filter, space toggles, Enter applies."""
 
     DEFAULT_CSS = """
@@ -216,7 +216,7 @@ class ColumnChooser(ModalScreen[list[str] | None]):
         self.dismiss([c for c in self.all_columns if c in self.chosen])
 
 
-class ResultsScreen(ModalScreen[None]):
+class ResultsScreen(Dialog[None]):
     """The eval results of `collection`, by version; Esc closes."""
 
     DEFAULT_CSS = """

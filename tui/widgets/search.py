@@ -14,13 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.worker import get_current_worker
 
 from tui.services.registry.protocol import Registry
 from tui.services.version_search import SearchHit, search_versions
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.text_field import TextField
 
@@ -35,7 +35,7 @@ def hit_label(hit: SearchHit) -> Text:
     return label
 
 
-class SearchScreen(ModalScreen[SearchHit | None]):
+class SearchScreen(Dialog[SearchHit | None]):
     """Type a word; ↓ moves into the hits; Enter jumps to the highlighted hit."""
 
     DEFAULT_CSS = """

@@ -86,6 +86,7 @@ from tui.services.evalrun.determined import (
 from tui.services.evalrun.launch import (
     LaunchHandle,
     clean_line,
+    command_problem,
     install_hint,
     launch,
     log_checkpoint,
@@ -136,6 +137,7 @@ __all__ = [
     "check_in_registry",
     "checkpoint_arg",
     "clean_line",
+    "command_problem",
     "config_from_dict",
     "config_to_dict",
     "default_determined_path",

@@ -243,9 +243,15 @@ def _det_cli(entrypoint: Any, fail: Callable[[str], NoReturn]) -> Any:
 
 
 def submit_determined(
-    path: Path, context_dir: Path | None = None, *, det: str = "det", timeout: float = 300.0
+    path: Path,
+    context_dir: Path | None = None,
+    *,
+    det: str = "det",
+    timeout: float = 300.0,
+    on_start: Callable[[list[str]], None] | None = None,
 ) -> str:
-    """Run `det experiment create <path> <context_dir>` and return what it printed.
+    """Run `det experiment create <path> <context_dir>` and return what it printed;
+    `on_start` is given the argv just before it runs.
 
     Without `context_dir` an empty folder is sent: eval-framework comes from the image.
     """
@@ -258,6 +264,8 @@ def submit_determined(
     with tempfile.TemporaryDirectory(prefix="evalwb-det-") as empty:
         context = Path(context_dir) if context_dir is not None else Path(empty)
         argv = [exe, "experiment", "create", str(path), str(context)]
+        if on_start is not None:
+            on_start(argv)
         try:
             done = subprocess.run(
                 argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL

@@ -22,7 +22,7 @@ from tui.services.settings import child_environment
 if TYPE_CHECKING:
     from tui.services.transfers import Job, TransferQueue
 
-from tui.services.evalrun.argv import to_argvs, to_shell
+from tui.services.evalrun.argv import program_words, to_argvs, to_shell
 from tui.services.evalrun.config import (
     _ANSI,
     _VERSION_PREFIX,
@@ -42,6 +42,21 @@ def install_hint(program: str) -> str:
         f"{program}: command not found; install eval-framework in the evaluation environment "
         f"(pip install eval-framework) or set the eval command (e.g. 'uv run {DEFAULT_COMMAND}')"
     )
+
+
+def command_problem(config: EvalRunConfig) -> str | None:
+    """What keeps the config's eval command from starting here, found as launching finds
+    it (not on PATH, not an executable file); None when it would start. A command that
+    cannot even be split is `validate`'s to report."""
+    try:
+        program = program_words(config)[0]
+    except (ValueError, EvalRunError):
+        return None
+    try:
+        _resolve(program)
+    except EvalRunError as exc:
+        return str(exc)
+    return None
 
 
 def _resolve(program: str) -> str:

@@ -34,6 +34,8 @@ def preset_name_problem(name: str) -> str | None:
     """Why `name` cannot name a preset (one line saying what to type), or None."""
     if _PRESET_NAME.fullmatch(name or ""):
         return None
+    if not (name or "").strip():
+        return "preset name: type one (letters, digits, '-', '_' or '.')"
     return (
         f"preset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
         "starting with a letter or digit"
