@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +124,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         version = f" {event.version}" if event.version else ""
         print(f"rule {event.rule_id}{version}: {event.state}: {event.message}", file=sys.stderr)
 
+    stop = threading.Event()
+    # SIGTERM ends the loop between steps; a running eval goes on and is adopted later.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     queue = open_queue(settings)
     try:
         with watcher_lock(settings):
@@ -132,9 +137,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 ensure_worker=worker,
                 on_event=report,
             )
-            handled = watcher.run(once=args.once, interval=args.interval or DEFAULT_INTERVAL_SEC)
+            handled = watcher.run(
+                once=args.once, interval=args.interval or DEFAULT_INTERVAL_SEC, stop=stop
+            )
     finally:
         queue.close()
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps([s.to_json() for s in handled], indent=2, sort_keys=True))
     else:

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,11 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tui.services.evalrun.config import EvalRunConfig, EvalRunError, task_key
-from tui.services.evalrun.launch import LaunchHandle, launch, queue_for_logging
+from tui.services.evalrun.argv import to_argvs, to_shell
+from tui.services.evalrun.config import EvalRunConfig, EvalRunError, task_key, validate
+from tui.services.evalrun.launch import _resolve, queue_for_logging
 from tui.services.evalrun.presets import load_preset, write_text_atomic
 from tui.services.refs import parse_ref
 from tui.services.results import AGGREGATED, METADATA, ResultsError, find_runs
+from tui.services.settings import child_environment
 
 if TYPE_CHECKING:
     from tui.services.registry.protocol import Registry, Version
@@ -410,10 +413,50 @@ class Event:
     message: str
 
 
-@dataclass
-class _Live:
-    handle: LaunchHandle
-    lines: list[str]
+class _Eval:
+    """A version's eval commands, one after the other, as the Run pane runs them, but with
+    their output in a file: a pipe would end with the watcher, and the eval with it (a
+    write to a closed pipe), while a file lets the eval outlive a killed watcher."""
+
+    def __init__(self, argvs: list[list[str]], log: Path, env: Mapping[str, str]) -> None:
+        self.log = log
+        self.returncode: int | None = None
+        self._argvs = argvs
+        self._env = child_environment(env)
+        self._env.setdefault("PYTHONUNBUFFERED", "1")
+        self._thread = threading.Thread(target=self._run, name="watch-eval", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """True until the last command has ended."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        code = 0
+        with self.log.open("ab") as out:
+            for argv in self._argvs:
+                out.write(f"$ {to_shell(argv)}\n".encode())
+                out.flush()
+                try:
+                    code = subprocess.call(
+                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                        env=self._env, start_new_session=True,
+                    )  # fmt: skip
+                except OSError as exc:
+                    out.write(f"error: {exc}\n".encode())
+                    code = 127
+                if code != 0:
+                    break
+        self.returncode = code
+
+    def last_line(self) -> str:
+        """The log's last non-empty line, for the error."""
+        try:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")[:300]
 
 
 class Watcher:
@@ -439,7 +482,7 @@ class Watcher:
         self._ensure_worker = ensure_worker
         self._on_event = on_event
         self._env = dict(os.environ if env is None else env)
-        self._live: dict[tuple[str, str], _Live] = {}
+        self._live: dict[tuple[str, str], _Eval] = {}
         self.listings = 0
 
     # one poll: claim what is new -------------------------------------------------------
@@ -514,27 +557,23 @@ class Watcher:
     ) -> None:
         config = dataclasses.replace(config, tasks=tasks)
         env = {**self._env, CLAIM_VARIABLE: claim_token(rule.id, version)}
-        lines: list[str] = []
-        secrets = [s.reveal() for s in (self.settings.wandb_api_key,) if s]
-        log = Path(config.output_dir) / "watch.log"
+        errors = validate(config)
+        if errors:
+            raise WatchError(f"preset {rule.preset}: " + "; ".join(errors.values()))
+        argvs = to_argvs(config)
+        resolved = _resolve(argvs[0][0])  # a missing eval command: one line, nothing started
+        argvs = [[resolved, *argv[1:]] for argv in argvs]
+        log = Path(config.output_dir) / "eval.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-
-        def on_line(line: str) -> None:
-            lines.append(line)
-            del lines[:-20]
-            with log.open("a", encoding="utf-8") as out:
-                out.write(line + "\n")
-
         current = state.get(rule.id, version)
         launches = (current.launches if current else 0) + 1
         state.update(rule.id, version, RUNNING, launches=launches)
-        handle = launch(config, on_line=on_line, env=env, secrets=secrets)
-        self._live[(rule.id, version)] = _Live(handle, lines)
+        self._live[(rule.id, version)] = _Eval(argvs, log, env)
 
     def _follow(self, state: WatchState, rule: Rule, item: VersionState) -> None:
         key = (rule.id, item.version)
         live = self._live.get(key)
-        if live is not None and live.handle.running:
+        if live is not None and live.running:
             return
         if live is None and claimed_processes(claim_token(rule.id, item.version)):
             return  # an eval a previous watcher started is still running: let it finish
@@ -543,11 +582,10 @@ class Watcher:
         missing = [t for t in config.tasks if task_key(t) not in done]
         if live is not None:
             del self._live[key]
-            if live.handle.returncode != 0:
-                tail = next((ln for ln in reversed(live.lines) if ln.strip()), "")
+            if live.returncode != 0:
+                tail = live.last_line()
                 raise WatchError(
-                    f"eval exited with status {live.handle.returncode}"
-                    + (f": {tail}" if tail else "")
+                    f"eval exited with status {live.returncode}" + (f": {tail}" if tail else "")
                 )
         if missing:
             # Never started, or started by a watcher that died before the eval ended.
@@ -665,13 +703,9 @@ class Watcher:
                 if once and not state.list(final=False):
                     break
                 stop.wait(tick)
-            self._stop_live()
+            # Evals still running go on: a watcher started later finds and adopts them.
+            self._live.clear()
             return [s for s in state.list() if (s.rule_id, s.version) in touched]
-
-    def _stop_live(self) -> None:
-        for live in self._live.values():
-            live.handle.cancel()
-        self._live.clear()
 
 
 # --- one watcher at a time --------------------------------------------------------------

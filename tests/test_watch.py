@@ -1,0 +1,240 @@
+"""Continuous evaluation on the demo registry: `watch` rules, the watcher as a real process
+(killed with SIGKILL and started again), the fake eval command, the real transfer worker
+logging offline, and compare's gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tui.services.promote import AUDIT_KEY, promotions
+from tui.services.registry.local import LocalRegistry
+from tui.services.settings import load_settings
+from tui.services.transfers import PENDING_SYNC, open_queue
+from tui.services.watch import (
+    LOGGING,
+    RUNNING,
+    WatchState,
+    claim_token,
+    claimed_processes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = Path(__file__).with_name("fake_eval_framework.py")
+PROGRAM = shlex.join([sys.executable, str(FAKE)])
+
+
+@pytest.fixture
+def demo(isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo registry, a short worker idle time and preset P (ARC, 10 samples)."""
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    monkeypatch.setenv("EVALWB_WORKER_IDLE_SEC", "1")
+    cli("run", "--task", "ARC", "--samples", "10", "--output-dir", str(isolated_env / "out"),
+        "--eval-command", PROGRAM, "--save-preset", "P")  # fmt: skip
+    return isolated_env
+
+
+def cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 180) -> str:
+    """Run `evalwb-tui ARGV` as a process; its stdout (a failure shows stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", *argv],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env or dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def watcher(*argv: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "watch", *argv],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def new_version(tmp: Path, name: str = "ck") -> str:
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return cli("registry", "add", "my-model", str(folder)).split()[0]
+
+
+def history() -> list[dict[str, Any]]:
+    return json.loads(cli("watch", "history", "--json"))
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def state_of(version: str) -> str | None:
+    with WatchState(load_settings()) as state:
+        item = state.get("1", version)
+    return item.state if item else None
+
+
+def log_jobs() -> list[Any]:
+    queue = open_queue(load_settings())
+    try:
+        return [job for job in queue.list() if job.kind == "log"]
+    finally:
+        queue.close()
+
+
+def run_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("aggregated_results.json"))
+
+
+def test_a_new_version_is_evaluated_logged_by_version_and_reported_once(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []  # v0-v4 were there
+    version = new_version(demo)
+    assert version == "my-model:v5"
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["checkpoint"] == "my-model:v5" and item["state"] == "logged"
+    assert item["launches"] == 1 and len(item["run_dirs"]) == 1
+    (job,) = log_jobs()
+    assert job.id == item["jobs"][0] and job.state == PENDING_SYNC  # offline, awaiting sync
+    assert job.payload["checkpoint"] == "my-model:v5"  # grouped by that version
+    assert job.payload["results"] == item["run_dirs"][0]
+    assert list((demo / "wandb").rglob("*.wandb"))
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []  # nothing more to do
+    assert len(log_jobs()) == 1 and len(run_folders(demo / "out")) == 1
+
+
+def test_a_version_registered_while_the_watcher_runs_is_evaluated_once(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    proc = watcher("run", "--interval", "0.3")
+    try:
+        new_version(demo)
+        wait_for(lambda: state_of("v5") == "logged", "v5 logged")
+        new_version(demo, "ck2")
+        wait_for(lambda: state_of("v6") == "logged", "v6 logged")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    items = {i["version"]: i for i in history()}
+    assert set(items) == {"v5", "v6"}
+    assert [items[v]["launches"] for v in ("v5", "v6")] == [1, 1]
+    assert len(log_jobs()) == 2 and len(run_folders(demo / "out")) == 2
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []
+
+
+def _alive(version: str) -> bool:
+    return bool(claimed_processes(claim_token("1", version)))
+
+
+@pytest.mark.parametrize("point", ["eval-running", "eval-killed-too", "logging"])
+def test_a_watcher_killed_mid_run_neither_skips_nor_doubles(demo: Path, point: str) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    new_version(demo)
+    proc = watcher("run", "--once", FAKE_EF_SECONDS="3" if point != "logging" else "0")
+    try:
+        if point == "logging":
+            wait_for(lambda: state_of("v5") == LOGGING, "v5 logging")
+        else:
+            wait_for(lambda: state_of("v5") == RUNNING and _alive("v5"), "the eval running")
+    finally:
+        proc.kill()
+        proc.wait()
+    if point == "eval-killed-too":
+        for pid in claimed_processes(claim_token("1", "v5")):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _alive("v5"), "the eval gone")
+    else:
+        assert state_of("v5") in (RUNNING, LOGGING)
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["version"] == "v5" and item["state"] == "logged", item
+    # Adopted when it ran on or had finished; launched again only when it had died.
+    assert item["launches"] == (2 if point == "eval-killed-too" else 1)
+    assert len(run_folders(demo / "out")) == 1
+    assert len(log_jobs()) == 1
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []
+
+
+def test_a_version_claimed_by_a_watcher_that_died_before_launching_is_launched(
+    demo: Path,
+) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    new_version(demo)
+    with WatchState(load_settings()) as state:  # what a watcher killed after the claim left
+        assert state.claim("1", "v5", "my-model:v5")
+        assert not state.claim("1", "v5", "my-model:v5")
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["state"] == "logged" and item["launches"] == 1
+
+
+def test_an_alias_trigger_evaluates_the_version_the_alias_is_added_to(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--alias", "candidate", "--preset", "P")
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []  # v4 held it already
+    cli("registry", "alias", "my-model:v2", "candidate")
+    new_version(demo)  # a new version without the alias is not evaluated
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["checkpoint"] == "my-model:v2" and item["state"] == "logged"
+    assert {i["version"] for i in history()} == {"v2"}
+
+
+def test_a_paused_rule_claims_nothing_until_resumed(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    cli("watch", "pause", "1")
+    new_version(demo)
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []
+    assert json.loads(cli("watch", "ls", "--json"))[0]["paused"] is True
+    cli("watch", "resume", "1")
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["version"] == "v5"
+
+
+def test_a_gate_that_refuses_records_why_and_moves_nothing(
+    demo: Path, demo_registry_dir: Path
+) -> None:
+    # v4 holds `candidate`; --backfill evaluates it although it was there before the rule.
+    cli("watch", "add", "my-model", "--alias", "candidate", "--preset", "P",
+        "--promote", "production", "--require", "ARC", "--backfill")  # fmt: skip
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["version"] == "v4" and item["state"] == "refused"
+    assert item["verdict"] == "production: v3 → v4 refused: ARC shows no clear difference"
+    registry = LocalRegistry(demo_registry_dir)
+    assert registry.resolve("my-model:production").version == "v3"
+    assert AUDIT_KEY not in registry.resolve("my-model:v4").metadata
+
+
+def test_a_gate_that_passes_promotes_with_an_audit_record(
+    demo: Path, demo_registry_dir: Path
+) -> None:
+    cli("watch", "add", "my-model", "--alias", "candidate", "--preset", "P",
+        "--promote", "production", "--require", "ARC:BitsPerByte_bits", "--backfill")  # fmt: skip
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["state"] == "promoted", item
+    assert "allowed" in item["verdict"]
+    promoted = LocalRegistry(demo_registry_dir).resolve("my-model:production")
+    assert promoted.version == "v4"
+    (record,) = promotions(promoted)
+    assert record["from"] == "my-model:v3" and record["to"] == "my-model:v4"
+    assert record["required"][0]["requirement"] == "ARC:BitsPerByte_bits"
+
+
+def test_watch_add_refuses_a_missing_preset_in_one_line(demo: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "watch", "add", "my-model", "--preset", "nope"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("evalwb-tui: ") and done.stderr.count("\n") == 1
+    assert json.loads(cli("watch", "ls", "--json")) == []
