@@ -238,3 +238,32 @@ def test_watch_add_refuses_a_missing_preset_in_one_line(demo: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("evalwb-tui: ") and done.stderr.count("\n") == 1
     assert json.loads(cli("watch", "ls", "--json")) == []
+
+
+def test_the_determined_path_through_the_real_det_cli_and_the_master_emulator(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.determined_master import Master
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DET_USER", "determined")
+    monkeypatch.setenv("DET_PASS", "emulated-password-1")
+    with Master(max_seconds=300) as master:
+        monkeypatch.setenv("DET_MASTER", master.url)
+        cli("watch", "add", "my-model", "--preset", "P", "--determined")
+        new_version(demo)
+        (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+        again = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["state"] == "logged" and item["experiment"] == 1, item
+    assert again == []
+    assert ("POST", "/api/v1/experiments") in master.requests
+    assert ("GET", "/api/v1/experiments/1") in master.requests
+    (exp,) = master.experiments.values()
+    assert exp["state"] == "STATE_COMPLETED"
+    hp = exp["config"]["hyperparameters"]
+    assert hp["llm_args"]["artifact_name"] == "my-model:v5"
+    assert hp["output_dir"] == item["output_dir"]
+    (run_dir,) = item["run_dirs"]
+    assert run_dir.startswith(item["output_dir"]) and (Path(run_dir) / "metadata.json").is_file()
+    (job,) = log_jobs()
+    assert job.payload["checkpoint"] == "my-model:v5" and job.payload["results"] == run_dir

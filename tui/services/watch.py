@@ -40,6 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from tui.services.evalrun.argv import to_argvs, to_shell
 from tui.services.evalrun.config import EvalRunConfig, EvalRunError, task_key, validate
+from tui.services.evalrun.determined import (
+    DET_ENDED,
+    created_experiment_id,
+    experiment_state,
+    submit_determined,
+    write_determined,
+)
 from tui.services.evalrun.launch import _resolve, queue_for_logging
 from tui.services.evalrun.presets import load_preset, write_text_atomic
 from tui.services.refs import parse_ref
@@ -56,6 +63,7 @@ STATE_FILE = "watch.sqlite"
 LOCK_FILE = "watch.lock"
 CLAIM_VARIABLE = "EVALWB_WATCH_CLAIM"
 DEFAULT_INTERVAL_SEC = 60.0
+DESCRIBE_EVERY_SEC = 2.0
 
 EXISTING = "existing"
 SEEN = "seen"
@@ -483,6 +491,7 @@ class Watcher:
         self._on_event = on_event
         self._env = dict(os.environ if env is None else env)
         self._live: dict[tuple[str, str], _Eval] = {}
+        self._next_describe: dict[tuple[str, str], float] = {}
         self.listings = 0
 
     # one poll: claim what is new -------------------------------------------------------
@@ -545,12 +554,52 @@ class Watcher:
         return dataclasses.replace(config, output_dir=str(output))
 
     def _start(self, state: WatchState, rule: Rule, item: VersionState) -> None:
-        if rule.determined:
-            raise WatchError("running on Determined is not available in this version")
         config = self._config(rule, item)
         # The folder is recorded before anything runs: a restart looks there.
-        if state.update(rule.id, item.version, SEEN, state=RUNNING, output_dir=config.output_dir):
+        if not state.update(
+            rule.id, item.version, SEEN, state=RUNNING, output_dir=config.output_dir
+        ):
+            return
+        if rule.determined:
+            self._submit(state, rule, item.version, config)
+        else:
             self._launch(state, rule, item.version, config, config.tasks)
+
+    def _submit(self, state: WatchState, rule: Rule, version: str, config: EvalRunConfig) -> None:
+        """`det experiment create` with the exported file; the experiment id is recorded.
+
+        The trials write where the file's `output_dir` says: a folder the cluster and this
+        machine share, as the Run pane's F9 expects."""
+        path = Path(config.output_dir) / "experiment.yaml"
+        name = f"evalwb watch {claim_token(rule.id, version)}"
+        write_determined(config, path, name=name)
+        current = state.get(rule.id, version)
+        launches = (current.launches if current else 0) + 1
+        state.update(rule.id, version, RUNNING, launches=launches)
+        experiment = created_experiment_id(submit_determined(path))
+        state.update(rule.id, version, RUNNING, experiment=experiment)
+
+    def _follow_experiment(self, state: WatchState, rule: Rule, item: VersionState) -> None:
+        assert item.experiment is not None
+        key = (rule.id, item.version)
+        if time.monotonic() < self._next_describe.get(key, 0.0):
+            return
+        self._next_describe[key] = time.monotonic() + DESCRIBE_EVERY_SEC
+        status = experiment_state(item.experiment)
+        if status not in DET_ENDED:
+            return
+        self._next_describe.pop(key, None)
+        if status != "STATE_COMPLETED":
+            raise WatchError(f"Determined experiment {item.experiment} ended {status}")
+        config = self._config(rule, item)
+        done = complete_tasks(Path(config.output_dir))
+        missing = [t for t in config.tasks if task_key(t) not in done]
+        if missing:
+            raise WatchError(
+                f"Determined experiment {item.experiment} completed without results for "
+                f"{', '.join(missing)} in {config.output_dir}"
+            )
+        self._to_logging(state, rule, item, config, done)
 
     def _launch(
         self, state: WatchState, rule: Rule, version: str, config: EvalRunConfig, tasks: list[str]
@@ -571,6 +620,17 @@ class Watcher:
         self._live[(rule.id, version)] = _Eval(argvs, log, env)
 
     def _follow(self, state: WatchState, rule: Rule, item: VersionState) -> None:
+        if rule.determined:
+            if item.experiment is not None:
+                self._follow_experiment(state, rule, item)
+                return
+            config = self._config(rule, item)
+            done = complete_tasks(Path(config.output_dir))
+            if all(task_key(t) in done for t in config.tasks):
+                self._to_logging(state, rule, item, config, done)
+            else:  # killed before `det experiment create` answered: submit again
+                self._submit(state, rule, item.version, config)
+            return
         key = (rule.id, item.version)
         live = self._live.get(key)
         if live is not None and live.running:
@@ -593,6 +653,16 @@ class Watcher:
                 raise WatchError(f"eval ended without results for {', '.join(missing)}")
             self._launch(state, rule, item.version, config, missing)
             return
+        self._to_logging(state, rule, item, config, done)
+
+    def _to_logging(
+        self,
+        state: WatchState,
+        rule: Rule,
+        item: VersionState,
+        config: EvalRunConfig,
+        done: Mapping[str, Path],
+    ) -> None:
         run_dirs = [str(done[task_key(t)]) for t in config.tasks]
         state.update(rule.id, item.version, RUNNING, state=LOGGING, run_dirs=run_dirs)
         self._queue_logs(state, rule, dataclasses.replace(item, run_dirs=run_dirs), config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -268,3 +269,42 @@ def submit_determined(
         last = lines[-1] if lines else f"exit status {done.returncode}"
         raise EvalRunError(f"{det} experiment create failed: {last}")
     return done.stdout.strip()
+
+
+_CREATED = re.compile(r"Created experiment (\d+)")
+# experimentv1State values after which an experiment runs no more.
+DET_ENDED = frozenset({"STATE_COMPLETED", "STATE_CANCELED", "STATE_ERROR", "STATE_DELETED"})
+
+
+def created_experiment_id(output: str) -> int:
+    """The experiment id in what `det experiment create` printed."""
+    found = _CREATED.search(output)
+    if found is None:
+        last = output.strip().splitlines()[-1:] or ["nothing"]
+        raise EvalRunError(f"det experiment create printed no experiment id: {last[0]}")
+    return int(found.group(1))
+
+
+def experiment_state(experiment_id: int, *, det: str = "det", timeout: float = 60.0) -> str:
+    """The experiment's state (`STATE_ACTIVE`, `STATE_COMPLETED`, ...) from
+    `det experiment describe ID --json`."""
+    exe = shutil.which(det)
+    if exe is None:
+        raise EvalRunError(f"{det}: command not found; install the Determined CLI")
+    argv = [exe, "experiment", "describe", str(experiment_id), "--json"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise EvalRunError(f"{det} experiment describe: no answer in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        last = lines[-1] if lines else f"exit status {done.returncode}"
+        raise EvalRunError(f"{det} experiment describe {experiment_id} failed: {last}")
+    try:
+        return str(json.loads(done.stdout)[0]["experiment"]["state"])
+    except (ValueError, LookupError, TypeError):
+        raise EvalRunError(
+            f"{det} experiment describe {experiment_id}: no experiment state in its JSON"
+        ) from None
