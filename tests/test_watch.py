@@ -254,6 +254,11 @@ def test_the_determined_path_through_the_real_det_cli_and_the_master_emulator(
         new_version(demo)
         (item,) = json.loads(cli("watch", "run", "--once", "--json"))
         again = json.loads(cli("watch", "run", "--once", "--json"))
+        trials = subprocess.run(
+            ["det", "experiment", "list-trials", "1", "--csv"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    assert "COMPLETED" in trials.splitlines()[1], trials
     assert item["state"] == "logged" and item["experiment"] == 1, item
     assert again == []
     assert ("POST", "/api/v1/experiments") in master.requests
