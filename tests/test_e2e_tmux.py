@@ -201,3 +201,24 @@ def test_wandb_backend_writes_nothing_outside_the_app(
         assert FAKE_KEY not in screen
         quit_cleanly(terminal)
         assert emulator.errors == []
+
+
+def test_compare_at_80x24_in_tmux(terminal: Terminal) -> None:
+    terminal.tmux("resize-window", "-t", "e2e", "-x", "80", "-y", "24")
+    terminal.type("evalwb-tui --demo")
+    terminal.keys("Enter")
+    terminal.wait_text("my-model-local")
+    terminal.keys("Down", "Down", "Enter")
+    terminal.wait(lambda s: "v4" in tree_column(s), "the versions of my-model")
+    terminal.keys("Down")
+    terminal.wait(lambda s: "best, candidate" in s and "metadata" in s, "v4's details")
+    # `m`: v4 against the holder of production, rows with interval bars and marks.
+    terminal.keys("m")
+    screen = terminal.wait_text("compare · A my-model:production · B my-model:v4")
+    screen = terminal.wait(lambda s: "▲" in s and "ARC: Accuracy" in s, "the comparison")
+    lines = screen.splitlines()
+    assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+    assert "f filter · o other · p promote · Esc close" in screen
+    terminal.keys("Escape")
+    terminal.wait(lambda s: "llama-3-8b-sft" in tree_column(s), "the Registry pane")
+    quit_cleanly(terminal, "evalwb-tui: demo registry")

@@ -577,8 +577,11 @@ async def test_t_shows_the_results_of_my_model_by_version(demo_app: PaneApp) -> 
         column = screen.columns.index(arc) + 1
         v3 = screen.table.value("v3", arc)
         v4 = screen.table.value("v4", arc)
-        assert str(screen.data_table.get_row("v3")[column]) == f"{v3:.4g}"
-        assert str(screen.data_table.get_row("v4")[column]) == f"{v4:.4g}"
+        # Each mean with ± the standard error eval-framework reported for it.
+        stderr = "ARC / StdErr Accuracy Loglikelihood"
+        se3, se4 = screen.table.value("v3", stderr), screen.table.value("v4", stderr)
+        assert str(screen.data_table.get_row("v3")[column]) == f"{v3:.4g} ±{se3:.2g}"
+        assert str(screen.data_table.get_row("v4")[column]) == f"{v4:.4g} ±{se4:.2g}"
         assert screen.chart.data == [v3, v4]
         await pilot.press("escape")
         assert isinstance(demo_app.focused, RegistryTree)

@@ -355,13 +355,18 @@ def _result(registry: Registry, model: Version, evaluation: Version, run: RunInf
         run=run,
         values=read_aggregated(registry, evaluation),
         created_at=evaluation.created_at,
-        primary=primary_metric(evaluation.metadata),
+        primary=_primary_metric(evaluation.metadata),
     )
 
 
 def primary_metric(metadata: Mapping[str, Any]) -> str | None:
-    """A task's headline metric: eval-framework's `primary_metrics`, else the first of
-    the task's own metrics."""
+    """A task's headline metric, from an eval run's metadata: eval-framework's
+    `primary_metrics`, else the first of the task's own metrics."""
+    return _primary_metric(metadata)
+
+
+def _primary_metric(metadata: Mapping[str, Any]) -> str | None:
+    """eval-framework's `primary_metrics`, else the first of the task's own metrics."""
     task_metadata = metadata.get("task_metadata")
     for names in (
         metadata.get("primary_metrics"),

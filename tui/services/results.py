@@ -123,7 +123,7 @@ def read_run(path: Path) -> EvalRun:
         num_samples=_optional_int(metadata, "num_samples", folder.get("samples"), path),
         max_tokens=_optional_int(metadata, "max_tokens", folder.get("tokens"), path),
         eval_framework_version=_version(metadata, path),
-        language=language_of(metadata),
+        language=_language(metadata),
         config_hash=folder["hash"],
         aggregated=aggregated,
         files={name: path / name for name in RESULT_FILES if (path / name).is_file()},
@@ -333,6 +333,11 @@ def _version(metadata: dict[str, Any], path: Path) -> str:
 
 
 def language_of(metadata: dict[str, Any]) -> str | None:
+    """The language of a run with this `metadata.json`, as `EvalRun.language` has it."""
+    return _language(metadata)
+
+
+def _language(metadata: dict[str, Any]) -> str | None:
     """The run's language as one string.
 
     `language` is a name (`German`), a map subject -> name, or a map subject -> (source,
