@@ -355,6 +355,20 @@ def _from_row(row: sqlite3.Row) -> VersionState:
     return VersionState(**data)
 
 
+def state_exists(settings: Settings) -> bool:
+    """True once a rule was added (the state database exists)."""
+    return (settings.paths.state / STATE_FILE).is_file()
+
+
+def decided(settings: Settings) -> list[VersionState]:
+    """Versions the gate has decided (promoted or refused), oldest first; none before any
+    rule was added (nothing is created just to look)."""
+    if not state_exists(settings):
+        return []
+    with WatchState(settings) as state:
+        return [s for s in state.list() if s.state in (PROMOTED, REFUSED)]
+
+
 # --- running evals -----------------------------------------------------------------------
 
 
@@ -828,11 +842,13 @@ __all__ = [
     "claim_token",
     "claimed_processes",
     "complete_tasks",
+    "decided",
     "get_rule",
     "load_rules",
     "remove_rule",
     "rules_path",
     "set_paused",
+    "state_exists",
     "stop_claimed",
     "version_output_dir",
     "watcher_lock",
