@@ -272,3 +272,38 @@ def test_the_determined_path_through_the_real_det_cli_and_the_master_emulator(
     assert run_dir.startswith(item["output_dir"]) and (Path(run_dir) / "metadata.json").is_file()
     (job,) = log_jobs()
     assert job.payload["checkpoint"] == "my-model:v5" and job.payload["results"] == run_dir
+
+
+def test_run_save_preset_writes_the_f7_file_and_runs_nothing(demo: Path) -> None:
+    from tui.services.evalrun import load_preset, preset_path
+
+    settings = load_settings()
+    config = load_preset("P", settings)  # saved by the fixture, the file F7 writes
+    assert preset_path("P", settings).is_file()
+    assert config.tasks == ["ARC"] and config.num_samples == 10 and config.command == PROGRAM
+    assert config.checkpoint == "" and not (demo / "out").exists()
+
+
+def test_watch_run_detach_polls_in_the_background_until_stopped(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    out = cli("watch", "run", "--detach", "--interval", "0.3")
+    pid = int(out.split()[2])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tui.cli", "watch", "run", "--detach"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 2 and "a watcher already runs" in done.stderr
+        new_version(demo)
+        wait_for(lambda: state_of("v5") == "logged", "v5 logged by the detached watcher")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: _zombie(pid), "the watcher gone")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone meanwhile
+    return stat[stat.rfind(")") + 2] == "Z"

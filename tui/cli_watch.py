@@ -25,7 +25,7 @@ def add_watch(sub: Any) -> None:
     watch.add_argument(
         "--foreground", action="store_true", help="run the watcher here (as 'watch run')"
     )
-    watch.set_defaults(handler=_run, once=False, json=False, interval=None)
+    watch.set_defaults(handler=_run, once=False, json=False, interval=None, detach=False)
     verbs = watch.add_subparsers(dest="verb", metavar="VERB")
     add = verbs.add_parser("add", help="watch a collection: a new version (or alias) is evaluated")
     add.add_argument("collection", help="e.g. my-model or wandb-registry-NAME/my-model")
@@ -49,6 +49,9 @@ def add_watch(sub: Any) -> None:
     run.add_argument("--once", action="store_true", help="handle what is pending, then exit")
     run.add_argument("--json", action="store_true", help="print the versions handled as JSON")
     run.add_argument("--interval", type=float, help="seconds between polls (default 60)")
+    run.add_argument(
+        "--detach", action="store_true", help="run it in the background, beyond this terminal"
+    )
     run.set_defaults(handler=_run)
     history = verbs.add_parser("history", help="each version: what ran, results, verdict")
     history.add_argument("--json", action="store_true")
@@ -110,6 +113,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.verb is None and not args.foreground:
         raise CliError("watch: give a verb (add, ls, rm, run, history) or --foreground")
+    if args.detach:
+        return _detach(args, settings)
     last = [0.0]
 
     def worker() -> None:
@@ -168,3 +173,36 @@ def _history_line(s: Any) -> str:
     what = s.verdict or s.error or ""
     runs = f"{len(s.run_dirs)} run(s), jobs {', '.join(map(str, s.jobs))}" if s.jobs else ""
     return "  ".join(p for p in (f"rule {s.rule_id}", s.checkpoint, s.state, runs, what) if p)
+
+
+def _detach(args: argparse.Namespace, settings: Settings) -> int:
+    """Start `watch run` in its own session (a hangup of this terminal does not reach it),
+    its output in `watch.log` in the state folder; one watcher at a time, as ever."""
+    import os
+    import subprocess
+
+    from tui.services.settings import child_environment
+    from tui.services.watch import watcher_running
+
+    if args.once:
+        raise CliError("watch run: --detach keeps polling; leave out --once")
+    if watcher_running(settings):
+        raise CliError(f"a watcher already runs on {settings.paths.state}")
+    log = settings.paths.state / "watch.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "tui.cli", *(["--demo"] if args.demo else []), "watch", "run"]
+    if args.interval:
+        argv += ["--interval", str(args.interval)]
+    with open(log, "ab") as out, open(os.devnull, "rb") as nothing:
+        proc = subprocess.Popen(
+            argv, stdin=nothing, stdout=out, stderr=subprocess.STDOUT,
+            env=child_environment(), start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and not watcher_running(settings) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise CliError(f"the watcher exited at once: {tail[0]}")
+    print(f"watcher pid {proc.pid} started; its output goes to {log}")
+    return 0

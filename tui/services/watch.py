@@ -27,7 +27,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -815,11 +814,19 @@ def watcher_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
-def stop_claimed(token: str) -> None:
-    """SIGTERM every process of a claim (used when a rule is removed mid-eval)."""
-    for pid in claimed_processes(token):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+def watcher_running(settings: Settings) -> bool:
+    """True while some watcher holds the lock of this state folder."""
+    path = settings.paths.state / LOCK_FILE
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _one_line(exc: BaseException | str) -> str:
@@ -849,7 +856,7 @@ __all__ = [
     "rules_path",
     "set_paused",
     "state_exists",
-    "stop_claimed",
     "version_output_dir",
     "watcher_lock",
+    "watcher_running",
 ]
