@@ -1,5 +1,6 @@
 """A Determined master emulator for tests: a real HTTP server on 127.0.0.1 answering the REST
-endpoints the `det` CLI (determined 0.38) uses to log in, create an experiment and follow it.
+endpoints the `det` CLI (determined 0.38) uses to log in, create an experiment, list
+experiments, and follow one and its trials.
 
 Every response body is first read back with the `determined` package's own generated
 bindings (`determined.common.api.bindings.v1...Response.from_json`), so a wrong shape fails
@@ -189,6 +190,11 @@ class Master:
             exp = self.create(body)
             out = {"config": exp["config"], "experiment": self.experiment_json(exp)}
             return 200, out, bindings.v1CreateExperimentResponse
+        if method == "GET" and route == ["experiments"]:
+            exps = [self.experiment_json(e) for e in self.experiments.values()]
+            page = {"offset": 0, "limit": 0, "startIndex": 0, "endIndex": len(exps),
+                    "total": len(exps)}  # fmt: skip
+            return 200, {"experiments": exps, "pagination": page}, bindings.v1GetExperimentsResponse
         if len(route) >= 2 and route[0] == "experiments" and route[1].isdigit():
             exp = self.experiments.get(int(route[1]))
             if exp is None:

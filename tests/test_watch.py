@@ -307,3 +307,38 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True  # gone meanwhile
     return stat[stat.rfind(")") + 2] == "Z"
+
+
+@pytest.mark.parametrize("point", ["followed", "id-unrecorded"])
+def test_a_watcher_killed_while_determined_runs_adopts_the_experiment(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    from tests.determined_master import Master
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DET_USER", "determined")
+    monkeypatch.setenv("DET_PASS", "emulated-password-1")
+    monkeypatch.setenv("FAKE_EF_SECONDS", "3")  # the emulated trial takes a while
+    with Master(max_seconds=300) as master:
+        monkeypatch.setenv("DET_MASTER", master.url)
+        cli("watch", "add", "my-model", "--preset", "P", "--determined")
+        new_version(demo)
+        proc = watcher("run", "--once")
+        try:
+            wait_for(lambda: _experiment_of("v5") is not None, "the experiment recorded")
+        finally:
+            proc.kill()
+            proc.wait()
+        if point == "id-unrecorded":  # as if killed after det answered, before the record
+            with WatchState(load_settings()) as state:
+                assert state.update("1", "v5", RUNNING, experiment=None)
+        (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+        assert len(master.experiments) == 1  # found again, never submitted twice
+    assert item["state"] == "logged" and item["experiment"] == 1 and item["launches"] == 1
+    assert len(log_jobs()) == 1
+
+
+def _experiment_of(version: str) -> int | None:
+    with WatchState(load_settings()) as state:
+        item = state.get("1", version)
+    return item.experiment if item else None

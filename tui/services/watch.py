@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -43,6 +44,7 @@ from tui.services.evalrun.determined import (
     DET_ENDED,
     created_experiment_id,
     experiment_state,
+    find_experiment,
     submit_determined,
     write_determined,
 )
@@ -421,6 +423,13 @@ def version_output_dir(config: EvalRunConfig, rule: Rule, version: str) -> Path:
     return base / "watch" / f"rule-{rule.id}" / version
 
 
+def experiment_name(rule: Rule, version: str, config: EvalRunConfig) -> str:
+    """A Determined experiment's name, unique to this version's claim and output folder
+    (so another machine's rule 1 never passes for this one's)."""
+    digest = hashlib.sha256(config.output_dir.encode()).hexdigest()[:8]
+    return f"evalwb watch {claim_token(rule.id, version)} {digest}"
+
+
 # --- the watcher ---------------------------------------------------------------------------
 
 
@@ -584,8 +593,7 @@ class Watcher:
         The trials write where the file's `output_dir` says: a folder the cluster and this
         machine share, as the Run pane's F9 expects."""
         path = Path(config.output_dir) / "experiment.yaml"
-        name = f"evalwb watch {claim_token(rule.id, version)}"
-        write_determined(config, path, name=name)
+        write_determined(config, path, name=experiment_name(rule, version, config))
         current = state.get(rule.id, version)
         launches = (current.launches if current else 0) + 1
         state.update(rule.id, version, RUNNING, launches=launches)
@@ -638,10 +646,12 @@ class Watcher:
                 self._follow_experiment(state, rule, item)
                 return
             config = self._config(rule, item)
-            done = complete_tasks(Path(config.output_dir))
-            if all(task_key(t) in done for t in config.tasks):
-                self._to_logging(state, rule, item, config, done)
-            else:  # killed before `det experiment create` answered: submit again
+            # Killed around `det experiment create`: the experiment, if it was created,
+            # carries this version's own name; only when there is none is it submitted.
+            found = find_experiment(experiment_name(rule, item.version, config))
+            if found is not None:
+                state.update(rule.id, item.version, RUNNING, experiment=found)
+            else:
                 self._submit(state, rule, item.version, config)
             return
         key = (rule.id, item.version)
