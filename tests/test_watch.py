@@ -168,6 +168,19 @@ def test_a_watcher_killed_mid_run_neither_skips_nor_doubles(demo: Path, point: s
     assert json.loads(cli("watch", "run", "--once", "--json")) == []
 
 
+def test_log_jobs_queued_by_a_watcher_that_died_before_recording_them_are_reused(
+    demo: Path,
+) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    new_version(demo)
+    (first,) = json.loads(cli("watch", "run", "--once", "--json"))
+    with WatchState(load_settings()) as state:  # as if killed right after queueing
+        assert state.update("1", "v5", "logged", state=LOGGING, jobs=[])
+    (item,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert item["state"] == "logged" and item["jobs"] == first["jobs"]
+    assert len(log_jobs()) == 1
+
+
 def test_a_version_claimed_by_a_watcher_that_died_before_launching_is_launched(
     demo: Path,
 ) -> None:
@@ -228,6 +241,12 @@ def test_a_gate_that_passes_promotes_with_an_audit_record(
     (record,) = promotions(promoted)
     assert record["from"] == "my-model:v3" and record["to"] == "my-model:v4"
     assert record["required"][0]["requirement"] == "ARC:BitsPerByte_bits"
+    # Killed after the move, before its record: the move is found, not made again.
+    with WatchState(load_settings()) as state:
+        assert state.update("1", "v4", "promoted", state=LOGGING)
+    (again,) = json.loads(cli("watch", "run", "--once", "--json"))
+    assert again["state"] == "promoted" and again["verdict"] == "my-model:v4 holds production"
+    assert len(promotions(LocalRegistry(demo_registry_dir).resolve("my-model:v4"))) == 1
 
 
 def test_watch_add_refuses_a_missing_preset_in_one_line(demo: Path) -> None:
