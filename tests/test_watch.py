@@ -361,3 +361,38 @@ def _experiment_of(version: str) -> int | None:
     with WatchState(load_settings()) as state:
         item = state.get("1", version)
     return item.experiment if item else None
+
+
+class CountingRegistry:
+    """The real local registry, with every call it answers counted by name."""
+
+    def __init__(self, inner: LocalRegistry) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self.inner, name)
+
+
+def test_a_poll_costs_one_listing_per_active_rule_and_no_other_request(
+    demo: Path, demo_registry_dir: Path
+) -> None:
+    from tui.services.watch import Watcher, add_rule, set_paused
+
+    settings = load_settings()
+    registry = CountingRegistry(LocalRegistry(demo_registry_dir))
+    add_rule(settings, registry.inner, "my-model", "P")
+    add_rule(settings, registry.inner, "my-model", "P", alias="candidate")
+    add_rule(settings, registry.inner, "mistral-7b-dpo", "P")
+    set_paused(settings, "3", True)
+    queue = open_queue(settings)
+    try:
+        watcher = Watcher(settings, lambda: registry, queue=queue)  # type: ignore[arg-type]
+        with WatchState(settings) as state:
+            for _ in range(3):
+                assert watcher.poll(state, registry) == []  # type: ignore[arg-type]
+                watcher.advance(state, registry)  # type: ignore[arg-type]
+    finally:
+        queue.close()
+    assert registry.calls == ["list_versions"] * 6

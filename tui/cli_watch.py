@@ -126,8 +126,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"log jobs: {_worker_words(status)}", file=sys.stderr)
 
     def report(event: Any) -> None:
+        where = f"rule {event.rule_id}" if event.rule_id else "watch"
         version = f" {event.version}" if event.version else ""
-        print(f"rule {event.rule_id}{version}: {event.state}: {event.message}", file=sys.stderr)
+        print(f"{where}{version}: {event.state}: {event.message}", file=sys.stderr)
 
     stop = threading.Event()
     # SIGTERM ends the loop between steps; a running eval goes on and is adopted later.

@@ -27,6 +27,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -761,13 +762,6 @@ class Watcher:
 
     # loops --------------------------------------------------------------------------------
 
-    def step(self, state: WatchState) -> list[VersionState]:
-        """One poll and one round of advancing; returns the versions claimed."""
-        registry = self._open_registry()
-        claimed = self.poll(state, registry)
-        self.advance(state, registry)
-        return claimed
-
     def run(
         self,
         *,
@@ -783,16 +777,24 @@ class Watcher:
         with WatchState(self.settings) as state:
             pending = {(s.rule_id, s.version) for s in state.list(final=False)}
             touched.update(dict.fromkeys(pending))
-            next_poll = 0.0
-            registry = None
+            next_poll = time.monotonic()
+            registry: Registry | None = None  # opened once: W&B's costs requests each time
             while not stop.is_set():
                 now = time.monotonic()
-                if registry is None or (not once and now >= next_poll):
-                    registry = self._open_registry()
-                    for item in self.poll(state, registry):
-                        touched[(item.rule_id, item.version)] = None
-                    next_poll = now + interval
-                self.advance(state, registry)
+                if now >= next_poll:
+                    next_poll = math.inf if once else now + interval
+                    try:
+                        registry = registry or self._open_registry()
+                        for item in self.poll(state, registry):
+                            touched[(item.rule_id, item.version)] = None
+                    except Exception as exc:
+                        if once:
+                            raise
+                        # Unreachable now, perhaps not at the next poll: opened again then.
+                        self._on_event(Event("", "", "error", _one_line(exc)))
+                        registry = None
+                if registry is not None:
+                    self.advance(state, registry)
                 if once and not state.list(final=False):
                     break
                 stop.wait(tick)
