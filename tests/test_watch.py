@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.wandb_emulator import wandb_service  # noqa: F401 - a fixture
 from tui.services.promote import AUDIT_KEY, promotions
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import load_settings
@@ -396,3 +397,33 @@ def test_a_poll_costs_one_listing_per_active_rule_and_no_other_request(
     finally:
         queue.close()
     assert registry.calls == ["list_versions"] * 6
+
+
+def test_the_watcher_polls_a_wandb_registry_with_one_listing_per_poll(
+    isolated_env: Path, demo_registry_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """The same rules on the W&B backend (the API emulator holding the demo registry):
+    versions there when the rule is added are skipped; a new one is claimed by version."""
+    from tui.services.evalrun import EvalRunConfig, save_preset
+    from tui.services.watch import Watcher, add_rule
+
+    service: Any = request.getfixturevalue("wandb_service")
+    local = LocalRegistry(demo_registry_dir)
+    backend = service.serve(local)
+    settings = service.settings
+    save_preset("P", EvalRunConfig(tasks=["ARC"]), settings)
+    add_rule(settings, backend, "my-model", "P")
+    watcher = Watcher(settings, lambda: backend, queue=None)  # type: ignore[arg-type]
+    with WatchState(settings) as state:
+        assert watcher.poll(state, backend) == []
+        folder = isolated_env / "ck"
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        local.add_version("my-model", folder)
+        before = len(service.emulator.operations)
+        (claimed,) = watcher.poll(state, backend)
+        asked = service.emulator.operations[before:]
+    assert claimed.version == "v5" and claimed.checkpoint == "my-model:v5"
+    assert claimed.state == "seen"
+    assert asked == ["ProjectArtifacts"]  # one GraphQL request: the collection's versions
+    service.check()
