@@ -427,3 +427,15 @@ def test_the_watcher_polls_a_wandb_registry_with_one_listing_per_poll(
     assert claimed.state == "seen"
     assert asked == ["ProjectArtifacts"]  # one GraphQL request: the collection's versions
     service.check()
+
+
+def test_an_eval_that_fails_is_recorded_failed_with_its_error_and_not_rerun(demo: Path) -> None:
+    cli("watch", "add", "my-model", "--preset", "P")
+    new_version(demo)
+    env = {**os.environ, "FAKE_EF_EXIT": "3"}
+    (item,) = json.loads(cli("watch", "run", "--once", "--json", env=env))
+    assert item["state"] == "failed" and item["launches"] == 1
+    assert item["error"].startswith("eval exited with status 3: ")
+    assert "\n" not in item["error"] and log_jobs() == []
+    assert json.loads(cli("watch", "run", "--once", "--json")) == []
+    assert "failed" in cli("watch", "history")

@@ -53,7 +53,7 @@ from tui.services.evalrun.launch import _resolve, queue_for_logging
 from tui.services.evalrun.presets import load_preset, write_text_atomic
 from tui.services.refs import parse_ref
 from tui.services.results import AGGREGATED, METADATA, ResultsError, find_runs
-from tui.services.settings import child_environment
+from tui.services.settings import child_environment, mask
 
 if TYPE_CHECKING:
     from tui.services.registry.protocol import Registry, Version
@@ -493,9 +493,9 @@ class _Eval:
 class Watcher:
     """Polls the rules' collections and moves each claimed version through its states.
 
-    `registry` is opened once per poll by `open_registry`; `queue_logs` queues log jobs
-    and returns their ids (the CLI hands them to the transfer worker); `job_states`
-    reads job ids back as (state, error)."""
+    `open_registry` is called once (and again after a failed poll); log jobs go to `queue`
+    for the transfer worker, which `ensure_worker` starts when needed; `on_event` hears
+    of every version logged, promoted, refused or failed."""
 
     def __init__(
         self,
@@ -550,7 +550,7 @@ class Watcher:
             try:
                 self._advance(state, registry, rule, item)
             except Exception as exc:
-                message = _one_line(exc)
+                message = mask(_one_line(exc), self.settings)  # an eval may print a key
                 current = state.get(item.rule_id, item.version)
                 if current is not None and current.state not in FINAL:
                     state.update(rule.id, item.version, current.state, state=FAILED, error=message)
