@@ -81,6 +81,8 @@ WIDGET_WORDS = {
 # The Run and Transfers panes load at the latest this long after start, even when the
 # registry listing never arrives (a slow or unreachable backend).
 PANES_LOAD_DEADLINE_SECONDS = 2.0
+# How often the app looks for versions the watcher promoted or refused, to say so.
+WATCH_NOTIFY_SECONDS = 5.0
 
 
 def _pane_commands() -> type[Provider]:
@@ -176,6 +178,7 @@ class EvalWBApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q,ctrl+q", "quit", "Quit", id="app.quit"),
         Binding("question_mark,f1", "help", "Help", id="app.help"),
+        Binding("w", "watch", "Watch rules", show=False, id="app.watch"),
         *_pane_bindings(),
     ]
 
@@ -198,6 +201,7 @@ class EvalWBApp(App[None]):
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self._watch_decided: set[tuple[str, str]] | None = None
         self.registry = registry
         self.sub_title = backend_title(settings, registry)
         self._theme_problem = self._apply_theme()
@@ -243,6 +247,7 @@ class EvalWBApp(App[None]):
         if self.registry is None:
             self._open_registry()
         self.set_timer(PANES_LOAD_DEADLINE_SECONDS, self._load_panes)
+        self.set_interval(WATCH_NOTIFY_SECONDS, self._check_watch)
 
     def _apply_theme(self) -> str:
         """Set the wanted theme; what is wrong with EVALWB_THEME, if anything.
@@ -424,6 +429,27 @@ class EvalWBApp(App[None]):
         ask_first = getattr(self.pane("run"), "ask_before_quit", None)
         if ask_first is None or not ask_first():
             self.exit()
+
+    def action_watch(self) -> None:
+        """The watch rules and what the watcher did with each version."""
+        from tui.screens.watch import WatchScreen
+
+        self.push_screen(WatchScreen(self.settings))
+
+    @work(thread=True, exclusive=True, group="watch-notify", exit_on_error=False)
+    def _check_watch(self) -> None:
+        """A notification for each version the watcher promoted or refused since the app
+        opened (what was decided before is history, not news)."""
+        from tui.services.watch import PROMOTED, decided
+
+        now = {(s.rule_id, s.version): s for s in decided(self.settings)}
+        if self._watch_decided is not None:
+            for key in now.keys() - self._watch_decided:
+                s = now[key]
+                severity: SeverityLevel = "information" if s.state == PROMOTED else "warning"
+                text = f"{s.checkpoint} {s.state}: {s.verdict or ''}"
+                self.call_from_thread(self.notify, text, severity=severity, markup=False)
+        self._watch_decided = set(now)
 
     def action_help(self) -> None:
         """Show every key that acts now, with its binding id."""

@@ -1191,6 +1191,16 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
+# --- watch ------------------------------------------------------------------------------
+
+
+@subcommand
+def _add_watch(sub: Any) -> None:
+    from tui.cli_watch import add_watch
+
+    add_watch(sub)
+
+
 # --- run --------------------------------------------------------------------------------
 
 
@@ -1247,6 +1257,7 @@ def _add_run(sub: Any) -> None:
     what.add_argument("--determined", metavar="PATH", help="write a Determined experiment file")
     what.add_argument("--launch", action="store_true", help="run it here, output streamed")
     run.add_argument("--no-queue", action="store_true", help="with --launch: do not queue logging")
+    run.add_argument("--save-preset", metavar="NAME", help="save as a preset, run nothing")
     run.set_defaults(handler=_run)
 
 
@@ -1260,8 +1271,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if given is not None:
             values[name] = given
     config, errors = evalrun.parse_form(values)
+    if args.save_preset:
+        # A preset may leave the checkpoint out: the watcher and the Run pane fill it in.
+        errors.pop("checkpoint", None)
     if errors:
         raise CliError("; ".join(errors.values()))
+    if args.save_preset:
+        print(evalrun.save_preset(args.save_preset, config, settings))
+        return 0
     verdict = _registry_check(config.checkpoint, settings, args.demo)
     if verdict.problem:
         raise CliError(verdict.problem)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import shlex
 import shutil
@@ -277,3 +280,55 @@ def submit_determined(
         last = lines[-1] if lines else f"exit status {done.returncode}"
         raise EvalRunError(f"{det} experiment create failed: {last}")
     return done.stdout.strip()
+
+
+_CREATED = re.compile(r"Created experiment (\d+)")
+# experimentv1State values after which an experiment runs no more.
+DET_ENDED = frozenset({"STATE_COMPLETED", "STATE_CANCELED", "STATE_ERROR", "STATE_DELETED"})
+
+
+def created_experiment_id(output: str) -> int:
+    """The experiment id in what `det experiment create` printed."""
+    found = _CREATED.search(output)
+    if found is None:
+        last = output.strip().splitlines()[-1:] or ["nothing"]
+        raise EvalRunError(f"det experiment create printed no experiment id: {last[0]}")
+    return int(found.group(1))
+
+
+def find_experiment(name: str, *, det: str = "det", timeout: float = 60.0) -> int | None:
+    """The newest of this user's experiments named `name` (`det experiment list --csv`),
+    or None."""
+    out = _det(det, ["experiment", "list", "--csv"], timeout)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    ids = [int(r["ID"]) for r in rows if r.get("Name") == name and (r.get("ID") or "").isdigit()]
+    return max(ids, default=None)
+
+
+def _det(det: str, args: list[str], timeout: float) -> str:
+    exe = shutil.which(det)
+    if exe is None:
+        raise EvalRunError(f"{det}: command not found; install the Determined CLI")
+    try:
+        done = subprocess.run(
+            [exe, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise EvalRunError(f"{det} {' '.join(args[:2])}: no answer in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        last = lines[-1] if lines else f"exit status {done.returncode}"
+        raise EvalRunError(f"{det} {' '.join(args[:3])} failed: {last}")
+    return done.stdout
+
+
+def experiment_state(experiment_id: int, *, det: str = "det", timeout: float = 60.0) -> str:
+    """The experiment's state (`STATE_ACTIVE`, `STATE_COMPLETED`, ...) from
+    `det experiment describe ID --json`."""
+    out = _det(det, ["experiment", "describe", str(experiment_id), "--json"], timeout)
+    try:
+        return str(json.loads(out)[0]["experiment"]["state"])
+    except (ValueError, LookupError, TypeError):
+        raise EvalRunError(
+            f"{det} experiment describe {experiment_id}: no experiment state in its JSON"
+        ) from None
