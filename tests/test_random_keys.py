@@ -49,7 +49,7 @@ MOVING += ["pageup", "pagedown", "home", "end"]
 APP = ["question_mark", "f1", "f2", "f3", "f4", "1", "2", "3"]
 # Each pane's own keys, drawn as often as all the rest together.
 OWN = {
-    "registry": ["e", "d", "t", "l", "a", "y", "s", "r", "slash", "ctrl+f", "enter"],
+    "registry": ["e", "d", "t", "l", "m", "a", "y", "s", "r", "w", "slash", "ctrl+f", "enter"],
     "run": ["ctrl+t", "ctrl+y", "ctrl+o", "f5", "f6", "f7", "f8", "f9", "e", "space"],
     "transfers": ["c", "r", "p", "s", "y", "n", "escape", "enter"],
 }

@@ -17,7 +17,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from tui.services.compare import Comparison, Row, compare_versions
@@ -25,6 +24,7 @@ from tui.services.compare_report import interval, number
 from tui.services.eval_results import checkpoint_ref
 from tui.services.refs import RefError, parse_ref
 from tui.services.registry.protocol import Registry, Version
+from tui.widgets.dialog import Dialog
 from tui.widgets.format import one_line
 from tui.widgets.interval_bar import interval_bar, verdict_mark
 from tui.widgets.text_field import TextField
@@ -61,7 +61,7 @@ def matches(row: Row, query: str) -> bool:
     return all(word in text for word in query.lower().split())
 
 
-class AgainstScreen(ModalScreen[str | None]):
+class AgainstScreen(Dialog[str | None]):
     """Asks for the version or alias to compare with; Enter compares, Esc cancels."""
 
     DEFAULT_CSS = """
@@ -101,7 +101,7 @@ class AgainstScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip())
 
 
-class CompareScreen(ModalScreen[bool]):
+class CompareScreen(Dialog[bool]):
     """B = `version`, A = `against` (default: the holder of `production`); dismissed
     with True when an alias was moved from here."""
 
