@@ -769,7 +769,7 @@ def test_a_wandb_manifest_path_out_of_normal_form_is_refused_before_any_fetch(
 ):
     """W&B's manifests enter the cache too: such a path failed with 'tuple index out of
     range', or two entries landed on one file and the download failed midway."""
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service: WandbService = request.getfixturevalue("wandb_services")("saas")
     make_checkpoint(tmp_path / "src" / "hf")
     registry.add_version("wb-model", tmp_path / "src", aliases=["production"])
     # The manifest as a damaged or hostile server could send it.

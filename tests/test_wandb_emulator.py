@@ -443,6 +443,7 @@ def test_the_file_stream_writes_history_lines_at_their_offsets(emulator: WandbEm
         request = urllib.request.Request(
             f"{emulator.base_url}/files/team/evals/r2/file_stream",
             data=json.dumps(stream).encode(),
+            headers=auth(),
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.wandb_emulator import wandb_service  # noqa: F401 - a fixture
+from tests.wandb_emulator import wandb_services  # noqa: F401 - a fixture
 from tui.services.promote import AUDIT_KEY, promotions
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import load_settings
@@ -407,7 +407,7 @@ def test_the_watcher_polls_a_wandb_registry_with_one_listing_per_poll(
     from tui.services.evalrun import EvalRunConfig, save_preset
     from tui.services.watch import Watcher, add_rule
 
-    service: Any = request.getfixturevalue("wandb_service")
+    service: Any = request.getfixturevalue("wandb_services")("saas")
     local = LocalRegistry(demo_registry_dir)
     backend = service.serve(local)
     settings = service.settings

@@ -216,7 +216,7 @@ def _add_registry(sub: Any) -> None:
     alias.set_defaults(handler=_registry_alias)
 
     edit = verbs.add_parser("edit", help="change the description, metadata or tags of REF")
-    edit.add_argument("ref")
+    edit.add_argument("ref", help="the version to edit: [entity/project/]name[:alias]")
     edit.add_argument("--description", default=None, help="new description text")
     edit.add_argument("--metadata", default=None, help="new metadata as a JSON object")
     edit.add_argument("--tag", action="append", default=[], help="add a tag (repeatable)")
@@ -472,12 +472,12 @@ def _add_compare(sub: Any) -> None:
     promote = sub.add_parser(
         "promote", help="move an alias to REF only when it is better than the holder now"
     )
-    promote.add_argument("ref")
-    promote.add_argument("--alias", required=True)
+    promote.add_argument("ref", help="the candidate version: [entity/project/]name[:alias]")
+    promote.add_argument("--alias", required=True, help="the alias to move (production, ...)")
     promote.add_argument(
         "--require", action="append", default=[], metavar="TASK[:METRIC]", help="(repeat)"
     )
-    promote.add_argument("--alpha", type=float, default=0.05)
+    promote.add_argument("--alpha", type=float, default=0.05, help="1 - interval level")
     promote.add_argument("--yes", action="store_true", help="move without asking")
     promote.set_defaults(handler=_promote)
 

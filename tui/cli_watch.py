@@ -39,11 +39,11 @@ def add_watch(sub: Any) -> None:
     add.add_argument("--backfill", action="store_true", help="also evaluate versions there now")
     add.set_defaults(handler=_add)
     ls = verbs.add_parser("ls", help="list the rules")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=_ls)
     for verb, text in (("rm", "remove a rule"), ("pause", "pause a rule"), ("resume", "resume")):
         change = verbs.add_parser(verb, help=text)
-        change.add_argument("id")
+        change.add_argument("id", help="the rule's id (watch ls)")
         change.set_defaults(handler=_change)
     run = verbs.add_parser("run", help="run the watcher in the foreground")
     run.add_argument("--once", action="store_true", help="handle what is pending, then exit")
@@ -54,7 +54,7 @@ def add_watch(sub: Any) -> None:
     )
     run.set_defaults(handler=_run)
     history = verbs.add_parser("history", help="each version: what ran, results, verdict")
-    history.add_argument("--json", action="store_true")
+    history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(handler=_history)
 
 

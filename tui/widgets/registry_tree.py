@@ -227,9 +227,9 @@ class RegistryTree(Tree[NodeData]):
         """Put the cursor back on the collection or version `place` (after the listing
         was read again), where it is still shown."""
         if isinstance(place, Version):
-            self.reveal(place.collection, place.version)
+            self.reveal(collection_key(place), place.version)
         elif isinstance(place, Collection):
-            node = self._collection_nodes.get(place.name)
+            node = self._collection_nodes.get(collection_key(place))
             if node is not None and node is not self.cursor_node:
                 self.move_cursor(node)
                 self.post_message(self.NodeHighlighted(node))
