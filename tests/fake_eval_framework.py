@@ -131,10 +131,12 @@ def busy(seconds: float) -> None:
 
 def write_results(args: argparse.Namespace, source: Path, target: Path, name: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for file in source.iterdir():
-        if file.is_file() and file.name != "metadata.json":
-            shutil.copy2(file, target / file.name)
     metadata = json.loads((source / "metadata.json").read_text(encoding="utf-8"))
+    for file in source.iterdir():
+        if file.name == "results.jsonl":
+            write_rows_as(name, metadata["llm_name"], file, target / file.name)
+        elif file.is_file() and file.name != "metadata.json":
+            shutil.copy2(file, target / file.name)
     metadata.update(
         llm_name=name,
         llm_args=args.llm_args,
@@ -149,6 +151,16 @@ def write_results(args: argparse.Namespace, source: Path, target: Path, name: st
         description=args.description,
     )
     (target / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+
+def write_rows_as(name: str, fixture_name: str, source: Path, target: Path) -> None:
+    """results.jsonl names the model on every row (`llm_name`), as eval-framework writes
+    it: the copy names this run's model, so two checkpoints never hand in the same file."""
+    text = source.read_text(encoding="utf-8")
+    target.write_text(
+        text.replace(f'"llm_name": "{fixture_name}"', f'"llm_name": {json.dumps(name)}'),
+        encoding="utf-8",
+    )
 
 
 def main(argv: list[str]) -> int:
