@@ -33,6 +33,7 @@ from wandb.sdk.artifacts._generated import (
 )
 
 from tests.wandb_emulator import (
+    CHECKPOINTS_REGISTRY,
     FAKE_KEY,
     MODEL_REGISTRY,
     ORG_ENTITY,
@@ -250,6 +251,41 @@ def test_manifest_and_files_are_served_from_the_object_store(
     assert get(f"{emulator.base_url}/files/tiny/v1/no-such-file")[0] == 404
     assert get(f"{emulator.base_url}/elsewhere")[0] == 404
     assert emulator.errors == ["GET of unknown path /elsewhere"]
+
+
+def test_the_same_name_in_the_checkpoints_registry_is_another_collection(
+    emulator: WandbEmulator, tmp_path: Path
+) -> None:
+    """`tiny` in `wandb-registry-checkpoints` has its own versions, ids, manifest and
+    file URLs, and listing registries and their collections names both registries."""
+    checkpoints = LocalRegistry(tmp_path / "checkpoints")
+    (tmp_path / "step.bin").write_bytes(b"checkpoint")
+    checkpoints.add_version("tiny", tmp_path / "step.bin")
+    emulator.use(emulator.graph.registry, checkpoints)
+    places = {}
+    for project in (MODEL_REGISTRY, CHECKPOINTS_REGISTRY):
+        membership = ok(
+            emulator,
+            ARTIFACT_MEMBERSHIP_BY_NAME_GQL,
+            {**MEMBERSHIP, "project": project, "name": "tiny:v0"},
+        )["project"]["artifactCollectionMembership"]
+        variables = {"entity": ORG_ENTITY, "project": project, "collection": "tiny", "alias": "v0"}
+        files = ok(emulator, GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL, variables)["project"][
+            "artifactCollection"
+        ]["artifactMembership"]["files"]["edges"]
+        [url] = [e["node"]["directUrl"] for e in files]
+        places[project] = (membership["artifact"]["id"], get(url)[1])
+    (model_id, model_bytes), (step_id, step_bytes) = places.values()
+    assert model_id != step_id and step_bytes == b"checkpoint" != model_bytes
+    manifest = ok(emulator, FETCH_ARTIFACT_MANIFEST_GQL, {"id": step_id})
+    status, raw = get(manifest["artifact"]["currentManifest"]["file"]["directUrl"])
+    assert status == 200 and list(json.loads(raw)["contents"]) == ["step.bin"]
+    registries = ok(emulator, FETCH_REGISTRIES_GQL, {"organization": ORGANIZATION})
+    names = [
+        e["node"]["name"] for e in registries["organization"]["orgEntity"]["projects"]["edges"]
+    ]
+    assert names == [MODEL_REGISTRY, CHECKPOINTS_REGISTRY]
+    assert emulator.errors == []
 
 
 @pytest.mark.parametrize("key", [None, "f" * 40])

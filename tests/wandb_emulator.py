@@ -5,8 +5,11 @@ modelled as W&B's cloud has it: organisation `acme` with an org entity of its ow
 (`acme-org`, owner of the registry project `wandb-registry-model`), distinct from the
 team entity `team` and the viewer `alice`. Each registry version is a link to a source
 artifact logged in a team project (`team/training`, or `team/pretraining`, read-only
-for the viewer); `production` of `mistral-7b-dpo` is a protected alias. Requests need
-the API key (401 otherwise). Every document is validated against the emulator's own
+for the viewer); `production` of `mistral-7b-dpo` is a protected alias. A second
+`LocalRegistry` (`checkpoints=`) is served as the registry `wandb-registry-checkpoints`,
+its versions linked from `team/checkpointing`; its ids and file URLs name the registry,
+so `my-model` in both registries is two collections. Requests need the API key (401
+otherwise). Every document is validated against the emulator's own
 schema, `tests/wandb_emulator.graphql` (the part of W&B's API it serves; the `server`
 profile lacks the feature-gated fields): one that does not validate (unknown field or
 argument, a variable of the wrong type, a union's field without a fragment) gets 400
