@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from tests.wandb_emulator import (
-    WandbService,
-    wandb_service,  # noqa: F401 - a fixture
-)
+from tests.wandb_emulator import WandbService
 from tui.cli import main
 from tui.services.compare import ROW_FIELDS, compare_versions
 from tui.services.demo import RESULTS_DIR
@@ -148,9 +145,9 @@ def test_promote_done_records_the_gate_on_the_local_registry(registry_dir, capsy
 
 
 def test_compare_and_promote_through_the_wandb_backend(
-    request: pytest.FixtureRequest, demo_registry_dir: Path
+    wandb_service: WandbService, demo_registry_dir: Path
 ) -> None:
-    service: WandbService = request.getfixturevalue("wandb_service")
+    service = wandb_service
     local = LocalRegistry(demo_registry_dir)
     backend = service.serve(local)
     try:
