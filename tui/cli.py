@@ -216,7 +216,7 @@ def _add_registry(sub: Any) -> None:
     alias.set_defaults(handler=_registry_alias)
 
     edit = verbs.add_parser("edit", help="change the description, metadata or tags of REF")
-    edit.add_argument("ref")
+    edit.add_argument("ref", help="the version: [entity/project/]name:vN or name:alias")
     edit.add_argument("--description", default=None, help="new description text")
     edit.add_argument("--metadata", default=None, help="new metadata as a JSON object")
     edit.add_argument("--tag", action="append", default=[], help="add a tag (repeatable)")
