@@ -600,6 +600,43 @@ def test_a_download_whose_urls_expire_midway_completes_verified(tmp_path, regist
     service.check()
 
 
+def test_the_same_name_in_two_wandb_registries_downloads_to_two_folders(
+    tmp_path, registry, wandb_service
+):
+    """`my-model` of the model registry and of `checkpoints` are two collections: each
+    download lands in a folder of its own registry, with its own files."""
+    service: WandbService = wandb_service
+    make_checkpoint(tmp_path / "model-src", shards=1, shard_bytes=1000)
+    registry.add_version("my-model", tmp_path / "model-src")
+    checkpoints = LocalRegistry(tmp_path / "checkpoints-registry")
+    (tmp_path / "step-500").mkdir()
+    (tmp_path / "step-500" / "optimizer.pt").write_bytes(os.urandom(2000))
+    (tmp_path / "step-500" / "config.json").write_text(json.dumps({"model_type": "step-500"}))
+    checkpoints.add_version("my-model", tmp_path / "step-500")
+    backend = service.serve(registry, checkpoints)
+
+    model = download(
+        "my-model:v0", registry=backend, settings=service.settings, root=tmp_path / "cache"
+    )
+    step = download(
+        "wandb-registry-checkpoints/my-model:v0",
+        registry=backend,
+        settings=service.settings,
+        root=tmp_path / "cache",
+    )
+
+    assert model.version.project == "wandb-registry-model"
+    assert step.version.project == "wandb-registry-checkpoints"
+    assert model.folder != step.folder
+    assert "wandb-registry-checkpoints" in step.folder.relative_to(tmp_path / "cache").parts
+    assert digests_match(model.folder, registry, "my-model:v0")
+    assert digests_match(step.folder, checkpoints, "my-model:v0")
+    assert sorted(p.name for p in step.folder.glob("[!.]*")) == ["config.json", "optimizer.pt"]
+    assert (step.folder / "config.json").read_text() != (model.folder / "config.json").read_text()
+    assert "optimizer.pt" not in {p.name for p in model.folder.iterdir()}
+    service.check()
+
+
 def test_the_wandb_key_goes_only_to_the_wandb_server(tmp_path):
     settings = settings_for(
         tmp_path, WANDB_API_KEY="k" * 40, WANDB_BASE_URL="http://127.0.0.1:8080"

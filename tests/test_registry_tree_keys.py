@@ -62,6 +62,8 @@ async def test_the_same_name_in_two_registries_is_two_collections(tmp_path: Path
         tree.set_collections(collections)
         nodes = list(tree.root.children)
         assert [n.data for n in nodes] == collections
+        # The label names the registry unless it is the model registry.
+        assert [str(n.label) for n in nodes] == ["my-model (2)", "checkpoints/my-model (3)"]
         for node in nodes:
             node.expand()
         await pilot.pause()

@@ -33,13 +33,16 @@ from wandb.sdk.artifacts._generated import (
 )
 
 from tests.wandb_emulator import (
+    CHECKPOINTS_REGISTRY,
     FAKE_KEY,
     MODEL_REGISTRY,
     ORG_ENTITY,
     ORGANIZATION,
     PROFILES,
     WandbEmulator,
+    check_document,
     operation_name,
+    served_schema,
 )
 from tui.services.registry.local import LocalRegistry
 from tui.services.registry.protocol import RunInfo
@@ -250,6 +253,41 @@ def test_manifest_and_files_are_served_from_the_object_store(
     assert emulator.errors == ["GET of unknown path /elsewhere"]
 
 
+def test_the_same_name_in_the_checkpoints_registry_is_another_collection(
+    emulator: WandbEmulator, tmp_path: Path
+) -> None:
+    """`tiny` in `wandb-registry-checkpoints` has its own versions, ids, manifest and
+    file URLs, and listing registries and their collections names both registries."""
+    checkpoints = LocalRegistry(tmp_path / "checkpoints")
+    (tmp_path / "step.bin").write_bytes(b"checkpoint")
+    checkpoints.add_version("tiny", tmp_path / "step.bin")
+    emulator.use(emulator.graph.registry, checkpoints)
+    places = {}
+    for project in (MODEL_REGISTRY, CHECKPOINTS_REGISTRY):
+        membership = ok(
+            emulator,
+            ARTIFACT_MEMBERSHIP_BY_NAME_GQL,
+            {**MEMBERSHIP, "project": project, "name": "tiny:v0"},
+        )["project"]["artifactCollectionMembership"]
+        variables = {"entity": ORG_ENTITY, "project": project, "collection": "tiny", "alias": "v0"}
+        files = ok(emulator, GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL, variables)["project"][
+            "artifactCollection"
+        ]["artifactMembership"]["files"]["edges"]
+        [url] = [e["node"]["directUrl"] for e in files]
+        places[project] = (membership["artifact"]["id"], get(url)[1])
+    (model_id, model_bytes), (step_id, step_bytes) = places.values()
+    assert model_id != step_id and step_bytes == b"checkpoint" != model_bytes
+    manifest = ok(emulator, FETCH_ARTIFACT_MANIFEST_GQL, {"id": step_id})
+    status, raw = get(manifest["artifact"]["currentManifest"]["file"]["directUrl"])
+    assert status == 200 and list(json.loads(raw)["contents"]) == ["step.bin"]
+    registries = ok(emulator, FETCH_REGISTRIES_GQL, {"organization": ORGANIZATION})
+    names = [
+        e["node"]["name"] for e in registries["organization"]["orgEntity"]["projects"]["edges"]
+    ]
+    assert names == [MODEL_REGISTRY, CHECKPOINTS_REGISTRY]
+    assert emulator.errors == []
+
+
 @pytest.mark.parametrize("key", [None, "f" * 40])
 def test_a_request_without_the_api_key_gets_401(emulator: WandbEmulator, key) -> None:
     status, body = post(emulator, GET_DEFAULT_ENTITY_GQL, key=key)
@@ -310,7 +348,8 @@ def test_runs_from_the_command_line(registry_dir: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         said = "".join(proc.stdout.readline() for _ in range(3))  # type: ignore[union-attr]
         assert "organization: acme (org entity acme-org)" in said
-        assert "wandb-registry-model of acme-org" in said and "team/pretraining" in said
+        assert "wandb-registry-model, wandb-registry-checkpoints of acme-org" in said
+        assert "team/pretraining" in said and "team/checkpointing" in said
         body = json.dumps({"query": GET_DEFAULT_ENTITY_GQL, "operationName": ""}).encode()
         request = urllib.request.Request(f"{url}/graphql", data=body, headers=auth())
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -648,13 +687,61 @@ def test_an_invalid_document_gets_errors_and_no_data(emulator: WandbEmulator) ->
     assert [e for e in emulator.take_errors() if "invalid document" in e]
 
 
+@pytest.mark.parametrize(
+    ("query", "variables", "message"),
+    [
+        (
+            "query IsProjectReadOnly($entity: String!, $project: String!) {"
+            " project(entity: $entity, name: $project) { readOnly } }",
+            {"entity": "team", "project": "training"},
+            "Unknown argument 'entity' on field 'Query.project'.",
+        ),
+        (
+            "query ArtifactByID($id: String!) { artifact(id: $id) { id } }",
+            {"id": "QXJ0aWZhY3Q6dGlueTp2MQ=="},
+            "Variable '$id' of type 'String!' used in position expecting type 'ID!'.",
+        ),
+        (
+            "query ArtifactCreatedBy($id: ID!) { artifact(id: $id) { createdBy { name } } }",
+            {"id": "QXJ0aWZhY3Q6dGlueTp2MQ=="},
+            "Cannot query field 'name' on type 'Initiator'."
+            " Did you mean to use an inline fragment on 'Run' or 'User'?",
+        ),
+        (
+            "query GetDefaultEntity { viewer { entity shoeSize } }",
+            None,
+            "Cannot query field 'shoeSize' on type 'User'.",
+        ),
+    ],
+    ids=["unknown-argument", "wrong-variable-type", "union-without-fragment", "unknown-field"],
+)
+def test_a_document_that_does_not_validate_against_the_schema_gets_errors(
+    emulator: WandbEmulator, query: str, variables: dict | None, message: str
+) -> None:
+    """Answered as a GraphQL server answers (errors, no data) and recorded, so the test
+    whose client sent it fails."""
+    status, body = post(emulator, query, variables)
+    assert (status, body) == (400, {"errors": [{"message": message}]})
+    [error] = emulator.take_errors()
+    assert error.endswith(f"invalid document: {message}")
+
+
+def test_the_served_schema_is_parsed_once_per_profile_and_documents_checked_once() -> None:
+    assert served_schema("saas") is served_schema("saas")
+    assert served_schema("server").get_type("Artifact").fields.keys() == (
+        served_schema("saas").get_type("Artifact").fields.keys() - {"digestAlgorithm"}
+    )
+    query = "query GetDefaultEntity { viewer { id entity } }"
+    assert check_document(query, "saas") is check_document(query, "saas")
+
+
 def test_the_server_profile_lacks_the_digest_algorithm_field(registry_dir: Path) -> None:
     query = "query ArtifactByID($id: ID!) { artifact(id: $id) { id digestAlgorithm } }"
     with WandbEmulator(LocalRegistry(registry_dir), max_seconds=60, profile="server") as em:
         status, body = post(em, query, {"id": "QXJ0aWZhY3Q6dGlueTp2MQ=="})
         assert status == 400 and "data" not in body
         assert body["errors"][0]["message"] == (
-            'Cannot query field "digestAlgorithm" on type "Artifact".'
+            "Cannot query field 'digestAlgorithm' on type 'Artifact'."
         )
         _, features = post(
             em, "query ServerFeaturesQuery { serverInfo { features { name isEnabled } } }"

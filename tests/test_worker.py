@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.wandb_emulator import WandbService
 from tui.services import cache
 from tui.services.registry.local import LocalRegistry
 from tui.services.settings import Settings, load_settings
@@ -705,3 +706,39 @@ def test_the_worker_does_not_inherit_the_wandb_service_of_this_process(
     environ = Path(f"/proc/{status.pid}/environ").read_bytes().split(b"\0")
     assert not [item for item in environ if item.startswith(b"WANDB_SERVICE=")]
     assert b"EVALWB_WORKER_IDLE_SEC=30" in environ
+
+
+def test_a_worker_downloads_from_both_wandb_registries(
+    env, monkeypatch, reaper, wandb_service, tmp_path
+):
+    """Against the W&B emulator in each profile: one worker downloads `my-model` of the
+    model registry and of `checkpoints`, each verified, into a folder of its registry."""
+    from tests.wandb_emulator import FAKE_KEY
+
+    service: WandbService = wandb_service
+    model, checkpoints = (LocalRegistry(tmp_path / name) for name in ("model", "checkpoints"))
+    for registry, step in ((model, "final"), (checkpoints, "step-500")):
+        source = tmp_path / "src" / step
+        source.mkdir(parents=True)
+        (source / "config.json").write_text(json.dumps({"model_type": "llama", "step": step}))
+        (source / f"{step}.safetensors").write_bytes(os.urandom(4096))
+        registry.add_version("my-model", source)
+    service.serve(model, checkpoints)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", service.emulator.base_url)
+    monkeypatch.setenv("WANDB_ENTITY", "team")
+    queue = open_queue(load_settings(dict(os.environ)))
+    refs = ("my-model:v0", "wandb-registry-checkpoints/my-model:v0")
+    jobs = [queue.enqueue("download", ref, {"ref": ref}) for ref in refs]
+    start([*WORKER, "--idle-exit", "1"], reaper)
+
+    done = [
+        wait_for(f"job {j.id}", lambda j=j: job_in(queue, j.id, "done", "failed")) for j in jobs
+    ]
+    assert [j.state for j in done] == ["done", "done"], [j.last_error for j in done]
+    folders = [Path(j.result["folder"]) for j in done]
+    assert folders[0] != folders[1] and "wandb-registry-checkpoints" in folders[1].parts
+    for registry, folder in zip((model, checkpoints), folders, strict=True):
+        entries = registry.files("my-model:v0")
+        assert all(cache.md5_b64_of(folder / e.path) == e.digest for e in entries)
+    service.check()

@@ -5,11 +5,20 @@ modelled as W&B's cloud has it: organisation `acme` with an org entity of its ow
 (`acme-org`, owner of the registry project `wandb-registry-model`), distinct from the
 team entity `team` and the viewer `alice`. Each registry version is a link to a source
 artifact logged in a team project (`team/training`, or `team/pretraining`, read-only
-for the viewer); `production` of `mistral-7b-dpo` is a protected alias. Requests need
-the API key (401 otherwise); a document that does not validate on the profile's server
-gets 400 with `errors` and no `data`. GraphQL requests are executed against a small graph
-of resolvers (field selection, aliases, fragments, `@include`/`@skip`, arguments), so
-every response carries exactly the fields the query asked for. Before a response is
+for the viewer); `production` of `mistral-7b-dpo` is a protected alias. A second
+`LocalRegistry` (`checkpoints=`) is served as the registry `wandb-registry-checkpoints`,
+its versions linked from `team/checkpointing`; its ids and file URLs name the registry,
+so `my-model` in both registries is two collections. Requests need the API key (401
+otherwise). Every document is validated against the emulator's own
+schema, `tests/wandb_emulator.graphql` (the part of W&B's API it serves; the `server`
+profile lacks the feature-gated fields): one that does not validate (unknown field or
+argument, a variable of the wrong type, a union's field without a fragment) gets 400
+with `errors` and no `data`, and is recorded in `errors`. With the environment variable
+`WANDB_EMULATOR_DOCUMENTS=FILE` every document received is appended to FILE as a JSON
+line, to see what clients send when the schema must grow. GraphQL requests are
+executed against a small graph of resolvers (field selection, aliases, fragments,
+`@include`/`@skip`, arguments), so every response carries exactly the fields the query
+asked for. Before a response is
 sent, its `data` is validated against the SDK's own generated pydantic result model
 for the operation; a validation error, a field the graph lacks or an operation the
 emulator does not know answers 500 and is appended to `errors`, so a test that
@@ -42,6 +51,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import hmac
@@ -68,13 +78,16 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
     Undefined,
+    build_ast_schema,
     parse,
+    validate,
 )
-from graphql.language import FragmentDefinitionNode, Visitor, visit
+from graphql.language import REMOVE, FragmentDefinitionNode, Visitor, visit
 from graphql.utilities import value_from_ast_untyped
 
 from tui.services.refs import ArtifactRef
@@ -88,6 +101,10 @@ from tui.services.registry.protocol import (
 )
 
 MODEL_REGISTRY = "wandb-registry-model"
+# A second registry of the organisation; its collections link to sources logged in a
+# team project of their own, so a name in both registries (`my-model`) is two series.
+CHECKPOINTS_REGISTRY = "wandb-registry-checkpoints"
+CHECKPOINTS_SOURCE_PROJECT = "checkpointing"
 # The default organisation. On W&B an organisation has an entity of its own (the org
 # entity, owner of the `wandb-registry-*` projects), distinct from its team entities and
 # the users' personal entities: `_resolve_org_info` in
@@ -256,23 +273,43 @@ class GraphQLInvalid(Exception):
     `data`, as a GraphQL server answers, and recorded (a client must not send it)."""
 
 
-def check_document(query: str, features: Iterable[str]) -> DocumentNode:
-    """The parsed document, or GraphQLInvalid: a syntax error, or a field that this
-    server's schema lacks for want of a feature."""
+SCHEMA_FILE = Path(__file__).with_name("wandb_emulator.graphql")
+
+
+@functools.cache
+def served_schema(profile: str) -> GraphQLSchema:
+    """The schema the emulator serves on `profile`: `SCHEMA_FILE`, parsed once, without
+    the fields whose feature the profile lacks."""
+    features = set(PROFILES[profile])
+    gone = {key for key, feature in GATED_FIELDS.items() if feature not in features}
+    sdl = parse(SCHEMA_FILE.read_text())
+
+    class Gated(Visitor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.type_name = ""
+
+        def enter_object_type_definition(self, node: Any, *_: Any) -> None:
+            self.type_name = node.name.value
+
+        def enter_field_definition(self, node: Any, *_: Any) -> Any:
+            return REMOVE if (self.type_name, node.name.value) in gone else None
+
+    return build_ast_schema(visit(sdl, Gated()))
+
+
+@functools.lru_cache(maxsize=512)
+def check_document(query: str, profile: str) -> DocumentNode:
+    """The parsed document, or GraphQLInvalid with the first message a GraphQL server
+    gives: a syntax error, an unknown field, argument or type, a variable of the wrong
+    type, an abstract type's field selected without a fragment. Cached by text: the
+    same few documents come again and again."""
     try:
         document = parse(query)
     except GraphQLError as exc:
         raise GraphQLInvalid(exc.message) from None
-    names: set[str] = set()
-
-    class Fields(Visitor):
-        def enter_field(self, node: FieldNode, *_: Any) -> None:
-            names.add(node.name.value)
-
-    visit(document, Fields())
-    for (type_name, name), feature in GATED_FIELDS.items():
-        if name in names and feature not in features:
-            raise GraphQLInvalid(f'Cannot query field "{name}" on type "{type_name}".')
+    if errors := validate(served_schema(profile), document):
+        raise GraphQLInvalid(errors[0].message)
     return document
 
 
@@ -1197,7 +1234,10 @@ class RegistryGraph:
         uploads: Uploads,
         features: tuple[str, ...] = PROFILES["saas"],
         sign: Callable[[str, str, str], str] | None = None,
+        registry_project: str = MODEL_REGISTRY,
+        others: Mapping[str, Registry] | None = None,
     ) -> None:
+        self.registry_project = registry_project
         self.features = features
         self.sign = sign or (lambda c, v, p: f"{base_url()}/files/{_q(c)}/{v}/{_q(p)}")
         self.registry = registry
@@ -1208,6 +1248,57 @@ class RegistryGraph:
         self.username = username
         self.uploads = uploads
         self.lock = threading.RLock()
+        # The organisation's other registries, by project, each a graph of its own.
+        self.others: dict[str, RegistryGraph] = {}
+        for project, other in (others or {}).items():
+            self.serve_other(project, other)
+
+    def serve_other(self, registry_project: str, registry: Registry | None) -> None:
+        """Serve `registry` as the organisation's registry `registry_project` (None: none)."""
+        if registry is None:
+            self.others.pop(registry_project, None)
+            return
+        graph = RegistryGraph(
+            registry,
+            base_url=self.base_url,
+            entity=self.entity,
+            organization=self.organization,
+            org_entity=self.org_entity,
+            username=self.username,
+            uploads=self.uploads,
+            features=self.features,
+            sign=self.sign,
+            registry_project=registry_project,
+        )
+        graph.lock = self.lock
+        self.others[registry_project] = graph
+
+    def graphs(self) -> list[RegistryGraph]:
+        """This registry's graph, then those of the organisation's other registries."""
+        return [self, *self.others.values()]
+
+    def graph_of(self, registry_project: str) -> RegistryGraph:
+        return self.others.get(registry_project, self)
+
+    def key(self, collection: str) -> str:
+        """`collection` in file and manifest URLs: prefixed by its registry but in the
+        model registry, so the same name in two registries is two paths."""
+        if self.registry_project == MODEL_REGISTRY:
+            return collection
+        return f"{self.registry_project}~{collection}"
+
+    def graph_of_key(self, key: str) -> tuple[RegistryGraph, str]:
+        project, sep, collection = key.rpartition("~")
+        return (self.graph_of(project), collection) if sep else (self, key)
+
+    def artifact_id(self, v: Version) -> str:
+        if self.registry_project == MODEL_REGISTRY:
+            return gid("Artifact", v.collection, v.version)
+        return gid("Artifact", v.collection, v.version, self.registry_project)
+
+    def graph_of_id(self, artifact_id: str) -> RegistryGraph:
+        parts = ungid(artifact_id)
+        return self.graph_of(parts[3]) if len(parts) == 4 else self
 
     # Plain nodes.
 
@@ -1218,7 +1309,7 @@ class RegistryGraph:
     def project(self, name: str, entity: str | None = None) -> dict[str, Any]:
         """The registry project of the org entity, or a project of `entity` (the team
         by default: where sources and lineage runs live)."""
-        if name != MODEL_REGISTRY:
+        if name != self.registry_project:
             return self.user_project(name, entity or self.entity)
         entity = self.org_entity
         return {
@@ -1288,7 +1379,8 @@ class RegistryGraph:
     def tag(name: str) -> dict[str, Any]:
         return {"__typename": "Tag", "id": gid("Tag", name), "name": name}
 
-    def collection(self, c: Collection, project: str = MODEL_REGISTRY) -> dict[str, Any]:
+    def collection(self, c: Collection, project: str | None = None) -> dict[str, Any]:
+        project = project or self.registry_project
         return {
             "__typename": "ArtifactPortfolio",
             "id": gid("ArtifactCollection", project, c.name),
@@ -1314,12 +1406,14 @@ class RegistryGraph:
             "artifactCollection": {
                 "__typename": "ArtifactPortfolio",
                 "name": collection,
-                "project": self.project(MODEL_REGISTRY),
+                "project": self.project(self.registry_project),
             },
         }
 
     def source_project(self, collection: str) -> str:
         """The team project the versions of a registry collection were logged to."""
+        if self.registry_project == CHECKPOINTS_REGISTRY:
+            return CHECKPOINTS_SOURCE_PROJECT
         return SOURCE_PROJECTS.get(collection, SOURCE_PROJECT)
 
     def read_only(self, entity: str, project: str) -> bool:
@@ -1343,7 +1437,7 @@ class RegistryGraph:
         # the registry only holds a link (a membership) to it.
         return {
             "__typename": "Artifact",
-            "id": gid("Artifact", v.collection, v.version),
+            "id": self.artifact_id(v),
             "artifactSequence": {
                 "__typename": "ArtifactSequence",
                 "name": v.collection,
@@ -1368,7 +1462,8 @@ class RegistryGraph:
             "aliases": [self.alias(a, v.collection) for a in v.aliases],
             "currentManifest": {
                 "file": {
-                    "directUrl": f"{self.base_url()}/manifests/{_q(v.collection)}/{v.version}.json"
+                    "directUrl": f"{self.base_url()}/manifests/{_q(self.key(v.collection))}"
+                    f"/{v.version}.json"
                 }
             },
             "createdBy": lambda _a: self.created_by(v),
@@ -1376,7 +1471,7 @@ class RegistryGraph:
                 "edges": [{"node": self.run_info(r)} for r in self.lineage(v).used_by]
                 + [
                     {"node": self.uploads.run_node(r)}
-                    for r in self.uploads.users_of(gid("Artifact", v.collection, v.version))
+                    for r in self.uploads.users_of(self.artifact_id(v))
                 ]
             },
             "artifactMemberships": lambda _a: {"edges": [{"node": self.membership_of(v)}]},
@@ -1392,7 +1487,7 @@ class RegistryGraph:
     def membership_of(self, v: Version, *, linked: bool = True) -> dict[str, Any]:
         """The registry link of `v`, or (`linked` False) its place in its source project."""
         c = self.registry.get_collection(v.collection)
-        where = MODEL_REGISTRY if linked else self.source_project(v.collection)
+        where = self.registry_project if linked else self.source_project(v.collection)
         found = self.collection(c, where)
         if not linked:
             found["__typename"] = "ArtifactSequence"
@@ -1410,9 +1505,10 @@ class RegistryGraph:
     def file(self, v: Version, entry: FileEntry) -> dict[str, Any]:
         # `url` is on the W&B host, which redirects to storage; `directUrl` is a signed
         # storage URL, for some files that same redirect (both occur on W&B).
-        url = f"{self.base_url()}/files/{_q(v.collection)}/{v.version}/{_q(entry.path)}"
+        key = self.key(v.collection)
+        url = f"{self.base_url()}/files/{_q(key)}/{v.version}/{_q(entry.path)}"
         redirected = zlib.crc32(entry.path.encode()) % 2 == 1
-        direct = url if redirected else self.sign(v.collection, v.version, entry.path)
+        direct = url if redirected else self.sign(key, v.version, entry.path)
         return {
             "__typename": "File",
             "id": gid("File", v.collection, v.version, entry.path),
@@ -1507,16 +1603,16 @@ class RegistryGraph:
 
     def membership_by_name(self, project: str, name: str) -> dict[str, Any] | None:
         collection, _, alias = name.partition(":")
-        if project != MODEL_REGISTRY or not self.get_collection(collection):
+        if project != self.registry_project or not self.get_collection(collection):
             return None
         return self.membership(collection, alias or "latest")
 
     def collection_by_name(self, project: str, name: str) -> dict[str, Any] | None:
-        c = self.get_collection(name) if project == MODEL_REGISTRY else None
+        c = self.get_collection(name) if project == self.registry_project else None
         return self.collection(c) if c else None
 
     def artifact_type(self, project: str, name: str) -> dict[str, Any] | None:
-        if project != MODEL_REGISTRY:
+        if project != self.registry_project:
             return None
         return {
             "__typename": "ArtifactType",
@@ -1538,7 +1634,7 @@ class RegistryGraph:
     def project_collections(
         self, project: str, args: Mapping[str, Any], *, type_name: str | None = None
     ) -> dict[str, Any]:
-        found = self.collections() if project == MODEL_REGISTRY else []
+        found = self.collections() if project == self.registry_project else []
         found = [c for c in found if type_name in (None, c.type)]
         filt = _json_arg(args.get("filters"))
         found = [c for c in found if matches(filt, self.collection_fields(c))]
@@ -1548,14 +1644,13 @@ class RegistryGraph:
     def collection_fields(c: Collection) -> dict[str, Any]:
         return {"name": c.name, "tag": list(c.tags), "description": c.description, "type": c.type}
 
-    @staticmethod
-    def version_fields(v: Version) -> dict[str, Any]:
+    def version_fields(self, v: Version) -> dict[str, Any]:
         return {
             "alias": list(v.aliases),
             "tag": list(v.tags),
             "version": v.version,
             "state": "COMMITTED",
-            "id": gid("Artifact", v.collection, v.version),
+            "id": self.artifact_id(v),
         }
 
     def artifacts(self, collection: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -1576,29 +1671,37 @@ class RegistryGraph:
 
     def registries(self, args: Mapping[str, Any]) -> dict[str, Any]:
         filt = _json_arg(args.get("filters"))
-        found = [MODEL_REGISTRY] if matches(filt, {"name": MODEL_REGISTRY}) else []
-        return connection(found, args, self.project)
+        found = [g for g in self.graphs() if matches(filt, {"name": g.registry_project})]
+        return connection(found, args, lambda g: g.project(g.registry_project))
+
+    def _registries(self, args: Mapping[str, Any]) -> list[RegistryGraph]:
+        """The registries that a query's `projectFilters` selects."""
+        filt = _json_arg(args.get("projectFilters"))
+        return [g for g in self.graphs() if matches(filt, {"name": g.registry_project})]
 
     def registry_collections(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        if not matches(_json_arg(args.get("projectFilters")), {"name": MODEL_REGISTRY}):
-            return connection([], args, self.collection)
         filt = _json_arg(args.get("filters"))
-        found = [c for c in self.collections() if matches(filt, self.collection_fields(c))]
-        return connection(found, args, self.collection)
+        found = [
+            (g, c)
+            for g in self._registries(args)
+            for c in g.collections()
+            if matches(filt, self.collection_fields(c))
+        ]
+        return connection(found, args, lambda gc: gc[0].collection(gc[1]))
 
     def registry_versions(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        found: list[Version] = []
-        if matches(_json_arg(args.get("projectFilters")), {"name": MODEL_REGISTRY}):
-            cfilt = _json_arg(args.get("collectionFilters"))
-            vfilt = _json_arg(args.get("filters"))
-            for c in self.collections():
+        found: list[tuple[RegistryGraph, Version]] = []
+        cfilt = _json_arg(args.get("collectionFilters"))
+        vfilt = _json_arg(args.get("filters"))
+        for g in self._registries(args):
+            for c in g.collections():
                 if matches(cfilt, self.collection_fields(c)):
                     found += [
-                        v
-                        for v in self.ordered(self.all_versions(c.name), None)
-                        if matches(vfilt, self.version_fields(v))
+                        (g, v)
+                        for v in self.ordered(g.all_versions(c.name), None)
+                        if matches(vfilt, g.version_fields(v))
                     ]
-        return connection(found, args, self.membership_of)
+        return connection(found, args, lambda gv: gv[0].membership_of(gv[1]))
 
     def files(self, v: Version, args: Mapping[str, Any]) -> dict[str, Any]:
         entries = [e for e in self.registry.files(v.ref()) if not e.ref]
@@ -1608,6 +1711,8 @@ class RegistryGraph:
 
     def version_by_id(self, artifact_id: str) -> Version:
         kind, collection, version = [*ungid(artifact_id), "", "", ""][:3]
+        if (graph := self.graph_of_id(artifact_id)) is not self:
+            return graph.version_by_id(artifact_id)
         if kind != "Artifact":
             raise GraphQLFailure(f"not an artifact id: {artifact_id!r}")
         return self.registry.resolve(ArtifactRef(name=collection, alias=version))
@@ -1615,8 +1720,9 @@ class RegistryGraph:
     def artifact_by_id(self, artifact_id: str) -> dict[str, Any] | None:
         if len(ungid(artifact_id)) == 2:
             return self.uploads.artifact_node_any(artifact_id)
+        graph = self.graph_of_id(artifact_id)
         try:
-            return self.artifact(self.version_by_id(artifact_id))
+            return graph.artifact(graph.version_by_id(artifact_id))
         except NotFoundError:
             return None
 
@@ -1710,9 +1816,9 @@ class RegistryGraph:
             "project": lambda a: self.project_by_name(a.get("entityName"), a["name"]),
             "artifact": lambda a: self.artifact_by_id(a["id"]),
             "artifactCollection": lambda a: self._collection_by_id(a["id"]),
-            "addAliases": self.add_aliases,
-            "deleteAliases": self.delete_aliases,
-            "updateArtifact": self.update_artifact,
+            "addAliases": lambda a: self._by_input(a).add_aliases(a),
+            "deleteAliases": lambda a: self._by_input(a).delete_aliases(a),
+            "updateArtifact": lambda a: self._by_input(a).update_artifact(a),
             "model": lambda a: (
                 self.project_by_name(a.get("entityName"), a["name"])
                 or self.user_project(a["name"], a.get("entityName") or self.entity)
@@ -1726,6 +1832,10 @@ class RegistryGraph:
             "commitArtifact": self.uploads.commit_artifact,
             "useArtifact": self.use_artifact,
         }
+
+    def _by_input(self, args: Mapping[str, Any]) -> RegistryGraph:
+        """The registry graph of the version a mutation's input names."""
+        return self.graph_of_id(args["input"]["artifactID"])
 
     def use_artifact(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """A run declares it used an artifact: uploaded, or a registry version."""
@@ -1761,6 +1871,10 @@ class RegistryGraph:
 
     def project_by_name(self, entity: str | None, name: str) -> dict[str, Any] | None:
         entity = entity or self.entity
+        if name in self.others:
+            return self.others[name].project(name) if entity == self.org_entity else None
+        if entity == self.entity and name == CHECKPOINTS_SOURCE_PROJECT and self.others:
+            return self.others[CHECKPOINTS_REGISTRY].project(name, entity)
         if name == MODEL_REGISTRY:
             return self.project(name) if entity == self.org_entity else None
         if entity == self.entity and name in {SOURCE_PROJECT, *SOURCE_PROJECTS.values()}:
@@ -1775,13 +1889,15 @@ class RegistryGraph:
         parts = ungid(collection_id)
         if len(parts) != 3 or parts[0] != "ArtifactCollection":
             raise GraphQLFailure(f"not a collection id: {collection_id!r}")
-        c = self.get_collection(parts[2])
-        return self.collection(c) if c else None
+        graph = self.graph_of(parts[1])
+        c = graph.get_collection(parts[2])
+        return graph.collection(c) if c else None
 
     # Files.
 
-    def manifest(self, collection: str, version: str) -> dict[str, Any]:
-        entries = self.registry.files(ArtifactRef(name=collection, alias=version))
+    def manifest(self, key: str, version: str) -> dict[str, Any]:
+        graph, collection = self.graph_of_key(key)
+        entries = graph.registry.files(ArtifactRef(name=collection, alias=version))
         contents = {}
         for e in entries:
             item: dict[str, Any] = {"digest": e.digest, "size": e.size}
@@ -1797,10 +1913,11 @@ class RegistryGraph:
             "contents": contents,
         }
 
-    def object_file(self, collection: str, version: str, path: str) -> Path:
-        for e in self.registry.files(ArtifactRef(name=collection, alias=version)):
+    def object_file(self, key: str, version: str, path: str) -> Path:
+        graph, collection = self.graph_of_key(key)
+        for e in graph.registry.files(ArtifactRef(name=collection, alias=version)):
             if e.path == path and not e.ref:
-                return Path(self.registry.object_path(e))  # type: ignore[attr-defined]
+                return Path(graph.registry.object_path(e))  # type: ignore[attr-defined]
         raise NotFoundError(f"{collection}:{version} has no stored file {path!r}")
 
 
@@ -2163,6 +2280,7 @@ class WandbEmulator:
         profile: str = "saas",
         url_ttl: float = 3600.0,
         storage_bytes_per_sec: int | None = None,
+        checkpoints: Registry | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
@@ -2190,6 +2308,7 @@ class WandbEmulator:
             uploads=self.uploads,
             features=PROFILES[profile],
             sign=lambda *parts: self.storage.sign(*parts),
+            others={CHECKPOINTS_REGISTRY: checkpoints} if checkpoints else None,
         )
         self.storage = Storage(self, ttl=url_ttl, bytes_per_sec=storage_bytes_per_sec)
         self.uploads.lock = self.graph.lock
@@ -2199,10 +2318,12 @@ class WandbEmulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def use(self, registry: Registry) -> None:
-        """Serve `registry` from now on (tests swap in a fresh copy per test)."""
+    def use(self, registry: Registry, checkpoints: Registry | None = None) -> None:
+        """Serve `registry` as the model registry from now on, and `checkpoints` (if
+        given) as the registry `checkpoints` (tests swap in a fresh copy per test)."""
         with self.graph.lock:
             self.graph.registry = registry
+            self.graph.serve_other(CHECKPOINTS_REGISTRY, checkpoints)
 
     def take_errors(self) -> list[str]:
         """The recorded errors, clearing them."""
@@ -2227,11 +2348,14 @@ class WandbEmulator:
             self.record_error(f"unreadable GraphQL request: {exc}")
             return 400, {"errors": [{"message": "unreadable request"}]}
         self.record(name, body.get("variables"))
+        if log := os.environ.get("WANDB_EMULATOR_DOCUMENTS"):
+            with open(log, "a") as f:
+                f.write(json.dumps({"name": name, "query": body.get("query") or ""}) + "\n")
         if name not in MODELS:
             self.record_error(f"unknown operation {name!r}")
             return 500, {"errors": [{"message": f"the emulator does not know {name!r}"}]}
         try:
-            document = check_document(body.get("query") or "", self.graph.features)
+            document = check_document(body.get("query") or "", self.profile)
         except GraphQLInvalid as exc:
             self.record_error(f"{name}: invalid document: {exc}")
             return 400, {"errors": [{"message": str(exc)}]}
@@ -2325,9 +2449,10 @@ class WandbService:
         self.settings = settings
         self.backend = WandbRegistry(settings)
 
-    def serve(self, registry: Registry) -> Any:
-        """Serve `registry` through the emulator; the backend that reads it."""
-        self.emulator.use(registry)
+    def serve(self, registry: Registry, checkpoints: Registry | None = None) -> Any:
+        """Serve `registry` (and `checkpoints`, the registry `checkpoints`) through the
+        emulator; the backend that reads it."""
+        self.emulator.use(registry, checkpoints)
         self.emulator.take_errors()
         return self.backend
 
@@ -2385,6 +2510,29 @@ def wandb_service(
     return wandb_services(request.param)
 
 
+def seed_checkpoints(root: Path) -> Registry:
+    """The registry `checkpoints` of the default seed: `my-model`, as in the model
+    registry, but two versions of other files (training checkpoints)."""
+    from tui.services.registry.local import LocalRegistry
+
+    registry = LocalRegistry(root / "registry")
+    if not registry.list_collections(type=""):
+        registry.create_collection(
+            "my-model", description="Training checkpoints of my-model", tags=["checkpoint"]
+        )
+        for step in (500, 1000):
+            folder = root / "files" / f"step-{step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}) + "\n")
+            config = {"model_type": "llama", "hidden_size": 8, "checkpoint_step": step}
+            (folder / "config.json").write_text(json.dumps(config) + "\n")
+            (folder / "optimizer.pt").write_bytes(hashlib.sha256(str(step).encode()).digest() * 64)
+            registry.add_version(
+                "my-model", folder, metadata={"step": step}, description=f"step {step}"
+            )
+    return registry
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve a registry (seeded with the demo content unless --registry is given)."""
     parser = argparse.ArgumentParser(prog="python -m tests.wandb_emulator")
@@ -2414,15 +2562,19 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile,
             url_ttl=args.url_ttl,
             storage_bytes_per_sec=args.storage_bytes_per_sec,
+            checkpoints=seed_checkpoints(Path(tmp) / "checkpoints"),
         )
         with emulator:
             graph = emulator.graph
             print(emulator.base_url, flush=True)
             print(f"organization: {graph.organization} (org entity {graph.org_entity})")
-            print(f"registries:   {MODEL_REGISTRY} of {graph.org_entity}")
+            registries = ", ".join(g.registry_project for g in graph.graphs())
+            print(f"registries:   {registries} of {graph.org_entity}")
             sources = ", ".join(
                 f"{graph.entity}/{p}" + (" (read-only)" if p in READ_ONLY_PROJECTS else "")
-                for p in sorted({SOURCE_PROJECT, *SOURCE_PROJECTS.values()})
+                for p in sorted(
+                    {SOURCE_PROJECT, CHECKPOINTS_SOURCE_PROJECT, *SOURCE_PROJECTS.values()}
+                )
             )
             print(f"entities:     team {graph.entity} (sources: {sources}); viewer {VIEWER}")
             print(f"profile:      {args.profile}; storage at {emulator.storage.base_url}")

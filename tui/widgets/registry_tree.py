@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from tui.services.refs import MODEL_REGISTRY, REGISTRY_PREFIX
 from tui.services.registry.protocol import Collection, Registry, Version
 from tui.widgets.format import one_line
 
@@ -65,8 +66,13 @@ def key_aliases(collection: Collection) -> list[str]:
 
 
 def collection_label(collection: Collection) -> Text:
-    """`name (4) production, best`."""
-    label = Text(collection.name, style="bold")
+    """`name (4) production, best`; `checkpoints/name (2)` in a registry other than
+    the model registry, where the same name may be another collection."""
+    label = Text()
+    project = collection.project or ""
+    if project.startswith(REGISTRY_PREFIX) and project != MODEL_REGISTRY:
+        label.append(f"{project.removeprefix(REGISTRY_PREFIX)}/", style="dim")
+    label.append(collection.name, style="bold")
     label.append(f" ({collection.version_count})", style="dim")
     aliases = key_aliases(collection)
     if aliases:
