@@ -65,7 +65,8 @@ def watcher(*argv: str, **env: str) -> subprocess.Popen[str]:
 def new_version(tmp: Path, name: str = "ck") -> str:
     folder = tmp / name
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    # Other files each time: the same files again are the same version, as on W&B.
+    (folder / "config.json").write_text(json.dumps({"name": name}))
     return cli("registry", "add", "my-model", str(folder)).split()[0]
 
 
