@@ -3,6 +3,7 @@ results for ARC and GSM8K_OLMES), on the local backend and through the W&B emula
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import io
 import json
@@ -181,6 +182,17 @@ def test_compare_and_promote_through_the_wandb_backend(
         assert record["required"][0]["better"] == "B"
         # The record is where W&B keeps it: the emulated registry behind it has it too.
         assert promotions(local.resolve("my-model:v4")) == [record]
+        # A version whose source project is read-only for the user cannot hold the
+        # record: the alias is not moved at all (the SDK alone would skip the edit).
+        llama = dataclasses.replace(
+            passed,
+            candidate=backend.resolve("llama-3-8b-sft:v1"),
+            holder=backend.resolve("llama-3-8b-sft:production"),
+        )
+        with pytest.raises(PromoteError, match=r"not moved.*team/pretraining"):
+            promote(backend, llama, user="tester")
+        assert backend.resolve("llama-3-8b-sft:production").version == llama.holder.version
+        assert promotions(backend.resolve("llama-3-8b-sft:v1")) == []
     finally:
         service.check()
 

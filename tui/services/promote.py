@@ -152,10 +152,20 @@ def promote(
 ) -> Version:
     """Move the alias to the candidate of a passed gate and record the move on it.
 
-    The alias moves first: a record is only ever written for a move that happened."""
+    The record must be writable before the alias moves (on W&B a link whose source
+    project the user may not write refuses edits): an unchanged write asks first, so a
+    move never lacks its record. The alias then moves, and only then is the record
+    written, so a record is only ever written for a move that happened."""
     if not decided.passed:
         raise PromoteError(decided.summary)
     candidate = decided.candidate
+    try:
+        registry.update_version(candidate.ref(), metadata=dict(candidate.metadata))
+    except RegistryError as exc:
+        raise PromoteError(
+            f"{decided.alias!r} not moved: the audit record cannot be written on "
+            f"{checkpoint_ref(candidate)}: {exc}"
+        ) from None
     registry.set_alias(candidate.ref(), decided.alias)
     fresh = registry.resolve(candidate.ref())
     record = audit_record(decided, user=user, now=now)
