@@ -247,6 +247,15 @@ def test_a_cancelled_s3_download_keeps_its_finished_parts(tmp_path, monkeypatch,
     uri, data = test_s3.put_checkpoint(moto_url, {"model.safetensors": size})
     registry.add_version("s3big", uri, settings=settings)
     cancel, first = threading.Event(), []
+    # One part at a time: with all three in flight at once the other two could finish
+    # before the cancel is seen, and nothing would be left to continue.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tui.services import s3
+
+    monkeypatch.setattr(
+        s3, "ThreadPoolExecutor", lambda max_workers, **kw: ThreadPoolExecutor(1, **kw)
+    )
 
     def part_journaled(event: DownloadProgress) -> None:
         first.append(event)

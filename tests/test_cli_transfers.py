@@ -116,6 +116,22 @@ def test_a_download_hashing_its_last_file_says_verifying(isolated_env: Path, cap
     assert line.split()[:4] == [str(job.id), "download", "verifying", "100%"]
 
 
+def test_a_download_reading_back_a_kept_file_says_verifying(isolated_env: Path, capsys):
+    """No byte moves while a continued file's kept bytes are read back and hashed: the
+    job says so instead of sitting at `running 98%`."""
+    queue = open_queue(load_settings(dict(os.environ)))
+    job = queue.enqueue("download", "my-model:v3", {"ref": "my-model:v3"})
+    assert queue.claim_next(os.getpid()) is not None
+    note = "verifying: reading the 3932160 bytes of model.safetensors kept"
+    queue.report(job.id, bytes_done=98, bytes_total=100, files_done=2, files_total=3, note=note)
+    queue.report(job.id, bytes_done=98, bytes_total=100)  # the note stays until replaced
+
+    assert main(["transfers"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[:4] == [str(job.id), "download", "verifying", "98%"]
+    assert line.endswith(f"({note})")
+
+
 def test_a_job_queued_for_another_backend_names_its_place(isolated_env: Path, capsys):
     wandb = {
         **os.environ,

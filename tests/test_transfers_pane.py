@@ -1203,6 +1203,7 @@ async def test_jobs_queued_for_another_backend_say_where_they_belong(isolated_en
         assert cell(app, remote.id, "what") == "[W&B team] · my-model:v3"
         assert cell(app, here.id, "what") == "my-model:v2"
         await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == here.id, "here")
+        await wait_for(pilot, lambda: pane.table.has_focus, "the table's focus")
         await pilot.press("down")
         await wait_for(pilot, lambda: pane.detail_job and pane.detail_job.id == remote.id, "it")
         await pilot.pause()

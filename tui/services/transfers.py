@@ -89,6 +89,10 @@ STATE_PHRASES = {
 # Where a job belongs, when queued without W&B: the local registry and offline runs.
 LOCAL_PLACE = "local"
 
+# How a running download's note starts while it reads files back to check them (a
+# continued file's kept bytes, a re-hash): no bytes move then, so the bar alone stalls.
+VERIFYING = "verifying"
+
 SCHEMA_VERSION = 4
 MAX_ERROR_CHARS = 400
 # Smoothing time constant of the transfer rate, in seconds.

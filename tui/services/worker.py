@@ -64,6 +64,7 @@ from tui.services.transfers import (
     PENDING_SYNC,
     QUEUED,
     RUNNING,
+    VERIFYING,
     FileProgress,
     Handler,
     Job,
@@ -640,8 +641,11 @@ def _download_handler(settings: Settings) -> Handler:
         from tui.services.cache import download
 
         def report(event: Any) -> None:
-            # Waiting and lock messages are the only sign of life for up to an hour.
+            # Waiting and lock messages are the only sign of life for up to an hour; a
+            # file being read back to check it moves no bytes either, and says so.
             note = event.message if event.phase in ("waiting", "locked") else ""
+            if event.phase == "verifying":
+                note = f"{VERIFYING}: {event.message}"
             # Before the files are counted (resolving, a re-hash of the whole version)
             # the totals are zero: they must not wipe what a resumed job shows.
             counted = event.phase in ("downloading", "done") or (

@@ -48,11 +48,13 @@ def running_phase(job: Job) -> str | None:
     a log job, so a bar that starts again at 0% is seen to start another phase. None
     otherwise."""
     # Imported here: the Registry pane imports this module long before its first download.
-    from tui.services.transfers import RUNNING
+    from tui.services.transfers import RUNNING, VERIFYING
 
     if job.state != RUNNING or job.stalled:
         return None
     if job.kind == "download":
+        if (job.note or "").startswith(VERIFYING):  # a kept or stored file read back
+            return VERIFYING
         bytes_in = bool(job.bytes_total) and job.bytes_done >= (job.bytes_total or 0)
         unchecked = job.files_total is not None and job.files_done < job.files_total
         return "verifying" if bytes_in and unchecked else None
