@@ -2576,7 +2576,7 @@ def main(argv: list[str] | None = None) -> int:
                     {SOURCE_PROJECT, CHECKPOINTS_SOURCE_PROJECT, *SOURCE_PROJECTS.values()}
                 )
             )
-            print(f"entities:     team {graph.entity} (sources: {sources}); viewer {VIEWER}")
+            print(f"entities:     team entity {graph.entity} (sources: {sources}); viewer {VIEWER}")
             print(f"profile:      {args.profile}; storage at {emulator.storage.base_url}")
             print(f"api key:      {emulator.api_key} (the only one it accepts)", flush=True)
             deadline = time.monotonic() + args.max_seconds
