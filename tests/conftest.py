@@ -62,6 +62,16 @@ def demo_registry_dir(demo_seed: DemoInfo, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def registry_dir(
+    isolated_env: Path, demo_registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A private copy of the demo registry that the app and its commands open
+    (EVALWB_REGISTRY_DIR), in an isolated environment."""
+    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
+    return demo_registry_dir
+
+
+@pytest.fixture
 def snap_compare(snap_compare: Callable[..., bool]) -> Callable[..., bool]:
     """pytest-textual-snapshot's `snap_compare`, with the focused Input's cursor held on.
 

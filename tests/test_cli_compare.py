@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
+from tests.test_cli_registry import run
 from tests.wandb_emulator import (
     WandbService,
     wandb_services,  # noqa: F401 - a fixture
 )
-from tui.cli import main
 from tui.services.compare import ROW_FIELDS, compare_versions
 from tui.services.demo import RESULTS_DIR
 from tui.services.promote import AUDIT_KEY, PromoteError, gate, promote, promotions
@@ -24,18 +24,6 @@ from tui.services.registry.local import LocalRegistry
 
 V3 = RESULTS_DIR / "HFLLM_checkpoint_org_proj_my-model_v3"
 V4 = RESULTS_DIR / "HFLLM_checkpoint_org_proj_my-model_v4"
-
-
-@pytest.fixture
-def registry_dir(isolated_env: Path, demo_registry_dir: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
-    return demo_registry_dir
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class Terminal(io.StringIO):

@@ -18,12 +18,6 @@ from tui.services.registry.local import LocalRegistry
 CLI = [sys.executable, "-m", "tui.cli"]
 
 
-@pytest.fixture
-def registry_dir(isolated_env: Path, demo_registry_dir: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("EVALWB_REGISTRY_DIR", str(demo_registry_dir))
-    return demo_registry_dir
-
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
